@@ -1,0 +1,125 @@
+// Package api defines the coordinator's HTTP JSON API types and a client
+// for them. The dtf CLI, the tests and the demo use the client.
+package api
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Task states. Queued and running are live; the other four are terminal.
+const (
+	StateQueued    = "queued"
+	StateRunning   = "running"
+	StateSucceeded = "succeeded"
+	StateFailed    = "failed"
+	StateCancelled = "cancelled"
+	StateTimedOut  = "timed_out"
+)
+
+// Terminal reports whether a task state is final.
+func Terminal(state string) bool {
+	switch state {
+	case StateSucceeded, StateFailed, StateCancelled, StateTimedOut:
+		return true
+	}
+	return false
+}
+
+// TaskSpec is one task in a submission.
+type TaskSpec struct {
+	// Name is a human label, for example the package a test task runs.
+	Name string `json:"name,omitempty"`
+	// Type selects the executor; it must be one of the coordinator's
+	// task_types.
+	Type string `json:"type"`
+	// Payload is passed to the executor as is and must be a JSON object.
+	Payload json.RawMessage `json:"payload"`
+	// Timeout is a Go duration string such as "5m"; empty means none.
+	Timeout string `json:"timeout,omitempty"`
+	// MaxAttempts bounds how often the task is handed out; 0 means the
+	// coordinator's default.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+}
+
+// SubmitRequest is the body of POST /v1/tasks.
+type SubmitRequest struct {
+	// Batch groups the tasks so that they can be watched together; empty
+	// makes the coordinator choose one.
+	Batch string     `json:"batch,omitempty"`
+	Tasks []TaskSpec `json:"tasks"`
+}
+
+// SubmitResponse answers POST /v1/tasks.
+type SubmitResponse struct {
+	Batch string `json:"batch"`
+	Tasks []Task `json:"tasks"`
+}
+
+// Task is a task with its attempts and outcome.
+type Task struct {
+	ID          string          `json:"id"`
+	Batch       string          `json:"batch"`
+	Name        string          `json:"name,omitempty"`
+	Type        string          `json:"type"`
+	Payload     json.RawMessage `json:"payload"`
+	TimeoutMS   int64           `json:"timeout_ms,omitempty"`
+	MaxAttempts int             `json:"max_attempts"`
+	State       string          `json:"state"`
+	// Attempt is the current attempt number, 0 before the first assignment.
+	Attempt  int       `json:"attempt"`
+	WorkerID string    `json:"worker_id,omitempty"`
+	Created  time.Time `json:"created"`
+	Updated  time.Time `json:"updated"`
+	// QueuedReason says why a queued task is not running yet.
+	QueuedReason string    `json:"queued_reason,omitempty"`
+	Attempts     []Attempt `json:"attempts,omitempty"`
+	Outcome      *Outcome  `json:"outcome,omitempty"`
+}
+
+// Attempt is one hand-out of a task to a worker.
+type Attempt struct {
+	Attempt  int       `json:"attempt"`
+	WorkerID string    `json:"worker_id"`
+	State    string    `json:"state"`
+	Reason   string    `json:"reason,omitempty"`
+	Started  time.Time `json:"started"`
+	Ended    time.Time `json:"ended,omitzero"`
+}
+
+// Outcome is the accepted result of a task's attempt.
+type Outcome struct {
+	Attempt  int             `json:"attempt"`
+	WorkerID string          `json:"worker_id"`
+	Status   string          `json:"status"`
+	ExitCode int             `json:"exit_code"`
+	Message  string          `json:"message,omitempty"`
+	Output   string          `json:"output,omitempty"`
+	Result   json.RawMessage `json:"result,omitempty"`
+	Started  time.Time       `json:"started,omitzero"`
+	Finished time.Time       `json:"finished,omitzero"`
+}
+
+// Worker is a worker the coordinator has seen.
+type Worker struct {
+	ID        string            `json:"id"`
+	Connected bool              `json:"connected"`
+	SessionID string            `json:"session_id,omitempty"`
+	TaskTypes []string          `json:"task_types"`
+	Slots     int               `json:"slots"`
+	Running   int               `json:"running"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	// Connects counts the sessions the worker opened since the coordinator
+	// started.
+	Connects      int       `json:"connects"`
+	LastSeen      time.Time `json:"last_seen"`
+	HostVersion   string    `json:"host_version,omitempty"`
+	PluginVersion string    `json:"plugin_version,omitempty"`
+}
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	Error string `json:"error"`
+	// Field names the offending request field, such as "tasks[2].type".
+	Field string `json:"field,omitempty"`
+}

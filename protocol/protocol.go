@@ -1,0 +1,146 @@
+// Package protocol defines the wire protocol between a worker's reconnection
+// plugin and the coordinator: the WebSocket subprotocol, the connect URL,
+// and the encoding of frames. The frame messages themselves are generated
+// from pb/wire.proto.
+package protocol
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/dtf-io/dtf/protocol/pb"
+)
+
+// Subprotocol is the WebSocket subprotocol of this protocol version. A peer
+// that does not offer it is rejected during the upgrade.
+const Subprotocol = "dtf.v1"
+
+// ConnectPath is the path of the worker WebSocket endpoint on the coordinator.
+const ConnectPath = "/v1/connect"
+
+// DefaultMaxFrameBytes bounds one encoded frame. Task outputs are truncated by
+// executors well below it.
+const DefaultMaxFrameBytes = 4 << 20
+
+// ErrFrameTooLarge is returned by Decode for a frame over its size limit.
+var ErrFrameTooLarge = errors.New("frame too large")
+
+// ConnectURL builds the worker endpoint URL from the coordinator base URL
+// that a worker is configured with. It accepts http, https, ws and wss bases,
+// with or without a path prefix or the endpoint path itself, and rejects
+// bases that carry a query, a fragment, credentials or a placeholder segment.
+func ConnectURL(base string) (string, error) {
+	u, err := url.Parse(strings.TrimSpace(base))
+	if err != nil {
+		return "", fmt.Errorf("invalid coordinator url %q: %w", base, err)
+	}
+	switch u.Scheme {
+	case "http", "ws":
+		u.Scheme = "ws"
+	case "https", "wss":
+		u.Scheme = "wss"
+	default:
+		return "", fmt.Errorf("invalid coordinator url %q: scheme must be ws, wss, http or https", base)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("invalid coordinator url %q: missing host, for example ws://127.0.0.1:7070", base)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("invalid coordinator url %q: remove credentials, query and fragment; "+
+			"the worker's identity comes from its credentials in the config", base)
+	}
+	path := strings.TrimRight(u.Path, "/")
+	for _, segment := range strings.Split(path, "/") {
+		if strings.ContainsAny(segment, "{}:<>") || strings.EqualFold(segment, "worker_id") {
+			return "", fmt.Errorf("invalid coordinator url %q: placeholder segment %q; "+
+				"give only the coordinator's base url", base, segment)
+		}
+	}
+	path = strings.TrimSuffix(path, ConnectPath)
+	u.Path = path + ConnectPath
+	u.RawPath = ""
+	return u.String(), nil
+}
+
+// Encode marshals a frame for one binary WebSocket message.
+func Encode(frame *pb.Frame) ([]byte, error) {
+	return proto.Marshal(frame)
+}
+
+// Decode unmarshals one binary WebSocket message. A frame whose body is of a
+// type this build does not know decodes without error and with a nil body;
+// callers log and count it through TypeOf.
+func Decode(data []byte, maxBytes int) (*pb.Frame, error) {
+	if maxBytes > 0 && len(data) > maxBytes {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, len(data), maxBytes)
+	}
+	frame := &pb.Frame{}
+	if err := proto.Unmarshal(data, frame); err != nil {
+		return nil, fmt.Errorf("decode frame: %w", err)
+	}
+	return frame, nil
+}
+
+// TypeUnknown is the type name of a frame whose body this build does not know.
+const TypeUnknown = "unknown"
+
+// TypeOf returns the name of a frame's body field, such as "hello" or
+// "task_outcome", or TypeUnknown.
+func TypeOf(frame *pb.Frame) string {
+	m := frame.ProtoReflect()
+	oneof := m.Descriptor().Oneofs().ByName("body")
+	field := m.WhichOneof(oneof)
+	if field == nil {
+		return TypeUnknown
+	}
+	return string(field.Name())
+}
+
+// Types lists every frame body type, in field order.
+func Types() []string {
+	fields := (&pb.Frame{}).ProtoReflect().Descriptor().Oneofs().ByName("body").Fields()
+	names := make([]string, 0, fields.Len())
+	for i := 0; i < fields.Len(); i++ {
+		names = append(names, string(fields.Get(i).Name()))
+	}
+	return names
+}
+
+// Direction tells which side sends a frame type.
+type Direction int
+
+const (
+	// ToCoordinator frames are sent by the worker side.
+	ToCoordinator Direction = iota + 1
+	// ToWorker frames are sent by the coordinator.
+	ToWorker
+	// Both frames are sent by either side.
+	Both
+)
+
+// Directions maps each frame type to the side that sends it. A test checks
+// that it covers every type and that each receiving side handles its types.
+var Directions = map[string]Direction{
+	"hello":             ToCoordinator,
+	"welcome":           ToWorker,
+	"reject":            ToWorker,
+	"heartbeat":         Both,
+	"state_sync":        ToCoordinator,
+	"state_sync_result": ToWorker,
+	"assign":            ToWorker,
+	"task_started":      ToCoordinator,
+	"task_progress":     ToCoordinator,
+	"task_outcome":      ToCoordinator,
+	"outcome_ack":       ToWorker,
+	"cancel_task":       ToWorker,
+}
+
+// SessionTypes are the frame types that the reconnection plugin handles
+// itself; every other type received by a worker goes to the worker host.
+var SessionTypes = map[string]bool{
+	"hello": true, "welcome": true, "reject": true, "heartbeat": true,
+}
