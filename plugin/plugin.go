@@ -1,0 +1,122 @@
+// Package plugin is the go-plugin glue between the dtf worker host and its
+// plugin binaries. The host calls Launch to start a plugin process and gets
+// gRPC clients of the services in plugin/pb; a plugin binary calls
+// ServeConnector or ServeExecutor from its main function.
+package plugin
+
+import (
+	"context"
+	"fmt"
+
+	goplugin "github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/dtf-io/dtf/plugin/pb"
+)
+
+// Handshake is shared by the host and every plugin binary. go-plugin sets the
+// magic cookie in the plugin's environment; a binary started without it, for
+// example by hand from a shell, prints a hint and exits. ProtocolVersion is
+// the fallback API version; the versions actually offered come from
+// VersionedPlugins.
+var Handshake = goplugin.HandshakeConfig{
+	ProtocolVersion:  APIVersion,
+	MagicCookieKey:   "DTF_PLUGIN_COOKIE",
+	MagicCookieValue: "6edbbbd1cdd27c31eb31b306204bd4c5",
+}
+
+// APIVersion is the current version of the plugin API in plugin/pb. The host
+// and a plugin negotiate the highest version that both offer.
+const APIVersion = 1
+
+// Kinds of plugins. Each kind serves one gRPC service of plugin/pb, and a
+// plugin binary serves exactly one kind.
+const (
+	KindExecutor  = "executor"
+	KindConnector = "connector"
+)
+
+// MaxMessageBytes bounds one gRPC message between the host and a plugin, in
+// both directions. The gRPC default of 4 MiB is too small for a task payload
+// or outcome near the wire protocol's 4 MiB frame limit plus its envelope.
+const MaxMessageBytes = 16 << 20
+
+// Kinds lists the valid plugin kinds.
+func Kinds() []string {
+	return []string{KindExecutor, KindConnector}
+}
+
+// VersionedPlugins returns the plugin sets that a host offers for one kind,
+// keyed by API version. It returns an error for an unknown kind.
+func VersionedPlugins(kind string) (map[int]goplugin.PluginSet, error) {
+	switch kind {
+	case KindExecutor:
+		return map[int]goplugin.PluginSet{
+			1: {KindExecutor: &ExecutorPlugin{}},
+		}, nil
+	case KindConnector:
+		return map[int]goplugin.PluginSet{
+			1: {KindConnector: &ConnectorPlugin{}},
+		}, nil
+	default:
+		return nil, fmt.Errorf("unknown plugin kind %q; valid kinds: %s, %s",
+			kind, KindExecutor, KindConnector)
+	}
+}
+
+// ExecutorPlugin is the go-plugin binding of the Executor service. The plugin
+// side sets Server; the host side leaves it nil and receives a
+// pb.ExecutorClient from Dispense.
+type ExecutorPlugin struct {
+	goplugin.NetRPCUnsupportedPlugin
+	Server pb.ExecutorServer
+}
+
+// GRPCServer registers the executor service on the plugin's gRPC server.
+func (p *ExecutorPlugin) GRPCServer(_ *goplugin.GRPCBroker, s *grpc.Server) error {
+	if p.Server == nil {
+		return fmt.Errorf("executor plugin has no server implementation")
+	}
+	pb.RegisterExecutorServer(s, p.Server)
+	return nil
+}
+
+// GRPCClient returns a pb.ExecutorClient on the connection to the plugin.
+func (p *ExecutorPlugin) GRPCClient(
+	_ context.Context,
+	_ *goplugin.GRPCBroker,
+	conn *grpc.ClientConn,
+) (interface{}, error) {
+	return pb.NewExecutorClient(conn), nil
+}
+
+// ConnectorPlugin is the go-plugin binding of the Connector service. The
+// plugin side sets Server; the host side leaves it nil and receives a
+// pb.ConnectorClient from Dispense.
+type ConnectorPlugin struct {
+	goplugin.NetRPCUnsupportedPlugin
+	Server pb.ConnectorServer
+}
+
+// GRPCServer registers the connector service on the plugin's gRPC server.
+func (p *ConnectorPlugin) GRPCServer(_ *goplugin.GRPCBroker, s *grpc.Server) error {
+	if p.Server == nil {
+		return fmt.Errorf("connector plugin has no server implementation")
+	}
+	pb.RegisterConnectorServer(s, p.Server)
+	return nil
+}
+
+// GRPCClient returns a pb.ConnectorClient on the connection to the plugin.
+func (p *ConnectorPlugin) GRPCClient(
+	_ context.Context,
+	_ *goplugin.GRPCBroker,
+	conn *grpc.ClientConn,
+) (interface{}, error) {
+	return pb.NewConnectorClient(conn), nil
+}
+
+var (
+	_ goplugin.GRPCPlugin = (*ExecutorPlugin)(nil)
+	_ goplugin.GRPCPlugin = (*ConnectorPlugin)(nil)
+)

@@ -1,0 +1,322 @@
+// Package cluster starts real dtf processes for end-to-end tests and the
+// demo: a coordinator and workers, each a separate `dtf` process with its
+// own config file and log file, with plugins launched through go-plugin as
+// in production. Everything listens on 127.0.0.1.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dtf-io/dtf/coordinator/api"
+)
+
+// Binaries names the dtf binaries in one folder.
+type Binaries struct {
+	Dir string
+}
+
+// Path returns the absolute path of a binary in the folder.
+func (b Binaries) Path(name string) string {
+	return filepath.Join(b.Dir, name)
+}
+
+// binaryPackages maps each binary to the package it is built from.
+var binaryPackages = map[string]string{
+	"dtf":              "./cmd/dtf",
+	"dtf-reconnection": "./plugins/reconnection",
+	"dtf-exec-command": "./examples/command",
+	"dtf-exec-gotest":  "./examples/gotest",
+}
+
+// Build compiles every dtf binary from the module at repo into dir.
+func Build(ctx context.Context, repo, dir string) (Binaries, error) {
+	for name, pkg := range binaryPackages {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, name), pkg)
+		cmd.Dir = repo
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return Binaries{}, fmt.Errorf("build %s: %w\n%s", pkg, err, out)
+		}
+	}
+	abs, err := filepath.Abs(dir)
+	return Binaries{Dir: abs}, err
+}
+
+// RepoRoot returns the folder of the go.mod that contains the working
+// directory.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// FreeAddr returns a 127.0.0.1 address with a port that was free a moment
+// ago. Another process can take it in between, which tests accept.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// Process is one running dtf process.
+type Process struct {
+	Name    string
+	LogPath string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	err     error
+}
+
+// Start runs a binary with args, its stdout and stderr appended to logPath.
+// The environment is the caller's plus extra.
+func Start(name, logPath, binary string, args []string, extra ...string) (*Process, error) {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(binary, args...)
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.Env = append(os.Environ(), extra...)
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logFile.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Pid returns the process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Done is closed when the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Stop sends SIGTERM and waits up to timeout, then kills the process.
+func (p *Process) Stop(timeout time.Duration) error {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s did not stop within %s after SIGTERM and was killed", p.Name, timeout)
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to exit.
+func (p *Process) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Log returns the process's log so far.
+func (p *Process) Log() string {
+	data, _ := os.ReadFile(p.LogPath)
+	return string(data)
+}
+
+// CoordinatorConfig is what the coordinator config file of a test sets.
+type CoordinatorConfig struct {
+	Listen            string
+	DataDir           string
+	Token             string
+	HeartbeatInterval time.Duration
+	HeartbeatTimeout  time.Duration
+	ReassignAfter     time.Duration
+	// TaskTypes defaults to command and gotest.
+	TaskTypes []string
+}
+
+// WriteCoordinatorConfig writes an HCL coordinator config to path.
+func WriteCoordinatorConfig(path string, c CoordinatorConfig) error {
+	if len(c.TaskTypes) == 0 {
+		c.TaskTypes = []string{"command", "gotest"}
+	}
+	text := fmt.Sprintf(`listen     = %q
+data_dir   = %q
+log_level  = "debug"
+task_types = [%s]
+
+workers {
+  token              = %q
+  heartbeat_interval = %q
+  heartbeat_timeout  = %q
+  reassign_after     = %q
+}
+`, c.Listen, c.DataDir, quoteList(c.TaskTypes), c.Token, c.HeartbeatInterval, c.HeartbeatTimeout, c.ReassignAfter)
+	return os.WriteFile(path, []byte(text), 0o644)
+}
+
+// WorkerConfig is what the worker config file of a test sets.
+type WorkerConfig struct {
+	Bin               Binaries
+	URL               string
+	WorkerID          string
+	Token             string
+	DataDir           string
+	Slots             int
+	HeartbeatInterval time.Duration
+	HeartbeatTimeout  time.Duration
+	BackoffBase       time.Duration
+	BackoffCap        time.Duration
+	HealthyAfter      time.Duration
+}
+
+// WriteWorkerConfig writes an HCL worker config to path.
+func WriteWorkerConfig(path string, c WorkerConfig) error {
+	text := fmt.Sprintf(`data_dir  = %q
+slots     = %d
+log_level = "debug"
+
+coordinator {
+  url       = %q
+  worker_id = %q
+  token     = %q
+}
+
+plugin "reconnection" {
+  kind = "connector"
+  path = %q
+  config {
+    heartbeat_interval = %q
+    heartbeat_timeout  = %q
+    backoff_base       = %q
+    backoff_multiplier = 2
+    backoff_cap        = %q
+    healthy_after      = %q
+  }
+}
+
+plugin "command" {
+  kind = "executor"
+  path = %q
+  env  = ["PATH", "HOME"]
+}
+
+plugin "gotest" {
+  kind = "executor"
+  path = %q
+  env  = [%s]
+}
+`, c.DataDir, c.Slots, c.URL, c.WorkerID, c.Token, c.Bin.Path("dtf-reconnection"),
+		c.HeartbeatInterval, c.HeartbeatTimeout, c.BackoffBase, c.BackoffCap, c.HealthyAfter,
+		c.Bin.Path("dtf-exec-command"), c.Bin.Path("dtf-exec-gotest"), quoteList(GoEnv))
+	return os.WriteFile(path, []byte(text), 0o644)
+}
+
+// GoEnv lists the environment variables that a gotest executor needs to
+// find the Go toolchain and its caches.
+var GoEnv = []string{"PATH", "HOME", "GOPATH", "GOCACHE", "GOMODCACHE", "GOFLAGS", "GOTOOLCHAIN", "GOPROXY"}
+
+func quoteList(items []string) string {
+	quoted := make([]string, len(items))
+	for i, item := range items {
+		quoted[i] = fmt.Sprintf("%q", item)
+	}
+	return strings.Join(quoted, ", ")
+}
+
+// WaitHealthy polls the coordinator's /healthz until it answers 200, timeout
+// passes or ctx ends.
+func WaitHealthy(ctx context.Context, timeout time.Duration, baseURL string) error {
+	return Poll(ctx, timeout, 50*time.Millisecond, func() (bool, error) {
+		resp, err := http.Get(baseURL + "/healthz")
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+}
+
+// Poll calls check every interval until it returns true, returns an error,
+// timeout passes (zero means no limit of its own) or ctx ends.
+func Poll(ctx context.Context, timeout, interval time.Duration, check func() (bool, error)) error {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		ok, err := check()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("condition not met: %w", ctx.Err())
+		case <-ticker.C:
+		}
+	}
+}
+
+// ConnectedWorkers returns the ids of the workers that the coordinator
+// lists as connected.
+func ConnectedWorkers(workers []api.Worker) map[string]bool {
+	connected := map[string]bool{}
+	for _, w := range workers {
+		if w.Connected {
+			connected[w.ID] = true
+		}
+	}
+	return connected
+}
+
+// ProcessesIn returns the pids of running processes whose executable lives
+// in dir, such as plugin binaries left behind by a killed host.
+func ProcessesIn(dir string) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, entry := range entries {
+		var pid int
+		if _, err := fmt.Sscanf(entry.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", entry.Name(), "exe"))
+		if err != nil {
+			continue
+		}
+		if filepath.Dir(exe) == dir {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
