@@ -1,6 +1,6 @@
 // Package plugin is the go-plugin glue between the dtf worker host and its
 // plugin binaries. The host calls Launch to start a plugin process and gets
-// gRPC clients of the services in plugin/pb; a plugin binary calls
+// gRPC clients of the services in plugin/pb. A plugin binary calls
 // ServeConnector or ServeExecutor from its main function.
 package plugin
 
@@ -15,9 +15,9 @@ import (
 )
 
 // Handshake is shared by the host and every plugin binary. go-plugin sets the
-// magic cookie in the plugin's environment; a binary started without it, for
-// example by hand from a shell, prints a hint and exits. ProtocolVersion is
-// the fallback API version; the versions actually offered come from
+// magic cookie in the plugin's environment, and a binary started without it,
+// for example by hand from a shell, prints a hint and exits. ProtocolVersion
+// is only the fallback API version, because the versions offered come from
 // VersionedPlugins.
 var Handshake = goplugin.HandshakeConfig{
 	ProtocolVersion:  APIVersion,
@@ -65,19 +65,19 @@ func VersionedPlugins(kind string) (map[int]goplugin.PluginSet, error) {
 }
 
 // ExecutorPlugin is the go-plugin binding of the Executor service. The plugin
-// side sets Server; the host side leaves it nil and receives a
+// side sets Impl; the host side leaves it nil and receives a
 // pb.ExecutorClient from Dispense.
 type ExecutorPlugin struct {
 	goplugin.NetRPCUnsupportedPlugin
-	Server pb.ExecutorServer
+	Impl pb.ExecutorServer
 }
 
 // GRPCServer registers the executor service on the plugin's gRPC server.
 func (p *ExecutorPlugin) GRPCServer(_ *goplugin.GRPCBroker, s *grpc.Server) error {
-	if p.Server == nil {
+	if p.Impl == nil {
 		return fmt.Errorf("executor plugin has no server implementation")
 	}
-	pb.RegisterExecutorServer(s, p.Server)
+	pb.RegisterExecutorServer(s, p.Impl)
 	return nil
 }
 
@@ -91,19 +91,19 @@ func (p *ExecutorPlugin) GRPCClient(
 }
 
 // ConnectorPlugin is the go-plugin binding of the Connector service. The
-// plugin side sets Server; the host side leaves it nil and receives a
+// plugin side sets Impl; the host side leaves it nil and receives a
 // pb.ConnectorClient from Dispense.
 type ConnectorPlugin struct {
 	goplugin.NetRPCUnsupportedPlugin
-	Server pb.ConnectorServer
+	Impl pb.ConnectorServer
 }
 
 // GRPCServer registers the connector service on the plugin's gRPC server.
 func (p *ConnectorPlugin) GRPCServer(_ *goplugin.GRPCBroker, s *grpc.Server) error {
-	if p.Server == nil {
+	if p.Impl == nil {
 		return fmt.Errorf("connector plugin has no server implementation")
 	}
-	pb.RegisterConnectorServer(s, p.Server)
+	pb.RegisterConnectorServer(s, p.Impl)
 	return nil
 }
 

@@ -1,0 +1,194 @@
+package config
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// writeWorkerConfig writes body as worker.hcl in a temporary folder that
+// also contains executable stand-ins for the plugin binaries under bin/.
+func writeWorkerConfig(t *testing.T, body string) string {
+	t.Helper()
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "bin"), 0o755))
+	for _, name := range []string{"dtf-reconnection", "dtf-exec-command", "dtf-exec-gotest"} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "bin", name), []byte("#!/bin/sh\n"), 0o755))
+	}
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "configs"), 0o755))
+	path := filepath.Join(dir, "configs", "worker.hcl")
+	require.NoError(t, os.WriteFile(path, []byte(body), 0o644))
+	return path
+}
+
+const validConfig = `
+data_dir  = "../data/worker-1"
+slots     = 2
+log_level = "info"
+labels    = { os = "linux" }
+coordinator {
+  url       = "ws://127.0.0.1:7070"
+  worker_id = "worker-1"
+  token     = env("DTF_TEST_WORKER_TOKEN")
+}
+plugin "reconnection" {
+  kind = "connector"
+  path = "../bin/dtf-reconnection"
+  start_timeout = "10s"
+  env  = []
+  config {
+    heartbeat_interval = "2s"
+    backoff_multiplier = 2
+    nested             = { a = [1, 2] }
+  }
+}
+plugin "command" {
+  kind = "executor"
+  path = "../bin/dtf-exec-command"
+  env  = ["PATH", "HOME"]
+}
+`
+
+func TestLoadValid(t *testing.T) {
+	t.Setenv("DTF_TEST_WORKER_TOKEN", "s3cret")
+	path := writeWorkerConfig(t, validConfig)
+	root := filepath.Dir(filepath.Dir(path))
+
+	cfg, err := Load(path)
+	require.NoError(t, err)
+	assert.Equal(t, path, cfg.File)
+	assert.Equal(t, filepath.Join(root, "data", "worker-1"), cfg.DataDir)
+	assert.Equal(t, 2, cfg.Slots)
+	assert.Equal(t, map[string]string{"os": "linux"}, cfg.Labels)
+	assert.Equal(t, DefaultShutdownTimeout, cfg.ShutdownTimeout)
+	assert.Equal(t, "s3cret", cfg.Coordinator.Token)
+	assert.Equal(t, "worker-1", cfg.Coordinator.WorkerID)
+
+	connector := cfg.Connector()
+	assert.Equal(t, "reconnection", connector.Name)
+	assert.Equal(t, filepath.Join(root, "bin", "dtf-reconnection"), connector.Path)
+	assert.Equal(t, 10*time.Second, connector.StartTimeout)
+	assert.JSONEq(t, `{"heartbeat_interval":"2s","backoff_multiplier":2,"nested":{"a":[1,2]}}`,
+		string(connector.ConfigJSON))
+
+	executors := cfg.Executors()
+	require.Len(t, executors, 1)
+	assert.Equal(t, "command", executors[0].Name)
+	assert.JSONEq(t, `{}`, string(executors[0].ConfigJSON))
+	assert.Equal(t, []string{"PATH", "HOME"}, executors[0].Env)
+}
+
+func TestLoadShippedConfig(t *testing.T) {
+	// The shipped file refers to ../bin, which exists only after make build,
+	// so this checks that everything but the binaries is valid.
+	_, err := Load(filepath.Join("..", "..", "configs", "worker.hcl"))
+	if err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			if strings.HasPrefix(line, "Error: ") {
+				assert.Equal(t, "Error: Invalid plugin path", line)
+			}
+		}
+	}
+}
+
+func TestEnviron(t *testing.T) {
+	p := Plugin{Env: []string{"A", "UNSET", "B"}}
+	lookup := func(name string) (string, bool) {
+		values := map[string]string{"A": "1", "B": "x=y"}
+		v, ok := values[name]
+		return v, ok
+	}
+	assert.Equal(t, []string{"A=1", "B=x=y"}, p.Environ(lookup))
+}
+
+func TestLoadErrors(t *testing.T) {
+	replace := func(old, new string) string {
+		require.Contains(t, validConfig, old)
+		return strings.Replace(validConfig, old, new, 1)
+	}
+	tests := []struct {
+		name string
+		body string
+		// want are substrings of the error, in order of importance.
+		want []string
+	}{
+		{"malformed", replace(`slots     = 2`, `slots     = `), []string{"worker.hcl:3:13: Invalid expression", "slots     ="}},
+		{"unknown field", replace(`slots     = 2`, "slots     = 2\nslot_count = 3"),
+			[]string{"worker.hcl:4:1: Unsupported argument", "Unsupported argument", "slot_count = 3"}},
+		{"missing unit", replace(`start_timeout = "10s"`, `start_timeout = "10"`),
+			[]string{"worker.hcl:14:19: Invalid duration", `start_timeout "10" has no unit`, `start_timeout = "10"`}},
+		{"bad duration", replace(`start_timeout = "10s"`, `start_timeout = "soon"`),
+			[]string{"worker.hcl:14:19", "is not a duration"}},
+		{"zero slots", replace(`slots     = 2`, `slots     = 0`), []string{"worker.hcl:3:13", "slots must be at least 1"}},
+		{"bad url", replace(`ws://127.0.0.1:7070`, `ftp://127.0.0.1:7070`),
+			[]string{"worker.hcl:7:15", "Invalid coordinator url", "scheme must be"}},
+		{"empty worker id", replace(`worker_id = "worker-1"`, `worker_id = ""`),
+			[]string{"worker.hcl:8:15", "worker_id must not be empty"}},
+		{"missing plugin file", replace(`../bin/dtf-exec-command`, `../bin/nope`),
+			[]string{"worker.hcl:24:10", "bin/nope not found", "make build"}},
+		{"duplicate plugin names", replace(`plugin "command"`, `plugin "reconnection"`),
+			[]string{"worker.hcl:22:8: Duplicate plugin name", "already defined at", "worker.hcl:11,1-22"}},
+		{"bad kind", replace(`kind = "executor"`, `kind = "runner"`),
+			[]string{"worker.hcl:23:10", `kind "runner"`}},
+		{"no executor", replace(`kind = "executor"`, `kind = "connector"`),
+			[]string{"Missing executor plugin", "Second connector plugin"}},
+		{"no connector", replace(`kind = "connector"`, `kind = "executor"`),
+			[]string{"Missing connector plugin"}},
+		{"bad log level", replace(`log_level = "info"`, `log_level = "loud"`),
+			[]string{"worker.hcl:4:13", `log_level "loud"`}},
+		{"bad sha256", replace(`env  = ["PATH", "HOME"]`, "env  = [\"PATH\"]\n  sha256 = \"abc\""),
+			[]string{"Invalid sha256"}},
+		{"bad env name", replace(`env  = ["PATH", "HOME"]`, `env  = ["PATH=/bin"]`),
+			[]string{"Invalid plugin env", `"PATH=/bin" is not a name`}},
+		{"nested block in config", replace(`nested             = { a = [1, 2] }`, "inner {\n}"),
+			[]string{"Unexpected \"inner\" block"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(writeWorkerConfig(t, tt.body))
+			require.Error(t, err)
+			var diagErr *DiagnosticsError
+			require.ErrorAs(t, err, &diagErr)
+			for _, want := range tt.want {
+				assert.Contains(t, err.Error(), want)
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "worker.hcl"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+func TestApplyOverrides(t *testing.T) {
+	cfg, err := Load(writeWorkerConfig(t, validConfig))
+	require.NoError(t, err)
+
+	require.NoError(t, cfg.Apply(Overrides{WorkerID: "worker-7", DataDir: "rel/data", URL: "http://127.0.0.1:9000"}))
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	assert.Equal(t, "worker-7", cfg.Coordinator.WorkerID)
+	assert.Equal(t, filepath.Join(wd, "rel", "data"), cfg.DataDir)
+	assert.Equal(t, "http://127.0.0.1:9000", cfg.Coordinator.URL)
+
+	err = cfg.Apply(Overrides{URL: "ftp://x"})
+	require.Error(t, err)
+	assert.Equal(t, "http://127.0.0.1:9000", cfg.Coordinator.URL)
+
+	require.NoError(t, cfg.Apply(Overrides{}))
+	assert.Equal(t, "worker-7", cfg.Coordinator.WorkerID)
+}
+
+func TestConfigJSONIsObject(t *testing.T) {
+	cfg, err := Load(writeWorkerConfig(t, validConfig))
+	require.NoError(t, err)
+	var object map[string]any
+	require.NoError(t, json.Unmarshal(cfg.Connector().ConfigJSON, &object))
+}

@@ -1,0 +1,52 @@
+package config
+
+import "github.com/hashicorp/hcl/v2"
+
+// The structs below mirror the HCL file for gohcl. Attributes that need a
+// check of their value keep the range of that value, so a diagnostic points
+// at it. gohcl rejects attributes and blocks that they do not list.
+
+type fileSchema struct {
+	DataDir              string            `hcl:"data_dir"`
+	DataDirRange         hcl.Range         `hcl:"data_dir,attr_value_range"`
+	Slots                *int              `hcl:"slots,optional"`
+	SlotsRange           hcl.Range         `hcl:"slots,attr_value_range"`
+	LogLevel             *string           `hcl:"log_level,optional"`
+	LogLevelRange        hcl.Range         `hcl:"log_level,attr_value_range"`
+	Labels               map[string]string `hcl:"labels,optional"`
+	ShutdownTimeout      *string           `hcl:"shutdown_timeout,optional"`
+	ShutdownTimeoutRange hcl.Range         `hcl:"shutdown_timeout,attr_value_range"`
+	Coordinator          coordinatorBlock  `hcl:"coordinator,block"`
+	Plugins              []pluginBlock     `hcl:"plugin,block"`
+}
+
+type coordinatorBlock struct {
+	URL           string    `hcl:"url"`
+	URLRange      hcl.Range `hcl:"url,attr_value_range"`
+	WorkerID      string    `hcl:"worker_id"`
+	WorkerIDRange hcl.Range `hcl:"worker_id,attr_value_range"`
+	Token         *string   `hcl:"token,optional"`
+}
+
+type pluginBlock struct {
+	Name              string       `hcl:"name,label"`
+	NameRange         hcl.Range    `hcl:"name,label_range"`
+	DefRange          hcl.Range    `hcl:",def_range"`
+	Kind              string       `hcl:"kind"`
+	KindRange         hcl.Range    `hcl:"kind,attr_value_range"`
+	Path              string       `hcl:"path"`
+	PathRange         hcl.Range    `hcl:"path,attr_value_range"`
+	Args              []string     `hcl:"args,optional"`
+	Env               []string     `hcl:"env,optional"`
+	EnvRange          hcl.Range    `hcl:"env,attr_value_range"`
+	SHA256            *string      `hcl:"sha256,optional"`
+	SHA256Range       hcl.Range    `hcl:"sha256,attr_value_range"`
+	StartTimeout      *string      `hcl:"start_timeout,optional"`
+	StartTimeoutRange hcl.Range    `hcl:"start_timeout,attr_value_range"`
+	Config            *configBlock `hcl:"config,block"`
+}
+
+type configBlock struct {
+	DefRange hcl.Range `hcl:",def_range"`
+	Body     hcl.Body  `hcl:",remain"`
+}

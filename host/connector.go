@@ -1,0 +1,236 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/dtf-io/dtf/plugin/pb"
+	"github.com/dtf-io/dtf/protocol"
+	wirepb "github.com/dtf-io/dtf/protocol/pb"
+)
+
+// Restart backoff of a crashed connector plugin. A crash caused by a bad
+// binary or config repeats at once, so the delay grows quickly. A connector
+// that then ran for restartHealthyAfter counts as healthy again.
+const (
+	restartBackoffBase  = 500 * time.Millisecond
+	restartBackoffCap   = 30 * time.Second
+	restartHealthyAfter = time.Minute
+)
+
+// Timeouts of single calls to the connector. A call that takes longer means
+// the plugin hangs; the outcome stays in the outbox either way.
+const (
+	sendTimeout = 5 * time.Second
+	stopTimeout = 5 * time.Second
+)
+
+var errNotConnected = errors.New("no connector plugin running")
+
+// superviseConnector runs the connector until ctx ends, relaunching the
+// plugin with backoff whenever its Events stream breaks. A go-plugin client
+// cannot be restarted, so each relaunch is a new process and client.
+func (h *Host) superviseConnector(ctx context.Context, proc pluginProcess) error {
+	failures := 0
+	for {
+		started := time.Now()
+		var err error
+		if proc != nil {
+			err = h.runConnector(ctx, proc)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrConnectorFatal) {
+			return err
+		}
+		if proc != nil {
+			h.logger.Warn("connector plugin stopped, restarting it", "error", err, "exited", proc.Exited())
+			h.dropConnector(proc)
+		}
+		if time.Since(started) >= restartHealthyAfter {
+			failures = 0
+		}
+		failures++
+		if !sleepCtx(ctx, restartDelay(failures)) {
+			return nil
+		}
+		proc, err = h.launchConnector(ctx)
+		if err != nil {
+			h.logger.Error("connector plugin restart failed", "error", err, "attempt", failures)
+			proc = nil
+		}
+	}
+}
+
+// restartDelay is exponential in failures with full jitter after the cap.
+func restartDelay(failures int) time.Duration {
+	delay := restartBackoffBase
+	for i := 1; i < failures && delay < restartBackoffCap; i++ {
+		delay *= 2
+	}
+	delay = min(delay, restartBackoffCap)
+	return time.Duration(rand.Int64N(int64(delay)) + 1)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}
+
+// dropConnector clears a connector that stopped and kills its process.
+func (h *Host) dropConnector(proc pluginProcess) {
+	h.mu.Lock()
+	if h.connectorProc == proc {
+		h.connector, h.connectorProc = nil, nil
+	}
+	h.lastState = ""
+	h.mu.Unlock()
+	proc.Kill()
+}
+
+// runConnector configures the connector, opens its Events stream and
+// handles events until the stream ends. When ctx ends it calls the
+// connector's Stop, which closes the session cleanly, and then cancels the
+// stream.
+func (h *Host) runConnector(ctx context.Context, proc pluginProcess) error {
+	client := proc.Connector()
+	p := h.cfg.Connector()
+	_, err := client.Configure(ctx, &pb.ConnectorConfig{
+		Url:         h.cfg.Coordinator.URL,
+		WorkerId:    h.cfg.Coordinator.WorkerID,
+		Token:       h.cfg.Coordinator.Token,
+		TaskTypes:   h.taskTypes(),
+		Slots:       uint32(h.cfg.Slots),
+		Labels:      h.cfg.Labels,
+		HostVersion: Version,
+		ConfigJson:  p.ConfigJSON,
+	})
+	if err != nil {
+		return fmt.Errorf("configure connector plugin %s: %w", p.Name, err)
+	}
+
+	streamCtx, cancelStream := context.WithCancel(context.Background())
+	defer cancelStream()
+	stream, err := client.Events(streamCtx, &pb.Empty{})
+	if err != nil {
+		return fmt.Errorf("open events of connector plugin %s: %w", p.Name, err)
+	}
+	h.mu.Lock()
+	h.connector = client
+	h.mu.Unlock()
+
+	streamDone := make(chan struct{})
+	defer close(streamDone)
+	go func() {
+		select {
+		case <-streamDone:
+		case <-ctx.Done():
+			stopCtx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+			defer cancel()
+			if _, err := client.Stop(stopCtx, &pb.Empty{}); err != nil {
+				h.logger.Warn("connector stop failed", "error", err)
+			}
+			cancelStream()
+		}
+	}()
+
+	for {
+		event, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return errors.New("connector ended its events stream")
+		}
+		if err != nil {
+			return fmt.Errorf("events stream of connector plugin %s: %w", p.Name, err)
+		}
+		switch e := event.GetEvent().(type) {
+		case *pb.ConnectorEvent_State:
+			if err := h.handleState(e.State); err != nil {
+				return err
+			}
+		case *pb.ConnectorEvent_Frame:
+			h.handleFrame(e.Frame)
+		}
+	}
+}
+
+// handleState logs each transition of the connection once and starts the
+// state sync after every connect. It returns an ErrConnectorFatal error for
+// a "closed" state whose reason starts with "fatal".
+func (h *Host) handleState(state *pb.StateChange) error {
+	h.mu.Lock()
+	repeated := h.lastState == state.GetState()
+	h.lastState = state.GetState()
+	h.mu.Unlock()
+
+	logger := h.logger.With("session_id", state.GetSessionId(), "attempt", state.GetAttempt())
+	switch state.GetState() {
+	case "connected":
+		logger.Info("connected to coordinator", "reconnects", state.GetReconnects())
+		h.sendStateSync()
+	case "backing_off":
+		if !repeated {
+			logger.Warn("disconnected from coordinator, backing off", "reason", state.GetReason(),
+				"next_retry", time.UnixMilli(state.GetNextRetryUnixMs()).Format(time.RFC3339Nano))
+		}
+	case "connecting":
+		if !repeated {
+			logger.Debug("connecting to coordinator")
+		}
+	case "closed":
+		if strings.HasPrefix(state.GetReason(), "fatal") {
+			logger.Error("connector closed the session for good", "reason", state.GetReason())
+			return fmt.Errorf("%w: %s", ErrConnectorFatal, state.GetReason())
+		}
+		logger.Info("session closed", "reason", state.GetReason())
+	default:
+		logger.Warn("unknown connection state from connector", "state", state.GetState(),
+			"reason", state.GetReason())
+	}
+	return nil
+}
+
+// send hands one task frame to the connector. It fails while no session is
+// open; callers that must not lose the frame keep it in the outbox.
+func (h *Host) send(frame *wirepb.Frame) error {
+	h.mu.Lock()
+	client := h.connector
+	h.mu.Unlock()
+	if client == nil {
+		return errNotConnected
+	}
+	data, err := protocol.Encode(frame)
+	if err != nil {
+		return fmt.Errorf("encode %s frame: %w", protocol.TypeOf(frame), err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
+	defer cancel()
+	_, err = client.Send(ctx, &pb.SendRequest{Frame: data})
+	return err
+}
+
+// sendBestEffort sends a frame whose loss is harmless, such as progress.
+func (h *Host) sendBestEffort(frame *wirepb.Frame) {
+	if err := h.send(frame); err != nil {
+		h.logger.Trace("frame not sent", "type", protocol.TypeOf(frame), "error", err)
+	}
+}
+
+// isUnavailable reports the error of a send while no session is open.
+func isUnavailable(err error) bool {
+	return errors.Is(err, errNotConnected) || status.Code(err) == codes.Unavailable
+}

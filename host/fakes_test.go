@@ -1,0 +1,184 @@
+package host
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	dtfplugin "github.com/dtf-io/dtf/plugin"
+	"github.com/dtf-io/dtf/plugin/pb"
+	"github.com/dtf-io/dtf/protocol"
+	wirepb "github.com/dtf-io/dtf/protocol/pb"
+	"github.com/dtf-io/dtf/sdk"
+)
+
+// fakeProcess is an in-process stand-in for a plugin process: a gRPC server
+// on an in-memory listener and a client connected to it.
+type fakeProcess struct {
+	info      *pb.PluginInfo
+	executor  pb.ExecutorClient
+	connector pb.ConnectorClient
+	server    *grpc.Server
+	conn      *grpc.ClientConn
+	killed    atomic.Bool
+	killOnce  sync.Once
+}
+
+func newFakeProcess(t *testing.T, info *pb.PluginInfo, register func(*grpc.Server)) *fakeProcess {
+	t.Helper()
+	listener := bufconn.Listen(1 << 20)
+	server := grpc.NewServer()
+	register(server)
+	go func() { _ = server.Serve(listener) }()
+	conn, err := grpc.NewClient("passthrough:///fake",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			return listener.DialContext(ctx)
+		}),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	p := &fakeProcess{info: info, server: server, conn: conn}
+	t.Cleanup(p.Kill)
+	return p
+}
+
+func (p *fakeProcess) Info() *pb.PluginInfo          { return p.info }
+func (p *fakeProcess) Executor() pb.ExecutorClient   { return p.executor }
+func (p *fakeProcess) Connector() pb.ConnectorClient { return p.connector }
+func (p *fakeProcess) Exited() bool                  { return p.killed.Load() }
+func (p *fakeProcess) Kill() {
+	p.killOnce.Do(func() {
+		p.killed.Store(true)
+		_ = p.conn.Close()
+		p.server.Stop()
+	})
+}
+
+// fakeConnector plays the coordinator's side of the session through the
+// Connector service: a test pushes events and reads the frames the host
+// sends.
+type fakeConnector struct {
+	pb.UnimplementedConnectorServer
+
+	configured  chan *pb.ConnectorConfig
+	events      chan *pb.ConnectorEvent
+	sent        chan *wirepb.Frame
+	crash       chan struct{}
+	stopped     chan struct{}
+	stopOnce    sync.Once
+	unavailable atomic.Bool
+}
+
+func newFakeConnector() *fakeConnector {
+	return &fakeConnector{
+		configured: make(chan *pb.ConnectorConfig, 4),
+		events:     make(chan *pb.ConnectorEvent, 64),
+		sent:       make(chan *wirepb.Frame, 64),
+		crash:      make(chan struct{}),
+		stopped:    make(chan struct{}),
+	}
+}
+
+func (c *fakeConnector) Configure(_ context.Context, cfg *pb.ConnectorConfig) (*pb.ConfigureResponse, error) {
+	c.configured <- cfg
+	return &pb.ConfigureResponse{}, nil
+}
+
+func (c *fakeConnector) Events(_ *pb.Empty, stream grpc.ServerStreamingServer[pb.ConnectorEvent]) error {
+	for {
+		select {
+		case event := <-c.events:
+			if err := stream.Send(event); err != nil {
+				return err
+			}
+		case <-c.crash:
+			return status.Error(codes.Internal, "connector crashed")
+		case <-c.stopped:
+			return nil
+		case <-stream.Context().Done():
+			return nil
+		}
+	}
+}
+
+func (c *fakeConnector) Send(_ context.Context, req *pb.SendRequest) (*pb.Empty, error) {
+	if c.unavailable.Load() {
+		return nil, status.Error(codes.Unavailable, "no session")
+	}
+	frame, err := protocol.Decode(req.GetFrame(), 0)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	c.sent <- frame
+	return &pb.Empty{}, nil
+}
+
+func (c *fakeConnector) Stop(context.Context, *pb.Empty) (*pb.Empty, error) {
+	c.stopOnce.Do(func() { close(c.stopped) })
+	return &pb.Empty{}, nil
+}
+
+func (c *fakeConnector) state(state, reason string) {
+	c.events <- &pb.ConnectorEvent{Event: &pb.ConnectorEvent_State{State: &pb.StateChange{
+		State: state, Reason: reason, SessionId: "s-1",
+	}}}
+}
+
+func (c *fakeConnector) frame(t *testing.T, frame *wirepb.Frame) {
+	data, err := protocol.Encode(frame)
+	require.NoError(t, err)
+	c.events <- &pb.ConnectorEvent{Event: &pb.ConnectorEvent_Frame{Frame: data}}
+}
+
+// fakePlugins launches fakes in place of plugin binaries: every connector
+// launch creates a new fakeConnector published on connectors, and each
+// executor serves the sdk.Executor of its plugin name.
+type fakePlugins struct {
+	t          *testing.T
+	connectors chan *fakeConnector
+	executors  map[string]sdk.Executor
+	mu         sync.Mutex
+	launched   []*fakeProcess
+}
+
+func (f *fakePlugins) launch(_ context.Context, cfg dtfplugin.LaunchConfig) (pluginProcess, error) {
+	var proc *fakeProcess
+	switch cfg.Kind {
+	case dtfplugin.KindConnector:
+		fake := newFakeConnector()
+		proc = newFakeProcess(f.t, &pb.PluginInfo{Name: cfg.Name, Version: "test"}, func(s *grpc.Server) {
+			pb.RegisterConnectorServer(s, fake)
+		})
+		proc.connector = pb.NewConnectorClient(proc.conn)
+		f.connectors <- fake
+	case dtfplugin.KindExecutor:
+		exec := f.executors[cfg.Name]
+		info := exec.Info()
+		proc = newFakeProcess(f.t, &pb.PluginInfo{Name: info.Name, TaskTypes: info.TaskTypes},
+			func(s *grpc.Server) { pb.RegisterExecutorServer(s, sdk.NewExecutorServer(exec)) })
+		proc.executor = pb.NewExecutorClient(proc.conn)
+	}
+	f.mu.Lock()
+	f.launched = append(f.launched, proc)
+	f.mu.Unlock()
+	return proc, nil
+}
+
+func (f *fakePlugins) allKilled() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, p := range f.launched {
+		if !p.killed.Load() {
+			return false
+		}
+	}
+	return len(f.launched) > 0
+}

@@ -1,0 +1,281 @@
+// Package host is the worker host. It launches the connector plugin, which
+// keeps the session with the coordinator, and the executor plugins, which
+// run tasks. It routes each assignment to the executor that declared its
+// type and keeps every task outcome in an outbox on disk until the
+// coordinator acknowledges it.
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/dtf-io/dtf/host/config"
+	dtfplugin "github.com/dtf-io/dtf/plugin"
+	"github.com/dtf-io/dtf/plugin/pb"
+	wirepb "github.com/dtf-io/dtf/protocol/pb"
+)
+
+// Version is the host version reported to the coordinator. The build may
+// set it with -ldflags "-X github.com/dtf-io/dtf/host.Version=...".
+var Version = "dev"
+
+// ErrConnectorFatal is wrapped by Run's error when the connector gives up
+// for good, for example after the coordinator rejected the credentials.
+var ErrConnectorFatal = errors.New("connector closed the session for good")
+
+// pluginProcess is the part of *dtfplugin.Client that the host uses; tests
+// replace it with in-process fakes.
+type pluginProcess interface {
+	Info() *pb.PluginInfo
+	Executor() pb.ExecutorClient
+	Connector() pb.ConnectorClient
+	Kill()
+	Exited() bool
+}
+
+type launchFunc func(ctx context.Context, cfg dtfplugin.LaunchConfig) (pluginProcess, error)
+
+func launchPlugin(ctx context.Context, cfg dtfplugin.LaunchConfig) (pluginProcess, error) {
+	client, err := dtfplugin.Launch(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return client, nil
+}
+
+// Host is one worker. Create it with New and start it with Run.
+type Host struct {
+	cfg        *config.Config
+	logger     hclog.Logger
+	rootLogger hclog.Logger
+	launch     launchFunc
+	outbox     *Outbox
+
+	executors []*executorPlugin
+	routes    map[string]*executorPlugin
+	slots     chan struct{}
+
+	// tasksCtx is the parent of every task's context; cancelTasks ends
+	// them all at shutdown.
+	tasksCtx    context.Context
+	cancelTasks context.CancelFunc
+	tasks       sync.WaitGroup
+
+	mu            sync.Mutex
+	connector     pb.ConnectorClient
+	connectorProc pluginProcess
+	running       map[taskRef]*runningTask
+	held          map[taskRef]*wirepb.TaskOutcome
+	lastState     string
+	unknownFrames map[string]uint64
+}
+
+// New checks cfg and returns a host; it starts nothing. logger is the root
+// logger: the host logs under "host" and each plugin's relayed log appears
+// under the plugin's name.
+func New(cfg *config.Config, logger hclog.Logger) (*Host, error) {
+	if cfg == nil {
+		return nil, errors.New("new host: nil config")
+	}
+	if cfg.Slots <= 0 {
+		return nil, fmt.Errorf("new host: slots must be at least 1, got %d", cfg.Slots)
+	}
+	if cfg.Connector().Name == "" || len(cfg.Executors()) == 0 {
+		return nil, errors.New("new host: the config needs one connector plugin and at least one executor plugin")
+	}
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &Host{
+		cfg:           cfg,
+		rootLogger:    logger,
+		logger:        logger.Named("host").With("worker_id", cfg.Coordinator.WorkerID),
+		launch:        launchPlugin,
+		routes:        make(map[string]*executorPlugin),
+		slots:         make(chan struct{}, cfg.Slots),
+		running:       make(map[taskRef]*runningTask),
+		held:          make(map[taskRef]*wirepb.TaskOutcome),
+		unknownFrames: make(map[string]uint64),
+	}, nil
+}
+
+// Run starts the plugins and serves tasks until ctx ends, then stops the
+// connector, cancels running tasks and kills every plugin process before
+// it returns. It returns an error if startup fails or the connector gives
+// up for good (ErrConnectorFatal); a crashed connector plugin is
+// restarted instead.
+func (h *Host) Run(ctx context.Context) error {
+	h.tasksCtx, h.cancelTasks = context.WithCancel(context.Background())
+	defer h.shutdown()
+
+	if err := h.openOutbox(); err != nil {
+		return err
+	}
+
+	// The connector starts first so that a wrong binary fails fast, but it
+	// is configured last because its Hello lists the executors' task types.
+	connector, err := h.launchConnector(ctx)
+	if err != nil {
+		return err
+	}
+	if err := h.startExecutors(ctx); err != nil {
+		return err
+	}
+	h.logger.Info("worker host started", "slots", h.cfg.Slots, "task_types", h.taskTypes(),
+		"held_outcomes", len(h.held))
+	return h.superviseConnector(ctx, connector)
+}
+
+// openOutbox opens data_dir/outbox and holds the outcomes that a previous
+// run left there; they are sent after the next state sync.
+func (h *Host) openOutbox() error {
+	outbox, err := OpenOutbox(filepath.Join(h.cfg.DataDir, "outbox"))
+	if err != nil {
+		return err
+	}
+	h.outbox = outbox
+	outcomes, problems, err := outbox.Load()
+	if err != nil {
+		return err
+	}
+	for _, problem := range problems {
+		h.logger.Error("outbox file set aside", "error", problem)
+	}
+	for _, outcome := range outcomes {
+		h.held[refOf(outcome.GetRef())] = outcome
+	}
+	if len(outcomes) > 0 {
+		h.logger.Info("loaded held outcomes from outbox", "count", len(outcomes), "dir", outbox.Dir())
+	}
+	return nil
+}
+
+// launchConfig turns a plugin block into a launch of its binary.
+func (h *Host) launchConfig(p config.Plugin) dtfplugin.LaunchConfig {
+	env := p.Environ(os.LookupEnv)
+	env = append(env, dtfplugin.LogLevelEnv+"="+h.cfg.LogLevel)
+	return dtfplugin.LaunchConfig{
+		Name:         p.Name,
+		Kind:         p.Kind,
+		Path:         p.Path,
+		Args:         p.Args,
+		Env:          env,
+		SHA256:       p.SHA256,
+		StartTimeout: p.StartTimeout,
+		Logger:       h.rootLogger.Named(p.Name),
+	}
+}
+
+func (h *Host) launchConnector(ctx context.Context) (pluginProcess, error) {
+	p := h.cfg.Connector()
+	proc, err := h.launch(ctx, h.launchConfig(p))
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	h.connectorProc = proc
+	h.mu.Unlock()
+	h.logger.Info("connector plugin started", "plugin", p.Name, "version", proc.Info().GetVersion())
+	return proc, nil
+}
+
+// startExecutors launches every executor, builds the routing table from the
+// task types they declare and configures them.
+func (h *Host) startExecutors(ctx context.Context) error {
+	for _, p := range h.cfg.Executors() {
+		ex := &executorPlugin{cfg: p, host: h}
+		proc, err := h.launch(ctx, h.launchConfig(p))
+		if err != nil {
+			return err
+		}
+		ex.proc = proc
+		h.executors = append(h.executors, ex)
+		if err := h.route(ex, proc.Info()); err != nil {
+			return err
+		}
+		if err := ex.configure(ctx, proc); err != nil {
+			return err
+		}
+		h.logger.Info("executor plugin started", "plugin", p.Name,
+			"version", proc.Info().GetVersion(), "task_types", proc.Info().GetTaskTypes())
+	}
+	return nil
+}
+
+// route assigns the task types that an executor declares to it. Two
+// executors that declare the same type are a configuration error, because
+// the host could not tell which one should run it.
+func (h *Host) route(ex *executorPlugin, info *pb.PluginInfo) error {
+	if len(info.GetTaskTypes()) == 0 {
+		return fmt.Errorf("executor plugin %s declares no task types; check the plugin's Info", ex.cfg.Name)
+	}
+	for _, taskType := range info.GetTaskTypes() {
+		if other, ok := h.routes[taskType]; ok {
+			return fmt.Errorf("task type %q is declared by executor plugins %s and %s; "+
+				"remove one of them from the worker config", taskType, other.cfg.Name, ex.cfg.Name)
+		}
+		h.routes[taskType] = ex
+	}
+	return nil
+}
+
+func (h *Host) taskTypes() []string {
+	types := make([]string, 0, len(h.routes))
+	for t := range h.routes {
+		types = append(types, t)
+	}
+	sort.Strings(types)
+	return types
+}
+
+// shutdown cancels the running tasks, waits for them up to the shutdown
+// timeout and kills every plugin process.
+func (h *Host) shutdown() {
+	h.cancelTasks()
+	done := make(chan struct{})
+	go func() {
+		h.tasks.Wait()
+		close(done)
+	}()
+	timer := time.NewTimer(h.cfg.ShutdownTimeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		h.logger.Warn("tasks still running after shutdown timeout", "timeout", h.cfg.ShutdownTimeout)
+	}
+
+	var procs []pluginProcess
+	h.mu.Lock()
+	if h.connectorProc != nil {
+		procs = append(procs, h.connectorProc)
+	}
+	h.connector, h.connectorProc = nil, nil
+	h.mu.Unlock()
+	for _, ex := range h.executors {
+		if proc := ex.current(); proc != nil {
+			procs = append(procs, proc)
+		}
+	}
+
+	// Kill waits up to a few seconds for a graceful exit, so all plugins
+	// are killed at once.
+	var wg sync.WaitGroup
+	for _, proc := range procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			proc.Kill()
+		}()
+	}
+	wg.Wait()
+	h.logger.Info("worker host stopped")
+}

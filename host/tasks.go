@@ -1,0 +1,317 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/dtf-io/dtf/host/config"
+	"github.com/dtf-io/dtf/plugin/pb"
+	wirepb "github.com/dtf-io/dtf/protocol/pb"
+)
+
+// executorGrace is how long an executor may run past a task's timeout
+// before the host cancels the call itself. Executors enforce the timeout
+// and report timed_out, so the grace only leaves them time to kill the task.
+const executorGrace = 10 * time.Second
+
+// executorPlugin is one executor plugin and its current process. A process
+// that exited is relaunched on the next task.
+type executorPlugin struct {
+	cfg  config.Plugin
+	host *Host
+
+	mu   sync.Mutex
+	proc pluginProcess
+}
+
+func (e *executorPlugin) current() pluginProcess {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.proc
+}
+
+func (e *executorPlugin) configure(ctx context.Context, proc pluginProcess) error {
+	_, err := proc.Executor().Configure(ctx, &pb.ConfigureRequest{ConfigJson: e.cfg.ConfigJSON})
+	if err != nil {
+		return fmt.Errorf("configure executor plugin %s: %w; check its config block in the worker config",
+			e.cfg.Name, err)
+	}
+	return nil
+}
+
+// client returns the executor's service client, relaunching the plugin
+// first if its process exited.
+func (e *executorPlugin) client(ctx context.Context) (pb.ExecutorClient, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.proc != nil && !e.proc.Exited() {
+		return e.proc.Executor(), nil
+	}
+	if e.proc != nil {
+		e.host.logger.Warn("executor plugin exited, restarting it", "plugin", e.cfg.Name)
+		e.proc.Kill()
+		e.proc = nil
+	}
+	proc, err := e.host.launch(ctx, e.host.launchConfig(e.cfg))
+	if err != nil {
+		return nil, err
+	}
+	if err := e.configure(ctx, proc); err != nil {
+		proc.Kill()
+		return nil, err
+	}
+	e.proc = proc
+	return proc.Executor(), nil
+}
+
+// runningTask is an attempt that runs on this worker.
+type runningTask struct {
+	ref    taskRef
+	cancel context.CancelFunc
+
+	mu           sync.Mutex
+	cancelReason string
+}
+
+// handleAssign starts an assigned attempt on the executor of its type.
+func (h *Host) handleAssign(frame *wirepb.Frame) {
+	assign := frame.GetAssign()
+	ref := refOf(assign.GetRef())
+	logger := h.logger.With("task_id", ref.TaskID, "attempt", ref.Attempt)
+
+	h.mu.Lock()
+	_, isRunning := h.running[ref]
+	heldOutcome := h.held[ref]
+	h.mu.Unlock()
+	switch {
+	case isRunning:
+		logger.Debug("ignoring repeated assignment of a running attempt")
+		return
+	case heldOutcome != nil:
+		logger.Debug("assignment of a finished attempt, resending its outcome")
+		go h.sendOutcome(heldOutcome)
+		return
+	}
+
+	ex := h.routes[assign.GetType()]
+	if ex == nil {
+		logger.Warn("no executor for task type", "type", assign.GetType())
+		now := time.Now().UnixMilli()
+		h.complete(ref, &wirepb.TaskOutcome{
+			Ref:            ref.proto(),
+			Status:         wirepb.Status_STATUS_FAILED,
+			Message:        fmt.Sprintf("worker has no executor for task type %q", assign.GetType()),
+			StartedUnixMs:  now,
+			FinishedUnixMs: now,
+		})
+		return
+	}
+
+	ctx, cancel := context.WithCancel(h.tasksCtx)
+	task := &runningTask{ref: ref, cancel: cancel}
+	h.mu.Lock()
+	h.running[ref] = task
+	h.mu.Unlock()
+	h.tasks.Add(1)
+	go func() {
+		defer h.tasks.Done()
+		defer cancel()
+		h.runTask(ctx, task, ex, assign)
+	}()
+	logger.Info("task assigned", "type", assign.GetType(), "name", assign.GetName(), "plugin", ex.cfg.Name)
+}
+
+// runTask waits for a free slot, runs the attempt on its executor and
+// records the outcome. An attempt interrupted by the host's shutdown has
+// no outcome: the coordinator requeues it when the worker's state sync no
+// longer lists it, or after its grace period.
+func (h *Host) runTask(ctx context.Context, task *runningTask, ex *executorPlugin, assign *wirepb.Assign) {
+	select {
+	case h.slots <- struct{}{}:
+		defer func() { <-h.slots }()
+	case <-ctx.Done():
+		h.finishCancelled(task, time.Now())
+		return
+	}
+
+	started := time.Now()
+	h.sendBestEffort(&wirepb.Frame{Body: &wirepb.Frame_TaskStarted{
+		TaskStarted: &wirepb.TaskStarted{Ref: task.ref.proto()},
+	}})
+	result, err := h.execute(ctx, task, ex, assign)
+	interrupted := result == nil || result.GetStatus() == pb.Status_STATUS_CANCELLED
+	if h.tasksCtx.Err() != nil && task.reason() == "" && interrupted {
+		h.mu.Lock()
+		delete(h.running, task.ref)
+		h.mu.Unlock()
+		h.logger.Info("task interrupted by shutdown, the coordinator will requeue it",
+			"task_id", task.ref.TaskID, "attempt", task.ref.Attempt)
+		return
+	}
+
+	outcome := &wirepb.TaskOutcome{
+		Ref:            task.ref.proto(),
+		StartedUnixMs:  started.UnixMilli(),
+		FinishedUnixMs: time.Now().UnixMilli(),
+	}
+	switch {
+	case result != nil:
+		outcome.Status = wireStatus(result.GetStatus())
+		outcome.ExitCode = result.GetExitCode()
+		outcome.Message = result.GetMessage()
+		outcome.Output = result.GetOutput()
+		outcome.Result = result.GetResultJson()
+	case task.reason() != "":
+		outcome.Status = wirepb.Status_STATUS_CANCELLED
+		outcome.Message = task.reason()
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		outcome.Status = wirepb.Status_STATUS_TIMED_OUT
+		outcome.Message = fmt.Sprintf("executor %s did not stop within the task timeout plus %s", ex.cfg.Name, executorGrace)
+	default:
+		outcome.Status = wirepb.Status_STATUS_FAILED
+		outcome.Message = fmt.Sprintf("executor plugin %s failed: %v", ex.cfg.Name, err)
+	}
+	h.complete(task.ref, outcome)
+}
+
+// execute calls the executor and forwards its progress; it returns the
+// result, or nil and the error when the call failed before a result.
+func (h *Host) execute(
+	ctx context.Context,
+	task *runningTask,
+	ex *executorPlugin,
+	assign *wirepb.Assign,
+) (*pb.Result, error) {
+	if timeout := assign.GetTimeoutMs(); timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(timeout)*time.Millisecond+executorGrace)
+		defer cancel()
+	}
+	client, err := ex.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stream, err := client.Execute(ctx, &pb.ExecuteRequest{
+		TaskId:    task.ref.TaskID,
+		Attempt:   task.ref.Attempt,
+		Type:      assign.GetType(),
+		Payload:   assign.GetPayload(),
+		TimeoutMs: assign.GetTimeoutMs(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	for {
+		event, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("executor ended the call without a result")
+		}
+		if err != nil {
+			return nil, err
+		}
+		if progress := event.GetProgress(); progress != nil {
+			h.sendBestEffort(&wirepb.Frame{Body: &wirepb.Frame_TaskProgress{TaskProgress: &wirepb.TaskProgress{
+				Ref: task.ref.proto(), Fraction: progress.GetFraction(), Message: progress.GetMessage(),
+			}}})
+			continue
+		}
+		if result := event.GetResult(); result != nil {
+			return result, nil
+		}
+	}
+}
+
+// finishCancelled records an attempt cancelled before it got a slot.
+func (h *Host) finishCancelled(task *runningTask, at time.Time) {
+	if task.reason() == "" {
+		h.mu.Lock()
+		delete(h.running, task.ref)
+		h.mu.Unlock()
+		return
+	}
+	h.complete(task.ref, &wirepb.TaskOutcome{
+		Ref:            task.ref.proto(),
+		Status:         wirepb.Status_STATUS_CANCELLED,
+		Message:        task.reason(),
+		StartedUnixMs:  at.UnixMilli(),
+		FinishedUnixMs: at.UnixMilli(),
+	})
+}
+
+// complete writes the outcome to the outbox, holds it and sends it. The
+// outcome is written before it is sent, so an acknowledgement never refers
+// to an outcome that a crash could lose.
+func (h *Host) complete(ref taskRef, outcome *wirepb.TaskOutcome) {
+	logger := h.logger.With("task_id", ref.TaskID, "attempt", ref.Attempt)
+	if err := h.outbox.Put(outcome); err != nil {
+		// NOTE: the outcome is still held in memory and sent, but it is lost
+		// if the host restarts before the acknowledgement arrives.
+		logger.Error("outcome not written to outbox", "error", err)
+	}
+	h.mu.Lock()
+	delete(h.running, ref)
+	h.held[ref] = outcome
+	h.mu.Unlock()
+	logger.Info("task finished", "status", outcome.GetStatus().String(), "exit_code", outcome.GetExitCode(),
+		"message", outcome.GetMessage())
+	h.sendOutcome(outcome)
+}
+
+// sendOutcome sends a held outcome. A failure leaves it held; it is sent
+// again after the next state sync result.
+func (h *Host) sendOutcome(outcome *wirepb.TaskOutcome) {
+	err := h.send(&wirepb.Frame{Body: &wirepb.Frame_TaskOutcome{TaskOutcome: outcome}})
+	if err == nil {
+		return
+	}
+	ref := refOf(outcome.GetRef())
+	logger := h.logger.With("task_id", ref.TaskID, "attempt", ref.Attempt)
+	if isUnavailable(err) {
+		logger.Debug("outcome kept in outbox until the next session", "error", err)
+		return
+	}
+	logger.Warn("outcome not sent, kept in outbox", "error", err)
+}
+
+// cancelTask cancels a running attempt; an attempt not running here is
+// ignored, because it finished or never started.
+func (h *Host) cancelTask(ref taskRef, reason string) {
+	h.mu.Lock()
+	task := h.running[ref]
+	h.mu.Unlock()
+	logger := h.logger.With("task_id", ref.TaskID, "attempt", ref.Attempt)
+	if task == nil {
+		logger.Debug("cancel for an attempt that is not running", "reason", reason)
+		return
+	}
+	task.mu.Lock()
+	task.cancelReason = reason
+	task.mu.Unlock()
+	task.cancel()
+	logger.Info("cancelling task", "reason", reason)
+}
+
+func (t *runningTask) reason() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.cancelReason
+}
+
+// wireStatus converts a plugin API status to the wire status. The numbers
+// match today, but the two enums belong to different APIs.
+func wireStatus(s pb.Status) wirepb.Status {
+	switch s {
+	case pb.Status_STATUS_SUCCEEDED:
+		return wirepb.Status_STATUS_SUCCEEDED
+	case pb.Status_STATUS_CANCELLED:
+		return wirepb.Status_STATUS_CANCELLED
+	case pb.Status_STATUS_TIMED_OUT:
+		return wirepb.Status_STATUS_TIMED_OUT
+	default:
+		return wirepb.Status_STATUS_FAILED
+	}
+}

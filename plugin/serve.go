@@ -1,0 +1,147 @@
+package plugin
+
+import (
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	goplugin "github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/dtf-io/dtf/plugin/pb"
+)
+
+// LogLevelEnv names the environment variable through which the host passes
+// its log level to a plugin. The host drops relayed entries below its own
+// level anyway; the variable saves the plugin from writing them.
+const LogLevelEnv = "DTF_LOG_LEVEL"
+
+// parentCheckInterval is how often a plugin checks that the host that
+// started it is still its parent process.
+const parentCheckInterval = time.Second
+
+// ServeOption changes how ServeConnector and ServeExecutor run.
+type ServeOption func(*serveConfig)
+
+type serveConfig struct {
+	logger hclog.Logger
+}
+
+// WithLogger replaces the default plugin logger from NewLogger. The logger
+// must not write to stdout, which carries go-plugin's handshake.
+func WithLogger(logger hclog.Logger) ServeOption {
+	return func(c *serveConfig) { c.logger = logger }
+}
+
+// NewLogger returns the logger a plugin should use: JSON lines on the
+// process's stderr, which the host parses and relays under the plugin's
+// name, at the level from LogLevelEnv (default info). Call it before
+// ServeConnector or ServeExecutor, because go-plugin replaces os.Stderr
+// while it serves.
+func NewLogger(name string) hclog.Logger {
+	level := hclog.LevelFromString(strings.TrimSpace(os.Getenv(LogLevelEnv)))
+	if level == hclog.NoLevel {
+		level = hclog.Info
+	}
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       name,
+		Level:      level,
+		Output:     os.Stderr,
+		JSONFormat: true,
+	})
+}
+
+// ServeConnector serves impl as a connector plugin until the host kills the
+// plugin, the host process exits, or the process receives SIGTERM. All of
+// these stop the gRPC server, which cancels the Events stream's context, and
+// then ServeConnector returns; main should return right after it.
+func ServeConnector(impl pb.ConnectorServer, opts ...ServeOption) {
+	serve(KindConnector, &ConnectorPlugin{Impl: impl}, opts)
+}
+
+// ServeExecutor serves impl as an executor plugin, with the same lifecycle
+// as ServeConnector. Stopping the server cancels the context of every
+// running Execute call. A caller that must wait for its tasks to stop does
+// so after ServeExecutor returns, as sdk.ServeExecutor does.
+func ServeExecutor(impl pb.ExecutorServer, opts ...ServeOption) {
+	serve(KindExecutor, &ExecutorPlugin{Impl: impl}, opts)
+}
+
+func serve(kind string, p goplugin.Plugin, opts []ServeOption) {
+	cfg := serveConfig{}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	if cfg.logger == nil {
+		cfg.logger = NewLogger(kind)
+	}
+	logger := cfg.logger
+
+	// Every reason to stop closes stopCh once; the server factory below
+	// stops the gRPC server when it closes, even before it serves.
+	stopCh := make(chan struct{})
+	var stopOnce sync.Once
+	stop := func(reason string) {
+		stopOnce.Do(func() {
+			if reason != "" {
+				logger.Info("stopping plugin", "reason", reason)
+			}
+			close(stopCh)
+		})
+	}
+	defer stop("")
+
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM)
+	defer signal.Stop(signals)
+	go func() {
+		select {
+		case <-signals:
+			stop("received SIGTERM")
+		case <-stopCh:
+		}
+	}()
+	go watchParent(os.Getppid(), stopCh, stop)
+
+	goplugin.Serve(&goplugin.ServeConfig{
+		HandshakeConfig:  Handshake,
+		VersionedPlugins: map[int]goplugin.PluginSet{APIVersion: {kind: p}},
+		Logger:           logger,
+		GRPCServer: func(options []grpc.ServerOption) *grpc.Server {
+			options = append(options,
+				grpc.MaxRecvMsgSize(MaxMessageBytes),
+				grpc.MaxSendMsgSize(MaxMessageBytes),
+			)
+			server := grpc.NewServer(options...)
+			go func() {
+				<-stopCh
+				server.Stop()
+			}()
+			return server
+		},
+	})
+}
+
+// watchParent stops the plugin when its parent process changes, which
+// happens when the host dies and the plugin is re-parented to init or a
+// subreaper. It covers systems without Pdeathsig and hosts that were
+// killed in a way that the death signal missed.
+func watchParent(parent int, stopCh <-chan struct{}, stop func(string)) {
+	ticker := time.NewTicker(parentCheckInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-stopCh:
+			return
+		case <-ticker.C:
+			if os.Getppid() != parent {
+				stop("host process exited")
+				return
+			}
+		}
+	}
+}

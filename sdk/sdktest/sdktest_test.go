@@ -1,0 +1,163 @@
+package sdktest_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/dtf-io/dtf/sdk"
+	"github.com/dtf-io/dtf/sdk/sdktest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// scriptedExecutor runs the function named by the task's type.
+type scriptedExecutor struct {
+	configured json.RawMessage
+	started    chan struct{}
+	stopped    chan struct{}
+}
+
+func newScripted() *scriptedExecutor {
+	return &scriptedExecutor{started: make(chan struct{}, 1), stopped: make(chan struct{}, 1)}
+}
+
+func (e *scriptedExecutor) Info() sdk.Info {
+	return sdk.Info{Name: "scripted", Version: "1.0.0", TaskTypes: []string{"ok", "error", "panic", "block"}}
+}
+
+func (e *scriptedExecutor) Configure(config json.RawMessage) error {
+	if string(config) == `{"bad":true}` {
+		return errors.New("bad is not allowed")
+	}
+	e.configured = config
+	return nil
+}
+
+func (e *scriptedExecutor) Execute(ctx context.Context, task sdk.Task, r sdk.Reporter) (sdk.Result, error) {
+	switch task.Type {
+	case "ok":
+		r.Progress(0.5, "half")
+		r.Progress(2, "clamped")
+		return sdk.Result{Status: sdk.StatusSucceeded, Message: task.ID, Output: task.Payload,
+			Data: json.RawMessage(`{"attempt":` + jsonInt(task.Attempt) + `}`)}, nil
+	case "error":
+		return sdk.Result{}, errors.New("payload is not an object")
+	case "panic":
+		panic("boom")
+	case "block":
+		e.started <- struct{}{}
+		<-ctx.Done()
+		e.stopped <- struct{}{}
+		return sdk.Result{}, ctx.Err()
+	}
+	return sdk.Result{Status: "", Message: "no status"}, nil
+}
+
+func jsonInt(i int) string {
+	b, _ := json.Marshal(i)
+	return string(b)
+}
+
+func TestHarnessInfoAndConfigure(t *testing.T) {
+	exec := newScripted()
+	h := sdktest.New(t, exec)
+	ctx := context.Background()
+
+	info, err := h.Info(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, "scripted", info.Name)
+	assert.Equal(t, []string{"ok", "error", "panic", "block"}, info.TaskTypes)
+
+	require.NoError(t, h.Configure(ctx, json.RawMessage(`{"a":1}`)))
+	assert.JSONEq(t, `{"a":1}`, string(exec.configured))
+
+	err = h.Configure(ctx, json.RawMessage(`{"bad":true}`))
+	assert.Equal(t, codes.InvalidArgument, status.Code(err))
+	assert.Contains(t, err.Error(), "bad is not allowed")
+}
+
+func TestHarnessRun(t *testing.T) {
+	h := sdktest.New(t, newScripted())
+	tests := []struct {
+		name        string
+		task        sdk.Task
+		wantStatus  sdk.Status
+		wantMessage string
+	}{
+		{"succeeded", sdk.Task{ID: "t1", Attempt: 2, Type: "ok", Payload: json.RawMessage(`{"x":1}`)},
+			sdk.StatusSucceeded, "t1"},
+		{"error becomes failed", sdk.Task{ID: "t2", Type: "error"}, sdk.StatusFailed, "payload is not an object"},
+		{"panic becomes failed", sdk.Task{ID: "t3", Type: "panic"}, sdk.StatusFailed, "executor panicked: boom"},
+		{"missing status", sdk.Task{ID: "t4", Type: "other"}, sdk.StatusFailed, "without a status"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			result, _, err := h.Run(context.Background(), tt.task)
+			require.NoError(t, err)
+			assert.Equal(t, tt.wantStatus, result.Status)
+			assert.Contains(t, result.Message, tt.wantMessage)
+		})
+	}
+}
+
+func TestHarnessRunProgressAndData(t *testing.T) {
+	h := sdktest.New(t, newScripted())
+	result, progress, err := h.Run(context.Background(),
+		sdk.Task{ID: "t1", Attempt: 3, Type: "ok", Payload: json.RawMessage(`{"x":1}`)})
+	require.NoError(t, err)
+	assert.Equal(t, []sdktest.Progress{{Fraction: 0.5, Message: "half"}, {Fraction: 1, Message: "clamped"}}, progress)
+	assert.JSONEq(t, `{"x":1}`, string(result.Output))
+	assert.JSONEq(t, `{"attempt":3}`, string(result.Data))
+}
+
+func TestHarnessRunCancel(t *testing.T) {
+	exec := newScripted()
+	h := sdktest.New(t, exec)
+	ctx, cancel := context.WithCancel(context.Background())
+	errCh := make(chan error, 1)
+	go func() {
+		_, _, err := h.Run(ctx, sdk.Task{ID: "t1", Type: "block"})
+		errCh <- err
+	}()
+
+	waitFor(t, exec.started, "task start")
+	cancel()
+	waitFor(t, exec.stopped, "task stop after cancel")
+	err := <-errCh
+	assert.Equal(t, codes.Canceled, status.Code(err))
+}
+
+func TestHarnessCloseCancelsTasks(t *testing.T) {
+	exec := newScripted()
+	h := sdktest.New(t, exec)
+	errCh := make(chan error, 1)
+	go func() {
+		_, _, err := h.Run(context.Background(), sdk.Task{ID: "t1", Type: "block"})
+		errCh <- err
+	}()
+
+	waitFor(t, exec.started, "task start")
+	h.Close()
+	waitFor(t, exec.stopped, "task stop after close")
+	<-errCh
+}
+
+func waitFor(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}

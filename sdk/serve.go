@@ -1,0 +1,291 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	dtfplugin "github.com/dtf-io/dtf/plugin"
+	"github.com/dtf-io/dtf/plugin/pb"
+)
+
+// DefaultStopTimeout is how long ServeExecutor waits for running tasks to
+// return after it cancelled them at shutdown. It leaves an executor time to
+// kill its process groups and stays under the host's own shutdown grace.
+const DefaultStopTimeout = 5 * time.Second
+
+// Option configures ServeExecutor and NewExecutorServer.
+type Option func(*options)
+
+type options struct {
+	logger      hclog.Logger
+	stopTimeout time.Duration
+}
+
+// WithLogger sets the logger of the executor plugin. It must not write to
+// stdout; the default logs JSON to stderr, which the host relays.
+func WithLogger(logger hclog.Logger) Option {
+	return func(o *options) { o.logger = logger }
+}
+
+// WithStopTimeout sets how long ServeExecutor waits at shutdown for
+// cancelled tasks to return; the default is DefaultStopTimeout.
+func WithStopTimeout(timeout time.Duration) Option {
+	return func(o *options) { o.stopTimeout = timeout }
+}
+
+func buildOptions(opts []Option) options {
+	o := options{stopTimeout: DefaultStopTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// ServeExecutor serves e as a dtf executor plugin and returns when the host
+// kills the plugin, the host process exits, or the process receives
+// SIGTERM. Each of these cancels the context of every running task, and
+// ServeExecutor then waits up to the stop timeout for the tasks to return.
+// Call it from main and return from main after it.
+func ServeExecutor(e Executor, opts ...Option) {
+	o := buildOptions(opts)
+	if o.logger == nil {
+		// The logger must exist before serving, because go-plugin swaps
+		// os.Stderr while it serves.
+		o.logger = dtfplugin.NewLogger(e.Info().Name)
+		opts = append(opts, WithLogger(o.logger))
+	}
+	server := NewExecutorServer(e, opts...)
+	dtfplugin.ServeExecutor(server, dtfplugin.WithLogger(o.logger))
+	if !server.Shutdown(o.stopTimeout) {
+		o.logger.Warn("tasks still running at exit", "stop_timeout", o.stopTimeout)
+	}
+}
+
+// ExecutorServer adapts an Executor to the gRPC service that the host calls.
+// ServeExecutor uses it; tests and embedders may serve it on their own
+// gRPC server, as the sdktest package does.
+type ExecutorServer struct {
+	pb.UnimplementedExecutorServer
+
+	executor Executor
+	logger   hclog.Logger
+
+	mu      sync.Mutex
+	closed  bool
+	cancels map[int]context.CancelFunc
+	nextID  int
+	running sync.WaitGroup
+}
+
+// NewExecutorServer returns the gRPC adapter of e.
+func NewExecutorServer(e Executor, opts ...Option) *ExecutorServer {
+	o := buildOptions(opts)
+	if o.logger == nil {
+		o.logger = hclog.NewNullLogger()
+	}
+	return &ExecutorServer{executor: e, logger: o.logger, cancels: make(map[int]context.CancelFunc)}
+}
+
+// Info returns the executor's Info.
+func (s *ExecutorServer) Info(context.Context, *pb.Empty) (*pb.PluginInfo, error) {
+	info := s.executor.Info()
+	return &pb.PluginInfo{Name: info.Name, Version: info.Version, TaskTypes: info.TaskTypes}, nil
+}
+
+// Configure passes the plugin block's JSON config to the executor. An error
+// from the executor returns as INVALID_ARGUMENT with its message.
+func (s *ExecutorServer) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
+	if err := s.executor.Configure(req.GetConfigJson()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return &pb.ConfigureResponse{}, nil
+}
+
+// Execute runs one attempt and streams its progress and then its result.
+// The attempt's context ends when the host cancels the call or at Shutdown.
+func (s *ExecutorServer) Execute(req *pb.ExecuteRequest, stream grpc.ServerStreamingServer[pb.ExecuteEvent]) error {
+	ctx, id, err := s.register(stream.Context())
+	if err != nil {
+		return err
+	}
+	defer s.unregister(id)
+
+	task := Task{
+		ID:      req.GetTaskId(),
+		Attempt: int(req.GetAttempt()),
+		Type:    req.GetType(),
+		Payload: req.GetPayload(),
+		Timeout: time.Duration(req.GetTimeoutMs()) * time.Millisecond,
+	}
+	logger := s.logger.With("task_id", task.ID, "attempt", task.Attempt)
+	reporter := &streamReporter{stream: stream, logger: logger}
+
+	result := s.run(ctx, task, reporter, logger)
+	reporter.finish()
+	return stream.Send(&pb.ExecuteEvent{Event: &pb.ExecuteEvent_Result{Result: resultToProto(result)}})
+}
+
+// run calls the executor and turns an error or a panic into a result, so
+// the host always gets a final event while the stream is open.
+func (s *ExecutorServer) run(ctx context.Context, task Task, reporter Reporter, logger hclog.Logger) (result Result) {
+	defer func() {
+		if p := recover(); p != nil {
+			logger.Error("executor panicked", "panic", fmt.Sprint(p))
+			result = Result{Status: StatusFailed, Message: fmt.Sprintf("executor panicked: %v", p)}
+		}
+	}()
+
+	result, err := s.executor.Execute(ctx, task, reporter)
+	switch {
+	case err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return Result{Status: StatusCancelled, Message: "cancelled: " + err.Error()}
+	case err != nil:
+		logger.Warn("task failed in executor", "error", err)
+		return Result{Status: StatusFailed, Message: err.Error(), Output: result.Output}
+	case result.Status == "":
+		return Result{Status: StatusFailed, Message: "executor returned a result without a status",
+			ExitCode: result.ExitCode, Output: result.Output, Data: result.Data}
+	}
+	return result
+}
+
+func (s *ExecutorServer) register(parent context.Context) (context.Context, int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, 0, status.Error(codes.Unavailable, "executor plugin is shutting down")
+	}
+	ctx, cancel := context.WithCancel(parent)
+	s.nextID++
+	s.cancels[s.nextID] = cancel
+	s.running.Add(1)
+	return ctx, s.nextID, nil
+}
+
+func (s *ExecutorServer) unregister(id int) {
+	s.mu.Lock()
+	cancel := s.cancels[id]
+	delete(s.cancels, id)
+	s.mu.Unlock()
+	cancel()
+	s.running.Done()
+}
+
+// Shutdown rejects new tasks, cancels the running ones and waits up to
+// timeout for them to return. It reports whether all of them returned.
+func (s *ExecutorServer) Shutdown(timeout time.Duration) bool {
+	s.mu.Lock()
+	s.closed = true
+	for _, cancel := range s.cancels {
+		cancel()
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		s.running.Wait()
+		close(done)
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return true
+	case <-timer.C:
+		return false
+	}
+}
+
+// streamReporter sends progress events on the Execute stream. gRPC streams
+// do not allow concurrent sends, and executors may report from several
+// goroutines, so sends are serialized; reports after the result are dropped.
+type streamReporter struct {
+	stream grpc.ServerStreamingServer[pb.ExecuteEvent]
+	logger hclog.Logger
+
+	mu   sync.Mutex
+	done bool
+}
+
+func (r *streamReporter) Progress(fraction float64, message string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return
+	}
+	err := r.stream.Send(&pb.ExecuteEvent{Event: &pb.ExecuteEvent_Progress{
+		Progress: &pb.Progress{Fraction: clampFraction(fraction), Message: message},
+	}})
+	if err != nil {
+		// Progress is best effort; the host learns the result either way.
+		r.logger.Debug("progress not sent", "error", err)
+	}
+}
+
+func (r *streamReporter) finish() {
+	r.mu.Lock()
+	r.done = true
+	r.mu.Unlock()
+}
+
+func clampFraction(f float64) float64 {
+	switch {
+	case f != f || f < 0: // NaN or negative
+		return 0
+	case f > 1:
+		return 1
+	}
+	return f
+}
+
+func resultToProto(r Result) *pb.Result {
+	return &pb.Result{
+		Status:     StatusToProto(r.Status),
+		ExitCode:   int32(r.ExitCode),
+		Message:    r.Message,
+		Output:     r.Output,
+		ResultJson: r.Data,
+	}
+}
+
+// StatusToProto converts a Status to its plugin API value; an unknown
+// status becomes STATUS_UNSPECIFIED, which the host records as failed.
+func StatusToProto(s Status) pb.Status {
+	switch s {
+	case StatusSucceeded:
+		return pb.Status_STATUS_SUCCEEDED
+	case StatusFailed:
+		return pb.Status_STATUS_FAILED
+	case StatusCancelled:
+		return pb.Status_STATUS_CANCELLED
+	case StatusTimedOut:
+		return pb.Status_STATUS_TIMED_OUT
+	default:
+		return pb.Status_STATUS_UNSPECIFIED
+	}
+}
+
+// StatusFromProto converts a plugin API status to a Status; an unknown or
+// unspecified value becomes StatusFailed.
+func StatusFromProto(s pb.Status) Status {
+	switch s {
+	case pb.Status_STATUS_SUCCEEDED:
+		return StatusSucceeded
+	case pb.Status_STATUS_CANCELLED:
+		return StatusCancelled
+	case pb.Status_STATUS_TIMED_OUT:
+		return StatusTimedOut
+	default:
+		return StatusFailed
+	}
+}
+
+var _ pb.ExecutorServer = (*ExecutorServer)(nil)
