@@ -128,7 +128,7 @@ func (d *demo) startCoordinator(ctx context.Context) error {
 		return err
 	}
 	base := "http://" + addr
-	d.client = api.NewClient(base)
+	d.client = &api.Client{BaseURL: base}
 	if err := cluster.WaitHealthy(ctx, 20*time.Second, base); err != nil {
 		return fmt.Errorf("coordinator did not become healthy: %w\n%s", err, d.coordinator.Log())
 	}
@@ -241,14 +241,14 @@ func (d *demo) cutMidRun(ctx context.Context, batch string) error {
 		return fmt.Errorf("tasks did not start: %w", err)
 	}
 	fmt.Printf("cutting the network between workers and coordinator for %s\n", d.cutFor)
-	d.proxy.SetRefuse(true)
+	d.proxy.Refuse(true)
 	d.proxy.Cut()
 	select {
 	case <-time.After(d.cutFor):
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	d.proxy.SetRefuse(false)
+	d.proxy.Refuse(false)
 	fmt.Println("network restored")
 	return nil
 }
@@ -283,7 +283,7 @@ func (d *demo) waitDone(ctx context.Context, batch string) ([]api.Task, error) {
 		if err != nil {
 			return nil, err
 		}
-		full = append(full, task)
+		full = append(full, *task)
 	}
 	return full, nil
 }

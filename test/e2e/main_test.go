@@ -79,7 +79,7 @@ func newEnv(t *testing.T) *env {
 		ReassignAfter:     20 * time.Second,
 		TaskTypes:         []string{"command", "gotest", "lonely"},
 	}))
-	e.client = api.NewClient("http://" + addr)
+	e.client = &api.Client{BaseURL: "http://" + addr}
 	e.startCoordinator()
 
 	e.proxy, err = faultproxy.New(addr)
@@ -164,7 +164,7 @@ func (e *env) waitTerminal(batch string, timeout time.Duration) []api.Task {
 	for _, task := range tasks {
 		got, err := e.client.GetTask(ctx, task.ID)
 		require.NoError(e.t, err)
-		full = append(full, got)
+		full = append(full, *got)
 	}
 	return full
 }

@@ -43,11 +43,11 @@ func TestNetworkCutMidRun(t *testing.T) {
 
 	// The tasks finish while the link is down; their outcomes wait in the
 	// outbox until the worker reconnects.
-	e.proxy.SetRefuse(true)
+	e.proxy.Refuse(true)
 	e.proxy.Cut()
 	e.waitDisconnected("worker-1")
 	e.waitOutbox("worker-1", 2)
-	e.proxy.SetRefuse(false)
+	e.proxy.Refuse(false)
 
 	tasks := e.waitTerminal(batch, time.Minute)
 	e.requireExactlyOnce(tasks)

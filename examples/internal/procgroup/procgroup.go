@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// Stop says why a run ended.
+// Stop is the reason a run ended.
 type Stop int
 
 // Reasons a run ended.
@@ -55,7 +55,7 @@ type Spec struct {
 	KillGrace time.Duration
 }
 
-// Result is how a run ended.
+// Result is the end state of a run.
 type Result struct {
 	Stop Stop
 	// State is the child's exit state; it is set whenever the child started.
@@ -213,8 +213,8 @@ func (p *outputPipes) copyOutput() {
 	}
 }
 
-// drain waits for the copies to reach the end of their pipes, at most for
-// limit; then it closes the read ends, which ends the copies.
+// drain waits up to limit for the copies to reach the end of their pipes.
+// Then it closes the read ends, so any copy still blocked returns.
 func (p *outputPipes) drain(limit time.Duration) {
 	done := make(chan struct{})
 	go func() {
@@ -256,4 +256,3 @@ func Signal(state *os.ProcessState) syscall.Signal {
 	}
 	return 0
 }
-

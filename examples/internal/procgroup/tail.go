@@ -23,7 +23,8 @@ func NewTail(max int) *Tail {
 	return &Tail{max: max}
 }
 
-// Write stores p, dropping the oldest bytes beyond the limit. It never fails.
+// Write stores p, dropping the oldest bytes beyond the limit. It always
+// returns len(p) and a nil error.
 func (t *Tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -1,0 +1,256 @@
+// Package cli implements the dtf command: the coordinator and worker
+// servers, and the client commands that submit, list, watch and cancel tasks
+// through the coordinator's HTTP API. cmd/dtf only calls Main.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mattn/go-isatty"
+
+	"github.com/dtf-io/dtf/coordinator/api"
+)
+
+// Version is the dtf release; builds may set it with
+// -ldflags "-X github.com/dtf-io/dtf/cli.Version=...".
+var Version = "0.1.0-dev"
+
+// Exit codes of the dtf command.
+const (
+	// ExitOK means the command did what it was asked and, for watch and
+	// run, every task succeeded.
+	ExitOK = 0
+	// ExitTasksFailed means watch or run saw a task end failed, timed out
+	// or cancelled.
+	ExitTasksFailed = 1
+	// ExitError means a usage error, an invalid task file, a failed request
+	// or a server that stopped with an error.
+	ExitError = 2
+)
+
+// addrEnv is the environment variable that sets the coordinator address.
+const addrEnv = "DTF_ADDR"
+
+// App is one run of the dtf command with its streams and environment, so
+// that tests can drive it without a process.
+type App struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	// Getenv reads the environment; nil reads nothing.
+	Getenv func(string) string
+	// Terminal reports that Stdout is a terminal, which turns on the live
+	// progress bar of watch.
+	Terminal bool
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// command is one subcommand.
+type command struct {
+	name    string
+	summary string
+	run     func(a *App, ctx context.Context, args []string) int
+}
+
+func commands() []command {
+	return []command{
+		{"coordinator", "run the coordinator server", (*App).runCoordinator},
+		{"worker", "run a worker host", (*App).runWorker},
+		{"submit", "submit tasks from a task file or flags", (*App).runSubmit},
+		{"run", "submit tasks and watch them until they end", (*App).runRun},
+		{"tasks", "list tasks", (*App).runTasks},
+		{"workers", "list workers", (*App).runWorkers},
+		{"watch", "follow a batch of tasks until every task ends", (*App).runWatch},
+		{"cancel", "cancel tasks by id", (*App).runCancel},
+		{"version", "print the dtf version", (*App).runVersion},
+	}
+}
+
+// Main runs the dtf command with the process's streams and returns the exit
+// code. SIGINT and SIGTERM cancel the command's context.
+func Main(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	app := &App{
+		Stdin:    os.Stdin,
+		Stdout:   os.Stdout,
+		Stderr:   os.Stderr,
+		Getenv:   os.Getenv,
+		Terminal: isatty.IsTerminal(os.Stdout.Fd()),
+	}
+	return app.Run(ctx, args)
+}
+
+// Run parses args, which exclude the program name, and runs the subcommand.
+func (a *App) Run(ctx context.Context, args []string) int {
+	global := flag.NewFlagSet("dtf", flag.ContinueOnError)
+	global.SetOutput(a.Stderr)
+	addr := global.String("addr", "", "coordinator HTTP address (default $"+addrEnv+" or "+api.DefaultAddr+")")
+	global.Usage = func() { a.usage(global) }
+	if err := global.Parse(args); err != nil {
+		return helpOrUsageError(err)
+	}
+	if global.NArg() == 0 {
+		a.usage(global)
+		return ExitError
+	}
+
+	name, rest := global.Arg(0), global.Args()[1:]
+	if *addr != "" {
+		// A global -addr acts as the subcommand's default.
+		a.Getenv = overrideEnv(a.Getenv, addrEnv, *addr)
+	}
+	for _, cmd := range commands() {
+		if cmd.name == name {
+			return cmd.run(a, ctx, rest)
+		}
+	}
+	if name == "help" {
+		a.usage(global)
+		return ExitOK
+	}
+	fmt.Fprintf(a.Stderr, "dtf: unknown command %q; run dtf help for the list\n", name)
+	return ExitError
+}
+
+func (a *App) usage(global *flag.FlagSet) {
+	w := a.Stderr
+	fmt.Fprintln(w, "Usage: dtf [-addr URL] COMMAND [flags] [args]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Commands:")
+	for _, cmd := range commands() {
+		fmt.Fprintf(w, "  %-12s %s\n", cmd.name, cmd.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Global flags:")
+	global.PrintDefaults()
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Run dtf COMMAND -h for the flags of a command. Exit status: 0 success,")
+	fmt.Fprintln(w, "1 a watched task failed, timed out or was cancelled, 2 any other error.")
+}
+
+// helpOrUsageError maps a flag parse error to an exit code; the flag package
+// has already printed the problem or the help text.
+func helpOrUsageError(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return ExitOK
+	}
+	return ExitError
+}
+
+func (a *App) getenv(name string) string {
+	if a.Getenv == nil {
+		return ""
+	}
+	return a.Getenv(name)
+}
+
+func overrideEnv(getenv func(string) string, name, value string) func(string) string {
+	return func(key string) string {
+		if key == name {
+			return value
+		}
+		if getenv == nil {
+			return ""
+		}
+		return getenv(key)
+	}
+}
+
+func (a *App) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+// errorf prints a dtf error line and returns ExitError.
+func (a *App) errorf(format string, args ...any) int {
+	fmt.Fprintf(a.Stderr, "dtf: "+format+"\n", args...)
+	return ExitError
+}
+
+// newFlagSet returns a subcommand's flag set that prints its usage line and
+// defaults to Stderr.
+func (a *App) newFlagSet(name, usage string) *flag.FlagSet {
+	fs := flag.NewFlagSet("dtf "+name, flag.ContinueOnError)
+	fs.SetOutput(a.Stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(a.Stderr, "Usage: dtf %s %s\n\nFlags:\n", name, usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// addrFlag adds -addr to fs with the default from DTF_ADDR.
+func (a *App) addrFlag(fs *flag.FlagSet) *string {
+	def := a.getenv(addrEnv)
+	if def == "" {
+		def = api.DefaultAddr
+	}
+	return fs.String("addr", def, "coordinator HTTP address; $"+addrEnv+" sets the default")
+}
+
+// outputFlag adds -output to fs; its value is checked by checkOutput.
+func outputFlag(fs *flag.FlagSet) *string {
+	return fs.String("output", "table", "output format: table or json")
+}
+
+func checkOutput(format string) error {
+	if format != "table" && format != "json" {
+		return fmt.Errorf("invalid -output %q; use table or json", format)
+	}
+	return nil
+}
+
+func (a *App) client(addr string) (*api.Client, error) {
+	return api.NewClient(addr)
+}
+
+// requestError describes a failed API request. When the coordinator could
+// not be reached at all, it adds how to start it or point dtf elsewhere.
+func requestError(client *api.Client, err error) string {
+	var respErr *api.ResponseError
+	if errors.As(err, &respErr) {
+		return err.Error()
+	}
+	var netErr *net.OpError
+	if errors.As(err, &netErr) || errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Sprintf("%v; is the coordinator running at %s? "+
+			"start it with dtf coordinator -config FILE, or set -addr or $%s",
+			err, client.BaseURL, addrEnv)
+	}
+	return err.Error()
+}
+
+func (a *App) runVersion(_ context.Context, args []string) int {
+	fs := a.newFlagSet("version", "")
+	if err := fs.Parse(args); err != nil {
+		return helpOrUsageError(err)
+	}
+	fmt.Fprintf(a.Stdout, "dtf %s (%s %s/%s)\n", Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return ExitOK
+}
+
+// noArgs reports an error for positional arguments a command does not take.
+func (a *App) noArgs(fs *flag.FlagSet) bool {
+	if fs.NArg() == 0 {
+		return true
+	}
+	a.errorf("%s takes no arguments, got %q; flags go before arguments",
+		fs.Name(), strings.Join(fs.Args(), " "))
+	return false
+}
