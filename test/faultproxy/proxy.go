@@ -119,7 +119,7 @@ func (p *Proxy) Reset() int {
 
 // Refuse sets whether new connections are rejected. While on, each new client
 // connection is accepted and reset at once, so the client's upgrade request
-// fails; open connections are not touched. The listener stays open, which
+// fails. Open connections are not touched. The listener stays open, which
 // keeps the port reserved for the proxy.
 func (p *Proxy) Refuse(on bool) {
 	p.update(func(s *settings) { s.refuse = on })
@@ -142,21 +142,21 @@ func (p *Proxy) Down(d time.Duration) {
 
 // Blackhole sets whether open and new connections forward nothing in either
 // direction. The sockets stay open and bytes already read are held, not
-// dropped, as on a link where packets vanish and TCP keeps retransmitting:
-// when the blackhole ends, held bytes are delivered in order.
+// dropped, as on a link where packets vanish and TCP keeps retransmitting.
+// When the blackhole ends, held bytes are delivered in order.
 func (p *Proxy) Blackhole(on bool) {
 	p.update(func(s *settings) { s.blackhole = on })
 }
 
-// Delay sets the latency added to each chunk in each direction; zero removes
-// it. A chunk read at time t is written at t+d or later, so a round trip
-// through the proxy takes at least 2*d.
+// Delay sets the latency added to each chunk in each direction, and zero
+// removes it. A chunk read at time t is written at t+d or later, so a round
+// trip through the proxy takes at least 2*d.
 func (p *Proxy) Delay(d time.Duration) {
 	p.update(func(s *settings) { s.delay = d })
 }
 
 // Throttle limits each direction of each connection to bytesPerSec bytes per
-// second; zero or less removes the limit.
+// second. Zero or less removes the limit.
 func (p *Proxy) Throttle(bytesPerSec int) {
 	p.update(func(s *settings) { s.bytesPerSec = bytesPerSec })
 }
@@ -249,7 +249,10 @@ func (p *Proxy) acceptLoop() {
 				return
 			}
 			// Accept errors other than a closed listener are transient, for
-			// example a connection reset before it was accepted.
+			// example a connection reset before it was accepted, or running
+			// out of file descriptors. The pause keeps the latter from
+			// spinning.
+			time.Sleep(10 * time.Millisecond)
 			continue
 		}
 		p.admit(client)
@@ -489,7 +492,7 @@ type link struct {
 	errs map[net.Conn]error
 }
 
-// close closes both sides once; with reset, each side gets a TCP RST.
+// close closes both sides once. With reset, each side gets a TCP RST.
 func (l *link) close(reset bool) {
 	l.once.Do(func() {
 		close(l.done)

@@ -115,9 +115,10 @@ func readErr(t *testing.T, conn net.Conn) error {
 	}
 }
 
-// dialErr returns the error that ends a new connection through p: the
-// dial's own error when the proxy resets the connection before the client's
-// connect call returns, which happens on loopback, or else the read error.
+// dialErr returns the error that ends a new connection through p. On
+// loopback the proxy may reset the connection before the client's connect
+// call returns, and then the dial's own error is returned. Otherwise it is
+// the read error.
 func dialErr(t *testing.T, p *Proxy) error {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", p.Addr(), waitFor)

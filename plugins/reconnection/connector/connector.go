@@ -1,0 +1,362 @@
+// Package connector is the reconnection plugin's implementation of the
+// Connector service of plugin/pb, and owns the worker's WebSocket
+// connection to the coordinator. It dials, sends Hello and keeps the
+// session alive with heartbeats. It notices a dead peer within the
+// heartbeat timeout and reconnects with jittered exponential backoff.
+// Task frames pass between the worker host and the coordinator unchanged.
+//
+// The package has no go-plugin dependency, so it is tested in process; the
+// plugin binary in the parent folder serves it through go-plugin.
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/dtf-io/dtf/plugin/pb"
+	"github.com/dtf-io/dtf/protocol"
+	wirepb "github.com/dtf-io/dtf/protocol/pb"
+)
+
+// Name is the plugin's name in PluginInfo.
+const Name = "reconnection"
+
+// Connection states reported in StateChange.state.
+const (
+	StateConnecting = "connecting"
+	StateConnected  = "connected"
+	StateBackingOff = "backing_off"
+	StateClosed     = "closed"
+)
+
+// eventQueue bounds the events waiting for the Events stream. A full queue
+// stops the reader, which pushes back on the coordinator.
+const eventQueue = 64
+
+// Options configure a Connector.
+type Options struct {
+	// Logger receives the connector's logs; nil discards them.
+	Logger hclog.Logger
+	// Version is the plugin's version, sent in Hello and PluginInfo.
+	Version string
+	// Rand draws the backoff jitter; nil seeds one at random.
+	Rand *rand.Rand
+}
+
+// Stats is a snapshot of the connector's counters.
+type Stats struct {
+	// Connected is true while a session is open.
+	Connected bool
+	// SessionID is the open session's id, empty while disconnected.
+	SessionID string
+	// Connections counts the connections that reached Welcome.
+	Connections uint64
+	// SmoothedRTT, RTTVariance and RTTSamples describe the round-trip time
+	// of the open connection, or of the last one while disconnected.
+	SmoothedRTT time.Duration
+	RTTVariance time.Duration
+	RTTSamples  uint64
+	// FramesIn and FramesOut count WebSocket messages, heartbeats included.
+	FramesIn  uint64
+	FramesOut uint64
+	// UnknownFrames counts frames whose type this build does not know.
+	UnknownFrames uint64
+	// MalformedFrames counts messages that did not decode as a frame.
+	MalformedFrames uint64
+}
+
+type counters struct {
+	connections     atomic.Uint64
+	framesIn        atomic.Uint64
+	framesOut       atomic.Uint64
+	unknownFrames   atomic.Uint64
+	malformedFrames atomic.Uint64
+}
+
+// Connector implements pb.ConnectorServer. Configure must precede Events;
+// one Events stream runs at a time.
+type Connector struct {
+	pb.UnimplementedConnectorServer
+
+	log     hclog.Logger
+	version string
+	rng     *rand.Rand
+	stats   counters
+
+	mu     sync.Mutex
+	cfg    *Config
+	active *session // the welcomed session, nil while disconnected
+	last   *session // the most recent welcomed session, for Stats
+	loop   *eventLoop
+}
+
+// eventLoop is one run of the connection loop behind one Events stream.
+type eventLoop struct {
+	cancel context.CancelCauseFunc
+	events chan *pb.ConnectorEvent
+	// streamDone is the Events stream's context; events emitted after it
+	// ended are dropped.
+	streamDone <-chan struct{}
+	done       chan struct{}
+}
+
+var _ pb.ConnectorServer = (*Connector)(nil)
+
+// New returns a Connector that waits for Configure.
+func New(opts Options) *Connector {
+	logger := opts.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	rng := opts.Rand
+	if rng == nil {
+		rng = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	return &Connector{log: logger, version: opts.Version, rng: rng}
+}
+
+// Info returns the plugin's name and version.
+func (c *Connector) Info(context.Context, *pb.Empty) (*pb.PluginInfo, error) {
+	return &pb.PluginInfo{Name: Name, Version: c.version}, nil
+}
+
+// Configure validates and stores the configuration. It fails while an
+// Events stream is open.
+func (c *Connector) Configure(_ context.Context, in *pb.ConnectorConfig) (*pb.ConfigureResponse, error) {
+	cfg, err := ParseConfig(in)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.loop != nil {
+		return nil, status.Error(codes.FailedPrecondition,
+			"cannot configure the reconnection plugin while its Events stream is open; call Stop first")
+	}
+	c.cfg = cfg
+	c.log.Info("configured", "url", cfg.URL, "worker_id", cfg.WorkerID,
+		"heartbeat_interval", cfg.HeartbeatInterval, "heartbeat_timeout", cfg.HeartbeatTimeout)
+	return &pb.ConfigureResponse{}, nil
+}
+
+// Events runs the connection loop and streams its state changes and the
+// inbound task frames until Stop, a fatal rejection, or the end of the
+// stream's context.
+func (c *Connector) Events(_ *pb.Empty, stream grpc.ServerStreamingServer[pb.ConnectorEvent]) error {
+	c.mu.Lock()
+	cfg := c.cfg
+	if cfg == nil {
+		c.mu.Unlock()
+		return status.Error(codes.FailedPrecondition, "call Configure before Events")
+	}
+	if c.loop != nil {
+		c.mu.Unlock()
+		return status.Error(codes.FailedPrecondition, "an Events stream is already open; call Stop first")
+	}
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	loop := &eventLoop{
+		cancel:     cancel,
+		events:     make(chan *pb.ConnectorEvent, eventQueue),
+		streamDone: stream.Context().Done(),
+		done:       make(chan struct{}),
+	}
+	c.loop = loop
+	c.mu.Unlock()
+
+	go func() {
+		defer close(loop.done)
+		c.connectLoop(ctx, cfg, loop)
+	}()
+	err := c.relay(stream, loop)
+	cancel(nil)
+
+	c.mu.Lock()
+	c.loop = nil
+	c.mu.Unlock()
+	return err
+}
+
+// relay sends the loop's events on the stream until the loop has ended and
+// its queued events are sent. A failed send stops the loop.
+func (c *Connector) relay(stream grpc.ServerStreamingServer[pb.ConnectorEvent], loop *eventLoop) error {
+	var sendErr error
+	send := func(event *pb.ConnectorEvent) {
+		if sendErr != nil {
+			return
+		}
+		if err := stream.Send(event); err != nil {
+			sendErr = err
+			loop.cancel(fmt.Errorf("events stream failed: %w", err))
+		}
+	}
+	for {
+		select {
+		case event := <-loop.events:
+			send(event)
+		case <-loop.done:
+			// Every emit finished before done closed, so the queue holds
+			// the last events.
+			for {
+				select {
+				case event := <-loop.events:
+					send(event)
+				default:
+					return sendErr
+				}
+			}
+		}
+	}
+}
+
+// Send writes one task frame to the coordinator and returns once it is
+// written to the connection. It fails with Unavailable when no session is
+// open or the connection ends first, and with InvalidArgument for a frame
+// that is not a task frame or is too large.
+func (c *Connector) Send(ctx context.Context, req *pb.SendRequest) (*pb.Empty, error) {
+	c.mu.Lock()
+	cfg, s := c.cfg, c.active
+	c.mu.Unlock()
+	if s == nil {
+		return nil, status.Error(codes.Unavailable,
+			"no session open with the coordinator; retry after the next connected event")
+	}
+
+	data := req.GetFrame()
+	if len(data) > cfg.MaxFrameBytes {
+		return nil, status.Errorf(codes.InvalidArgument,
+			"frame of %d bytes exceeds max_frame_bytes %d; shrink the frame or raise max_frame_bytes",
+			len(data), cfg.MaxFrameBytes)
+	}
+	frame, err := protocol.Decode(data, 0)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "invalid frame: %v", err)
+	}
+	frameType := protocol.TypeOf(frame)
+	if frameType == protocol.TypeUnknown || protocol.SessionTypes[frameType] {
+		return nil, status.Errorf(codes.InvalidArgument,
+			"cannot send a %s frame: the host sends only task frames, the plugin sends session frames",
+			frameType)
+	}
+
+	if err := s.send(ctx, data); err != nil {
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		return nil, status.Errorf(codes.Unavailable, "send %s frame: %v; retry after the next connected event",
+			frameType, err)
+	}
+	return &pb.Empty{}, nil
+}
+
+// Stop closes the open session with a normal WebSocket close, ends the
+// Events stream with a closed event and waits for the loop to end. Without
+// an open Events stream it does nothing.
+func (c *Connector) Stop(ctx context.Context, _ *pb.Empty) (*pb.Empty, error) {
+	c.mu.Lock()
+	loop := c.loop
+	c.mu.Unlock()
+	if loop == nil {
+		return &pb.Empty{}, nil
+	}
+	loop.cancel(errStopped)
+	select {
+	case <-loop.done:
+		return &pb.Empty{}, nil
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// Stats returns a snapshot of the counters and of the current or last
+// connection's round-trip time.
+func (c *Connector) Stats() Stats {
+	c.mu.Lock()
+	active, last := c.active, c.last
+	c.mu.Unlock()
+	stats := Stats{
+		Connections:     c.stats.connections.Load(),
+		FramesIn:        c.stats.framesIn.Load(),
+		FramesOut:       c.stats.framesOut.Load(),
+		UnknownFrames:   c.stats.unknownFrames.Load(),
+		MalformedFrames: c.stats.malformedFrames.Load(),
+	}
+	if active != nil {
+		stats.Connected = true
+		stats.SessionID = active.id
+	}
+	if last != nil {
+		stats.SmoothedRTT, stats.RTTVariance, stats.RTTSamples = last.rtt.get()
+	}
+	return stats
+}
+
+func (c *Connector) setActive(s *session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.active = s
+	if s != nil {
+		c.last = s
+	}
+}
+
+// hooks returns the callbacks that tie a session to this connector and to
+// the Events stream of loop.
+func (c *Connector) hooks(loop *eventLoop) sessionHooks {
+	return sessionHooks{
+		forward: func(s *session, data []byte) {
+			event := &pb.ConnectorEvent{Event: &pb.ConnectorEvent_Frame{Frame: data}}
+			select {
+			case loop.events <- event:
+			case <-s.done:
+			case <-loop.streamDone:
+			}
+		},
+		unknown: func(s *session) {
+			if c.stats.unknownFrames.Add(1) == 1 {
+				s.log.Warn("ignoring a frame of a type this plugin version does not know; "+
+					"further ones are only counted; upgrade the reconnection plugin to handle them",
+					"plugin_version", c.version)
+			}
+		},
+		stats: &c.stats,
+	}
+}
+
+// emit queues a state change for the Events stream, or drops it when the
+// stream has ended.
+func (loop *eventLoop) emit(change *pb.StateChange) {
+	event := &pb.ConnectorEvent{Event: &pb.ConnectorEvent_State{State: change}}
+	select {
+	case loop.events <- event:
+	case <-loop.streamDone:
+	}
+}
+
+// rttMicros returns the smoothed RTT of s in microseconds, 0 without s.
+func rttMicros(s *session) int64 {
+	if s == nil {
+		return 0
+	}
+	smoothed, _, _ := s.rtt.get()
+	return smoothed.Microseconds()
+}
+
+// isAuthFailure returns the Reject behind err, if any, and whether it is an
+// authentication failure, which no retry with the same credentials fixes.
+func isAuthFailure(err error) (*RejectError, bool) {
+	var reject *RejectError
+	if errors.As(err, &reject) && reject.Code == wirepb.Reject_CODE_UNAUTHENTICATED {
+		return reject, true
+	}
+	return reject, false
+}

@@ -1,0 +1,474 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/dtf-io/dtf/protocol"
+	"github.com/dtf-io/dtf/protocol/pb"
+)
+
+// outboundQueue bounds the messages waiting for the writer goroutine. A full
+// queue blocks Send and heartbeat replies until the writer catches up or the
+// connection ends.
+const outboundQueue = 64
+
+// closeWait bounds the wait for the coordinator's close frame after the
+// worker sent its own, and the write of a close frame.
+const closeWait = time.Second
+
+var (
+	// errSessionClosed is returned for a frame that was not written because
+	// its connection ended first.
+	errSessionClosed = errors.New("connection to the coordinator closed before the frame was written")
+	// errStopped ends a connection that the host stopped.
+	errStopped = errors.New("stopped by the worker host")
+)
+
+// RejectError is a Reject frame from the coordinator, which refused a Hello
+// or ended a session.
+type RejectError struct {
+	Code       pb.Reject_Code
+	Message    string
+	RetryAfter time.Duration
+}
+
+func (e *RejectError) Error() string {
+	msg := fmt.Sprintf("coordinator rejected the session: %s: %s", e.Code, e.Message)
+	if e.RetryAfter > 0 {
+		msg += fmt.Sprintf(" (retry after %s)", e.RetryAfter)
+	}
+	return msg
+}
+
+// outbound is one message for the writer goroutine. result, when set,
+// receives the outcome of the write and must have room for one value.
+type outbound struct {
+	messageType int
+	data        []byte
+	result      chan error
+}
+
+// sessionHooks connect a session to its Connector.
+type sessionHooks struct {
+	// forward passes an inbound task frame to the Events stream. It returns
+	// when the stream took the frame or the connection ended.
+	forward func(s *session, data []byte)
+	// unknown is called for each frame whose type this build does not know.
+	unknown func(s *session)
+	stats   *counters
+}
+
+// session is one WebSocket connection to the coordinator, from the dial to
+// its end. It runs exactly one reader and one writer goroutine. Every write
+// goes through the writer, frames, heartbeats, pings, pongs and close frames
+// alike, because gorilla/websocket allows one concurrent writer per
+// connection.
+type session struct {
+	cfg   *Config
+	log   hclog.Logger
+	ws    *websocket.Conn
+	hooks sessionHooks
+	rtt   rttEstimator
+
+	// Set by the reader from Welcome before welcomed is closed, and read
+	// only after that.
+	id       string
+	interval time.Duration
+
+	welcomed    chan struct{}
+	isWelcomed  atomic.Bool
+	handshakeBy time.Time
+
+	out        chan outbound
+	done       chan struct{}
+	endOnce    sync.Once
+	endErr     error
+	readerDone chan struct{}
+	writerDone chan struct{}
+}
+
+// dialSession opens the WebSocket connection with the dtf subprotocol.
+func dialSession(ctx context.Context, cfg *Config, log hclog.Logger, hooks sessionHooks) (*session, error) {
+	dialer := websocket.Dialer{
+		NetDialContext:   (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext,
+		HandshakeTimeout: cfg.DialTimeout,
+		Subprotocols:     []string{protocol.Subprotocol},
+	}
+	dialCtx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+
+	ws, resp, err := dialer.DialContext(dialCtx, cfg.URL, nil)
+	if resp != nil && resp.Body != nil {
+		_ = resp.Body.Close()
+	}
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			return nil, fmt.Errorf("dial %s: %w (HTTP status %d)", cfg.URL, err, resp.StatusCode)
+		}
+		return nil, fmt.Errorf("dial %s: %w", cfg.URL, err)
+	}
+	if ws.Subprotocol() != protocol.Subprotocol {
+		_ = ws.Close()
+		return nil, fmt.Errorf("dial %s: the server did not accept subprotocol %q (got %q); "+
+			"check that url points at a dtf coordinator of a compatible version",
+			cfg.URL, protocol.Subprotocol, ws.Subprotocol())
+	}
+	ws.SetReadLimit(int64(cfg.MaxFrameBytes))
+
+	s := &session{
+		cfg:        cfg,
+		log:        log,
+		ws:         ws,
+		hooks:      hooks,
+		interval:   cfg.HeartbeatInterval,
+		welcomed:   make(chan struct{}),
+		out:        make(chan outbound, outboundQueue),
+		done:       make(chan struct{}),
+		readerDone: make(chan struct{}),
+		writerDone: make(chan struct{}),
+	}
+	ws.SetPingHandler(s.onPing)
+	ws.SetPongHandler(s.onPong)
+	ws.SetCloseHandler(s.onClose)
+	return s, nil
+}
+
+// open starts the reader and writer, sends Hello and waits for Welcome. On
+// error the connection is closed and its goroutines have returned.
+func (s *session) open(ctx context.Context, pluginVersion string) error {
+	s.handshakeBy = time.Now().Add(s.cfg.HandshakeTimeout)
+	go s.readLoop()
+	go s.writeLoop()
+
+	hello := &pb.Frame{Body: &pb.Frame_Hello{Hello: &pb.Hello{
+		WorkerId:      s.cfg.WorkerID,
+		Token:         s.cfg.Token,
+		TaskTypes:     s.cfg.TaskTypes,
+		Slots:         s.cfg.Slots,
+		Labels:        s.cfg.Labels,
+		HostVersion:   s.cfg.HostVersion,
+		PluginVersion: pluginVersion,
+	}}}
+	sentAt := time.Now()
+	if err := s.sendFrame(ctx, hello); err != nil {
+		s.end(fmt.Errorf("send hello: %w", err))
+		return s.finish()
+	}
+
+	timer := time.NewTimer(time.Until(s.handshakeBy))
+	defer timer.Stop()
+	select {
+	case <-s.welcomed:
+		s.rtt.observe(time.Since(sentAt))
+		return nil
+	case <-s.done:
+	case <-timer.C:
+		s.end(fmt.Errorf("no welcome from %s within handshake_timeout %s", s.cfg.URL, s.cfg.HandshakeTimeout))
+	case <-ctx.Done():
+		s.end(errStopped)
+	}
+	return s.finish()
+}
+
+// run waits until the connection ends or ctx is cancelled, in which case it
+// closes the connection with a normal WebSocket close. It returns the cause
+// of the end.
+func (s *session) run(ctx context.Context) error {
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		s.closeNormally()
+	}
+	return s.finish()
+}
+
+// closeNormally sends a close frame and waits up to closeWait for the
+// coordinator's close frame.
+func (s *session) closeNormally() {
+	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "worker stopping")
+	select {
+	case s.out <- outbound{messageType: websocket.CloseMessage, data: msg}:
+	case <-s.done:
+		return
+	}
+	timer := time.NewTimer(closeWait)
+	defer timer.Stop()
+	select {
+	case <-s.done:
+	case <-timer.C:
+	}
+	s.end(errStopped)
+}
+
+// finish closes the socket once the connection has ended and waits for the
+// reader and the writer. The writer is waited for first, so that a close
+// frame it still has to send goes out before the socket closes.
+func (s *session) finish() error {
+	<-s.done
+	<-s.writerDone
+	_ = s.ws.Close()
+	<-s.readerDone
+	return s.endErr
+}
+
+// end records the cause of the connection's end; the first cause wins.
+func (s *session) end(err error) {
+	s.endOnce.Do(func() {
+		s.endErr = err
+		close(s.done)
+	})
+}
+
+// sendFrame encodes frame and waits until the writer has written it.
+func (s *session) sendFrame(ctx context.Context, frame *pb.Frame) error {
+	data, err := protocol.Encode(frame)
+	if err != nil {
+		return fmt.Errorf("encode %s frame: %w", protocol.TypeOf(frame), err)
+	}
+	return s.send(ctx, data)
+}
+
+// send queues one encoded frame and waits until the writer has written it.
+func (s *session) send(ctx context.Context, data []byte) error {
+	item := outbound{messageType: websocket.BinaryMessage, data: data, result: make(chan error, 1)}
+	select {
+	case s.out <- item:
+	case <-s.done:
+		return errSessionClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-item.result:
+		return err
+	case <-s.done:
+		// The writer reports every item it took before it returns.
+		<-s.writerDone
+		select {
+		case err := <-item.result:
+			return err
+		default:
+			return errSessionClosed
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// queueControl queues a control message without blocking the reader, which
+// calls it from the ping and close handlers. A full queue drops the
+// message: the peer then misses one pong, or times out its close handshake.
+func (s *session) queueControl(messageType int, data []byte) {
+	select {
+	case s.out <- outbound{messageType: messageType, data: data}:
+	default:
+		s.log.Debug("outbound queue full, dropping control message", "type", messageType)
+	}
+}
+
+// queueFrame queues a frame without waiting for the write, for heartbeat
+// replies. It blocks while the queue is full, until the connection ends.
+func (s *session) queueFrame(frame *pb.Frame) {
+	data, err := protocol.Encode(frame)
+	if err != nil {
+		s.log.Error("encode frame failed", "type", protocol.TypeOf(frame), "error", err)
+		return
+	}
+	select {
+	case s.out <- outbound{messageType: websocket.BinaryMessage, data: data}:
+	case <-s.done:
+	}
+}
+
+// readDeadline is the handshake deadline until Welcome, then one heartbeat
+// timeout from now.
+func (s *session) readDeadline() time.Time {
+	if !s.isWelcomed.Load() {
+		return s.handshakeBy
+	}
+	return time.Now().Add(s.cfg.HeartbeatTimeout)
+}
+
+func (s *session) onPing(data string) error {
+	s.queueControl(websocket.PongMessage, []byte(data))
+	return s.ws.SetReadDeadline(s.readDeadline())
+}
+
+func (s *session) onPong(string) error {
+	return s.ws.SetReadDeadline(s.readDeadline())
+}
+
+// onClose replies to the coordinator's close frame through the writer. The
+// read that called it then returns a *websocket.CloseError.
+func (s *session) onClose(code int, _ string) error {
+	s.queueControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""))
+	return nil
+}
+
+// readLoop reads frames until the connection fails or ends.
+func (s *session) readLoop() {
+	defer close(s.readerDone)
+	for {
+		if err := s.ws.SetReadDeadline(s.readDeadline()); err != nil {
+			s.end(fmt.Errorf("set read deadline: %w", err))
+			return
+		}
+		messageType, data, err := s.ws.ReadMessage()
+		if err != nil {
+			s.end(s.describeReadError(err))
+			return
+		}
+		s.hooks.stats.framesIn.Add(1)
+		if messageType != websocket.BinaryMessage {
+			s.malformed(fmt.Errorf("websocket message type %d, expected binary", messageType))
+			continue
+		}
+		frame, err := protocol.Decode(data, s.cfg.MaxFrameBytes)
+		if err != nil {
+			s.malformed(err)
+			continue
+		}
+		if err := s.dispatch(frame, data); err != nil {
+			s.end(err)
+			return
+		}
+	}
+}
+
+func (s *session) describeReadError(err error) error {
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		if !s.isWelcomed.Load() {
+			return fmt.Errorf("no welcome from %s within handshake_timeout %s", s.cfg.URL, s.cfg.HandshakeTimeout)
+		}
+		return fmt.Errorf("no frame from the coordinator within heartbeat_timeout %s: %w",
+			s.cfg.HeartbeatTimeout, err)
+	}
+	// gorilla/websocket reports a TCP close without a close frame as close
+	// code 1006.
+	var closeErr *websocket.CloseError
+	if errors.As(err, &closeErr) && closeErr.Code != websocket.CloseAbnormalClosure {
+		return fmt.Errorf("coordinator closed the connection: %w", err)
+	}
+	return fmt.Errorf("connection to the coordinator lost: %w", err)
+}
+
+// malformed counts a message that is not a valid frame. The first one of a
+// connection is logged; one bad message does not end the connection.
+func (s *session) malformed(err error) {
+	if s.hooks.stats.malformedFrames.Add(1) == 1 {
+		s.log.Warn("ignoring malformed message from the coordinator; further ones are only counted",
+			"error", err)
+	}
+}
+
+// writeLoop writes every queued message and, once the session is welcomed,
+// a heartbeat frame and a WebSocket ping every interval.
+func (s *session) writeLoop() {
+	defer close(s.writerDone)
+	var ticks <-chan time.Time
+	welcomed := s.welcomed
+	closeSent := false
+	for {
+		select {
+		case <-welcomed:
+			welcomed = nil
+			ticker := time.NewTicker(s.interval)
+			defer ticker.Stop()
+			ticks = ticker.C
+		case <-ticks:
+			if err := s.writeHeartbeat(); err != nil {
+				s.end(fmt.Errorf("send heartbeat: %w", err))
+				s.drainQueue(closeSent)
+				return
+			}
+		case item := <-s.out:
+			if closeSent {
+				s.reply(item, errSessionClosed)
+				continue
+			}
+			err := s.write(item)
+			s.reply(item, err)
+			if err != nil {
+				s.end(fmt.Errorf("write to coordinator: %w", err))
+				s.drainQueue(true)
+				return
+			}
+			if item.messageType == websocket.CloseMessage {
+				closeSent = true
+				ticks = nil
+			}
+		case <-s.done:
+			s.drainQueue(closeSent)
+			return
+		}
+	}
+}
+
+// drainQueue fails every queued item with errSessionClosed after the
+// connection ended. A close frame that the reader queued in reply to the
+// coordinator's is still written, to complete the close handshake.
+func (s *session) drainQueue(closeSent bool) {
+	for {
+		select {
+		case item := <-s.out:
+			if item.messageType == websocket.CloseMessage && !closeSent {
+				_ = s.ws.WriteControl(websocket.CloseMessage, item.data, time.Now().Add(closeWait))
+				closeSent = true
+			}
+			s.reply(item, errSessionClosed)
+		default:
+			return
+		}
+	}
+}
+
+func (s *session) reply(item outbound, err error) {
+	if item.result != nil {
+		item.result <- err
+	}
+}
+
+func (s *session) write(item outbound) error {
+	switch item.messageType {
+	case websocket.CloseMessage, websocket.PingMessage, websocket.PongMessage:
+		return s.ws.WriteControl(item.messageType, item.data, time.Now().Add(closeWait))
+	}
+	if err := s.ws.SetWriteDeadline(time.Now().Add(s.cfg.HeartbeatTimeout)); err != nil {
+		return err
+	}
+	if err := s.ws.WriteMessage(item.messageType, item.data); err != nil {
+		return err
+	}
+	s.hooks.stats.framesOut.Add(1)
+	return nil
+}
+
+// writeHeartbeat sends a Heartbeat frame and a WebSocket ping. The frame
+// measures the round-trip time through the coordinator's frame handling.
+// The pong refreshes the read deadline even when the coordinator is slow
+// to reply to frames, because gorilla/websocket replies to pings inside
+// its read call.
+func (s *session) writeHeartbeat() error {
+	frame := &pb.Frame{Body: &pb.Frame_Heartbeat{Heartbeat: &pb.Heartbeat{
+		SentUnixNano: time.Now().UnixNano(),
+	}}}
+	data, err := protocol.Encode(frame)
+	if err != nil {
+		return err
+	}
+	if err := s.write(outbound{messageType: websocket.BinaryMessage, data: data}); err != nil {
+		return err
+	}
+	return s.write(outbound{messageType: websocket.PingMessage})
+}
