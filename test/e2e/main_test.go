@@ -249,8 +249,15 @@ func (e *env) waitRunning(batch string, n int) {
 // disconnected.
 func (e *env) waitDisconnected(id string) {
 	e.t.Helper()
+	e.waitDisconnectedWithin(id, 30*time.Second)
+}
+
+// waitDisconnectedWithin waits up to timeout until the coordinator lists the
+// worker as disconnected.
+func (e *env) waitDisconnectedWithin(id string, timeout time.Duration) {
+	e.t.Helper()
 	ctx := context.Background()
-	err := cluster.Poll(ctx, 30*time.Second, 50*time.Millisecond, func() (bool, error) {
+	err := cluster.Poll(ctx, timeout, 50*time.Millisecond, func() (bool, error) {
 		workers, err := e.client.ListWorkers(ctx)
 		return err == nil && !cluster.ConnectedWorkers(workers)[id], nil
 	})
