@@ -1,0 +1,231 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/dtf-io/dtf/coordinator/api"
+	"github.com/dtf-io/dtf/coordinator/store"
+	"github.com/dtf-io/dtf/protocol"
+)
+
+// maxBodyBytes bounds a request body of the HTTP API.
+const maxBodyBytes = 4 << 20
+
+// routes serves the worker endpoint, the HTTP API and /healthz.
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+protocol.ConnectPath, s.handleConnect)
+	mux.HandleFunc("POST /v1/tasks", s.handleSubmit)
+	mux.HandleFunc("GET /v1/tasks", s.handleListTasks)
+	mux.HandleFunc("GET /v1/tasks/{id}", s.handleGetTask)
+	mux.HandleFunc("POST /v1/tasks/{id}/cancel", s.handleCancel)
+	mux.HandleFunc("GET /v1/workers", s.handleListWorkers)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	req, verr := decodeSubmit(r.Body, s.cfg.TaskTypes)
+	if verr != nil {
+		writeError(w, verr.status, verr.field, verr.Error())
+		return
+	}
+
+	batch := req.Batch
+	if batch == "" {
+		batch = newID("b-", 6)
+	}
+	tasks := make([]store.NewTask, len(req.Tasks))
+	ids := make([]string, len(req.Tasks))
+	for i, spec := range req.Tasks {
+		timeout, _ := time.ParseDuration(spec.Timeout) // validated by decodeSubmit
+		maxAttempts := spec.MaxAttempts
+		if maxAttempts == 0 {
+			maxAttempts = s.cfg.MaxAttempts
+		}
+		ids[i] = newID("t-", 8)
+		tasks[i] = store.NewTask{
+			ID:          ids[i],
+			Batch:       batch,
+			Name:        spec.Name,
+			Type:        spec.Type,
+			Payload:     spec.Payload,
+			TimeoutMS:   timeout.Milliseconds(),
+			MaxAttempts: maxAttempts,
+		}
+	}
+	if err := s.store.CreateTasks(r.Context(), tasks, time.Now()); err != nil {
+		s.log.Named("api").Error("submit failed", "batch", batch, "error", err)
+		writeError(w, http.StatusInternalServerError, "", "store tasks: "+err.Error())
+		return
+	}
+	s.log.Named("api").Info("tasks submitted", "batch", batch, "count", len(tasks))
+	s.kickScheduler()
+
+	resp := api.SubmitResponse{Batch: batch, Tasks: make([]api.Task, 0, len(ids))}
+	for _, id := range ids {
+		task, err := s.store.GetTask(r.Context(), id)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "", "read submitted task: "+err.Error())
+			return
+		}
+		resp.Tasks = append(resp.Tasks, s.withReason(*task))
+	}
+	writeJSON(w, http.StatusCreated, resp)
+}
+
+func (s *Server) handleListTasks(w http.ResponseWriter, r *http.Request) {
+	filter := store.TaskFilter{Batch: r.URL.Query().Get("batch"), State: r.URL.Query().Get("state")}
+	if filter.State != "" && !knownState(filter.State) {
+		writeError(w, http.StatusBadRequest, "state", fmt.Sprintf(
+			"state: unknown task state %q; use queued, running, succeeded, failed, cancelled or timed_out",
+			filter.State))
+		return
+	}
+	tasks, err := s.store.ListTasks(r.Context(), filter)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "", err.Error())
+		return
+	}
+	for i := range tasks {
+		tasks[i] = s.withReason(tasks[i])
+	}
+	writeJSON(w, http.StatusOK, map[string][]api.Task{"tasks": tasks})
+}
+
+func (s *Server) handleGetTask(w http.ResponseWriter, r *http.Request) {
+	task, err := s.store.GetTask(r.Context(), r.PathValue("id"))
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "", fmt.Sprintf("task %q not found", r.PathValue("id")))
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, s.withReason(*task))
+}
+
+// handleCancel cancels a task in the store at once and, for a running
+// task, sends CancelTask to its worker. The worker's later outcome is
+// acknowledged with applied=false.
+func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	before, err := s.store.CancelTask(r.Context(), id, "cancelled through the API", time.Now())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, "", fmt.Sprintf("task %q not found", id))
+		return
+	case errors.Is(err, store.ErrTerminal):
+		writeError(w, http.StatusConflict, "", fmt.Sprintf("task %q already ended; only queued and running "+
+			"tasks can be cancelled", id))
+		return
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, "", err.Error())
+		return
+	}
+
+	log := s.log.Named("api").With("task_id", id, "attempt", before.Attempt)
+	if before.State == api.StateRunning {
+		s.sendCancel(before, log)
+	}
+	log.Info("task cancelled", "previous_state", before.State)
+	s.kickScheduler()
+
+	task, err := s.store.GetTask(r.Context(), id)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, *task)
+}
+
+func (s *Server) sendCancel(task *api.Task, log hclog.Logger) {
+	ss := s.sessionFor(task.WorkerID)
+	if ss == nil {
+		// The StateSyncResult of the worker's next session cancels the
+		// attempt.
+		log.Info("worker of cancelled task is not connected", "worker_id", task.WorkerID)
+		return
+	}
+	ss.enqueue(cancelFrame(task.ID, task.Attempt, "cancelled through the API"))
+}
+
+func (s *Server) handleListWorkers(w http.ResponseWriter, r *http.Request) {
+	records, err := s.store.ListWorkers(r.Context())
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "", err.Error())
+		return
+	}
+	running, err := s.store.RunningAttempts(r.Context(), "")
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "", err.Error())
+		return
+	}
+	perWorker := map[string]int{}
+	for _, a := range running {
+		perWorker[a.WorkerID]++
+	}
+
+	s.mu.Lock()
+	workers := make([]api.Worker, 0, len(records))
+	for _, rec := range records {
+		wk := api.Worker{
+			ID:            rec.ID,
+			TaskTypes:     rec.TaskTypes,
+			Slots:         rec.Slots,
+			Running:       perWorker[rec.ID],
+			Labels:        rec.Labels,
+			LastSeen:      rec.LastSeen,
+			HostVersion:   rec.HostVersion,
+			PluginVersion: rec.PluginVersion,
+		}
+		if state := s.workers[rec.ID]; state != nil {
+			wk.Connects = state.connects
+		}
+		if ss := s.sessions[rec.ID]; ss != nil {
+			wk.Connected = true
+			wk.SessionID = ss.id
+			wk.LastSeen = time.Unix(0, ss.lastFrame.Load()).UTC()
+		}
+		workers = append(workers, wk)
+	}
+	s.mu.Unlock()
+	sort.Slice(workers, func(i, j int) bool { return workers[i].ID < workers[j].ID })
+	writeJSON(w, http.StatusOK, map[string][]api.Worker{"workers": workers})
+}
+
+// withReason sets QueuedReason on a queued task.
+func (s *Server) withReason(task api.Task) api.Task {
+	if task.State == api.StateQueued {
+		task.QueuedReason = s.queuedReason(task.Type)
+	}
+	return task
+}
+
+func knownState(state string) bool {
+	return state == api.StateQueued || state == api.StateRunning || api.Terminal(state)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, field, message string) {
+	writeJSON(w, status, api.Error{Error: message, Field: field})
+}

@@ -1,0 +1,393 @@
+// Package config loads the coordinator's HCL configuration: where it listens,
+// where it keeps its store, which task types it accepts and how it treats
+// worker sessions (credentials, heartbeats, the grace period before a lost
+// worker's tasks are reassigned).
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/function"
+
+	"github.com/dtf-io/dtf/protocol"
+)
+
+// Defaults of optional settings.
+const (
+	DefaultListen            = "127.0.0.1:7070"
+	DefaultDataDir           = "data"
+	DefaultLogLevel          = "info"
+	DefaultMaxAttempts       = 3
+	DefaultShutdownTimeout   = 10 * time.Second
+	DefaultScheduleInterval  = time.Second
+	DefaultHeartbeatInterval = 2 * time.Second
+	DefaultHeartbeatTimeout  = 6 * time.Second
+	DefaultReassignAfter     = 30 * time.Second
+	DefaultHandshakeTimeout  = 10 * time.Second
+	DefaultSendQueue         = 256
+	DefaultMaxFrameBytes     = protocol.DefaultMaxFrameBytes
+)
+
+// DefaultTaskTypes are the task types of the executors shipped with dtf.
+var DefaultTaskTypes = []string{"command", "gotest"}
+
+// maxAttemptsLimit bounds max_attempts so that a typo such as 3000 does not
+// keep a failing task cycling through the fleet for hours.
+const maxAttemptsLimit = 100
+
+// Config is a loaded and validated coordinator configuration. DataDir is
+// absolute.
+type Config struct {
+	// File is the absolute path of the loaded file; empty when the Config
+	// was built in code.
+	File string
+	// Listen is the host:port of the one listener that serves the worker
+	// WebSocket endpoint, the HTTP API and /healthz.
+	Listen string
+	// DataDir contains the SQLite store.
+	DataDir string
+	// LogLevel is one of trace, debug, info, warn, error.
+	LogLevel string
+	// TaskTypes are the task types that submissions may use.
+	TaskTypes []string
+	// MaxAttempts is how often a task is handed out before it fails, unless
+	// the submission sets its own.
+	MaxAttempts int
+	// ShutdownTimeout bounds the graceful shutdown after Run's context ends.
+	ShutdownTimeout time.Duration
+	// ScheduleInterval is the period of the scheduler's tick, which assigns
+	// tasks and requeues the attempts of workers whose grace period ended.
+	// Submissions, outcomes and syncs also wake the scheduler at once.
+	ScheduleInterval time.Duration
+	Workers          Workers
+}
+
+// Workers holds the settings of worker sessions.
+type Workers struct {
+	// Token is the shared worker credential; empty disables the check and is
+	// only allowed on a loopback listener.
+	Token string
+	// HeartbeatInterval is the period of the coordinator's heartbeats.
+	HeartbeatInterval time.Duration
+	// HeartbeatTimeout is how long a session may stay silent before the
+	// coordinator closes it.
+	HeartbeatTimeout time.Duration
+	// ReassignAfter is the grace period a disconnected worker has to come
+	// back before its running attempts are requeued.
+	ReassignAfter time.Duration
+	// HandshakeTimeout bounds the wait for the Hello frame of a new
+	// connection.
+	HandshakeTimeout time.Duration
+	// MaxFrameBytes bounds one received WebSocket message.
+	MaxFrameBytes int
+	// SendQueue is the number of frames queued for one connection; a worker
+	// that falls this far behind is disconnected.
+	SendQueue int
+}
+
+// fileConfig is the HCL schema of the coordinator file. Durations are
+// expressions so that a value without a unit is reported at its attribute.
+type fileConfig struct {
+	Listen           *string        `hcl:"listen,optional"`
+	DataDir          *string        `hcl:"data_dir,optional"`
+	LogLevel         *string        `hcl:"log_level,optional"`
+	TaskTypes        *[]string      `hcl:"task_types,optional"`
+	MaxAttempts      *int           `hcl:"max_attempts,optional"`
+	ShutdownTimeout  hcl.Expression `hcl:"shutdown_timeout,optional"`
+	ScheduleInterval hcl.Expression `hcl:"schedule_interval,optional"`
+	Workers          *fileWorkers   `hcl:"workers,block"`
+}
+
+type fileWorkers struct {
+	Token             *string        `hcl:"token,optional"`
+	HeartbeatInterval hcl.Expression `hcl:"heartbeat_interval,optional"`
+	HeartbeatTimeout  hcl.Expression `hcl:"heartbeat_timeout,optional"`
+	ReassignAfter     hcl.Expression `hcl:"reassign_after,optional"`
+	HandshakeTimeout  hcl.Expression `hcl:"handshake_timeout,optional"`
+	MaxFrameBytes     *int           `hcl:"max_frame_bytes,optional"`
+	SendQueue         *int           `hcl:"send_queue,optional"`
+}
+
+// Default returns a configuration with every default filled, listening on
+// listen and storing in dataDir.
+func Default(listen, dataDir string) *Config {
+	return &Config{
+		Listen:           listen,
+		DataDir:          dataDir,
+		LogLevel:         DefaultLogLevel,
+		TaskTypes:        append([]string(nil), DefaultTaskTypes...),
+		MaxAttempts:      DefaultMaxAttempts,
+		ShutdownTimeout:  DefaultShutdownTimeout,
+		ScheduleInterval: DefaultScheduleInterval,
+		Workers: Workers{
+			HeartbeatInterval: DefaultHeartbeatInterval,
+			HeartbeatTimeout:  DefaultHeartbeatTimeout,
+			ReassignAfter:     DefaultReassignAfter,
+			HandshakeTimeout:  DefaultHandshakeTimeout,
+			MaxFrameBytes:     DefaultMaxFrameBytes,
+			SendQueue:         DefaultSendQueue,
+		},
+	}
+}
+
+// Load reads, decodes and validates the coordinator configuration at path.
+// The error of a file that fails lists every diagnostic with its file, line,
+// column and source line.
+func Load(path string) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolve config path %s: %w", path, err)
+	}
+	src, err := os.ReadFile(abs)
+	if err != nil {
+		return nil, fmt.Errorf("read coordinator config: %w", err)
+	}
+
+	parser := hclparse.NewParser()
+	file, diags := parser.ParseHCL(src, abs)
+	if diags.HasErrors() {
+		return nil, formatDiagnostics(parser, diags)
+	}
+
+	var raw fileConfig
+	diags = gohcl.DecodeBody(file.Body, evalContext(), &raw)
+	if diags.HasErrors() {
+		return nil, formatDiagnostics(parser, diags)
+	}
+
+	cfg, diags := raw.resolve(filepath.Dir(abs))
+	if diags.HasErrors() {
+		return nil, formatDiagnostics(parser, diags)
+	}
+	cfg.File = abs
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", abs, err)
+	}
+	return cfg, nil
+}
+
+// resolve fills defaults, parses durations and makes data_dir absolute.
+func (raw *fileConfig) resolve(dir string) (*Config, hcl.Diagnostics) {
+	cfg := Default(DefaultListen, DefaultDataDir)
+	var diags hcl.Diagnostics
+
+	setString(&cfg.Listen, raw.Listen)
+	setString(&cfg.DataDir, raw.DataDir)
+	setString(&cfg.LogLevel, raw.LogLevel)
+	if raw.TaskTypes != nil {
+		cfg.TaskTypes = *raw.TaskTypes
+	}
+	if raw.MaxAttempts != nil {
+		cfg.MaxAttempts = *raw.MaxAttempts
+	}
+	diags = append(diags, decodeDuration(raw.ShutdownTimeout, &cfg.ShutdownTimeout)...)
+	diags = append(diags, decodeDuration(raw.ScheduleInterval, &cfg.ScheduleInterval)...)
+
+	if w := raw.Workers; w != nil {
+		setString(&cfg.Workers.Token, w.Token)
+		diags = append(diags, decodeDuration(w.HeartbeatInterval, &cfg.Workers.HeartbeatInterval)...)
+		diags = append(diags, decodeDuration(w.HeartbeatTimeout, &cfg.Workers.HeartbeatTimeout)...)
+		diags = append(diags, decodeDuration(w.ReassignAfter, &cfg.Workers.ReassignAfter)...)
+		diags = append(diags, decodeDuration(w.HandshakeTimeout, &cfg.Workers.HandshakeTimeout)...)
+		if w.MaxFrameBytes != nil {
+			cfg.Workers.MaxFrameBytes = *w.MaxFrameBytes
+		}
+		if w.SendQueue != nil {
+			cfg.Workers.SendQueue = *w.SendQueue
+		}
+	}
+
+	if !filepath.IsAbs(cfg.DataDir) {
+		cfg.DataDir = filepath.Join(dir, cfg.DataDir)
+	}
+	cfg.DataDir = filepath.Clean(cfg.DataDir)
+	return cfg, diags
+}
+
+// Validate checks the values of a configuration, loaded or built in code.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen %q is not host:port, for example \"127.0.0.1:7070\"", c.Listen))
+	} else if c.Workers.Token == "" && !loopback(c.Listen) {
+		errs = append(errs, fmt.Errorf("listen %q is not a loopback address and workers.token is empty; "+
+			"set a token (for example token = env(\"DTF_WORKER_TOKEN\")) or listen on 127.0.0.1", c.Listen))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir is empty; set the folder of the coordinator's store"))
+	}
+	switch c.LogLevel {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level %q is invalid; use trace, debug, info, warn or error", c.LogLevel))
+	}
+	errs = append(errs, validateTaskTypes(c.TaskTypes)...)
+	if c.MaxAttempts < 1 || c.MaxAttempts > maxAttemptsLimit {
+		errs = append(errs, fmt.Errorf("max_attempts %d is out of range; use 1 to %d", c.MaxAttempts, maxAttemptsLimit))
+	}
+	errs = append(errs, positive("shutdown_timeout", c.ShutdownTimeout))
+	errs = append(errs, positive("schedule_interval", c.ScheduleInterval))
+
+	w := c.Workers
+	errs = append(errs, positive("workers.heartbeat_interval", w.HeartbeatInterval))
+	errs = append(errs, positive("workers.heartbeat_timeout", w.HeartbeatTimeout))
+	errs = append(errs, positive("workers.handshake_timeout", w.HandshakeTimeout))
+	if w.ReassignAfter < 0 {
+		errs = append(errs, fmt.Errorf("workers.reassign_after %s is negative", w.ReassignAfter))
+	}
+	if w.HeartbeatTimeout <= w.HeartbeatInterval {
+		errs = append(errs, fmt.Errorf("workers.heartbeat_timeout %s must be longer than workers.heartbeat_interval %s, "+
+			"usually three intervals", w.HeartbeatTimeout, w.HeartbeatInterval))
+	}
+	if w.MaxFrameBytes < 1024 {
+		errs = append(errs, fmt.Errorf("workers.max_frame_bytes %d is too small; use at least 1024", w.MaxFrameBytes))
+	}
+	if w.SendQueue < 1 {
+		errs = append(errs, fmt.Errorf("workers.send_queue %d is too small; use at least 1", w.SendQueue))
+	}
+	return errors.Join(errs...)
+}
+
+func validateTaskTypes(types []string) []error {
+	if len(types) == 0 {
+		return []error{errors.New("task_types is empty; list the task types workers serve, such as [\"command\"]")}
+	}
+	var errs []error
+	seen := map[string]bool{}
+	for i, t := range types {
+		switch {
+		case t == "" || strings.TrimSpace(t) != t:
+			errs = append(errs, fmt.Errorf("task_types[%d] %q is empty or has surrounding spaces", i, t))
+		case seen[t]:
+			errs = append(errs, fmt.Errorf("task_types[%d] %q is listed twice", i, t))
+		}
+		seen[t] = true
+	}
+	return errs
+}
+
+func positive(name string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%s %s must be positive", name, d)
+	}
+	return nil
+}
+
+// loopback reports whether a host:port listens on a loopback address only.
+func loopback(hostport string) bool {
+	host, _, _ := net.SplitHostPort(hostport)
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func setString(dst *string, v *string) {
+	if v != nil {
+		*dst = *v
+	}
+}
+
+// decodeDuration parses a duration attribute into dst, leaving dst alone
+// when the attribute is absent.
+func decodeDuration(expr hcl.Expression, dst *time.Duration) hcl.Diagnostics {
+	if expr == nil {
+		return nil
+	}
+	value, diags := expr.Value(evalContext())
+	if diags.HasErrors() || value.IsNull() {
+		return diags
+	}
+	rng := expr.Range()
+	if value.Type() == cty.Number {
+		return hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Duration without unit",
+			Detail:   fmt.Sprintf("A duration is a string with a unit; add a unit such as \"%s\".", value.AsBigFloat().String()+"s"),
+			Subject:  &rng,
+		}}
+	}
+	if value.Type() != cty.String || !value.IsKnown() {
+		return hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Invalid duration",
+			Detail:   "A duration is a string with a unit, such as \"30s\" or \"500ms\".",
+			Subject:  &rng,
+		}}
+	}
+	text := strings.TrimSpace(value.AsString())
+	d, err := time.ParseDuration(text)
+	if err != nil {
+		detail := fmt.Sprintf("Invalid duration %q: %s. Use a number with a unit, such as \"30s\" or \"500ms\".", text, err)
+		if isNumber(text) {
+			detail = fmt.Sprintf("Duration %q has no unit; add a unit such as \"%ss\".", text, text)
+		}
+		return hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Invalid duration",
+			Detail:   detail,
+			Subject:  &rng,
+		}}
+	}
+	*dst = d
+	return nil
+}
+
+func isNumber(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if (r < '0' || r > '9') && r != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// evalContext offers env("NAME"), which returns the variable's value or an
+// empty string when it is unset.
+func evalContext() *hcl.EvalContext {
+	return &hcl.EvalContext{
+		Functions: map[string]function.Function{
+			"env": function.New(&function.Spec{
+				Params: []function.Parameter{{Name: "name", Type: cty.String}},
+				Type:   function.StaticReturnType(cty.String),
+				Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+					return cty.StringVal(os.Getenv(args[0].AsString())), nil
+				},
+			}),
+		},
+	}
+}
+
+// formatDiagnostics renders diagnostics with their source lines into one
+// error.
+func formatDiagnostics(parser *hclparse.Parser, diags hcl.Diagnostics) error {
+	var buf bytes.Buffer
+	writer := hcl.NewDiagnosticTextWriter(&buf, parser.Files(), 0, false)
+	for _, diag := range diags {
+		// The text writer names the line but not the column, so each
+		// diagnostic starts with a file:line:col header.
+		if diag.Subject != nil {
+			fmt.Fprintf(&buf, "%s:%d:%d: %s\n", diag.Subject.Filename,
+				diag.Subject.Start.Line, diag.Subject.Start.Column, diag.Summary)
+		}
+		if err := writer.WriteDiagnostic(diag); err != nil {
+			return fmt.Errorf("invalid coordinator config: %w", diags)
+		}
+	}
+	return fmt.Errorf("invalid coordinator config:\n%s", strings.TrimRight(buf.String(), "\n"))
+}

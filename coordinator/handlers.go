@@ -1,0 +1,273 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/dtf-io/dtf/coordinator/api"
+	"github.com/dtf-io/dtf/coordinator/store"
+	"github.com/dtf-io/dtf/protocol"
+	"github.com/dtf-io/dtf/protocol/pb"
+)
+
+// frameHandler handles one received frame of an open session.
+type frameHandler func(s *Server, ss *session, frame *pb.Frame)
+
+// frameHandlers maps every frame type a worker sends (protocol.Directions
+// ToCoordinator or Both) to its handler. A test checks that it covers them.
+var frameHandlers = map[string]frameHandler{
+	"hello":         (*Server).handleRepeatedHello,
+	"heartbeat":     (*Server).handleHeartbeat,
+	"state_sync":    (*Server).handleStateSync,
+	"task_started":  (*Server).handleTaskStarted,
+	"task_progress": (*Server).handleTaskProgress,
+	"task_outcome":  (*Server).handleTaskOutcome,
+}
+
+// HandledFrameTypes returns the frame types the coordinator handles, sorted.
+func HandledFrameTypes() []string {
+	types := make([]string, 0, len(frameHandlers))
+	for t := range frameHandlers {
+		types = append(types, t)
+	}
+	sort.Strings(types)
+	return types
+}
+
+// dispatch runs the handler of a frame's type. Frames of unknown or
+// coordinator-only types are counted and logged once per session and type
+// kind, and never end the session, so newer workers can add frame types.
+func (s *Server) dispatch(ss *session, frame *pb.Frame) {
+	typ := protocol.TypeOf(frame)
+	ss.log.Trace("frame received", "type", typ)
+	if handler, ok := frameHandlers[typ]; ok {
+		handler(s, ss, frame)
+		return
+	}
+	if typ == protocol.TypeUnknown {
+		s.unknownFrames.Add(1)
+	} else {
+		s.unexpectedFrames.Add(1)
+	}
+	if !ss.unknownLogged {
+		ss.unknownLogged = true
+		ss.log.Warn("ignoring frame the coordinator does not handle; further ones are only counted",
+			"type", typ)
+	}
+}
+
+func (s *Server) handleRepeatedHello(ss *session, _ *pb.Frame) {
+	ss.log.Warn("hello received on an open session; closing it")
+	ss.close(rejectFrame(rejectProtocolError, "hello is only valid as the first frame", 0), "repeated hello")
+}
+
+// handleHeartbeat replies to a worker's heartbeat and records the round-trip
+// time of a reply to the coordinator's own.
+func (s *Server) handleHeartbeat(ss *session, frame *pb.Frame) {
+	hb := frame.GetHeartbeat()
+	if !hb.GetReply() {
+		ss.enqueue(&pb.Frame{Body: &pb.Frame_Heartbeat{Heartbeat: &pb.Heartbeat{
+			SentUnixNano: time.Now().UnixNano(),
+			Reply:        true,
+			EchoUnixNano: hb.GetSentUnixNano(),
+		}}})
+		return
+	}
+	rtt := time.Since(time.Unix(0, hb.GetEchoUnixNano()))
+	if rtt < 0 || hb.GetEchoUnixNano() == 0 {
+		return
+	}
+	s.mu.Lock()
+	if state := s.workers[ss.workerID]; state != nil {
+		state.rtt = rtt
+	}
+	s.mu.Unlock()
+	ss.log.Trace("heartbeat round trip", "rtt", rtt)
+}
+
+type refKey struct {
+	taskID  string
+	attempt int
+}
+
+// handleStateSync reconciles the worker's report with the store. Attempts
+// that the store has on this worker and the worker no longer has are
+// requeued. Reported attempts that are not their task's current running
+// attempt are cancelled. Only then does the scheduler consider the session.
+func (s *Server) handleStateSync(ss *session, frame *pb.Frame) {
+	sync := frame.GetStateSync()
+	ctx, cancel := storeContext()
+	defer cancel()
+
+	reported := map[refKey]bool{}
+	for _, ref := range sync.GetHeldOutcomes() {
+		reported[refKey{ref.GetTaskId(), int(ref.GetAttempt())}] = true
+	}
+	result := &pb.StateSyncResult{}
+	for _, ref := range sync.GetRunning() {
+		reported[refKey{ref.GetTaskId(), int(ref.GetAttempt())}] = true
+		task, err := s.store.GetTask(ctx, ref.GetTaskId())
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			result.Cancel = append(result.Cancel, ref)
+		case err != nil:
+			ss.log.Error("state sync failed; closing the session so the worker syncs again", "error", err)
+			ss.close(nil, "state sync failed")
+			return
+		case task.State == api.StateRunning && task.Attempt == int(ref.GetAttempt()) &&
+			task.WorkerID == ss.workerID:
+			result.Keep = append(result.Keep, ref)
+		default:
+			result.Cancel = append(result.Cancel, ref)
+		}
+	}
+
+	if err := s.requeueMissing(ctx, ss, reported); err != nil {
+		ss.log.Error("state sync failed; closing the session so the worker syncs again", "error", err)
+		ss.close(nil, "state sync failed")
+		return
+	}
+	ss.log.Info("worker state synced", "running", len(sync.GetRunning()),
+		"held_outcomes", len(sync.GetHeldOutcomes()), "keep", len(result.Keep), "cancel", len(result.Cancel))
+	if ss.enqueue(&pb.Frame{Body: &pb.Frame_StateSyncResult{StateSyncResult: result}}) {
+		ss.synced.Store(true)
+		s.kickScheduler()
+	}
+}
+
+// requeueMissing ends as lost the running attempts of the worker that it
+// did not report. Attempts assigned through this session are skipped,
+// because their Assign may still be in flight and they cannot be lost
+// without the session ending.
+func (s *Server) requeueMissing(ctx context.Context, ss *session, reported map[refKey]bool) error {
+	running, err := s.store.RunningAttempts(ctx, ss.workerID)
+	if err != nil {
+		return err
+	}
+	for _, r := range running {
+		if reported[refKey{r.TaskID, r.Attempt}] || ss.wasAssigned(r.TaskID, r.Attempt) {
+			continue
+		}
+		reason := fmt.Sprintf("worker %s no longer had the attempt when it reconnected", ss.workerID)
+		s.loseAttempt(ctx, r, reason)
+	}
+	return nil
+}
+
+// loseAttempt ends an attempt as lost and logs where its task went.
+func (s *Server) loseAttempt(ctx context.Context, r store.RunningAttempt, reason string) {
+	log := s.log.Named("scheduler").With("task_id", r.TaskID, "attempt", r.Attempt, "worker_id", r.WorkerID)
+	task, err := s.store.LoseAttempt(ctx, r.TaskID, r.Attempt, reason, time.Now())
+	if errors.Is(err, store.ErrConflict) {
+		log.Debug("attempt already ended", "error", err)
+		return
+	}
+	if err != nil {
+		log.Error("requeue failed", "error", err)
+		return
+	}
+	if task.State == api.StateQueued {
+		log.Info("attempt lost; task requeued", "reason", reason)
+	} else {
+		log.Warn("attempt lost; task failed after its last attempt", "reason", reason,
+			"max_attempts", task.MaxAttempts)
+	}
+	s.kickScheduler()
+}
+
+func (s *Server) handleTaskStarted(ss *session, frame *pb.Frame) {
+	ref := frame.GetTaskStarted().GetRef()
+	ss.log.Debug("task started", "task_id", ref.GetTaskId(), "attempt", ref.GetAttempt())
+}
+
+func (s *Server) handleTaskProgress(ss *session, frame *pb.Frame) {
+	p := frame.GetTaskProgress()
+	ss.log.Trace("task progress", "task_id", p.GetRef().GetTaskId(), "attempt", p.GetRef().GetAttempt(),
+		"fraction", p.GetFraction(), "message", p.GetMessage())
+}
+
+// handleTaskOutcome applies an outcome fenced by its attempt and worker,
+// and acknowledges it only after the store committed the decision.
+func (s *Server) handleTaskOutcome(ss *session, frame *pb.Frame) {
+	o := frame.GetTaskOutcome()
+	ref := o.GetRef()
+	log := ss.log.With("task_id", ref.GetTaskId(), "attempt", ref.GetAttempt())
+	if ref.GetTaskId() == "" {
+		log.Warn("task outcome without a task reference ignored")
+		return
+	}
+
+	outcome := outcomeFromFrame(ss.workerID, o)
+	ctx, cancel := storeContext()
+	defer cancel()
+	res, err := s.store.ApplyOutcome(ctx, outcome, time.Now())
+	if err != nil {
+		// No acknowledgement: the worker keeps the outcome and sends it
+		// again after its next state sync.
+		log.Error("apply outcome failed", "error", err)
+		return
+	}
+	ss.enqueue(&pb.Frame{Body: &pb.Frame_OutcomeAck{OutcomeAck: &pb.OutcomeAck{
+		Ref:     ref,
+		Applied: res.Applied,
+		Reason:  res.Reason,
+	}}})
+	if res.Applied {
+		log.Info("task finished", "status", outcome.Status, "exit_code", outcome.ExitCode)
+		s.kickScheduler()
+		return
+	}
+	log.Warn("outcome rejected", "reason", res.Reason)
+}
+
+func outcomeFromFrame(workerID string, o *pb.TaskOutcome) store.Outcome {
+	out := store.Outcome{
+		TaskID:   o.GetRef().GetTaskId(),
+		Attempt:  int(o.GetRef().GetAttempt()),
+		WorkerID: workerID,
+		ExitCode: int(o.GetExitCode()),
+		Message:  o.GetMessage(),
+		Output:   string(o.GetOutput()),
+	}
+	switch o.GetStatus() {
+	case pb.Status_STATUS_SUCCEEDED:
+		out.Status = api.StateSucceeded
+	case pb.Status_STATUS_CANCELLED:
+		out.Status = api.StateCancelled
+	case pb.Status_STATUS_TIMED_OUT:
+		out.Status = api.StateTimedOut
+	case pb.Status_STATUS_FAILED:
+		out.Status = api.StateFailed
+	default:
+		out.Status = api.StateFailed
+		out.Message = fmt.Sprintf("worker sent status %s; recorded as failed. %s", o.GetStatus(), o.GetMessage())
+	}
+	if result := o.GetResult(); len(result) > 0 {
+		if json.Valid(result) {
+			out.Result = json.RawMessage(result)
+		} else {
+			// Keep a result that is not JSON as a JSON string, so the API
+			// response stays valid JSON.
+			quoted, _ := json.Marshal(string(result))
+			out.Result = quoted
+		}
+	}
+	if ms := o.GetStartedUnixMs(); ms > 0 {
+		out.Started = time.UnixMilli(ms).UTC()
+	}
+	if ms := o.GetFinishedUnixMs(); ms > 0 {
+		out.Finished = time.UnixMilli(ms).UTC()
+	}
+	return out
+}
+
+func cancelFrame(taskID string, attempt int, reason string) *pb.Frame {
+	return &pb.Frame{Body: &pb.Frame_CancelTask{CancelTask: &pb.CancelTask{
+		Ref:    &pb.TaskRef{TaskId: taskID, Attempt: uint32(attempt)},
+		Reason: reason,
+	}}}
+}

@@ -1,0 +1,267 @@
+// Package coordinator is the dtf server. It accepts worker sessions over
+// WebSocket, schedules queued tasks onto workers with free slots, commits
+// every state change to its store before it acknowledges it, and serves the
+// HTTP JSON API on the same listener. It has no notion of plugins and speaks
+// only the wire protocol of package protocol.
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/dtf-io/dtf/coordinator/config"
+	"github.com/dtf-io/dtf/coordinator/store"
+	"github.com/dtf-io/dtf/protocol"
+)
+
+// StoreFile is the name of the SQLite store inside data_dir.
+const StoreFile = "coordinator.db"
+
+// storeTimeout bounds one store operation made on behalf of a session or
+// the scheduler.
+const storeTimeout = 10 * time.Second
+
+// shutdownRetryAfter is the retry hint sent to workers on shutdown. It is
+// long enough for a restart to bind the listener again and short enough
+// that workers return to a restarted coordinator well within the default
+// reassign_after of 30s.
+const shutdownRetryAfter = time.Second
+
+// Server is one coordinator: its listener, its store and the live worker
+// sessions.
+type Server struct {
+	cfg        *config.Config
+	log        hclog.Logger
+	store      store.Store
+	listener   net.Listener
+	http       *http.Server
+	upgrader   websocket.Upgrader
+	knownTypes map[string]bool
+	started    time.Time
+
+	mu sync.Mutex
+	// sessions are the open sessions by worker ID.
+	sessions map[string]*session
+	// workers are the in-memory records of the workers seen since the
+	// start, beside the store's.
+	workers map[string]*workerState
+	// graceDeadlines are the times at which the running attempts of a
+	// worker without a session are requeued.
+	graceDeadlines map[string]time.Time
+
+	// kick wakes the scheduler; one pending kick is enough, so senders never
+	// block.
+	kick         chan struct{}
+	shuttingDown atomic.Bool
+	// conns tracks the goroutines of WebSocket connections, which
+	// http.Server.Shutdown does not wait for once they are hijacked.
+	conns sync.WaitGroup
+
+	unknownFrames    atomic.Uint64
+	unexpectedFrames atomic.Uint64
+}
+
+// workerState is the in-memory part of a worker's record.
+type workerState struct {
+	connects int
+	rtt      time.Duration
+}
+
+// Stats are counters for metrics and tests.
+type Stats struct {
+	// UnknownFrames counts received frames whose body type this build does
+	// not know.
+	UnknownFrames uint64
+	// UnexpectedFrames counts received frames of a known type that only the
+	// coordinator sends, such as assign.
+	UnexpectedFrames uint64
+	// Sessions is the number of open worker sessions.
+	Sessions int
+}
+
+// New validates cfg, opens the store in cfg.DataDir and binds cfg.Listen, so
+// that Addr is known before Run. Run must be called to serve and to release
+// the store and the listener.
+func New(cfg *config.Config, logger hclog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid coordinator config: %w", err)
+	}
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data_dir %s: %w", cfg.DataDir, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	st, err := store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, StoreFile))
+	if err != nil {
+		return nil, err
+	}
+	listener, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("listen on %s: %w; stop the process that holds it or change listen", cfg.Listen, err)
+	}
+
+	s := &Server{
+		cfg:            cfg,
+		log:            logger.Named("coordinator"),
+		store:          st,
+		listener:       listener,
+		knownTypes:     map[string]bool{},
+		started:        time.Now(),
+		sessions:       map[string]*session{},
+		workers:        map[string]*workerState{},
+		graceDeadlines: map[string]time.Time{},
+		kick:           make(chan struct{}, 1),
+	}
+	for _, t := range cfg.TaskTypes {
+		s.knownTypes[t] = true
+	}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.Workers.HandshakeTimeout,
+		Subprotocols:     []string{protocol.Subprotocol},
+		// Workers are not browsers, and the Origin check only protects
+		// browser sessions, which this endpoint does not serve.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	s.http = &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+	return s, nil
+}
+
+// Addr returns the address the listener is bound to, such as
+// "127.0.0.1:41234" when cfg.Listen asked for port 0.
+func (s *Server) Addr() string {
+	return s.listener.Addr().String()
+}
+
+// Stats returns the current counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	sessions := len(s.sessions)
+	s.mu.Unlock()
+	return Stats{
+		UnknownFrames:    s.unknownFrames.Load(),
+		UnexpectedFrames: s.unexpectedFrames.Load(),
+		Sessions:         sessions,
+	}
+}
+
+// Run serves until ctx is cancelled, then shuts down within
+// cfg.ShutdownTimeout: it stops accepting, sends every worker a Reject with
+// CODE_SHUTTING_DOWN and a retry hint, waits for the sessions to end and
+// closes the store. Running attempts stay running in the store, and a
+// restarted coordinator gives their workers the grace period to return.
+func (s *Server) Run(ctx context.Context) error {
+	s.log.Info("coordinator listening", "addr", s.Addr(), "data_dir", s.cfg.DataDir,
+		"task_types", s.cfg.TaskTypes)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.http.Serve(s.listener) }()
+
+	schedCtx, stopScheduler := context.WithCancel(context.Background())
+	schedDone := make(chan struct{})
+	go func() {
+		defer close(schedDone)
+		s.runScheduler(schedCtx)
+	}()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		err = fmt.Errorf("serve on %s: %w", s.Addr(), err)
+	}
+
+	s.log.Info("coordinator shutting down", "timeout", s.cfg.ShutdownTimeout)
+	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
+	s.shuttingDown.Store(true)
+
+	// Stop accepting and let HTTP requests in progress finish.
+	shutdownCtx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	if shutdownErr := s.http.Shutdown(shutdownCtx); shutdownErr != nil {
+		s.log.Warn("http requests did not finish before the shutdown timeout", "error", shutdownErr)
+	}
+
+	// Tell every worker to come back later, then wait for the sessions.
+	s.closeSessions()
+	if !waitWithin(&s.conns, time.Until(deadline)) {
+		s.log.Warn("sessions did not end within the shutdown timeout; closing their connections")
+		s.forceCloseSessions()
+		s.conns.Wait()
+	}
+
+	stopScheduler()
+	<-schedDone
+	if closeErr := s.store.Close(); closeErr != nil {
+		err = errors.Join(err, fmt.Errorf("close store: %w", closeErr))
+	}
+	s.log.Info("coordinator stopped")
+	return err
+}
+
+func (s *Server) closeSessions() {
+	s.mu.Lock()
+	open := make([]*session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		open = append(open, ss)
+	}
+	s.mu.Unlock()
+	for _, ss := range open {
+		ss.close(rejectFrame(rejectShuttingDown, "coordinator is shutting down", shutdownRetryAfter),
+			"coordinator shutting down")
+	}
+}
+
+func (s *Server) forceCloseSessions() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ss := range s.sessions {
+		_ = ss.conn.Close()
+	}
+}
+
+// waitWithin waits for wg and reports whether it finished within timeout.
+func waitWithin(wg *sync.WaitGroup, timeout time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return true
+	case <-timer.C:
+		return false
+	}
+}
+
+// kickScheduler requests a scheduling pass without waiting for it.
+func (s *Server) kickScheduler() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+func storeContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), storeTimeout)
+}

@@ -1,0 +1,303 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dtf-io/dtf/coordinator/api"
+)
+
+var testNow = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func openTestStore(t *testing.T, path string) *SQLite {
+	t.Helper()
+	st, err := OpenSQLite(context.Background(), path)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+func newTask(id string, maxAttempts int) NewTask {
+	return NewTask{
+		ID:          id,
+		Batch:       "b1",
+		Name:        "name-" + id,
+		Type:        "command",
+		Payload:     json.RawMessage(`{"argv":["true"]}`),
+		TimeoutMS:   1000,
+		MaxAttempts: maxAttempts,
+	}
+}
+
+func TestCreateGetList(t *testing.T) {
+	ctx := context.Background()
+	st := openTestStore(t, filepath.Join(t.TempDir(), "dtf.db"))
+
+	require.NoError(t, st.CreateTasks(ctx, []NewTask{newTask("t1", 3), newTask("t2", 3)}, testNow))
+	other := newTask("t3", 3)
+	other.Batch = "b2"
+	other.Type = "gotest"
+	require.NoError(t, st.CreateTasks(ctx, []NewTask{other}, testNow))
+
+	task, err := st.GetTask(ctx, "t1")
+	require.NoError(t, err)
+	assert.Equal(t, api.StateQueued, task.State)
+	assert.Equal(t, 0, task.Attempt)
+	assert.Equal(t, "name-t1", task.Name)
+	assert.JSONEq(t, `{"argv":["true"]}`, string(task.Payload))
+	assert.Equal(t, int64(1000), task.TimeoutMS)
+	assert.Equal(t, testNow, task.Created)
+	assert.Empty(t, task.Attempts)
+	assert.Nil(t, task.Outcome)
+
+	_, err = st.GetTask(ctx, "absent")
+	require.ErrorIs(t, err, ErrNotFound)
+
+	all, err := st.ListTasks(ctx, TaskFilter{})
+	require.NoError(t, err)
+	require.Len(t, all, 3)
+	assert.Equal(t, []string{"t1", "t2", "t3"}, []string{all[0].ID, all[1].ID, all[2].ID})
+
+	batch, err := st.ListTasks(ctx, TaskFilter{Batch: "b2"})
+	require.NoError(t, err)
+	require.Len(t, batch, 1)
+	assert.Equal(t, "t3", batch[0].ID)
+
+	queued, err := st.QueuedTasks(ctx, []string{"gotest"}, 10)
+	require.NoError(t, err)
+	require.Len(t, queued, 1)
+	assert.Equal(t, "t3", queued[0].ID)
+
+	limited, err := st.QueuedTasks(ctx, []string{"command", "gotest"}, 2)
+	require.NoError(t, err)
+	assert.Len(t, limited, 2)
+
+	err = st.CreateTasks(ctx, []NewTask{newTask("t4", 3), newTask("t1", 3)}, testNow)
+	require.Error(t, err, "a duplicate ID fails the whole submission")
+	_, err = st.GetTask(ctx, "t4")
+	require.ErrorIs(t, err, ErrNotFound)
+}
+
+func TestStartAttemptAndOutcome(t *testing.T) {
+	ctx := context.Background()
+	st := openTestStore(t, filepath.Join(t.TempDir(), "dtf.db"))
+	require.NoError(t, st.CreateTasks(ctx, []NewTask{newTask("t1", 3)}, testNow))
+
+	task, err := st.StartAttempt(ctx, "t1", "w1", testNow)
+	require.NoError(t, err)
+	assert.Equal(t, api.StateRunning, task.State)
+	assert.Equal(t, 1, task.Attempt)
+	assert.Equal(t, "w1", task.WorkerID)
+
+	_, err = st.StartAttempt(ctx, "t1", "w2", testNow)
+	require.ErrorIs(t, err, ErrConflict, "a running task cannot start twice")
+
+	running, err := st.RunningAttempts(ctx, "w1")
+	require.NoError(t, err)
+	require.Len(t, running, 1)
+	assert.Equal(t, RunningAttempt{TaskID: "t1", Attempt: 1, WorkerID: "w1", Started: testNow}, running[0])
+
+	outcome := Outcome{
+		TaskID: "t1", Attempt: 1, WorkerID: "w1", Status: api.StateSucceeded,
+		ExitCode: 0, Output: "hi\n", Result: json.RawMessage(`{"ok":true}`),
+		Started: testNow, Finished: testNow.Add(time.Second),
+	}
+	res, err := st.ApplyOutcome(ctx, outcome, testNow)
+	require.NoError(t, err)
+	assert.True(t, res.Applied)
+	assert.Equal(t, api.StateSucceeded, res.Task.State)
+
+	task, err = st.GetTask(ctx, "t1")
+	require.NoError(t, err)
+	assert.Equal(t, api.StateSucceeded, task.State)
+	require.Len(t, task.Attempts, 1)
+	assert.Equal(t, api.StateSucceeded, task.Attempts[0].State)
+	require.NotNil(t, task.Outcome)
+	assert.Equal(t, "hi\n", task.Outcome.Output)
+	assert.JSONEq(t, `{"ok":true}`, string(task.Outcome.Result))
+
+	running, err = st.RunningAttempts(ctx, "")
+	require.NoError(t, err)
+	assert.Empty(t, running)
+}
+
+func TestOutcomeFencing(t *testing.T) {
+	ctx := context.Background()
+	st := openTestStore(t, filepath.Join(t.TempDir(), "dtf.db"))
+	require.NoError(t, st.CreateTasks(ctx, []NewTask{newTask("t1", 3)}, testNow))
+
+	_, err := st.StartAttempt(ctx, "t1", "w1", testNow)
+	require.NoError(t, err)
+	_, err = st.LoseAttempt(ctx, "t1", 1, "worker w1 did not come back", testNow)
+	require.NoError(t, err)
+	_, err = st.StartAttempt(ctx, "t1", "w2", testNow)
+	require.NoError(t, err)
+
+	cases := []struct {
+		name    string
+		outcome Outcome
+		applied bool
+		reason  string
+	}{
+		{"stale attempt", Outcome{TaskID: "t1", Attempt: 1, WorkerID: "w1", Status: api.StateSucceeded},
+			false, "stale attempt 1"},
+		{"wrong worker", Outcome{TaskID: "t1", Attempt: 2, WorkerID: "w1", Status: api.StateSucceeded},
+			false, "runs on worker w2"},
+		{"unknown task", Outcome{TaskID: "nope", Attempt: 1, WorkerID: "w2", Status: api.StateFailed},
+			false, "unknown task"},
+		{"current attempt", Outcome{TaskID: "t1", Attempt: 2, WorkerID: "w2", Status: api.StateFailed, ExitCode: 3},
+			true, ""},
+		{"duplicate", Outcome{TaskID: "t1", Attempt: 2, WorkerID: "w2", Status: api.StateSucceeded},
+			false, "duplicate outcome"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := st.ApplyOutcome(ctx, tc.outcome, testNow)
+			require.NoError(t, err)
+			assert.Equal(t, tc.applied, res.Applied)
+			assert.Contains(t, res.Reason, tc.reason)
+		})
+	}
+
+	task, err := st.GetTask(ctx, "t1")
+	require.NoError(t, err)
+	assert.Equal(t, api.StateFailed, task.State, "only the current attempt's outcome applies")
+	require.NotNil(t, task.Outcome)
+	assert.Equal(t, 2, task.Outcome.Attempt)
+	assert.Equal(t, 3, task.Outcome.ExitCode)
+	require.Len(t, task.Attempts, 2)
+	assert.Equal(t, AttemptLost, task.Attempts[0].State)
+	assert.Equal(t, "worker w1 did not come back", task.Attempts[0].Reason)
+
+	_, err = st.ApplyOutcome(ctx, Outcome{TaskID: "t1", Attempt: 2, WorkerID: "w2", Status: "running"}, testNow)
+	require.Error(t, err, "a non-terminal status is invalid")
+}
+
+func TestLoseAttemptMaxAttempts(t *testing.T) {
+	ctx := context.Background()
+	st := openTestStore(t, filepath.Join(t.TempDir(), "dtf.db"))
+	require.NoError(t, st.CreateTasks(ctx, []NewTask{newTask("t1", 2)}, testNow))
+
+	_, err := st.StartAttempt(ctx, "t1", "w1", testNow)
+	require.NoError(t, err)
+	task, err := st.LoseAttempt(ctx, "t1", 1, "lost", testNow)
+	require.NoError(t, err)
+	assert.Equal(t, api.StateQueued, task.State)
+	assert.Empty(t, task.WorkerID)
+
+	_, err = st.LoseAttempt(ctx, "t1", 1, "lost again", testNow)
+	require.ErrorIs(t, err, ErrConflict, "a queued task has no attempt to lose")
+
+	_, err = st.StartAttempt(ctx, "t1", "w1", testNow)
+	require.NoError(t, err)
+	task, err = st.LoseAttempt(ctx, "t1", 2, "lost", testNow)
+	require.NoError(t, err)
+	assert.Equal(t, api.StateFailed, task.State, "the second lost attempt uses up max_attempts 2")
+	assert.Equal(t, 2, task.Attempt)
+
+	_, err = st.StartAttempt(ctx, "t1", "w1", testNow)
+	require.ErrorIs(t, err, ErrConflict)
+}
+
+func TestCancelTask(t *testing.T) {
+	ctx := context.Background()
+	st := openTestStore(t, filepath.Join(t.TempDir(), "dtf.db"))
+	require.NoError(t, st.CreateTasks(ctx, []NewTask{newTask("q", 3), newTask("r", 3)}, testNow))
+	_, err := st.StartAttempt(ctx, "r", "w1", testNow)
+	require.NoError(t, err)
+
+	before, err := st.CancelTask(ctx, "q", "by user", testNow)
+	require.NoError(t, err)
+	assert.Equal(t, api.StateQueued, before.State)
+
+	before, err = st.CancelTask(ctx, "r", "by user", testNow)
+	require.NoError(t, err)
+	assert.Equal(t, api.StateRunning, before.State)
+	assert.Equal(t, "w1", before.WorkerID)
+	assert.Equal(t, 1, before.Attempt)
+
+	task, err := st.GetTask(ctx, "r")
+	require.NoError(t, err)
+	assert.Equal(t, api.StateCancelled, task.State)
+	require.Len(t, task.Attempts, 1)
+	assert.Equal(t, api.StateCancelled, task.Attempts[0].State)
+
+	_, err = st.CancelTask(ctx, "r", "again", testNow)
+	require.ErrorIs(t, err, ErrTerminal)
+	_, err = st.CancelTask(ctx, "absent", "", testNow)
+	require.ErrorIs(t, err, ErrNotFound)
+
+	res, err := st.ApplyOutcome(ctx, Outcome{TaskID: "r", Attempt: 1, WorkerID: "w1",
+		Status: api.StateSucceeded}, testNow)
+	require.NoError(t, err)
+	assert.False(t, res.Applied)
+	assert.Equal(t, "task is cancelled", res.Reason)
+}
+
+func TestReopenKeepsState(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "dtf.db")
+	st, err := OpenSQLite(ctx, path)
+	require.NoError(t, err)
+	require.NoError(t, st.CreateTasks(ctx, []NewTask{newTask("t1", 3), newTask("t2", 3)}, testNow))
+	_, err = st.StartAttempt(ctx, "t1", "w1", testNow)
+	require.NoError(t, err)
+	require.NoError(t, st.UpsertWorker(ctx, WorkerRecord{ID: "w1", TaskTypes: []string{"command"},
+		Slots: 2, Labels: map[string]string{"os": "linux"}, HostVersion: "1.0", LastSeen: testNow}))
+	require.NoError(t, st.Close())
+
+	st = openTestStore(t, path)
+	tasks, err := st.ListTasks(ctx, TaskFilter{})
+	require.NoError(t, err)
+	require.Len(t, tasks, 2)
+	assert.Equal(t, api.StateRunning, tasks[0].State)
+	assert.Equal(t, api.StateQueued, tasks[1].State)
+
+	running, err := st.RunningAttempts(ctx, "")
+	require.NoError(t, err)
+	require.Len(t, running, 1)
+	assert.Equal(t, "w1", running[0].WorkerID)
+
+	workers, err := st.ListWorkers(ctx)
+	require.NoError(t, err)
+	require.Len(t, workers, 1)
+	assert.Equal(t, []string{"command"}, workers[0].TaskTypes)
+	assert.Equal(t, 2, workers[0].Slots)
+	assert.Equal(t, map[string]string{"os": "linux"}, workers[0].Labels)
+
+	res, err := st.ApplyOutcome(ctx, Outcome{TaskID: "t1", Attempt: 1, WorkerID: "w1",
+		Status: api.StateSucceeded}, testNow)
+	require.NoError(t, err)
+	assert.True(t, res.Applied, "the attempt started before the restart still accepts its outcome")
+
+	var versions int
+	require.NoError(t, st.read.QueryRow(`SELECT COUNT(*) FROM schema_migrations`).Scan(&versions))
+	assert.Equal(t, 1, versions, "reopening applies no migration twice")
+}
+
+func TestUpsertWorkerUpdates(t *testing.T) {
+	ctx := context.Background()
+	st := openTestStore(t, filepath.Join(t.TempDir(), "dtf.db"))
+	require.NoError(t, st.UpsertWorker(ctx, WorkerRecord{ID: "w1", TaskTypes: []string{"a"}, Slots: 1,
+		LastSeen: testNow}))
+	require.NoError(t, st.UpsertWorker(ctx, WorkerRecord{ID: "w1", TaskTypes: []string{"a", "b"}, Slots: 4,
+		LastSeen: testNow.Add(time.Minute)}))
+
+	workers, err := st.ListWorkers(ctx)
+	require.NoError(t, err)
+	require.Len(t, workers, 1)
+	assert.Equal(t, []string{"a", "b"}, workers[0].TaskTypes)
+	assert.Equal(t, 4, workers[0].Slots)
+	assert.Equal(t, testNow.Add(time.Minute), workers[0].LastSeen)
+}
+
+func TestSplitStatements(t *testing.T) {
+	got := splitStatements("-- comment\nCREATE TABLE a (x INT);\n\nCREATE INDEX b\n  ON a (x);\n")
+	assert.Equal(t, []string{"CREATE TABLE a (x INT);", "CREATE INDEX b\n  ON a (x);"}, got)
+}

@@ -1,0 +1,65 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+)
+
+// UpsertWorker records a worker's declaration from its latest Hello.
+func (s *SQLite) UpsertWorker(ctx context.Context, w WorkerRecord) error {
+	types, err := json.Marshal(w.TaskTypes)
+	if err != nil {
+		return fmt.Errorf("encode task types of worker %s: %w", w.ID, err)
+	}
+	labels, err := json.Marshal(w.Labels)
+	if err != nil {
+		return fmt.Errorf("encode labels of worker %s: %w", w.ID, err)
+	}
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO workers (id, task_types, slots, labels,
+			host_version, plugin_version, last_seen_ms) VALUES (?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET task_types = excluded.task_types,
+			slots = excluded.slots, labels = excluded.labels,
+			host_version = excluded.host_version, plugin_version = excluded.plugin_version,
+			last_seen_ms = excluded.last_seen_ms`,
+			w.ID, string(types), w.Slots, string(labels), w.HostVersion, w.PluginVersion,
+			toMillis(w.LastSeen))
+		if err != nil {
+			return fmt.Errorf("record worker %s: %w", w.ID, err)
+		}
+		return nil
+	})
+}
+
+// ListWorkers returns every recorded worker ordered by ID.
+func (s *SQLite) ListWorkers(ctx context.Context) ([]WorkerRecord, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT id, task_types, slots, labels, host_version,
+		plugin_version, last_seen_ms FROM workers ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("list workers: %w", err)
+	}
+	defer rows.Close()
+	var workers []WorkerRecord
+	for rows.Next() {
+		var (
+			w             WorkerRecord
+			types, labels string
+			lastSeen      int64
+		)
+		if err := rows.Scan(&w.ID, &types, &w.Slots, &labels, &w.HostVersion, &w.PluginVersion,
+			&lastSeen); err != nil {
+			return nil, fmt.Errorf("list workers: %w", err)
+		}
+		if err := json.Unmarshal([]byte(types), &w.TaskTypes); err != nil {
+			return nil, fmt.Errorf("decode task types of worker %s: %w", w.ID, err)
+		}
+		if err := json.Unmarshal([]byte(labels), &w.Labels); err != nil {
+			return nil, fmt.Errorf("decode labels of worker %s: %w", w.ID, err)
+		}
+		w.LastSeen = fromMillis(lastSeen)
+		workers = append(workers, w)
+	}
+	return workers, rows.Err()
+}
