@@ -298,7 +298,8 @@ func ConnectedWorkers(workers []api.Worker) map[string]bool {
 }
 
 // ProcessesIn returns the pids of running processes whose executable lives
-// in dir, such as plugin binaries left behind by a killed host.
+// in dir, such as plugin binaries left behind by a killed host. The calling
+// process is not counted.
 func ProcessesIn(dir string) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -307,7 +308,7 @@ func ProcessesIn(dir string) []int {
 	var pids []int
 	for _, entry := range entries {
 		var pid int
-		if _, err := fmt.Sscanf(entry.Name(), "%d", &pid); err != nil {
+		if _, err := fmt.Sscanf(entry.Name(), "%d", &pid); err != nil || pid == os.Getpid() {
 			continue
 		}
 		exe, err := os.Readlink(filepath.Join("/proc", entry.Name(), "exe"))
