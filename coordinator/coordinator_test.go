@@ -376,7 +376,7 @@ func TestHandshakeRejections(t *testing.T) {
 		t.Cleanup(w.close)
 		go w.readLoop()
 		w.send(&pb.Frame{Body: &pb.Frame_StateSync{StateSync: &pb.StateSync{}}})
-		assert.Equal(t, pb.Reject_CODE_PROTOCOL_ERROR, w.expect("reject").GetReject().GetCode())
+		assert.Equal(t, pb.Reject_CODE_REGISTER_AGAIN, w.expect("reject").GetReject().GetCode())
 		w.waitClosed()
 	})
 

@@ -24,6 +24,7 @@ import (
 const (
 	rejectUnauthenticated = pb.Reject_CODE_UNAUTHENTICATED
 	rejectProtocolError   = pb.Reject_CODE_PROTOCOL_ERROR
+	rejectRegisterAgain   = pb.Reject_CODE_REGISTER_AGAIN
 	rejectShuttingDown    = pb.Reject_CODE_SHUTTING_DOWN
 )
 
@@ -162,9 +163,12 @@ func (s *Server) handshake(conn *websocket.Conn, remote string) *session {
 	}
 	hello := frame.GetHello()
 	if hello == nil {
+		// Typically a frame delayed past its session's end, such as an
+		// outcome from an evicted worker: the worker must register again,
+		// and its outcome stays in its outbox until then.
 		log.Warn("first frame is not hello", "type", protocol.TypeOf(frame))
-		rejectConn(conn, rejectFrame(rejectProtocolError,
-			fmt.Sprintf("first frame must be hello, got %s", protocol.TypeOf(frame)), 0))
+		rejectConn(conn, rejectFrame(rejectRegisterAgain,
+			fmt.Sprintf("no session is open on this connection; send hello first, got %s", protocol.TypeOf(frame)), 0))
 		return nil
 	}
 	log = log.With("worker_id", hello.GetWorkerId())

@@ -321,3 +321,40 @@ func ProcessesIn(dir string) []int {
 	}
 	return pids
 }
+
+// ChildrenOf returns the pids of the running processes whose parent is pid.
+func ChildrenOf(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var children []int
+	for _, entry := range entries {
+		var child int
+		if _, err := fmt.Sscanf(entry.Name(), "%d", &child); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", entry.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// The command name in parentheses may contain spaces; the fields
+		// after its closing parenthesis are state, then parent pid.
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(fields) > 1 && fields[1] == fmt.Sprint(pid) {
+			children = append(children, child)
+		}
+	}
+	return children
+}
+
+// Alive reports which of pids still run.
+func Alive(pids []int) []int {
+	var alive []int
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); err == nil {
+			alive = append(alive, pid)
+		}
+	}
+	return alive
+}

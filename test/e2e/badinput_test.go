@@ -69,12 +69,12 @@ func TestWorkerConfigErrors(t *testing.T) {
 		{
 			name:   "malformed HCL",
 			config: strings.Replace(valid, "slots    = 1", "slots    = ", 1),
-			want:   []string{"worker.hcl:2,", "slots"},
+			want:   []string{"worker.hcl:2:", "slots", "   2: slots"},
 		},
 		{
 			name:   "unknown field",
 			config: strings.Replace(valid, "slots    = 1", "slots    = 1\nslot_count = 2", 1),
-			want:   []string{"worker.hcl:3,", "slot_count"},
+			want:   []string{"worker.hcl:3:1", "slot_count", "   3: slot_count = 2"},
 		},
 		{
 			name: "duration without unit",

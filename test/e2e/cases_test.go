@@ -92,12 +92,14 @@ func TestHostKilledLeavesNoPlugins(t *testing.T) {
 	})
 	require.NoError(t, err, "task process did not start")
 
+	plugins := cluster.ChildrenOf(worker.Pid())
+	require.Len(t, plugins, 3, "the worker runs the reconnection, command and gotest plugins")
 	worker.Kill()
 	err = cluster.Poll(context.Background(), 5*time.Second, 50*time.Millisecond, func() (bool, error) {
-		return len(cluster.ProcessesIn(bin.Dir)) == 0 && len(processesWith(marker)) == 0, nil
+		return len(cluster.Alive(plugins)) == 0 && len(processesWith(marker)) == 0, nil
 	})
 	require.NoError(t, err, "left behind: plugins %v, task processes %v",
-		cluster.ProcessesIn(bin.Dir), processesWith(marker))
+		cluster.Alive(plugins), processesWith(marker))
 
 	e.startWorker("worker-1", 1)
 	tasks := e.waitTerminal(batch, time.Minute)
