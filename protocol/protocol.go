@@ -10,8 +10,6 @@ import (
 	"net/url"
 	"strings"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/dtf-io/dtf/protocol/pb"
 )
 
@@ -66,23 +64,17 @@ func ConnectURL(base string) (string, error) {
 	return u.String(), nil
 }
 
-// Encode marshals a frame for one binary WebSocket message.
+// Encode marshals a frame for one binary WebSocket message, uncompressed.
 func Encode(frame *pb.Frame) ([]byte, error) {
-	return proto.Marshal(frame)
+	return Codec{}.Encode(frame)
 }
 
-// Decode unmarshals one binary WebSocket message. A frame whose body is of a
-// type this build does not know decodes without error and with a nil body;
-// callers log and count it through TypeOf.
+// Decode unmarshals one binary WebSocket message of at most maxBytes, which
+// also bounds its decompressed size; 0 means DefaultMaxFrameBytes. A frame
+// whose body is of a type this build does not know decodes without error
+// and with a nil body; callers log and count it through TypeOf.
 func Decode(data []byte, maxBytes int) (*pb.Frame, error) {
-	if maxBytes > 0 && len(data) > maxBytes {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, len(data), maxBytes)
-	}
-	frame := &pb.Frame{}
-	if err := proto.Unmarshal(data, frame); err != nil {
-		return nil, fmt.Errorf("decode frame: %w", err)
-	}
-	return frame, nil
+	return Codec{MaxFrameBytes: maxBytes, MaxDecodedBytes: maxBytes}.Decode(data)
 }
 
 // TypeUnknown is the type name of a frame whose body this build does not know.

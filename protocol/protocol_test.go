@@ -44,7 +44,7 @@ func TestConnectURLRejectsBadBases(t *testing.T) {
 
 func TestDecodeUnknownBody(t *testing.T) {
 	// Field 99 is not part of Frame's body in this build.
-	data := protowire.AppendTag(nil, 1, protowire.VarintType)
+	data := protowire.AppendTag([]byte{encodingPlain}, 1, protowire.VarintType)
 	data = protowire.AppendVarint(data, 7)
 	data = protowire.AppendTag(data, 99, protowire.BytesType)
 	data = protowire.AppendBytes(data, []byte{1, 2, 3})

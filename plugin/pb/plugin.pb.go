@@ -773,7 +773,8 @@ func (*ConnectorEvent_State) isConnectorEvent_Event() {}
 // StateChange reports a transition of the connection state machine.
 type StateChange struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// state is one of: connecting, connected, backing_off, closed.
+	// state is one of: connecting, connected, resuming, backing_off,
+	// circuit_open, draining, closed.
 	State           string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
 	Reason          string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	Attempt         uint32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
@@ -781,9 +782,16 @@ type StateChange struct {
 	SessionId       string `protobuf:"bytes,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	RttMicros       int64  `protobuf:"varint,6,opt,name=rtt_micros,json=rttMicros,proto3" json:"rtt_micros,omitempty"`
 	// reconnects counts the connections opened after the first one.
-	Reconnects    uint64 `protobuf:"varint,7,opt,name=reconnects,proto3" json:"reconnects,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reconnects uint64 `protobuf:"varint,7,opt,name=reconnects,proto3" json:"reconnects,omitempty"`
+	// resumed is set on a connected state when the previous session was
+	// resumed, so no frame was lost and no state sync is needed.
+	Resumed bool `protobuf:"varint,8,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	// heartbeat_interval_ms and heartbeat_timeout_ms are the values in force,
+	// adapted to the measured round-trip time.
+	HeartbeatIntervalMs int64 `protobuf:"varint,9,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
+	HeartbeatTimeoutMs  int64 `protobuf:"varint,10,opt,name=heartbeat_timeout_ms,json=heartbeatTimeoutMs,proto3" json:"heartbeat_timeout_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *StateChange) Reset() {
@@ -865,6 +873,27 @@ func (x *StateChange) GetReconnects() uint64 {
 	return 0
 }
 
+func (x *StateChange) GetResumed() bool {
+	if x != nil {
+		return x.Resumed
+	}
+	return false
+}
+
+func (x *StateChange) GetHeartbeatIntervalMs() int64 {
+	if x != nil {
+		return x.HeartbeatIntervalMs
+	}
+	return 0
+}
+
+func (x *StateChange) GetHeartbeatTimeoutMs() int64 {
+	if x != nil {
+		return x.HeartbeatTimeoutMs
+	}
+	return 0
+}
+
 var File_plugin_pb_plugin_proto protoreflect.FileDescriptor
 
 const file_plugin_pb_plugin_proto_rawDesc = "" +
@@ -921,7 +950,7 @@ const file_plugin_pb_plugin_proto_rawDesc = "" +
 	"\x0eConnectorEvent\x12\x16\n" +
 	"\x05frame\x18\x01 \x01(\fH\x00R\x05frame\x122\n" +
 	"\x05state\x18\x02 \x01(\v2\x1a.dtf.plugin.v1.StateChangeH\x00R\x05stateB\a\n" +
-	"\x05event\"\xe0\x01\n" +
+	"\x05event\"\xe0\x02\n" +
 	"\vStateChange\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
@@ -933,7 +962,11 @@ const file_plugin_pb_plugin_proto_rawDesc = "" +
 	"rtt_micros\x18\x06 \x01(\x03R\trttMicros\x12\x1e\n" +
 	"\n" +
 	"reconnects\x18\a \x01(\x04R\n" +
-	"reconnects*u\n" +
+	"reconnects\x12\x18\n" +
+	"\aresumed\x18\b \x01(\bR\aresumed\x122\n" +
+	"\x15heartbeat_interval_ms\x18\t \x01(\x03R\x13heartbeatIntervalMs\x120\n" +
+	"\x14heartbeat_timeout_ms\x18\n" +
+	" \x01(\x03R\x12heartbeatTimeoutMs*u\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10STATUS_SUCCEEDED\x10\x01\x12\x11\n" +

@@ -149,11 +149,13 @@ func (Reject_Code) EnumDescriptor() ([]byte, []int) {
 // and the coordinator's scheduler, and the plugin forwards them unchanged.
 type Frame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Sender's sequence number of this frame, starting at 1 per session; 0 for
-	// frames that are not sequenced (hello, welcome, reject, heartbeat).
+	// Sender's sequence number of this frame, starting at 1 per session and
+	// direction; 0 for frames that are not sequenced (hello, welcome, reject,
+	// heartbeat). A resumed session continues the numbering.
 	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	// Highest sequence number of the peer that the sender has received in
-	// order, as a cumulative acknowledgement.
+	// order, as a cumulative acknowledgement. On hello and welcome it tells
+	// the peer where to resume its replay.
 	Ack uint64 `protobuf:"varint,2,opt,name=ack,proto3" json:"ack,omitempty"`
 	// Types that are valid to be assigned to Body:
 	//
@@ -424,6 +426,9 @@ type Hello struct {
 	// version of the worker host and of the reconnection plugin.
 	HostVersion   string `protobuf:"bytes,7,opt,name=host_version,json=hostVersion,proto3" json:"host_version,omitempty"`
 	PluginVersion string `protobuf:"bytes,8,opt,name=plugin_version,json=pluginVersion,proto3" json:"plugin_version,omitempty"`
+	// compression lists the frame compression algorithms the worker accepts,
+	// in order of preference, for example "deflate".
+	Compression   []string `protobuf:"bytes,9,rep,name=compression,proto3" json:"compression,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -514,6 +519,13 @@ func (x *Hello) GetPluginVersion() string {
 	return ""
 }
 
+func (x *Hello) GetCompression() []string {
+	if x != nil {
+		return x.Compression
+	}
+	return nil
+}
+
 // Welcome accepts a Hello and opens a session.
 type Welcome struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
@@ -522,7 +534,12 @@ type Welcome struct {
 	HeartbeatTimeoutMs  int64                  `protobuf:"varint,3,opt,name=heartbeat_timeout_ms,json=heartbeatTimeoutMs,proto3" json:"heartbeat_timeout_ms,omitempty"`
 	ServerTimeUnixMs    int64                  `protobuf:"varint,4,opt,name=server_time_unix_ms,json=serverTimeUnixMs,proto3" json:"server_time_unix_ms,omitempty"`
 	// resumed is true when session_id named a session the coordinator still had.
-	Resumed       bool `protobuf:"varint,5,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	Resumed bool `protobuf:"varint,5,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	// compression is the algorithm chosen from the hello's list, or empty.
+	Compression string `protobuf:"bytes,6,opt,name=compression,proto3" json:"compression,omitempty"`
+	// session_ttl_ms is how long the coordinator keeps the session for a
+	// resume after the connection drops.
+	SessionTtlMs  int64 `protobuf:"varint,7,opt,name=session_ttl_ms,json=sessionTtlMs,proto3" json:"session_ttl_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -590,6 +607,20 @@ func (x *Welcome) GetResumed() bool {
 		return x.Resumed
 	}
 	return false
+}
+
+func (x *Welcome) GetCompression() string {
+	if x != nil {
+		return x.Compression
+	}
+	return ""
+}
+
+func (x *Welcome) GetSessionTtlMs() int64 {
+	if x != nil {
+		return x.SessionTtlMs
+	}
+	return 0
 }
 
 // Reject refuses a Hello or ends a session; the coordinator closes the
@@ -1306,7 +1337,7 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"outcomeAck\x12:\n" +
 	"\vcancel_task\x18\x1b \x01(\v2\x17.dtf.wire.v1.CancelTaskH\x00R\n" +
 	"cancelTaskB\x06\n" +
-	"\x04body\"\xcb\x02\n" +
+	"\x04body\"\xed\x02\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12\x1d\n" +
@@ -1317,17 +1348,20 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"\x05slots\x18\x05 \x01(\rR\x05slots\x126\n" +
 	"\x06labels\x18\x06 \x03(\v2\x1e.dtf.wire.v1.Hello.LabelsEntryR\x06labels\x12!\n" +
 	"\fhost_version\x18\a \x01(\tR\vhostVersion\x12%\n" +
-	"\x0eplugin_version\x18\b \x01(\tR\rpluginVersion\x1a9\n" +
+	"\x0eplugin_version\x18\b \x01(\tR\rpluginVersion\x12 \n" +
+	"\vcompression\x18\t \x03(\tR\vcompression\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd7\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x02\n" +
 	"\aWelcome\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\x03R\x13heartbeatIntervalMs\x120\n" +
 	"\x14heartbeat_timeout_ms\x18\x03 \x01(\x03R\x12heartbeatTimeoutMs\x12-\n" +
 	"\x13server_time_unix_ms\x18\x04 \x01(\x03R\x10serverTimeUnixMs\x12\x18\n" +
-	"\aresumed\x18\x05 \x01(\bR\aresumed\"\x8e\x02\n" +
+	"\aresumed\x18\x05 \x01(\bR\aresumed\x12 \n" +
+	"\vcompression\x18\x06 \x01(\tR\vcompression\x12$\n" +
+	"\x0esession_ttl_ms\x18\a \x01(\x03R\fsessionTtlMs\"\x8e\x02\n" +
 	"\x06Reject\x12,\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x18.dtf.wire.v1.Reject.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12$\n" +

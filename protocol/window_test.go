@@ -1,0 +1,89 @@
+package protocol
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dtf-io/dtf/protocol/pb"
+)
+
+func progressFrame() *pb.Frame {
+	return &pb.Frame{Body: &pb.Frame_TaskProgress{TaskProgress: &pb.TaskProgress{Message: "step"}}}
+}
+
+func TestWindowNumbersAndReplays(t *testing.T) {
+	w := NewWindow(0, 0)
+	for range 5 {
+		require.NoError(t, w.Add(progressFrame()))
+	}
+	w.Acknowledge(3)
+
+	replay := w.Unacknowledged()
+	require.Len(t, replay, 2)
+	assert.Equal(t, uint64(4), replay[0].GetSeq())
+	assert.Equal(t, uint64(5), replay[1].GetSeq())
+}
+
+func TestWindowSkipsSessionFrames(t *testing.T) {
+	w := NewWindow(0, 0)
+	hb := &pb.Frame{Body: &pb.Frame_Heartbeat{Heartbeat: &pb.Heartbeat{}}}
+	require.NoError(t, w.Add(hb))
+	assert.Zero(t, hb.GetSeq())
+	frames, _ := w.Pending()
+	assert.Zero(t, frames)
+}
+
+func TestWindowReceiveDropsDuplicates(t *testing.T) {
+	w := NewWindow(0, 0)
+	cases := []struct {
+		seq  uint64
+		news bool
+		gap  bool
+	}{
+		{1, true, false}, {2, true, false}, {2, false, false}, {1, false, false},
+		{0, true, false}, {3, true, false}, {5, false, true},
+	}
+	for _, c := range cases {
+		fresh, err := w.Receive(&pb.Frame{Seq: c.seq})
+		assert.Equal(t, c.news, fresh, "seq %d", c.seq)
+		if c.gap {
+			assert.ErrorIs(t, err, ErrSequenceGap, "seq %d", c.seq)
+		} else {
+			assert.NoError(t, err, "seq %d", c.seq)
+		}
+	}
+	assert.Equal(t, uint64(3), w.Received())
+}
+
+func TestWindowFullAppliesBackpressure(t *testing.T) {
+	w := NewWindow(2, 0)
+	require.NoError(t, w.Add(progressFrame()))
+	require.NoError(t, w.Add(progressFrame()))
+	assert.ErrorIs(t, w.Add(progressFrame()), ErrReplayFull)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, w.WaitRoom(ctx), context.DeadlineExceeded)
+
+	done := make(chan error, 1)
+	go func() { done <- w.WaitRoom(context.Background()) }()
+	w.Acknowledge(1)
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitRoom did not return after an acknowledgement")
+	}
+	require.NoError(t, w.Add(progressFrame()))
+}
+
+func TestWindowTakesOneOversizedFrame(t *testing.T) {
+	w := NewWindow(0, 10)
+	big := &pb.Frame{Body: &pb.Frame_TaskOutcome{TaskOutcome: &pb.TaskOutcome{Output: make([]byte, 100)}}}
+	require.NoError(t, w.Add(big), "an empty buffer accepts any frame, or it could never be sent")
+	assert.ErrorIs(t, w.Add(progressFrame()), ErrReplayFull)
+}
