@@ -24,7 +24,7 @@ func (a *App) runCoordinator(ctx context.Context, args []string) int {
 	if err != nil {
 		return a.errorf("%v", err)
 	}
-	logger := a.logger("coordinator", cfg.LogLevel)
+	logger := a.logger("", cfg.LogLevel)
 	srv, err := coordinator.New(cfg, logger)
 	if err != nil {
 		return a.errorf("start coordinator: %v", err)

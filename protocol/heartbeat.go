@@ -58,10 +58,10 @@ type HeartbeatBounds struct {
 
 // AdaptHeartbeat returns the heartbeat interval and timeout for a link with
 // the given smoothed RTT and variance. The timeout is the configured one
-// plus the time a reply can plausibly take (srtt + 4 rttvar, as TCP's
-// retransmission timeout), so a slow but live link is not declared dead;
-// the interval keeps the configured ratio to the timeout. Both stay between
-// the configured values and their maximums.
+// plus srtt + 4 rttvar, the bound TCP uses for its retransmission timeout,
+// so a slow but live link is not declared dead. The interval keeps the
+// configured ratio to the timeout, and both stay between the configured
+// values and their maximums.
 func AdaptHeartbeat(srtt, rttvar time.Duration, b HeartbeatBounds) (interval, timeout time.Duration) {
 	maxInterval := b.MaxInterval
 	if maxInterval <= 0 {

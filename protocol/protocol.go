@@ -102,7 +102,7 @@ func Types() []string {
 	return names
 }
 
-// Direction tells which side sends a frame type.
+// Direction names the side that sends a frame type.
 type Direction int
 
 const (

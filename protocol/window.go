@@ -24,8 +24,8 @@ const (
 var ErrReplayFull = errors.New("replay buffer full")
 
 // ErrSequenceGap is returned by Window.Receive for a frame whose sequence
-// number skips ahead; frames are never reordered within a connection, so a
-// gap means the peer broke the protocol.
+// number skips ahead. WebSocket over TCP never reorders frames within a
+// connection, so a gap means the peer broke the protocol.
 var ErrSequenceGap = errors.New("sequence gap")
 
 // Sequenced reports whether frames of the body type carry a sequence number

@@ -246,7 +246,7 @@ func quoteList(items []string) string {
 	return strings.Join(quoted, ", ")
 }
 
-// WaitHealthy polls the coordinator's /healthz until it answers 200, timeout
+// WaitHealthy polls the coordinator's /healthz until it returns 200, timeout
 // passes or ctx ends.
 func WaitHealthy(ctx context.Context, timeout time.Duration, baseURL string) error {
 	return Poll(ctx, timeout, 50*time.Millisecond, func() (bool, error) {

@@ -111,7 +111,7 @@ func TestHostKilledLeavesNoPlugins(t *testing.T) {
 	assert.Equal(t, api.StateSucceeded, task.Attempts[1].State)
 }
 
-// A frame that arrives after its worker was evicted is answered with
+// A frame that arrives after its worker was evicted gets the reply
 // "register again", and the coordinator keeps accepting workers.
 func TestLateFrameFromEvictedWorker(t *testing.T) {
 	t.Parallel()
@@ -119,7 +119,7 @@ func TestLateFrameFromEvictedWorker(t *testing.T) {
 	url := "ws://" + e.addr + protocol.ConnectPath
 	dialer := websocket.Dialer{Subprotocols: []string{protocol.Subprotocol}, HandshakeTimeout: 5 * time.Second}
 
-	// A worker that says hello and then falls silent is evicted after the
+	// A worker that sends hello and then falls silent is evicted after the
 	// heartbeat timeout.
 	conn, _, err := dialer.Dial(url, nil)
 	require.NoError(t, err)
