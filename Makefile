@@ -18,6 +18,7 @@ build:
 	$(GO) build -o $(BIN)/dtf-exec-command ./examples/command
 	$(GO) build -o $(BIN)/dtf-exec-gotest ./examples/gotest
 	$(GO) build -o $(BIN)/dtf-demo ./test/demo
+	$(GO) build -o $(BIN)/dtf-load ./test/load
 
 # run starts a coordinator, a fault proxy and two workers, runs this
 # repository's Go packages as gotest tasks, cuts the network mid-run and

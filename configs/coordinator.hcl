@@ -4,9 +4,16 @@
 # reads an environment variable and returns "" when it is unset.
 
 # Address of the one listener that serves the worker endpoint /v1/connect,
-# the HTTP API and /healthz. Default "127.0.0.1:7070". A non-loopback
-# address requires workers.token.
+# the HTTP API and /healthz. Default "127.0.0.1:7070", so a fresh install
+# is not reachable from the network. A non-loopback address requires
+# workers.token and insecure = true.
 listen     = "127.0.0.1:7070"
+
+# The listener speaks plain HTTP and ws because TLS is not supported yet.
+# Setting insecure = true accepts that tokens and payloads cross the network
+# unencrypted, and is required when listen is not a loopback address.
+# Default false.
+# insecure = false
 
 # Folder of the SQLite store (coordinator.db). Default "data". Every task,
 # attempt and outcome is committed here before the coordinator acknowledges
@@ -27,6 +34,10 @@ max_attempts = 3
 # Bound on the graceful shutdown: workers are told to retry later, open
 # sessions are closed and the store is closed. Default "10s".
 shutdown_timeout = "10s"
+
+# Bound on the body of one HTTP API request in bytes. Default 4194304
+# (4 MiB), enough for a submission of thousands of tasks.
+# max_body_bytes = 4194304
 
 # Period of the scheduler's tick. Submissions, outcomes and syncs wake the
 # scheduler at once; the tick also ends grace periods. Default "1s".
@@ -56,7 +67,36 @@ workers {
   # (4 MiB); executors truncate task output well below it.
   # max_frame_bytes = 4194304
 
-  # Frames queued for one connection; a worker this far behind is
-  # disconnected rather than buffered without bound. Default 256.
+  # Unsequenced frames, such as heartbeat replies, queued for one
+  # connection; a worker this far behind is disconnected rather than
+  # buffered without bound. Default 256.
   # send_queue = 256
+
+  # Upper bound of the heartbeat timeout, which grows with the measured
+  # round-trip time. Default four times heartbeat_timeout.
+  # max_heartbeat_timeout = "24s"
+
+  # Task frames kept per session until the worker acknowledges them, in
+  # frames and bytes. At three quarters full the session gets no new
+  # assignments. Defaults 4096 and 16777216 (16 MiB).
+  # replay_frames = 4096
+  # replay_bytes  = 16777216
+
+  # How long a session outlives its connection, so that a worker that
+  # reconnects resumes it without a state sync. "0s" disables resume.
+  # Default "60s".
+  # session_ttl = "60s"
+
+  # Token bucket for new and resumed sessions: the rate per second and the
+  # burst. A hello over it gets CODE_OVERLOADED with a spread retry hint.
+  # Defaults 500 and 1000.
+  # max_sessions_per_second = 500
+  # session_burst           = 1000
+
+  # Connections upgraded but without a hello yet; further upgrades get HTTP
+  # 503 with Retry-After. Default 1024.
+  # max_pending_handshakes = 1024
+
+  # DEFLATE for workers that offer it. Default true.
+  # compression = true
 }

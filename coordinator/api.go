@@ -195,9 +195,10 @@ func (s *Server) handleListWorkers(w http.ResponseWriter, r *http.Request) {
 		}
 		if state := s.workers[rec.ID]; state != nil {
 			wk.Connects = state.connects
+			wk.RTTMs = float64(state.rtt.Microseconds()) / 1000
 		}
 		if ss := s.sessions[rec.ID]; ss != nil {
-			wk.Connected = true
+			wk.Connected = ss.attached() != nil
 			wk.SessionID = ss.id
 			wk.LastSeen = time.Unix(0, ss.lastFrame.Load()).UTC()
 		}

@@ -331,7 +331,8 @@ func TestUnknownFrameCounted(t *testing.T) {
 
 	// Field 99 is no body field of this build, like a frame of a newer
 	// protocol revision.
-	unknown := protowire.AppendTag(nil, 99, protowire.BytesType)
+	// The leading 0 is the encoding byte of an uncompressed message.
+	unknown := protowire.AppendTag([]byte{0}, 99, protowire.BytesType)
 	unknown = protowire.AppendBytes(unknown, []byte("future"))
 	w.sendRaw(unknown)
 	w.sendRaw(unknown)

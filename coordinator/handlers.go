@@ -15,7 +15,7 @@ import (
 )
 
 // frameHandler handles one received frame of an open session.
-type frameHandler func(s *Server, ss *session, frame *pb.Frame)
+type frameHandler func(s *Server, ss *session, c *connection, frame *pb.Frame)
 
 // frameHandlers maps every frame type a worker sends (protocol.Directions
 // ToCoordinator or Both) to its handler. A test checks that it covers them.
@@ -41,11 +41,11 @@ func HandledFrameTypes() []string {
 // dispatch runs the handler of a frame's type. Frames of unknown or
 // coordinator-only types are counted and logged once per session and type
 // kind, and never end the session, so newer workers can add frame types.
-func (s *Server) dispatch(ss *session, frame *pb.Frame) {
+func (s *Server) dispatch(ss *session, c *connection, frame *pb.Frame) {
 	typ := protocol.TypeOf(frame)
-	ss.log.Trace("frame received", "type", typ)
+	ss.log.Trace("frame received", "type", typ, "seq", frame.GetSeq())
 	if handler, ok := frameHandlers[typ]; ok {
-		handler(s, ss, frame)
+		handler(s, ss, c, frame)
 		return
 	}
 	if typ == protocol.TypeUnknown {
@@ -53,40 +53,60 @@ func (s *Server) dispatch(ss *session, frame *pb.Frame) {
 	} else {
 		s.unexpectedFrames.Add(1)
 	}
-	if !ss.unknownLogged {
-		ss.unknownLogged = true
+	if !c.unknownLogged {
+		c.unknownLogged = true
 		ss.log.Warn("ignoring frame the coordinator does not handle; further ones are only counted",
 			"type", typ)
 	}
 }
 
-func (s *Server) handleRepeatedHello(ss *session, _ *pb.Frame) {
-	ss.log.Warn("hello received on an open session; closing it")
-	ss.close(rejectFrame(rejectProtocolError, "hello is only valid as the first frame", 0), "repeated hello")
+func (s *Server) handleRepeatedHello(ss *session, c *connection, _ *pb.Frame) {
+	ss.log.Warn("hello received on an open connection; closing it")
+	c.close(rejectFrame(rejectProtocolError, "hello is only valid as the first frame", 0), "repeated hello")
 }
 
-// handleHeartbeat replies to a worker's heartbeat and records the round-trip
-// time of a reply to the coordinator's own.
-func (s *Server) handleHeartbeat(ss *session, frame *pb.Frame) {
+// handleHeartbeat replies to a worker's heartbeat. A reply to the
+// coordinator's own heartbeat is a round-trip sample, from which the
+// connection's heartbeat interval and read timeout adapt.
+func (s *Server) handleHeartbeat(ss *session, c *connection, frame *pb.Frame) {
 	hb := frame.GetHeartbeat()
 	if !hb.GetReply() {
-		ss.enqueue(&pb.Frame{Body: &pb.Frame_Heartbeat{Heartbeat: &pb.Heartbeat{
+		c.enqueue(&pb.Frame{Body: &pb.Frame_Heartbeat{Heartbeat: &pb.Heartbeat{
 			SentUnixNano: time.Now().UnixNano(),
 			Reply:        true,
 			EchoUnixNano: hb.GetSentUnixNano(),
 		}}})
 		return
 	}
-	rtt := time.Since(time.Unix(0, hb.GetEchoUnixNano()))
-	if rtt < 0 || hb.GetEchoUnixNano() == 0 {
+	if hb.GetEchoUnixNano() == 0 {
 		return
 	}
+	sample := time.Since(time.Unix(0, hb.GetEchoUnixNano()))
+	if sample < 0 {
+		return
+	}
+	ss.rtt.Add(sample)
+	interval, timeout := s.adaptHeartbeat(ss)
+	c.setHeartbeat(interval, timeout)
+	srtt, _, _ := ss.rtt.Get()
 	s.mu.Lock()
 	if state := s.workers[ss.workerID]; state != nil {
-		state.rtt = rtt
+		state.rtt = srtt
 	}
 	s.mu.Unlock()
-	ss.log.Trace("heartbeat round trip", "rtt", rtt)
+	ss.log.Trace("heartbeat round trip", "rtt", sample, "srtt", srtt, "heartbeat_timeout", timeout)
+}
+
+// adaptHeartbeat returns the heartbeat interval and timeout for the
+// session's measured round-trip time, within the configured bounds.
+func (s *Server) adaptHeartbeat(ss *session) (interval, timeout time.Duration) {
+	w := s.cfg.Workers
+	srtt, rttvar, _ := ss.rtt.Get()
+	return protocol.AdaptHeartbeat(srtt, rttvar, protocol.HeartbeatBounds{
+		Interval:   w.HeartbeatInterval,
+		Timeout:    w.HeartbeatTimeout,
+		MaxTimeout: w.MaxHeartbeatTimeout,
+	})
 }
 
 type refKey struct {
@@ -98,7 +118,7 @@ type refKey struct {
 // that the store has on this worker and the worker no longer has are
 // requeued. Reported attempts that are not their task's current running
 // attempt are cancelled. Only then does the scheduler consider the session.
-func (s *Server) handleStateSync(ss *session, frame *pb.Frame) {
+func (s *Server) handleStateSync(ss *session, _ *connection, frame *pb.Frame) {
 	sync := frame.GetStateSync()
 	ctx, cancel := storeContext()
 	defer cancel()
@@ -115,8 +135,7 @@ func (s *Server) handleStateSync(ss *session, frame *pb.Frame) {
 		case errors.Is(err, store.ErrNotFound):
 			result.Cancel = append(result.Cancel, ref)
 		case err != nil:
-			ss.log.Error("state sync failed; closing the session so the worker syncs again", "error", err)
-			ss.close(nil, "state sync failed")
+			s.endForSync(ss, "state sync failed", err)
 			return
 		case task.State == api.StateRunning && task.Attempt == int(ref.GetAttempt()) &&
 			task.WorkerID == ss.workerID:
@@ -127,8 +146,7 @@ func (s *Server) handleStateSync(ss *session, frame *pb.Frame) {
 	}
 
 	if err := s.requeueMissing(ctx, ss, reported); err != nil {
-		ss.log.Error("state sync failed; closing the session so the worker syncs again", "error", err)
-		ss.close(nil, "state sync failed")
+		s.endForSync(ss, "state sync failed", err)
 		return
 	}
 	ss.log.Info("worker state synced", "running", len(sync.GetRunning()),
@@ -137,6 +155,14 @@ func (s *Server) handleStateSync(ss *session, frame *pb.Frame) {
 		ss.synced.Store(true)
 		s.kickScheduler()
 	}
+}
+
+// endForSync ends a session after a store failure that left a frame of the
+// worker unhandled. The worker cannot resume the session, so it starts a
+// new one, syncs its state and sends its held outcomes again.
+func (s *Server) endForSync(ss *session, reason string, err error) {
+	ss.log.Error(reason+"; ending the session so the worker syncs again", "error", err)
+	ss.end(rejectFrame(rejectRegisterAgain, reason+"; start a new session", 0), reason)
 }
 
 // requeueMissing ends as lost the running attempts of the worker that it
@@ -179,12 +205,12 @@ func (s *Server) loseAttempt(ctx context.Context, r store.RunningAttempt, reason
 	s.kickScheduler()
 }
 
-func (s *Server) handleTaskStarted(ss *session, frame *pb.Frame) {
+func (s *Server) handleTaskStarted(ss *session, _ *connection, frame *pb.Frame) {
 	ref := frame.GetTaskStarted().GetRef()
 	ss.log.Debug("task started", "task_id", ref.GetTaskId(), "attempt", ref.GetAttempt())
 }
 
-func (s *Server) handleTaskProgress(ss *session, frame *pb.Frame) {
+func (s *Server) handleTaskProgress(ss *session, _ *connection, frame *pb.Frame) {
 	p := frame.GetTaskProgress()
 	ss.log.Trace("task progress", "task_id", p.GetRef().GetTaskId(), "attempt", p.GetRef().GetAttempt(),
 		"fraction", p.GetFraction(), "message", p.GetMessage())
@@ -192,7 +218,7 @@ func (s *Server) handleTaskProgress(ss *session, frame *pb.Frame) {
 
 // handleTaskOutcome applies an outcome fenced by its attempt and worker,
 // and acknowledges it only after the store committed the decision.
-func (s *Server) handleTaskOutcome(ss *session, frame *pb.Frame) {
+func (s *Server) handleTaskOutcome(ss *session, _ *connection, frame *pb.Frame) {
 	o := frame.GetTaskOutcome()
 	ref := o.GetRef()
 	log := ss.log.With("task_id", ref.GetTaskId(), "attempt", ref.GetAttempt())
@@ -207,8 +233,9 @@ func (s *Server) handleTaskOutcome(ss *session, frame *pb.Frame) {
 	res, err := s.store.ApplyOutcome(ctx, outcome, time.Now())
 	if err != nil {
 		// No acknowledgement: the worker keeps the outcome and sends it
-		// again after its next state sync.
+		// again after the state sync of its next session.
 		log.Error("apply outcome failed", "error", err)
+		s.endForSync(ss, "apply outcome failed", err)
 		return
 	}
 	ss.enqueue(&pb.Frame{Body: &pb.Frame_OutcomeAck{OutcomeAck: &pb.OutcomeAck{

@@ -23,6 +23,7 @@ func (s *Server) runScheduler(ctx context.Context) {
 		case <-ticker.C:
 			s.watchOrphans()
 			s.expireGracePeriods()
+			s.expireSessions()
 			s.schedule()
 		case <-s.kick:
 			s.schedule()
@@ -45,7 +46,7 @@ func (s *Server) watchOrphans() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range running {
-		if _, connected := s.sessions[r.WorkerID]; connected {
+		if ss := s.sessions[r.WorkerID]; ss != nil && ss.attached() != nil {
 			continue
 		}
 		if _, waiting := s.graceDeadlines[r.WorkerID]; waiting {
@@ -85,20 +86,27 @@ func (s *Server) expireGracePeriods() {
 		}
 		reason := fmt.Sprintf("worker %s did not reconnect within reassign_after %s",
 			workerID, s.cfg.Workers.ReassignAfter)
+		// A session kept for resume gets a cancellation for each lost
+		// attempt, so a worker that resumes late stops running it.
+		ss := s.sessionFor(workerID)
 		for _, r := range running {
 			s.loseAttempt(ctx, r, reason)
+			if ss != nil {
+				ss.enqueue(cancelFrame(r.TaskID, r.Attempt, reason))
+			}
 		}
 		cancel()
 	}
 }
 
-// schedule assigns queued tasks to synced sessions with free slots, one
-// task per session in turn so that work spreads over the fleet.
+// schedule assigns queued tasks to attached, synced sessions with free slots
+// and room in their replay buffer, one task per session in turn so that
+// work spreads over the fleet.
 func (s *Server) schedule() {
 	if s.shuttingDown.Load() {
 		return
 	}
-	sessions := s.syncedSessions()
+	sessions := s.schedulableSessions()
 	if len(sessions) == 0 {
 		return
 	}
@@ -128,7 +136,7 @@ func (s *Server) schedule() {
 				s.log.Named("scheduler").Error("assignment failed", "worker_id", ss.workerID, "error", err)
 				return
 			}
-			if assigned {
+			if assigned && ss.hasRoom() {
 				free[ss]--
 			} else {
 				free[ss] = 0
@@ -141,10 +149,8 @@ func (s *Server) schedule() {
 // assignOne starts the oldest queued task that ss serves and sends its
 // Assign. It reports false when no queued task matches.
 func (s *Server) assignOne(ctx context.Context, ss *session) (bool, error) {
-	select {
-	case <-ss.closing:
+	if ss.attached() == nil || ss.isEnded() {
 		return false, nil
-	default:
 	}
 	types := make([]string, 0, len(ss.taskTypes))
 	for _, t := range ss.taskTypes {
@@ -191,7 +197,7 @@ func (s *Server) queuedReason(taskType string) string {
 	defer s.mu.Unlock()
 	syncing := ""
 	for _, ss := range s.sessions {
-		if !ss.serves(taskType) {
+		if !ss.serves(taskType) || ss.attached() == nil {
 			continue
 		}
 		if ss.synced.Load() {

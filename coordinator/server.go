@@ -68,14 +68,26 @@ type Server struct {
 	// http.Server.Shutdown does not wait for once they are hijacked.
 	conns sync.WaitGroup
 
-	unknownFrames    atomic.Uint64
-	unexpectedFrames atomic.Uint64
+	// admission limits the rate of new and resumed sessions.
+	admission *sessionAdmission
+	// pendingHandshakes counts connections upgraded but without a hello.
+	pendingHandshakes atomic.Int64
+	overloadLog       logLimiter
+	upgradeRejectLog  logLimiter
+
+	unknownFrames     atomic.Uint64
+	unexpectedFrames  atomic.Uint64
+	duplicateFrames   atomic.Uint64
+	overloadedRejects atomic.Uint64
+	framesSent        atomic.Uint64
+	bytesSent         atomic.Uint64
 }
 
 // workerState is the in-memory part of a worker's record.
 type workerState struct {
 	connects int
-	rtt      time.Duration
+	// rtt is the smoothed round-trip time of the worker's latest session.
+	rtt time.Duration
 }
 
 // Stats are counters for metrics and tests.
@@ -86,8 +98,22 @@ type Stats struct {
 	// UnexpectedFrames counts received frames of a known type that only the
 	// coordinator sends, such as assign.
 	UnexpectedFrames uint64
-	// Sessions is the number of open worker sessions.
+	// DuplicateFrames counts received task frames that were ignored because
+	// their sequence number was already received, as after a replay.
+	DuplicateFrames uint64
+	// OverloadedRejects counts hellos rejected with CODE_OVERLOADED.
+	OverloadedRejects uint64
+	// FramesSent and BytesSent count the WebSocket messages written to
+	// workers and their size on the wire, after compression.
+	FramesSent uint64
+	BytesSent  uint64
+	// Sessions is the number of sessions with an open connection.
 	Sessions int
+	// DetachedSessions is the number of sessions whose connection ended and
+	// that wait, for at most workers.session_ttl, for the worker to resume.
+	DetachedSessions int
+	// PendingHandshakes is the number of connections without a hello yet.
+	PendingHandshakes int
 }
 
 // New validates cfg, opens the store in cfg.DataDir and binds cfg.Listen, so
@@ -126,6 +152,8 @@ func New(cfg *config.Config, logger hclog.Logger) (*Server, error) {
 		workers:        map[string]*workerState{},
 		graceDeadlines: map[string]time.Time{},
 		kick:           make(chan struct{}, 1),
+		admission: newSessionAdmission(cfg.Workers.MaxSessionsPerSecond, cfg.Workers.SessionBurst,
+			time.Now()),
 	}
 	for _, t := range cfg.TaskTypes {
 		s.knownTypes[t] = true
@@ -153,14 +181,25 @@ func (s *Server) Addr() string {
 
 // Stats returns the current counters.
 func (s *Server) Stats() Stats {
-	s.mu.Lock()
-	sessions := len(s.sessions)
-	s.mu.Unlock()
-	return Stats{
-		UnknownFrames:    s.unknownFrames.Load(),
-		UnexpectedFrames: s.unexpectedFrames.Load(),
-		Sessions:         sessions,
+	st := Stats{
+		UnknownFrames:     s.unknownFrames.Load(),
+		UnexpectedFrames:  s.unexpectedFrames.Load(),
+		DuplicateFrames:   s.duplicateFrames.Load(),
+		OverloadedRejects: s.overloadedRejects.Load(),
+		FramesSent:        s.framesSent.Load(),
+		BytesSent:         s.bytesSent.Load(),
+		PendingHandshakes: int(s.pendingHandshakes.Load()),
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ss := range s.sessions {
+		if ss.attached() != nil {
+			st.Sessions++
+		} else {
+			st.DetachedSessions++
+		}
+	}
+	return st
 }
 
 // Run serves until ctx is cancelled, then shuts down within
@@ -216,24 +255,19 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
+// closeSessions tells every attached worker to come back later. Sessions
+// live in memory only, so a restarted coordinator answers their resume with
+// a new session.
 func (s *Server) closeSessions() {
-	s.mu.Lock()
-	open := make([]*session, 0, len(s.sessions))
-	for _, ss := range s.sessions {
-		open = append(open, ss)
-	}
-	s.mu.Unlock()
-	for _, ss := range open {
-		ss.close(rejectFrame(rejectShuttingDown, "coordinator is shutting down", shutdownRetryAfter),
+	for _, c := range s.attachedConnections() {
+		c.close(rejectFrame(rejectShuttingDown, "coordinator is shutting down", shutdownRetryAfter),
 			"coordinator shutting down")
 	}
 }
 
 func (s *Server) forceCloseSessions() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, ss := range s.sessions {
-		_ = ss.conn.Close()
+	for _, c := range s.attachedConnections() {
+		_ = c.ws.Close()
 	}
 }
 

@@ -169,7 +169,7 @@ func (h *Host) runConnector(ctx context.Context, proc pluginProcess) error {
 }
 
 // handleState logs each transition of the connection once and starts the
-// state sync after every connect. It returns an ErrConnectorFatal error for
+// state sync after every connect that did not resume the previous session. It returns an ErrConnectorFatal error for
 // a "closed" state whose reason starts with "fatal".
 func (h *Host) handleState(state *pb.StateChange) error {
 	h.mu.Lock()
@@ -180,6 +180,17 @@ func (h *Host) handleState(state *pb.StateChange) error {
 	logger := h.logger.With("session_id", state.GetSessionId(), "attempt", state.GetAttempt())
 	switch state.GetState() {
 	case "connected":
+		if state.GetResumed() {
+			// The connector replays every frame the coordinator has not
+			// acknowledged, and the coordinator kept this session's state,
+			// so a state sync or an outbox resend would only repeat them.
+			// NOTE: an outcome whose Send failed, for example on a full
+			// queue, is in the outbox but not in the connector's replay
+			// buffer. It is sent again only after a session that is not
+			// resumed.
+			logger.Info("resumed session with coordinator", "reconnects", state.GetReconnects())
+			return nil
+		}
 		logger.Info("connected to coordinator", "reconnects", state.GetReconnects())
 		h.sendStateSync()
 	case "backing_off":

@@ -70,7 +70,7 @@ func (h *Host) UnknownFrames() map[string]uint64 {
 
 // sendStateSync sends the coordinator the attempts that run here and the
 // outcomes that wait for an acknowledgement. The host sends it after each
-// connect.
+// connect that starts a new session; a resumed session needs none.
 func (h *Host) sendStateSync() {
 	h.mu.Lock()
 	sync := &wirepb.StateSync{}

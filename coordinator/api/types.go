@@ -115,6 +115,9 @@ type Worker struct {
 	LastSeen      time.Time `json:"last_seen"`
 	HostVersion   string    `json:"host_version,omitempty"`
 	PluginVersion string    `json:"plugin_version,omitempty"`
+	// RTTMs is the smoothed round-trip time of the worker's heartbeats in
+	// milliseconds; 0 before the first heartbeat reply.
+	RTTMs float64 `json:"rtt_ms"`
 }
 
 // Error is the body of every non-2xx response.

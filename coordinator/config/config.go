@@ -5,12 +5,12 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -37,10 +37,24 @@ const (
 	DefaultHandshakeTimeout  = 10 * time.Second
 	DefaultSendQueue         = 256
 	DefaultMaxFrameBytes     = protocol.DefaultMaxFrameBytes
+	DefaultMaxBodyBytes      = 4 << 20
+	DefaultReplayFrames      = protocol.DefaultReplayFrames
+	DefaultReplayBytes       = protocol.DefaultReplayBytes
+	DefaultSessionTTL        = 60 * time.Second
+	// DefaultMaxSessionsPerSecond and DefaultSessionBurst let a fleet of a
+	// thousand workers reconnect at once after a coordinator restart, and
+	// spread a larger fleet over a few seconds.
+	DefaultMaxSessionsPerSecond = 500
+	DefaultSessionBurst         = 1000
+	DefaultMaxPendingHandshakes = 1024
 )
 
 // DefaultTaskTypes are the task types of the executors shipped with dtf.
 var DefaultTaskTypes = []string{"command", "gotest"}
+
+// taskTypePattern is the form of a task type name. Names appear in URLs,
+// metrics labels and worker files, so they stay plain.
+var taskTypePattern = regexp.MustCompile(`^[a-z0-9_-]+$`)
 
 // maxAttemptsLimit bounds max_attempts so that a typo such as 3000 does not
 // keep a failing task cycling through the fleet for hours.
@@ -53,8 +67,14 @@ type Config struct {
 	// was built in code.
 	File string
 	// Listen is the host:port of the one listener that serves the worker
-	// WebSocket endpoint, the HTTP API and /healthz.
+	// WebSocket endpoint, the HTTP API and /healthz. Default
+	// "127.0.0.1:7070", so a fresh install is not reachable from the network.
 	Listen string
+	// Insecure waives TLS on a listener that is not a loopback address.
+	// Default false. The listener serves plain HTTP and ws because TLS is
+	// not supported yet, so a non-loopback Listen requires Insecure: the
+	// operator accepts that tokens and payloads cross the network in clear.
+	Insecure bool
 	// DataDir contains the SQLite store.
 	DataDir string
 	// LogLevel is one of trace, debug, info, warn, error.
@@ -66,6 +86,10 @@ type Config struct {
 	MaxAttempts int
 	// ShutdownTimeout bounds the graceful shutdown after Run's context ends.
 	ShutdownTimeout time.Duration
+	// MaxBodyBytes bounds the body of one HTTP API request, in bytes.
+	// Default 4 MiB, which fits a submission of thousands of tasks while a
+	// client cannot make the coordinator buffer without bound.
+	MaxBodyBytes int
 	// ScheduleInterval is the period of the scheduler's tick, which assigns
 	// tasks and requeues the attempts of workers whose grace period ended.
 	// Submissions, outcomes and syncs also wake the scheduler at once.
@@ -91,15 +115,40 @@ type Workers struct {
 	HandshakeTimeout time.Duration
 	// MaxFrameBytes bounds one received WebSocket message.
 	MaxFrameBytes int
-	// SendQueue is the number of frames queued for one connection; a worker
-	// that falls this far behind is disconnected.
+	// SendQueue is the number of unsequenced frames, such as heartbeat
+	// replies, queued for one connection; a worker that falls this far
+	// behind is disconnected.
 	SendQueue int
+	// ReplayFrames and ReplayBytes bound each session's buffer of task
+	// frames the worker has not acknowledged; defaults 4096 frames and
+	// 16 MiB. A session whose buffer fills gets no new assignments.
+	ReplayFrames int
+	ReplayBytes  int
+	// SessionTTL is how long a session outlives its connection so that the
+	// worker can resume it; default 60s.
+	SessionTTL time.Duration
+	// MaxHeartbeatTimeout bounds the heartbeat timeout adapted to a slow
+	// link's round-trip time; 0 means four times HeartbeatTimeout.
+	MaxHeartbeatTimeout time.Duration
+	// MaxSessionsPerSecond and SessionBurst are the rate and the size of
+	// the token bucket that admits new and resumed sessions; defaults 500
+	// and 1000. A hello over the limit gets CODE_OVERLOADED.
+	MaxSessionsPerSecond int
+	SessionBurst         int
+	// MaxPendingHandshakes bounds the connections upgraded but without a
+	// hello yet; over it an upgrade gets HTTP 503. Default 1024.
+	MaxPendingHandshakes int
+	// Compression enables DEFLATE on connections whose worker offers it;
+	// default true.
+	Compression bool
 }
 
 // fileConfig is the HCL schema of the coordinator file. Durations are
 // expressions so that a value without a unit is reported at its attribute.
 type fileConfig struct {
 	Listen           *string        `hcl:"listen,optional"`
+	Insecure         *bool          `hcl:"insecure,optional"`
+	MaxBodyBytes     *int           `hcl:"max_body_bytes,optional"`
 	DataDir          *string        `hcl:"data_dir,optional"`
 	LogLevel         *string        `hcl:"log_level,optional"`
 	TaskTypes        *[]string      `hcl:"task_types,optional"`
@@ -117,6 +166,15 @@ type fileWorkers struct {
 	HandshakeTimeout  hcl.Expression `hcl:"handshake_timeout,optional"`
 	MaxFrameBytes     *int           `hcl:"max_frame_bytes,optional"`
 	SendQueue         *int           `hcl:"send_queue,optional"`
+
+	ReplayFrames         *int           `hcl:"replay_frames,optional"`
+	ReplayBytes          *int           `hcl:"replay_bytes,optional"`
+	SessionTTL           hcl.Expression `hcl:"session_ttl,optional"`
+	MaxHeartbeatTimeout  hcl.Expression `hcl:"max_heartbeat_timeout,optional"`
+	MaxSessionsPerSecond *int           `hcl:"max_sessions_per_second,optional"`
+	SessionBurst         *int           `hcl:"session_burst,optional"`
+	MaxPendingHandshakes *int           `hcl:"max_pending_handshakes,optional"`
+	Compression          *bool          `hcl:"compression,optional"`
 }
 
 // Default returns a configuration with every default filled, listening on
@@ -130,6 +188,7 @@ func Default(listen, dataDir string) *Config {
 		MaxAttempts:      DefaultMaxAttempts,
 		ShutdownTimeout:  DefaultShutdownTimeout,
 		ScheduleInterval: DefaultScheduleInterval,
+		MaxBodyBytes:     DefaultMaxBodyBytes,
 		Workers: Workers{
 			HeartbeatInterval: DefaultHeartbeatInterval,
 			HeartbeatTimeout:  DefaultHeartbeatTimeout,
@@ -137,13 +196,22 @@ func Default(listen, dataDir string) *Config {
 			HandshakeTimeout:  DefaultHandshakeTimeout,
 			MaxFrameBytes:     DefaultMaxFrameBytes,
 			SendQueue:         DefaultSendQueue,
+
+			ReplayFrames:         DefaultReplayFrames,
+			ReplayBytes:          DefaultReplayBytes,
+			SessionTTL:           DefaultSessionTTL,
+			MaxSessionsPerSecond: DefaultMaxSessionsPerSecond,
+			SessionBurst:         DefaultSessionBurst,
+			MaxPendingHandshakes: DefaultMaxPendingHandshakes,
+			Compression:          true,
 		},
 	}
 }
 
 // Load reads, decodes and validates the coordinator configuration at path.
-// The error of a file that fails lists every diagnostic with its file, line,
-// column and source line.
+// A file that does not parse or decode returns a *DiagnosticsError that
+// lists each problem with its file, line, column and source line. A value
+// that fails Validate returns an error prefixed with the file's path.
 func Load(path string) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -157,18 +225,18 @@ func Load(path string) (*Config, error) {
 	parser := hclparse.NewParser()
 	file, diags := parser.ParseHCL(src, abs)
 	if diags.HasErrors() {
-		return nil, formatDiagnostics(parser, diags)
+		return nil, newDiagnosticsError(abs, diags, parser.Files())
 	}
 
 	var raw fileConfig
 	diags = gohcl.DecodeBody(file.Body, evalContext(), &raw)
 	if diags.HasErrors() {
-		return nil, formatDiagnostics(parser, diags)
+		return nil, newDiagnosticsError(abs, diags, parser.Files())
 	}
 
 	cfg, diags := raw.resolve(filepath.Dir(abs))
 	if diags.HasErrors() {
-		return nil, formatDiagnostics(parser, diags)
+		return nil, newDiagnosticsError(abs, diags, parser.Files())
 	}
 	cfg.File = abs
 	if err := cfg.Validate(); err != nil {
@@ -191,6 +259,10 @@ func (raw *fileConfig) resolve(dir string) (*Config, hcl.Diagnostics) {
 	if raw.MaxAttempts != nil {
 		cfg.MaxAttempts = *raw.MaxAttempts
 	}
+	if raw.Insecure != nil {
+		cfg.Insecure = *raw.Insecure
+	}
+	setInt(&cfg.MaxBodyBytes, raw.MaxBodyBytes)
 	diags = append(diags, decodeDuration(raw.ShutdownTimeout, &cfg.ShutdownTimeout)...)
 	diags = append(diags, decodeDuration(raw.ScheduleInterval, &cfg.ScheduleInterval)...)
 
@@ -206,6 +278,7 @@ func (raw *fileConfig) resolve(dir string) (*Config, hcl.Diagnostics) {
 		if w.SendQueue != nil {
 			cfg.Workers.SendQueue = *w.SendQueue
 		}
+		resolveSessions(w, &cfg.Workers, &diags)
 	}
 
 	if !filepath.IsAbs(cfg.DataDir) {
@@ -220,9 +293,8 @@ func (c *Config) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen %q is not host:port, for example \"127.0.0.1:7070\"", c.Listen))
-	} else if c.Workers.Token == "" && !loopback(c.Listen) {
-		errs = append(errs, fmt.Errorf("listen %q is not a loopback address and workers.token is empty; "+
-			"set a token (for example token = env(\"DTF_WORKER_TOKEN\")) or listen on 127.0.0.1", c.Listen))
+	} else if !loopback(c.Listen) {
+		errs = append(errs, validatePublicListen(c)...)
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data_dir is empty; set the folder of the coordinator's store"))
@@ -238,6 +310,9 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, positive("shutdown_timeout", c.ShutdownTimeout))
 	errs = append(errs, positive("schedule_interval", c.ScheduleInterval))
+	if c.MaxBodyBytes < 1024 {
+		errs = append(errs, fmt.Errorf("max_body_bytes %d is too small; use at least 1024", c.MaxBodyBytes))
+	}
 
 	w := c.Workers
 	errs = append(errs, positive("workers.heartbeat_interval", w.HeartbeatInterval))
@@ -256,7 +331,52 @@ func (c *Config) Validate() error {
 	if w.SendQueue < 1 {
 		errs = append(errs, fmt.Errorf("workers.send_queue %d is too small; use at least 1", w.SendQueue))
 	}
+	errs = append(errs, validateSessions(w)...)
 	return errors.Join(errs...)
+}
+
+// resolveSessions fills the settings of resumable sessions, storm shedding
+// and compression.
+func resolveSessions(w *fileWorkers, dst *Workers, diags *hcl.Diagnostics) {
+	setInt(&dst.ReplayFrames, w.ReplayFrames)
+	setInt(&dst.ReplayBytes, w.ReplayBytes)
+	*diags = append(*diags, decodeDuration(w.SessionTTL, &dst.SessionTTL)...)
+	*diags = append(*diags, decodeDuration(w.MaxHeartbeatTimeout, &dst.MaxHeartbeatTimeout)...)
+	setInt(&dst.MaxSessionsPerSecond, w.MaxSessionsPerSecond)
+	setInt(&dst.SessionBurst, w.SessionBurst)
+	setInt(&dst.MaxPendingHandshakes, w.MaxPendingHandshakes)
+	if w.Compression != nil {
+		dst.Compression = *w.Compression
+	}
+}
+
+// validateSessions checks the settings that resolveSessions fills.
+func validateSessions(w Workers) []error {
+	var errs []error
+	atLeast := func(name string, value, limit int) {
+		if value < limit {
+			errs = append(errs, fmt.Errorf("workers.%s %d is too small; use at least %d", name, value, limit))
+		}
+	}
+	atLeast("replay_frames", w.ReplayFrames, 1)
+	atLeast("replay_bytes", w.ReplayBytes, w.MaxFrameBytes)
+	atLeast("max_sessions_per_second", w.MaxSessionsPerSecond, 1)
+	atLeast("session_burst", w.SessionBurst, 1)
+	atLeast("max_pending_handshakes", w.MaxPendingHandshakes, 1)
+	if w.SessionTTL < 0 {
+		errs = append(errs, fmt.Errorf("workers.session_ttl %s is negative; use 0 to disable resume", w.SessionTTL))
+	}
+	if w.MaxHeartbeatTimeout != 0 && w.MaxHeartbeatTimeout < w.HeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("workers.max_heartbeat_timeout %s is shorter than workers.heartbeat_timeout %s",
+			w.MaxHeartbeatTimeout, w.HeartbeatTimeout))
+	}
+	return errs
+}
+
+func setInt(dst *int, v *int) {
+	if v != nil {
+		*dst = *v
+	}
 }
 
 func validateTaskTypes(types []string) []error {
@@ -269,12 +389,37 @@ func validateTaskTypes(types []string) []error {
 		switch {
 		case t == "" || strings.TrimSpace(t) != t:
 			errs = append(errs, fmt.Errorf("task_types[%d] %q is empty or has surrounding spaces", i, t))
+		case !taskTypePattern.MatchString(t):
+			errs = append(errs, fmt.Errorf("task_types[%d] %q is invalid; use lowercase letters, digits, "+
+				"'_' and '-', such as \"gotest\"", i, t))
 		case seen[t]:
 			errs = append(errs, fmt.Errorf("task_types[%d] %q is listed twice", i, t))
 		}
 		seen[t] = true
 	}
 	return errs
+}
+
+// validatePublicListen checks a listener that other machines can reach:
+// without TLS it needs the explicit insecure waiver, and it always needs a
+// worker token.
+func validatePublicListen(c *Config) []error {
+	var errs []error
+	if !c.Insecure {
+		errs = append(errs, fmt.Errorf("listen %q is not a loopback address and the coordinator does not "+
+			"support TLS yet; set insecure = true to accept unencrypted traffic, or listen on 127.0.0.1:%s",
+			c.Listen, port(c.Listen)))
+	}
+	if c.Workers.Token == "" {
+		errs = append(errs, fmt.Errorf("listen %q is not a loopback address and workers.token is empty; "+
+			"set a token (for example token = env(\"DTF_WORKER_TOKEN\")) or listen on 127.0.0.1", c.Listen))
+	}
+	return errs
+}
+
+func port(hostport string) string {
+	_, p, _ := net.SplitHostPort(hostport)
+	return p
 }
 
 func positive(name string, d time.Duration) error {
@@ -371,23 +516,4 @@ func evalContext() *hcl.EvalContext {
 			}),
 		},
 	}
-}
-
-// formatDiagnostics renders diagnostics with their source lines into one
-// error.
-func formatDiagnostics(parser *hclparse.Parser, diags hcl.Diagnostics) error {
-	var buf bytes.Buffer
-	writer := hcl.NewDiagnosticTextWriter(&buf, parser.Files(), 0, false)
-	for _, diag := range diags {
-		// The text writer names the line but not the column, so each
-		// diagnostic starts with a file:line:col header.
-		if diag.Subject != nil {
-			fmt.Fprintf(&buf, "%s:%d:%d: %s\n", diag.Subject.Filename,
-				diag.Subject.Start.Line, diag.Subject.Start.Column, diag.Summary)
-		}
-		if err := writer.WriteDiagnostic(diag); err != nil {
-			return fmt.Errorf("invalid coordinator config: %w", diags)
-		}
-	}
-	return fmt.Errorf("invalid coordinator config:\n%s", strings.TrimRight(buf.String(), "\n"))
 }

@@ -31,6 +31,8 @@ func TestLoadDefaults(t *testing.T) {
 	assert.Equal(t, 3, cfg.MaxAttempts)
 	assert.Equal(t, 10*time.Second, cfg.ShutdownTimeout)
 	assert.Equal(t, time.Second, cfg.ScheduleInterval)
+	assert.False(t, cfg.Insecure)
+	assert.Equal(t, 4<<20, cfg.MaxBodyBytes)
 	assert.Empty(t, cfg.Workers.Token)
 	assert.Equal(t, 2*time.Second, cfg.Workers.HeartbeatInterval)
 	assert.Equal(t, 6*time.Second, cfg.Workers.HeartbeatTimeout)
@@ -44,6 +46,8 @@ func TestLoadFullFile(t *testing.T) {
 	t.Setenv("DTF_TEST_TOKEN", "s3cret")
 	path := writeConfig(t, `
 listen     = "0.0.0.0:7071"
+insecure   = true
+max_body_bytes = 1048576
 data_dir   = "../state"
 log_level  = "debug"
 task_types = ["command"]
@@ -64,6 +68,8 @@ workers {
 	require.NoError(t, err)
 
 	assert.Equal(t, "0.0.0.0:7071", cfg.Listen)
+	assert.True(t, cfg.Insecure)
+	assert.Equal(t, 1<<20, cfg.MaxBodyBytes)
 	assert.Equal(t, filepath.Join(filepath.Dir(filepath.Dir(path)), "state"), cfg.DataDir)
 	assert.Equal(t, "debug", cfg.LogLevel)
 	assert.Equal(t, []string{"command"}, cfg.TaskTypes)
@@ -101,7 +107,12 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "malformed hcl",
 			text: "listen = \"127.0.0.1:7070\"\nworkers {\n",
-			want: []string{"coordinator.hcl:2:", "workers {"},
+			want: []string{"invalid coordinator config", "coordinator.hcl:2:", "workers {"},
+		},
+		{
+			name: "malformed value",
+			text: "listen = \"127.0.0.1:7070\"\nlog_level = = \"info\"\n",
+			want: []string{"coordinator.hcl:2:13", "log_level = = \"info\""},
 		},
 		{
 			name: "unknown top-level field",
@@ -139,9 +150,45 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{"heartbeat_timeout 5s must be longer"},
 		},
 		{
+			name: "public listener without insecure",
+			text: "listen = \"0.0.0.0:7070\"\nworkers {\n  token = \"t\"\n}\n",
+			want: []string{`listen "0.0.0.0:7070" is not a loopback address`, "set insecure = true",
+				"listen on 127.0.0.1:7070"},
+		},
+		{
 			name: "public listener without token",
-			text: "listen = \"0.0.0.0:7070\"\n",
-			want: []string{"not a loopback address", "workers.token"},
+			text: "listen = \"0.0.0.0:7070\"\ninsecure = true\n",
+			want: []string{"not a loopback address", "workers.token is empty"},
+		},
+		{
+			name: "all addresses without insecure",
+			text: "listen = \":7070\"\nworkers {\n  token = \"t\"\n}\n",
+			want: []string{`listen ":7070" is not a loopback address`, "set insecure = true"},
+		},
+		{
+			name: "task type with upper case",
+			text: "task_types = [\"GoTest\"]\n",
+			want: []string{`task_types[0] "GoTest" is invalid`},
+		},
+		{
+			name: "task type listed twice",
+			text: "task_types = [\"command\", \"command\"]\n",
+			want: []string{`task_types[1] "command" is listed twice`},
+		},
+		{
+			name: "body limit too small",
+			text: "max_body_bytes = 10\n",
+			want: []string{"max_body_bytes 10 is too small"},
+		},
+		{
+			name: "unknown block",
+			text: "store {\n}\n",
+			want: []string{"coordinator.hcl:1:1", "Unsupported block type"},
+		},
+		{
+			name: "unknown function",
+			text: "log_level = lower(\"INFO\")\n",
+			want: []string{"coordinator.hcl:1:13", "Call to unknown function"},
 		},
 		{
 			name: "bad log level",
@@ -174,4 +221,45 @@ func TestLoadMissingFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "absent.hcl"))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "absent.hcl")
+}
+
+func TestLoadDiagnosticsError(t *testing.T) {
+	_, err := Load(writeConfig(t, "shutdown_timeout = \"30\"\n"))
+	require.Error(t, err)
+
+	var diagErr *DiagnosticsError
+	require.ErrorAs(t, err, &diagErr)
+	require.Len(t, diagErr.Diagnostics, 1)
+	diag := diagErr.Diagnostics[0]
+	assert.Equal(t, "Invalid duration", diag.Summary)
+	require.NotNil(t, diag.Subject)
+	assert.Equal(t, 1, diag.Subject.Start.Line)
+	assert.Equal(t, 20, diag.Subject.Start.Column)
+	assert.Contains(t, err.Error(), `1: shutdown_timeout = "30"`, "the message shows the source line")
+}
+
+func TestLoadEnvFunction(t *testing.T) {
+	t.Setenv("DTF_TEST_LEVEL", "debug")
+	t.Setenv("DTF_TEST_UNSET", "")
+	path := writeConfig(t, "log_level = env(\"DTF_TEST_LEVEL\")\nworkers {\n  token = env(\"DTF_TEST_UNSET\")\n}\n")
+
+	cfg, err := Load(path)
+	require.NoError(t, err)
+	assert.Equal(t, "debug", cfg.LogLevel)
+	assert.Empty(t, cfg.Workers.Token)
+}
+
+func TestLoadAbsoluteDataDir(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := Load(writeConfig(t, "data_dir = \""+filepath.ToSlash(dir)+"\"\n"))
+	require.NoError(t, err)
+	assert.Equal(t, dir, cfg.DataDir)
+}
+
+func TestValidateLoopbackListeners(t *testing.T) {
+	for _, listen := range []string{"127.0.0.1:7070", "[::1]:7070", "localhost:7070", "127.0.0.2:0"} {
+		t.Run(listen, func(t *testing.T) {
+			assert.NoError(t, Default(listen, t.TempDir()).Validate())
+		})
+	}
 }

@@ -64,9 +64,10 @@ func openDB(path string, writer bool) (*sql.DB, error) {
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "foreign_keys(1)")
-	// NORMAL is durable in WAL mode except for the last transactions before
-	// a power loss; a process crash loses nothing.
-	q.Add("_pragma", "synchronous(NORMAL)")
+	// FULL syncs the WAL on every commit. The coordinator acknowledges a
+	// change only after its commit, so the change must survive a power
+	// loss, which NORMAL does not promise in WAL mode.
+	q.Add("_pragma", "synchronous(FULL)")
 	if writer {
 		// Take the write lock at BEGIN so that a read-then-write
 		// transaction never fails on upgrading its lock.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/dtf-io/dtf/coordinator/api"
@@ -34,6 +35,12 @@ func scanTask(row interface{ Scan(...any) error }) (*api.Task, error) {
 // CreateTasks inserts queued tasks in one transaction. The seq column keeps
 // their creation order, which ListTasks and QueuedTasks follow.
 func (s *SQLite) CreateTasks(ctx context.Context, tasks []NewTask, now time.Time) error {
+	if err := validateNewTasks(tasks); err != nil {
+		return fmt.Errorf("create tasks: %w", err)
+	}
+	if len(tasks) == 0 {
+		return nil
+	}
 	return s.inTx(ctx, func(tx *sql.Tx) error {
 		var seq int64
 		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM tasks`).Scan(&seq); err != nil {
@@ -57,6 +64,9 @@ func (s *SQLite) CreateTasks(ctx context.Context, tasks []NewTask, now time.Time
 
 // GetTask returns a task with its attempts and outcome.
 func (s *SQLite) GetTask(ctx context.Context, id string) (*api.Task, error) {
+	if err := requireID("task id", id); err != nil {
+		return nil, fmt.Errorf("get task: %w", err)
+	}
 	return getTask(ctx, s.read, id, true)
 }
 
@@ -175,6 +185,9 @@ func (s *SQLite) queryTasks(ctx context.Context, query string, args ...any) ([]a
 
 // StartAttempt moves a queued task to running with the next attempt number.
 func (s *SQLite) StartAttempt(ctx context.Context, taskID, workerID string, now time.Time) (*api.Task, error) {
+	if err := errors.Join(requireID("task id", taskID), requireID("worker id", workerID)); err != nil {
+		return nil, fmt.Errorf("start attempt of task %q: %w", taskID, err)
+	}
 	var task *api.Task
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		ms := now.UnixMilli()
@@ -207,6 +220,9 @@ func (s *SQLite) StartAttempt(ctx context.Context, taskID, workerID string, now 
 // fails it when the attempt was its last.
 func (s *SQLite) LoseAttempt(ctx context.Context, taskID string, attempt int, reason string,
 	now time.Time) (*api.Task, error) {
+	if err := requireID("task id", taskID); err != nil {
+		return nil, fmt.Errorf("lose attempt %d: %w", attempt, err)
+	}
 	var task *api.Task
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		current, err := getTask(ctx, tx, taskID, false)
@@ -218,12 +234,14 @@ func (s *SQLite) LoseAttempt(ctx context.Context, taskID string, attempt int, re
 				attempt, taskID, ErrConflict, current.State, current.Attempt)
 		}
 		ms := now.UnixMilli()
-		if err := endAttempt(ctx, tx, taskID, attempt, AttemptLost, reason, ms); err != nil {
-			return err
-		}
 		next := api.StateQueued
+		reason = lostReason(reason)
 		if attempt >= current.MaxAttempts {
 			next = api.StateFailed
+			reason += fmt.Sprintf("; task failed after %d of %d attempts", attempt, current.MaxAttempts)
+		}
+		if err := endAttempt(ctx, tx, taskID, attempt, AttemptLost, reason, ms); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET state = ?, worker_id = '', updated_ms = ?
 			WHERE id = ?`, next, ms, taskID); err != nil {
@@ -236,6 +254,20 @@ func (s *SQLite) LoseAttempt(ctx context.Context, taskID string, attempt int, re
 		return nil, err
 	}
 	return task, nil
+}
+
+// lostReason prefixes the reason of a lost attempt with "lost: ", so every
+// lost attempt reads the same in the API, whichever caller ended it.
+func lostReason(reason string) string {
+	const prefix = "lost: "
+	switch {
+	case reason == "":
+		return prefix + "no reason given"
+	case strings.HasPrefix(reason, prefix):
+		return reason
+	default:
+		return prefix + reason
+	}
 }
 
 func endAttempt(ctx context.Context, tx *sql.Tx, taskID string, attempt int, state, reason string,
@@ -252,8 +284,8 @@ func endAttempt(ctx context.Context, tx *sql.Tx, taskID string, attempt int, sta
 // attempt and worker, and sets the task's terminal state in the same
 // transaction.
 func (s *SQLite) ApplyOutcome(ctx context.Context, o Outcome, now time.Time) (OutcomeResult, error) {
-	if !api.Terminal(o.Status) {
-		return OutcomeResult{}, fmt.Errorf("apply outcome of task %s: status %q is not terminal", o.TaskID, o.Status)
+	if err := validateOutcome(o); err != nil {
+		return OutcomeResult{}, err
 	}
 	var result OutcomeResult
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
@@ -265,7 +297,11 @@ func (s *SQLite) ApplyOutcome(ctx context.Context, o Outcome, now time.Time) (Ou
 		if err != nil {
 			return err
 		}
-		if reason := s.fence(ctx, tx, current, o); reason != "" {
+		reason, err := fence(ctx, tx, current, o)
+		if err != nil {
+			return err
+		}
+		if reason != "" {
 			result = OutcomeResult{Reason: reason, Task: current}
 			return nil
 		}
@@ -298,26 +334,36 @@ func (s *SQLite) ApplyOutcome(ctx context.Context, o Outcome, now time.Time) (Ou
 
 // fence returns why an outcome may not change the task, or "" when the
 // outcome is from the task's running attempt on the worker that runs it.
-func (s *SQLite) fence(ctx context.Context, tx *sql.Tx, task *api.Task, o Outcome) string {
-	if o.Attempt != task.Attempt {
-		return fmt.Sprintf("stale attempt %d: the task's current attempt is %d", o.Attempt, task.Attempt)
+// The checks run in the transaction that applies the outcome, which holds
+// the write lock from BEGIN, so no change lands between check and write.
+func fence(ctx context.Context, tx *sql.Tx, task *api.Task, o Outcome) (string, error) {
+	switch {
+	case o.Attempt < task.Attempt:
+		return fmt.Sprintf("stale attempt %d, current attempt is %d", o.Attempt, task.Attempt), nil
+	case o.Attempt > task.Attempt:
+		return fmt.Sprintf("unknown attempt %d, current attempt is %d", o.Attempt, task.Attempt), nil
+	case task.State == api.StateRunning && task.WorkerID != o.WorkerID:
+		return fmt.Sprintf("attempt %d runs on worker %s, not %s", o.Attempt, task.WorkerID, o.WorkerID), nil
+	case task.State == api.StateRunning:
+		return "", nil
 	}
-	if task.State == api.StateRunning && task.WorkerID != o.WorkerID {
-		return fmt.Sprintf("attempt %d runs on worker %s, not %s", o.Attempt, task.WorkerID, o.WorkerID)
-	}
-	if task.State == api.StateRunning {
-		return ""
-	}
+
 	existing, err := getOutcome(ctx, tx, task.ID)
-	if err == nil && existing != nil && existing.Attempt == o.Attempt {
-		return fmt.Sprintf("duplicate outcome: attempt %d already ended %s", o.Attempt, existing.Status)
+	if err != nil {
+		return "", err
 	}
-	return fmt.Sprintf("task is %s", task.State)
+	if existing != nil && existing.Attempt == o.Attempt && existing.WorkerID == o.WorkerID {
+		return fmt.Sprintf("duplicate: outcome of attempt %d already applied", o.Attempt), nil
+	}
+	return fmt.Sprintf("task is %s", task.State), nil
 }
 
 // CancelTask cancels a queued or running task; a running attempt ends as
 // cancelled at once and its later outcome is rejected by the fence.
 func (s *SQLite) CancelTask(ctx context.Context, id, reason string, now time.Time) (*api.Task, error) {
+	if err := requireID("task id", id); err != nil {
+		return nil, fmt.Errorf("cancel task: %w", err)
+	}
 	var before *api.Task
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		var err error
@@ -325,7 +371,7 @@ func (s *SQLite) CancelTask(ctx context.Context, id, reason string, now time.Tim
 			return err
 		}
 		if api.Terminal(before.State) {
-			return fmt.Errorf("cancel task %s: %w as %s", id, ErrTerminal, before.State)
+			return &terminalError{id: id, state: before.State}
 		}
 		ms := now.UnixMilli()
 		if before.State == api.StateRunning {

@@ -146,22 +146,28 @@ func TestOutcomeFencing(t *testing.T) {
 		reason  string
 	}{
 		{"stale attempt", Outcome{TaskID: "t1", Attempt: 1, WorkerID: "w1", Status: api.StateSucceeded},
-			false, "stale attempt 1"},
+			false, "stale attempt 1, current attempt is 2"},
+		{"future attempt", Outcome{TaskID: "t1", Attempt: 3, WorkerID: "w2", Status: api.StateSucceeded},
+			false, "unknown attempt 3, current attempt is 2"},
 		{"wrong worker", Outcome{TaskID: "t1", Attempt: 2, WorkerID: "w1", Status: api.StateSucceeded},
-			false, "runs on worker w2"},
+			false, "attempt 2 runs on worker w2, not w1"},
 		{"unknown task", Outcome{TaskID: "nope", Attempt: 1, WorkerID: "w2", Status: api.StateFailed},
-			false, "unknown task"},
+			false, "unknown task nope"},
 		{"current attempt", Outcome{TaskID: "t1", Attempt: 2, WorkerID: "w2", Status: api.StateFailed, ExitCode: 3},
 			true, ""},
 		{"duplicate", Outcome{TaskID: "t1", Attempt: 2, WorkerID: "w2", Status: api.StateSucceeded},
-			false, "duplicate outcome"},
+			false, "duplicate: outcome of attempt 2 already applied"},
+		{"stale after end", Outcome{TaskID: "t1", Attempt: 1, WorkerID: "w1", Status: api.StateSucceeded},
+			false, "stale attempt 1, current attempt is 2"},
+		{"other worker after end", Outcome{TaskID: "t1", Attempt: 2, WorkerID: "w9", Status: api.StateSucceeded},
+			false, "task is failed"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			res, err := st.ApplyOutcome(ctx, tc.outcome, testNow)
 			require.NoError(t, err)
 			assert.Equal(t, tc.applied, res.Applied)
-			assert.Contains(t, res.Reason, tc.reason)
+			assert.Equal(t, tc.reason, res.Reason)
 		})
 	}
 
@@ -173,7 +179,9 @@ func TestOutcomeFencing(t *testing.T) {
 	assert.Equal(t, 3, task.Outcome.ExitCode)
 	require.Len(t, task.Attempts, 2)
 	assert.Equal(t, AttemptLost, task.Attempts[0].State)
-	assert.Equal(t, "worker w1 did not come back", task.Attempts[0].Reason)
+	assert.Equal(t, "lost: worker w1 did not come back", task.Attempts[0].Reason)
+	assert.Equal(t, api.StateFailed, task.Attempts[1].State, "the attempt takes the outcome's status")
+	assert.Equal(t, testNow, task.Attempts[1].Ended)
 
 	_, err = st.ApplyOutcome(ctx, Outcome{TaskID: "t1", Attempt: 2, WorkerID: "w2", Status: "running"}, testNow)
 	require.Error(t, err, "a non-terminal status is invalid")
@@ -200,6 +208,13 @@ func TestLoseAttemptMaxAttempts(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, api.StateFailed, task.State, "the second lost attempt uses up max_attempts 2")
 	assert.Equal(t, 2, task.Attempt)
+
+	task, err = st.GetTask(ctx, "t1")
+	require.NoError(t, err)
+	require.Len(t, task.Attempts, 2)
+	assert.Equal(t, AttemptLost, task.Attempts[1].State)
+	assert.Equal(t, "lost: lost; task failed after 2 of 2 attempts", task.Attempts[1].Reason)
+	assert.Nil(t, task.Outcome, "a task that ran out of attempts has no outcome")
 
 	_, err = st.StartAttempt(ctx, "t1", "w1", testNow)
 	require.ErrorIs(t, err, ErrConflict)
@@ -230,6 +245,8 @@ func TestCancelTask(t *testing.T) {
 
 	_, err = st.CancelTask(ctx, "r", "again", testNow)
 	require.ErrorIs(t, err, ErrTerminal)
+	require.ErrorIs(t, err, ErrConflict)
+	assert.Contains(t, err.Error(), "already ended as cancelled")
 	_, err = st.CancelTask(ctx, "absent", "", testNow)
 	require.ErrorIs(t, err, ErrNotFound)
 

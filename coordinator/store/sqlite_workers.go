@@ -9,6 +9,12 @@ import (
 
 // UpsertWorker records a worker's declaration from its latest Hello.
 func (s *SQLite) UpsertWorker(ctx context.Context, w WorkerRecord) error {
+	if err := requireID("worker id", w.ID); err != nil {
+		return fmt.Errorf("record worker: %w", err)
+	}
+	if w.Slots < 0 {
+		return fmt.Errorf("record worker %s: slots %d is negative", w.ID, w.Slots)
+	}
 	types, err := json.Marshal(w.TaskTypes)
 	if err != nil {
 		return fmt.Errorf("encode task types of worker %s: %w", w.ID, err)

@@ -27,7 +27,15 @@ const (
 	DefaultDialTimeout       = 10 * time.Second
 	DefaultHandshakeTimeout  = 10 * time.Second
 	DefaultFatalAfter        = 5
+	DefaultSendTimeout       = 30 * time.Second
+	DefaultSendQueueFrames   = 256
+	DefaultFailureThreshold  = 10
+	DefaultCircuitCooldown   = 30 * time.Second
 )
+
+// maxHeartbeatFactor sets the default bounds of adapted heartbeats: four
+// times the configured interval and timeout.
+const maxHeartbeatFactor = 4
 
 // MaxFrameBytesLimit is the largest accepted max_frame_bytes. A frame travels
 // between the plugin and the host as one gRPC message, which the plugin glue
@@ -75,6 +83,30 @@ type Config struct {
 	// which the connector gives up, because retrying the same credentials
 	// cannot succeed.
 	FatalAfter int
+
+	// MaxHeartbeatInterval and MaxHeartbeatTimeout bound the heartbeat
+	// interval and read timeout as they grow with the measured round-trip
+	// time; defaults are four times HeartbeatInterval and HeartbeatTimeout.
+	MaxHeartbeatInterval time.Duration
+	MaxHeartbeatTimeout  time.Duration
+	// SendTimeout bounds how long Send waits for room in a full send queue
+	// before it fails with ResourceExhausted.
+	SendTimeout time.Duration
+	// SendQueueFrames bounds each priority level of the send queue, in
+	// frames.
+	SendQueueFrames int
+	// ReplayFrames and ReplayBytes bound the frames kept until the
+	// coordinator acknowledges them. While the buffer is full no new frame
+	// is written, so the send queue fills and Send blocks.
+	ReplayFrames int
+	ReplayBytes  int
+	// Breaker opens after FailureThreshold failed attempts in a row.
+	Breaker BreakerPolicy
+	// MaxAttempts is the number of failed attempts in a row after which the
+	// connector gives up for good; 0 never gives up.
+	MaxAttempts int
+	// Compression offers DEFLATE in Hello; the coordinator decides.
+	Compression bool
 }
 
 // pluginConfig is the JSON form of the plugin's config block. Each field is
@@ -90,6 +122,17 @@ type pluginConfig struct {
 	HandshakeTimeout  json.RawMessage `json:"handshake_timeout"`
 	MaxFrameBytes     json.RawMessage `json:"max_frame_bytes"`
 	FatalAfter        json.RawMessage `json:"fatal_after"`
+
+	MaxHeartbeatInterval json.RawMessage `json:"max_heartbeat_interval"`
+	MaxHeartbeatTimeout  json.RawMessage `json:"max_heartbeat_timeout"`
+	SendTimeout          json.RawMessage `json:"send_timeout"`
+	SendQueueFrames      json.RawMessage `json:"send_queue_frames"`
+	ReplayBufferFrames   json.RawMessage `json:"replay_buffer_frames"`
+	ReplayBufferBytes    json.RawMessage `json:"replay_buffer_bytes"`
+	FailureThreshold     json.RawMessage `json:"failure_threshold"`
+	CircuitCooldown      json.RawMessage `json:"circuit_cooldown"`
+	MaxAttempts          json.RawMessage `json:"max_attempts"`
+	Compression          json.RawMessage `json:"compression"`
 }
 
 // ParseConfig validates the host's ConnectorConfig and decodes its
@@ -126,6 +169,15 @@ func ParseConfig(in *pb.ConnectorConfig) (*Config, error) {
 		HandshakeTimeout: DefaultHandshakeTimeout,
 		MaxFrameBytes:    protocol.DefaultMaxFrameBytes,
 		FatalAfter:       DefaultFatalAfter,
+		SendTimeout:      DefaultSendTimeout,
+		SendQueueFrames:  DefaultSendQueueFrames,
+		ReplayFrames:     protocol.DefaultReplayFrames,
+		ReplayBytes:      protocol.DefaultReplayBytes,
+		Breaker: BreakerPolicy{
+			FailureThreshold: DefaultFailureThreshold,
+			Cooldown:         DefaultCircuitCooldown,
+		},
+		Compression: true,
 	}
 	if err := cfg.decodePluginConfig(in.GetConfigJson()); err != nil {
 		return nil, err
@@ -146,7 +198,9 @@ func (c *Config) decodePluginConfig(data []byte) error {
 	if err := decoder.Decode(&raw); err != nil {
 		return fmt.Errorf("invalid reconnection plugin config: %w; valid fields: heartbeat_interval, "+
 			"heartbeat_timeout, backoff_base, backoff_multiplier, backoff_cap, healthy_after, "+
-			"dial_timeout, handshake_timeout, max_frame_bytes, fatal_after", err)
+			"dial_timeout, handshake_timeout, max_frame_bytes, fatal_after, max_heartbeat_interval, "+
+			"max_heartbeat_timeout, send_timeout, send_queue_frames, replay_buffer_frames, "+
+			"replay_buffer_bytes, failure_threshold, circuit_cooldown, max_attempts, compression", err)
 	}
 	if _, err := decoder.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("invalid reconnection plugin config: trailing data after the JSON object")
@@ -164,6 +218,10 @@ func (c *Config) decodePluginConfig(data []byte) error {
 		{"healthy_after", raw.HealthyAfter, &c.HealthyAfter},
 		{"dial_timeout", raw.DialTimeout, &c.DialTimeout},
 		{"handshake_timeout", raw.HandshakeTimeout, &c.HandshakeTimeout},
+		{"max_heartbeat_interval", raw.MaxHeartbeatInterval, &c.MaxHeartbeatInterval},
+		{"max_heartbeat_timeout", raw.MaxHeartbeatTimeout, &c.MaxHeartbeatTimeout},
+		{"send_timeout", raw.SendTimeout, &c.SendTimeout},
+		{"circuit_cooldown", raw.CircuitCooldown, &c.Breaker.Cooldown},
 	}
 	for _, d := range durations {
 		if err := decodeDuration(d.name, d.raw, d.dst); err != nil {
@@ -173,10 +231,37 @@ func (c *Config) decodePluginConfig(data []byte) error {
 	if err := decodeFloat("backoff_multiplier", raw.BackoffMultiplier, &c.Backoff.Multiplier); err != nil {
 		return err
 	}
-	if err := decodeInt("max_frame_bytes", raw.MaxFrameBytes, &c.MaxFrameBytes); err != nil {
-		return err
+	ints := []struct {
+		name string
+		raw  json.RawMessage
+		dst  *int
+	}{
+		{"max_frame_bytes", raw.MaxFrameBytes, &c.MaxFrameBytes},
+		{"fatal_after", raw.FatalAfter, &c.FatalAfter},
+		{"send_queue_frames", raw.SendQueueFrames, &c.SendQueueFrames},
+		{"replay_buffer_frames", raw.ReplayBufferFrames, &c.ReplayFrames},
+		{"replay_buffer_bytes", raw.ReplayBufferBytes, &c.ReplayBytes},
+		{"failure_threshold", raw.FailureThreshold, &c.Breaker.FailureThreshold},
+		{"max_attempts", raw.MaxAttempts, &c.MaxAttempts},
 	}
-	return decodeInt("fatal_after", raw.FatalAfter, &c.FatalAfter)
+	for _, i := range ints {
+		if err := decodeInt(i.name, i.raw, i.dst); err != nil {
+			return err
+		}
+	}
+	return decodeBool("compression", raw.Compression, &c.Compression)
+}
+
+func decodeBool(name string, raw json.RawMessage, dst *bool) error {
+	if raw == nil {
+		return nil
+	}
+	var v bool
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return fmt.Errorf("%s: invalid boolean %s; use true or false", name, raw)
+	}
+	*dst = v
+	return nil
 }
 
 // decodeDuration parses a JSON string with a unit, such as "2s". A missing
@@ -265,6 +350,55 @@ func (c *Config) validate() error {
 	if c.FatalAfter < 1 {
 		return fmt.Errorf("fatal_after: invalid value %d; use 1 or more, default %d",
 			c.FatalAfter, DefaultFatalAfter)
+	}
+	return c.validateQueues()
+}
+
+// validateQueues checks the heartbeat bounds, the queue and replay bounds
+// and the circuit breaker, and fills the defaults that depend on other
+// fields.
+func (c *Config) validateQueues() error {
+	if c.MaxHeartbeatInterval == 0 {
+		c.MaxHeartbeatInterval = maxHeartbeatFactor * c.HeartbeatInterval
+	}
+	if c.MaxHeartbeatTimeout == 0 {
+		c.MaxHeartbeatTimeout = maxHeartbeatFactor * c.HeartbeatTimeout
+	}
+	if c.MaxHeartbeatInterval < c.HeartbeatInterval {
+		return fmt.Errorf("max_heartbeat_interval: %s is less than heartbeat_interval %s; "+
+			"raise it or leave it unset for %d times the interval",
+			c.MaxHeartbeatInterval, c.HeartbeatInterval, maxHeartbeatFactor)
+	}
+	if c.MaxHeartbeatTimeout < c.HeartbeatTimeout {
+		return fmt.Errorf("max_heartbeat_timeout: %s is less than heartbeat_timeout %s; "+
+			"raise it or leave it unset for %d times the timeout",
+			c.MaxHeartbeatTimeout, c.HeartbeatTimeout, maxHeartbeatFactor)
+	}
+	positive := []struct {
+		name  string
+		value int
+	}{
+		{"send_queue_frames", c.SendQueueFrames},
+		{"replay_buffer_frames", c.ReplayFrames},
+		{"replay_buffer_bytes", c.ReplayBytes},
+		{"failure_threshold", c.Breaker.FailureThreshold},
+	}
+	for _, p := range positive {
+		if p.value < 1 {
+			return fmt.Errorf("%s: invalid value %d; use 1 or more", p.name, p.value)
+		}
+	}
+	if c.SendTimeout <= 0 {
+		return fmt.Errorf("send_timeout: invalid duration %s; it must be greater than zero, default %s",
+			c.SendTimeout, DefaultSendTimeout)
+	}
+	if c.Breaker.Cooldown <= 0 {
+		return fmt.Errorf("circuit_cooldown: invalid duration %s; it must be greater than zero, default %s",
+			c.Breaker.Cooldown, DefaultCircuitCooldown)
+	}
+	if c.MaxAttempts < 0 {
+		return fmt.Errorf("max_attempts: invalid value %d; use 0 to never give up, or a positive count",
+			c.MaxAttempts)
 	}
 	return nil
 }

@@ -1,9 +1,12 @@
 // Package connector is the reconnection plugin's implementation of the
 // Connector service of plugin/pb, and owns the worker's WebSocket
 // connection to the coordinator. It dials, sends Hello and keeps the
-// session alive with heartbeats. It notices a dead peer within the
-// heartbeat timeout and reconnects with jittered exponential backoff.
-// Task frames pass between the worker host and the coordinator unchanged.
+// session alive with heartbeats that adapt to the round-trip time. It
+// notices a dead peer within the heartbeat timeout and reconnects with
+// jittered exponential backoff behind a circuit breaker. Task frames from
+// the worker host pass a priority send queue, get sequence numbers and
+// stay in a replay buffer until the coordinator acknowledges them, so a
+// resumed session loses and repeats nothing.
 //
 // The package has no go-plugin dependency, so it is tested in process; the
 // plugin binary in the parent folder serves it through go-plugin.
@@ -30,14 +33,6 @@ import (
 
 // Name is the plugin's name in PluginInfo.
 const Name = "reconnection"
-
-// Connection states reported in StateChange.state.
-const (
-	StateConnecting = "connecting"
-	StateConnected  = "connected"
-	StateBackingOff = "backing_off"
-	StateClosed     = "closed"
-)
 
 // eventQueue bounds the events waiting for the Events stream. A full queue
 // stops the reader, which pushes back on the coordinator.
@@ -73,6 +68,22 @@ type Stats struct {
 	UnknownFrames uint64
 	// MalformedFrames counts messages that did not decode as a frame.
 	MalformedFrames uint64
+	// DuplicateFrames counts sequenced frames received a second time, from
+	// a replay, and dropped.
+	DuplicateFrames uint64
+	// ReplayedFrames counts frames written again after a resume.
+	ReplayedFrames uint64
+	// Resumes counts connections that resumed the previous session.
+	Resumes uint64
+	// HeartbeatInterval and HeartbeatTimeout are the adapted values of the
+	// open connection, or of the last one while disconnected.
+	HeartbeatInterval time.Duration
+	HeartbeatTimeout  time.Duration
+	// Unacknowledged and UnacknowledgedBytes describe the replay buffer.
+	Unacknowledged      int
+	UnacknowledgedBytes int
+	// Queued is the number of frames in the send queue, per priority.
+	Queued [priorityLevels]int
 }
 
 type counters struct {
@@ -81,6 +92,9 @@ type counters struct {
 	framesOut       atomic.Uint64
 	unknownFrames   atomic.Uint64
 	malformedFrames atomic.Uint64
+	duplicateFrames atomic.Uint64
+	replayed        atomic.Uint64
+	resumes         atomic.Uint64
 }
 
 // Connector implements pb.ConnectorServer. Configure must precede Events;
@@ -98,6 +112,7 @@ type Connector struct {
 	active *session // the welcomed session, nil while disconnected
 	last   *session // the most recent welcomed session, for Stats
 	loop   *eventLoop
+	link   *link // the open Events stream's link, nil without one
 }
 
 // eventLoop is one run of the connection loop behind one Events stream.
@@ -108,6 +123,8 @@ type eventLoop struct {
 	// ended are dropped.
 	streamDone <-chan struct{}
 	done       chan struct{}
+	machine    *stateMachine
+	link       *link
 }
 
 var _ pb.ConnectorServer = (*Connector)(nil)
@@ -169,8 +186,11 @@ func (c *Connector) Events(_ *pb.Empty, stream grpc.ServerStreamingServer[pb.Con
 		events:     make(chan *pb.ConnectorEvent, eventQueue),
 		streamDone: stream.Context().Done(),
 		done:       make(chan struct{}),
+		link:       newLink(cfg),
 	}
+	loop.machine = newStateMachine(loop.emit)
 	c.loop = loop
+	c.link = loop.link
 	c.mu.Unlock()
 
 	go func() {
@@ -182,6 +202,7 @@ func (c *Connector) Events(_ *pb.Empty, stream grpc.ServerStreamingServer[pb.Con
 
 	c.mu.Lock()
 	c.loop = nil
+	c.link = nil
 	c.mu.Unlock()
 	return err
 }
@@ -218,15 +239,20 @@ func (c *Connector) relay(stream grpc.ServerStreamingServer[pb.ConnectorEvent], 
 	}
 }
 
-// Send writes one task frame to the coordinator and returns once it is
-// written to the connection. It fails with Unavailable when no session is
-// open or the connection ends first, and with InvalidArgument for a frame
-// that is not a task frame or is too large.
+// Send queues one task frame for the coordinator and returns once the send
+// queue took it. From the first connected event until the loop ends, it
+// queues also while disconnected: the frame is written after the next
+// welcome, or dropped when the coordinator starts a new session, whose
+// state sync replaces it. While the frame's priority level is full it
+// blocks for up to send_timeout and then fails with ResourceExhausted. It
+// fails with Unavailable before the first session and after the loop ended,
+// and with InvalidArgument for a frame that is not a task frame or is too
+// large.
 func (c *Connector) Send(ctx context.Context, req *pb.SendRequest) (*pb.Empty, error) {
 	c.mu.Lock()
-	cfg, s := c.cfg, c.active
+	cfg, link := c.cfg, c.link
 	c.mu.Unlock()
-	if s == nil {
+	if link == nil || !link.isOpen() {
 		return nil, status.Error(codes.Unavailable,
 			"no session open with the coordinator; retry after the next connected event")
 	}
@@ -237,7 +263,7 @@ func (c *Connector) Send(ctx context.Context, req *pb.SendRequest) (*pb.Empty, e
 			"frame of %d bytes exceeds max_frame_bytes %d; shrink the frame or raise max_frame_bytes",
 			len(data), cfg.MaxFrameBytes)
 	}
-	frame, err := protocol.Decode(data, 0)
+	frame, err := protocol.Decode(data, cfg.MaxFrameBytes)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid frame: %v", err)
 	}
@@ -247,15 +273,26 @@ func (c *Connector) Send(ctx context.Context, req *pb.SendRequest) (*pb.Empty, e
 			"cannot send a %s frame: the host sends only task frames, the plugin sends session frames",
 			frameType)
 	}
+	// The writer numbers the frame and stamps the acknowledgement.
+	frame.Seq, frame.Ack = 0, 0
 
-	if err := s.send(ctx, data); err != nil {
-		if ctx.Err() != nil {
-			return nil, status.FromContextError(ctx.Err()).Err()
-		}
-		return nil, status.Errorf(codes.Unavailable, "send %s frame: %v; retry after the next connected event",
-			frameType, err)
+	sendCtx, cancel := context.WithTimeout(ctx, cfg.SendTimeout)
+	defer cancel()
+	err = link.queue.Push(sendCtx, priorityOf(frameType), frame)
+	switch {
+	case err == nil:
+		return &pb.Empty{}, nil
+	case errors.Is(err, errQueueClosed):
+		return nil, status.Errorf(codes.Unavailable,
+			"send %s frame: the connection loop ended; retry after the next connected event", frameType)
+	case ctx.Err() != nil:
+		return nil, status.FromContextError(ctx.Err()).Err()
+	default:
+		return nil, status.Errorf(codes.ResourceExhausted,
+			"send %s frame: send queue still full after send_timeout %s, because the coordinator "+
+				"has not acknowledged earlier frames; retry later or raise send_queue_frames",
+			frameType, cfg.SendTimeout)
 	}
-	return &pb.Empty{}, nil
 }
 
 // Stop closes the open session with a normal WebSocket close, ends the
@@ -281,7 +318,7 @@ func (c *Connector) Stop(ctx context.Context, _ *pb.Empty) (*pb.Empty, error) {
 // connection's round-trip time.
 func (c *Connector) Stats() Stats {
 	c.mu.Lock()
-	active, last := c.active, c.last
+	active, last, link := c.active, c.last, c.link
 	c.mu.Unlock()
 	stats := Stats{
 		Connections:     c.stats.connections.Load(),
@@ -289,13 +326,24 @@ func (c *Connector) Stats() Stats {
 		FramesOut:       c.stats.framesOut.Load(),
 		UnknownFrames:   c.stats.unknownFrames.Load(),
 		MalformedFrames: c.stats.malformedFrames.Load(),
+		DuplicateFrames: c.stats.duplicateFrames.Load(),
+		ReplayedFrames:  c.stats.replayed.Load(),
+		Resumes:         c.stats.resumes.Load(),
 	}
 	if active != nil {
 		stats.Connected = true
 		stats.SessionID = active.id
 	}
 	if last != nil {
-		stats.SmoothedRTT, stats.RTTVariance, stats.RTTSamples = last.rtt.get()
+		var samples int
+		stats.SmoothedRTT, stats.RTTVariance, samples = last.rtt.Get()
+		stats.RTTSamples = uint64(samples)
+		stats.HeartbeatInterval, stats.HeartbeatTimeout = last.heartbeat()
+	}
+	if link != nil {
+		window, _ := link.resumePoint()
+		stats.Unacknowledged, stats.UnacknowledgedBytes = window.Pending()
+		stats.Queued = link.queue.Len()
 	}
 	return stats
 }
@@ -329,6 +377,7 @@ func (c *Connector) hooks(loop *eventLoop) sessionHooks {
 			}
 		},
 		stats: &c.stats,
+		link:  loop.link,
 	}
 }
 
@@ -342,13 +391,19 @@ func (loop *eventLoop) emit(change *pb.StateChange) {
 	}
 }
 
-// rttMicros returns the smoothed RTT of s in microseconds, 0 without s.
-func rttMicros(s *session) int64 {
-	if s == nil {
-		return 0
+// describe fills the fields of change that come from the current or last
+// connection: round-trip time and the heartbeat values in force, or the
+// configured heartbeat values before any connection.
+func describe(change *pb.StateChange, cfg *Config, s *session) *pb.StateChange {
+	interval, timeout := cfg.HeartbeatInterval, cfg.HeartbeatTimeout
+	if s != nil {
+		smoothed, _, _ := s.rtt.Get()
+		change.RttMicros = smoothed.Microseconds()
+		interval, timeout = s.heartbeat()
 	}
-	smoothed, _, _ := s.rtt.get()
-	return smoothed.Microseconds()
+	change.HeartbeatIntervalMs = interval.Milliseconds()
+	change.HeartbeatTimeoutMs = timeout.Milliseconds()
+	return change
 }
 
 // isAuthFailure returns the Reject behind err, if any, and whether it is an

@@ -309,33 +309,43 @@ func TestConnectorHandshakeFailures(t *testing.T) {
 }
 
 func TestConnectorSendWhileDisconnected(t *testing.T) {
-	fake := startFake(t, nil)
+	fake := resumableFake(t)
 	proxy := startProxy(t, fake.addr())
 	proxy.Refuse(true)
 	h := startConnector(t, "ws://"+proxy.Addr(), fastConfig)
 	h.nextState(StateBackingOff)
 
+	// Before the first session there is nothing to queue for.
 	_, err := h.connector.Send(context.Background(), &pb.SendRequest{Frame: progressFrame(t, "t-1", 1)})
 	assert.Equal(t, codes.Unavailable, status.Code(err), "got %v", err)
 
-	// Once connected the same frame goes through.
 	proxy.Refuse(false)
 	h.nextState(StateConnected)
 	_, err = h.connector.Send(context.Background(), &pb.SendRequest{Frame: progressFrame(t, "t-1", 1)})
 	require.NoError(t, err)
 	select {
 	case frame := <-fake.taskFrame:
-		assert.Equal(t, "t-1", frame.GetTaskProgress().GetRef().GetTaskId())
+		assert.Equal(t, "step 1", frame.GetTaskProgress().GetMessage())
 	case <-time.After(waitFor):
 		t.Fatal("the coordinator did not receive the frame")
 	}
 
-	// And it fails again after the connection dropped.
+	// After a drop the frame is queued and written once the session
+	// resumes.
 	proxy.Refuse(true)
 	proxy.Cut()
 	h.nextState(StateBackingOff)
 	_, err = h.connector.Send(context.Background(), &pb.SendRequest{Frame: progressFrame(t, "t-1", 2)})
-	assert.Equal(t, codes.Unavailable, status.Code(err), "got %v", err)
+	require.NoError(t, err)
+	proxy.Refuse(false)
+	resumed := h.nextState(StateConnected)
+	assert.True(t, resumed.GetResumed())
+	select {
+	case frame := <-fake.taskFrame:
+		assert.Equal(t, "step 2", frame.GetTaskProgress().GetMessage())
+	case <-time.After(waitFor):
+		t.Fatal("the coordinator did not receive the frame queued while disconnected")
+	}
 }
 
 func TestConnectorSendRejectsInvalidFrames(t *testing.T) {
@@ -409,7 +419,8 @@ func TestConnectorForwardsTaskFrames(t *testing.T) {
 	conn := fake.latest()
 
 	// A frame of a type this build does not know is counted and skipped.
-	unknown := protowire.AppendTag(nil, 99, protowire.BytesType)
+	// The leading 0 is the encoding byte of a plain frame.
+	unknown := protowire.AppendTag([]byte{0}, 99, protowire.BytesType)
 	unknown = protowire.AppendBytes(unknown, []byte("future"))
 	require.NoError(t, conn.sendRaw(unknown))
 	require.NoError(t, conn.sendRaw(unknown))

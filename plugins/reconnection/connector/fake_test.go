@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,12 +43,27 @@ type fakeCoordinator struct {
 	helloAt   []time.Time
 	handlers  sync.WaitGroup
 	taskFrame chan *wirepb.Frame
+	// resumable keeps each session's window for a resume; without it every
+	// Hello starts a new session.
+	resumable bool
+	windows   map[string]*protocol.Window
+	// compression is the algorithm Welcome chooses when Hello offers it.
+	compression string
+	// withholdAcks makes every connection stamp ack 0 from now on.
+	withholdAcks atomic.Bool
+	// sendMu orders sendTask against the replay of a resumed connection,
+	// so every numbered frame is either replayed or written after it.
+	sendMu sync.Mutex
 }
 
 // fakeConn is one worker connection on the fake coordinator.
 type fakeConn struct {
 	ws          *websocket.Conn
 	subprotocol string
+	sessionID   string
+	owner       *fakeCoordinator
+	window      *protocol.Window
+	codec       protocol.Codec
 	writeMu     sync.Mutex
 	replies     chan *wirepb.Heartbeat
 	closeCode   chan int
@@ -55,7 +71,12 @@ type fakeConn struct {
 
 func startFake(t *testing.T, hello func(n int, hello *wirepb.Hello) *wirepb.Frame) *fakeCoordinator {
 	t.Helper()
-	f := &fakeCoordinator{t: t, hello: hello, taskFrame: make(chan *wirepb.Frame, 1024)}
+	f := &fakeCoordinator{
+		t:         t,
+		hello:     hello,
+		taskFrame: make(chan *wirepb.Frame, 4096),
+		windows:   make(map[string]*protocol.Window),
+	}
 	f.server = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.close)
 	return f
@@ -130,6 +151,7 @@ func (f *fakeCoordinator) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &fakeConn{
+		owner:       f,
 		ws:          ws,
 		subprotocol: ws.Subprotocol(),
 		replies:     make(chan *wirepb.Heartbeat, 1024),
@@ -168,7 +190,7 @@ func (f *fakeCoordinator) session(c *fakeConn) {
 	n := len(f.hellos)
 	f.mu.Unlock()
 
-	reply := welcome(fmt.Sprintf("s-%d", n))
+	reply := f.welcomeFor(c, n, frame)
 	if f.hello != nil {
 		if custom := f.hello(n, frame.GetHello()); custom != nil {
 			reply = custom
@@ -177,6 +199,24 @@ func (f *fakeCoordinator) session(c *fakeConn) {
 	if err := c.send(reply); err != nil || reply.GetReject() != nil {
 		return
 	}
+	if reply.GetWelcome().GetCompression() != "" {
+		c.writeMu.Lock()
+		c.codec.Compression = reply.GetWelcome().GetCompression()
+		c.writeMu.Unlock()
+	}
+	f.sendMu.Lock()
+	if reply.GetWelcome().GetResumed() {
+		for _, frame := range c.window.Unacknowledged() {
+			if err := c.send(frame); err != nil {
+				f.sendMu.Unlock()
+				return
+			}
+		}
+	}
+	f.mu.Lock()
+	c.sessionID = reply.GetWelcome().GetSessionId()
+	f.mu.Unlock()
+	f.sendMu.Unlock()
 
 	for {
 		// Long enough for any test, short enough that a forgotten
@@ -185,6 +225,15 @@ func (f *fakeCoordinator) session(c *fakeConn) {
 		frame, err := c.read()
 		if err != nil {
 			return
+		}
+		isNew, err := c.window.Receive(frame)
+		if err != nil {
+			f.t.Logf("fake coordinator: %v", err)
+			return
+		}
+		c.window.Acknowledge(frame.GetAck())
+		if !isNew {
+			continue
 		}
 		heartbeat := frame.GetHeartbeat()
 		switch {
@@ -205,6 +254,64 @@ func (f *fakeCoordinator) session(c *fakeConn) {
 	}
 }
 
+// welcomeFor returns the Welcome for the n-th Hello and sets the
+// connection's window: the remembered one on a resume, a new one otherwise.
+func (f *fakeCoordinator) welcomeFor(c *fakeConn, n int, frame *wirepb.Frame) *wirepb.Frame {
+	hello := frame.GetHello()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	reply := welcome(fmt.Sprintf("s-%d", n))
+	if f.compression != "" && len(hello.GetCompression()) > 0 {
+		reply.GetWelcome().Compression = f.compression
+	}
+	if window, ok := f.windows[hello.GetSessionId()]; ok && f.resumable {
+		c.window = window
+		window.Acknowledge(frame.GetAck())
+		reply.GetWelcome().SessionId = hello.GetSessionId()
+		reply.GetWelcome().Resumed = true
+		reply.Ack = window.Received()
+		return reply
+	}
+	c.window = protocol.NewWindow(0, 0)
+	if f.resumable {
+		f.windows[reply.GetWelcome().GetSessionId()] = c.window
+	}
+	return reply
+}
+
+// forget drops every remembered session, like a coordinator restart.
+func (f *fakeCoordinator) forget() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.windows = make(map[string]*protocol.Window)
+}
+
+// sendTask numbers a task frame in the newest session's window and writes
+// it to that session's newest connection. A failed write loses nothing:
+// the frame is replayed when the worker resumes.
+func (f *fakeCoordinator) sendTask(frame *wirepb.Frame) error {
+	f.sendMu.Lock()
+	defer f.sendMu.Unlock()
+	f.mu.Lock()
+	var conn *fakeConn
+	for i := len(f.conns) - 1; i >= 0 && conn == nil; i-- {
+		if f.conns[i].sessionID != "" {
+			conn = f.conns[i]
+		}
+	}
+	if conn == nil {
+		f.mu.Unlock()
+		return fmt.Errorf("no session")
+	}
+	window := conn.window
+	f.mu.Unlock()
+	if err := window.Add(frame); err != nil {
+		return err
+	}
+	_ = conn.send(frame)
+	return nil
+}
+
 func (c *fakeConn) read() (*wirepb.Frame, error) {
 	_, data, err := c.ws.ReadMessage()
 	if err != nil {
@@ -213,8 +320,26 @@ func (c *fakeConn) read() (*wirepb.Frame, error) {
 	return protocol.Decode(data, protocol.DefaultMaxFrameBytes)
 }
 
+// resumableFake starts a fake coordinator that resumes sessions.
+func resumableFake(t *testing.T) *fakeCoordinator {
+	t.Helper()
+	f := startFake(t, nil)
+	f.mu.Lock()
+	f.resumable = true
+	f.mu.Unlock()
+	return f
+}
+
+// send writes a copy of frame stamped with the connection's ack.
 func (c *fakeConn) send(frame *wirepb.Frame) error {
-	data, err := protocol.Encode(frame)
+	stamped := &wirepb.Frame{Seq: frame.GetSeq(), Body: frame.Body}
+	if c.window != nil && !c.owner.withholdAcks.Load() {
+		stamped.Ack = c.window.Received()
+	}
+	c.writeMu.Lock()
+	codec := c.codec
+	c.writeMu.Unlock()
+	data, err := codec.Encode(stamped)
 	if err != nil {
 		return err
 	}

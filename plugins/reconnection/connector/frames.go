@@ -34,9 +34,29 @@ func HandledTypes() map[string]bool {
 	return types
 }
 
-// dispatch routes one decoded inbound frame; data is its encoding.
+// dispatch routes one decoded inbound frame; data is its encoding. After
+// Welcome every frame first passes the session window: a duplicate from a
+// replay is counted and dropped, a gap in the sequence ends the connection,
+// and the frame's ack drops acknowledged frames from the replay buffer.
 func (s *session) dispatch(frame *pb.Frame, data []byte) error {
 	frameType := protocol.TypeOf(frame)
+	if s.isWelcomed.Load() {
+		isNew, err := s.window.Receive(frame)
+		if err != nil {
+			return fmt.Errorf("coordinator sent a %s frame out of sequence: %w", frameType, err)
+		}
+		s.acknowledge(frame.GetAck())
+		if !isNew {
+			s.hooks.stats.duplicateFrames.Add(1)
+			return nil
+		}
+		if frame.GetSeq() > 0 && s.unacked.Add(1) > ackEvery {
+			select {
+			case s.ackNudge <- struct{}{}:
+			default:
+			}
+		}
+	}
 	if handle, ok := sessionHandlers[frameType]; ok {
 		return handle(s, frame)
 	}
@@ -52,23 +72,60 @@ func (s *session) dispatch(frame *pb.Frame, data []byte) error {
 	return nil
 }
 
+// acknowledge drops the frames up to ack from the replay buffer and wakes
+// a writer that waits for room.
+func (s *session) acknowledge(ack uint64) {
+	if ack == 0 {
+		return
+	}
+	before, _ := s.window.Pending()
+	s.window.Acknowledge(ack)
+	if after, _ := s.window.Pending(); after < before {
+		select {
+		case s.acked <- struct{}{}:
+		default:
+		}
+	}
+}
+
 func (s *session) onWelcome(frame *pb.Frame) error {
 	if s.isWelcomed.Load() {
 		s.log.Warn("ignoring a second welcome on the same connection", "session_id", s.id)
 		return nil
 	}
 	welcome := frame.GetWelcome()
+	compression := welcome.GetCompression()
+	if compression != "" && (compression != protocol.CompressionDeflate || !s.cfg.Compression) {
+		return fmt.Errorf("coordinator chose compression %q, which the worker did not offer; "+
+			"set compression = true in the reconnection plugin config or upgrade the plugin", compression)
+	}
 	s.id = welcome.GetSessionId()
 	// Only the reader goroutine logs through s.log, so it may be replaced
 	// here.
 	s.log = s.log.With("session_id", s.id)
 
-	// The coordinator expects a frame at least every interval it announces,
-	// so a shorter announced interval wins over the configured one.
-	if announced := time.Duration(welcome.GetHeartbeatIntervalMs()) * time.Millisecond; announced > 0 &&
-		announced < s.interval {
-		s.interval = announced
+	// A resume needs both sides to name the same session.
+	s.resumed = welcome.GetResumed() && s.resumeID != ""
+	window, dropped := s.hooks.link.welcome(s.id, s.resumed, frame.GetAck())
+	s.window = window
+	if dropped > 0 {
+		s.log.Warn("new session, dropping frames queued for the previous one; "+
+			"the worker host's state sync resends what matters", "frames", dropped)
 	}
+	s.codec = protocol.Codec{
+		Compression:     compression,
+		MaxFrameBytes:   s.cfg.MaxFrameBytes,
+		MaxDecodedBytes: s.cfg.MaxFrameBytes,
+	}
+	s.bounds = heartbeatBounds(s.cfg,
+		time.Duration(welcome.GetHeartbeatIntervalMs())*time.Millisecond,
+		time.Duration(welcome.GetHeartbeatTimeoutMs())*time.Millisecond)
+	s.interval.Store(int64(s.bounds.Interval))
+	// The handshake is the first round-trip sample, so the read deadline
+	// set right after Welcome already fits a slow link.
+	s.rtt.Add(time.Duration(time.Now().UnixNano() - s.helloSentAt.Load()))
+	s.adaptHeartbeat()
+
 	s.isWelcomed.Store(true)
 	close(s.welcomed)
 	return nil
@@ -90,11 +147,12 @@ func (s *session) onHeartbeat(frame *pb.Frame) error {
 	now := time.Now()
 	if heartbeat.GetReply() {
 		// The echo is this process's own wall clock, so no clock offset
-		// enters the sample. A sample beyond the heartbeat timeout comes
-		// from a clock step and is dropped.
+		// enters the sample. A sample beyond the largest heartbeat timeout
+		// comes from a clock step and is dropped.
 		sample := time.Duration(now.UnixNano() - heartbeat.GetEchoUnixNano())
-		if sample > 0 && sample <= s.cfg.HeartbeatTimeout {
-			s.rtt.observe(sample)
+		if sample > 0 && sample <= s.cfg.MaxHeartbeatTimeout {
+			s.rtt.Add(sample)
+			s.adaptHeartbeat()
 		}
 		return nil
 	}

@@ -12,72 +12,151 @@ import (
 )
 
 // connectLoop connects, runs each connection until it ends and redials
-// after a backoff delay. It returns when ctx ends or after the coordinator
-// rejected the credentials FatalAfter times in a row, and its last event is
-// always a closed state change.
-//
-// NOTE: every connection starts a new session (Hello without session_id),
-// because frames carry no sequence numbers yet and so cannot be replayed.
+// after a backoff delay, or after the circuit breaker's cooldown once too
+// many attempts in a row failed. It returns when ctx ends, after the
+// coordinator rejected the credentials FatalAfter times in a row, or after
+// MaxAttempts failed attempts in a row; its last event is always a closed
+// state change.
 func (c *Connector) connectLoop(ctx context.Context, cfg *Config, loop *eventLoop) {
 	log := c.log.With("worker_id", cfg.WorkerID)
-	backoff := NewBackoff(cfg.Backoff, c.rng)
-	var auth authFailures
+	defer loop.link.close()
+	r := &retryState{
+		backoff: NewBackoff(cfg.Backoff, c.rng),
+		breaker: NewBreaker(cfg.Breaker, c.rng, nil),
+	}
 	var connections uint64
 	var last *session
 
 	for {
-		attempt := uint32(backoff.Failures() + 1)
-		loop.emit(&pb.StateChange{State: StateConnecting, Attempt: attempt})
+		attempt := uint32(r.backoff.Failures() + 1)
+		_, resumeID := loop.link.resumePoint()
+		dialState := StateConnecting
+		if resumeID != "" {
+			dialState = StateResuming
+		}
+		c.transition(loop, log, describe(&pb.StateChange{
+			State: dialState, Attempt: attempt, SessionId: resumeID, Reconnects: c.reconnects(connections),
+		}, cfg, last))
 
 		// Dial, then run the connection until it ends.
 		s, err := c.connect(ctx, cfg, log, loop)
 		if err == nil {
 			last = s
-			auth.reset()
+			r.succeeded()
 			connections++
 			err = c.runSession(ctx, cfg, s, sessionInfo{attempt: attempt, reconnects: connections - 1},
-				backoff, loop, log)
+				r.backoff, loop, log)
+		} else {
+			r.failed()
 		}
 
 		if ctx.Err() != nil {
-			emitStopped(ctx, loop, log, attempt)
+			c.emitStopped(ctx, loop, log, attempt)
 			return
 		}
 
-		// Give up on credentials that keep failing the same way.
-		if reason, fatal := auth.check(err, cfg); fatal {
+		// Give up on credentials that keep failing the same way, or after
+		// max_attempts.
+		reason, fatal := r.auth.check(err, cfg)
+		if !fatal && cfg.MaxAttempts > 0 && r.failures >= cfg.MaxAttempts {
+			reason, fatal = fmt.Sprintf("fatal: gave up after %d attempts: %v", r.failures, err), true
+		}
+		if fatal {
 			log.Error("giving up on the coordinator", "url", cfg.URL, "reason", reason)
-			loop.emit(&pb.StateChange{State: StateClosed, Reason: reason, Attempt: attempt})
+			c.transition(loop, log, describe(&pb.StateChange{
+				State: StateClosed, Reason: reason, Attempt: attempt, Reconnects: c.reconnects(connections),
+			}, cfg, last))
 			return
 		}
 
-		// Back off, then redial.
-		delay := retryDelay(cfg, backoff, err)
-		log.Warn("connection failed, backing off", "url", cfg.URL, "error", err,
-			"attempt", backoff.Failures(), "delay", delay)
-		loop.emit(&pb.StateChange{
-			State:           StateBackingOff,
-			Reason:          err.Error(),
-			Attempt:         uint32(backoff.Failures()),
-			NextRetryUnixMs: time.Now().Add(delay).UnixMilli(),
-			RttMicros:       rttMicros(last),
-		})
+		// Wait for the backoff delay, or for the breaker's cooldown.
+		change, delay := c.nextWait(cfg, r, err, log)
+		change.Reconnects = c.reconnects(connections)
+		c.transition(loop, log, describe(change, cfg, last))
 		if !sleep(ctx, delay) {
-			emitStopped(ctx, loop, log, uint32(backoff.Failures()))
+			c.emitStopped(ctx, loop, log, change.GetAttempt())
 			return
 		}
 	}
 }
 
+// retryState is what the loop tracks across attempts.
+type retryState struct {
+	backoff *Backoff
+	breaker *Breaker
+	auth    authFailures
+	// failures counts failed attempts since the last welcome.
+	failures int
+}
+
+func (r *retryState) succeeded() {
+	r.breaker.Success()
+	r.auth.reset()
+	r.failures = 0
+}
+
+func (r *retryState) failed() {
+	r.breaker.Failure()
+	r.failures++
+}
+
+// nextWait returns the state change to report after a failed or ended
+// connection and the delay before the next attempt.
+func (c *Connector) nextWait(cfg *Config, r *retryState, err error, log hclog.Logger) (*pb.StateChange, time.Duration) {
+	delay := retryDelay(cfg, r.backoff, err)
+	if r.breaker.State() != BreakerOpen {
+		log.Warn("connection failed, backing off", "url", cfg.URL, "error", err,
+			"attempt", r.backoff.Failures(), "delay", delay)
+		return &pb.StateChange{
+			State:           StateBackingOff,
+			Reason:          err.Error(),
+			Attempt:         uint32(r.backoff.Failures()),
+			NextRetryUnixMs: time.Now().Add(delay).UnixMilli(),
+		}, delay
+	}
+
+	// The cooldown replaces the backoff delay, but a Reject's
+	// retry_after_ms stays a minimum.
+	wait := r.breaker.Allow()
+	var reject *RejectError
+	if errors.As(err, &reject) && reject.RetryAfter > wait {
+		wait = reject.RetryAfter
+	}
+	log.Warn("circuit breaker open, pausing connection attempts", "url", cfg.URL, "error", err,
+		"failures", r.breaker.Failures(), "cooldown", wait)
+	return &pb.StateChange{
+		State:           StateCircuitOpen,
+		Reason:          fmt.Sprintf("%d failed attempts in a row: %v", r.breaker.Failures(), err),
+		Attempt:         uint32(r.backoff.Failures()),
+		NextRetryUnixMs: time.Now().Add(wait).UnixMilli(),
+	}, wait
+}
+
+// reconnects returns the number of connections after the first one.
+func (c *Connector) reconnects(connections uint64) uint64 {
+	if connections == 0 {
+		return 0
+	}
+	return connections - 1
+}
+
+// transition moves the state machine and logs a transition that the table
+// does not allow, which is a bug in the loop.
+func (c *Connector) transition(loop *eventLoop, log hclog.Logger, change *pb.StateChange) {
+	if err := loop.machine.Transition(change); err != nil {
+		log.Error("connection state machine", "error", err)
+	}
+}
+
 // emitStopped reports the end of the loop after ctx ended: a Stop call, or
 // the end of the Events stream.
-func emitStopped(ctx context.Context, loop *eventLoop, log hclog.Logger, attempt uint32) {
+func (c *Connector) emitStopped(ctx context.Context, loop *eventLoop, log hclog.Logger, attempt uint32) {
 	reason := "stopped"
 	if cause := context.Cause(ctx); !errors.Is(cause, errStopped) {
 		reason = fmt.Sprintf("events stream ended: %v", cause)
 	}
 	log.Info("connection loop ended", "reason", reason)
-	loop.emit(&pb.StateChange{State: StateClosed, Reason: reason, Attempt: attempt})
+	c.transition(loop, log, &pb.StateChange{State: StateClosed, Reason: reason, Attempt: attempt})
 }
 
 // connect dials and completes the Hello/Welcome handshake.
@@ -110,19 +189,28 @@ func (c *Connector) runSession(
 	log hclog.Logger,
 ) error {
 	c.stats.connections.Add(1)
+	if s.resumed {
+		c.stats.resumes.Add(1)
+	}
 	c.setActive(s)
-	loop.emit(&pb.StateChange{
+	c.transition(loop, log, describe(&pb.StateChange{
 		State:      StateConnected,
 		Attempt:    info.attempt,
 		SessionId:  s.id,
-		RttMicros:  rttMicros(s),
 		Reconnects: info.reconnects,
-	})
+		Resumed:    s.resumed,
+	}, cfg, s))
+	interval, timeout := s.heartbeat()
 	log.Info("connected", "url", cfg.URL, "session_id", s.id, "attempt", info.attempt,
-		"reconnects", info.reconnects)
+		"reconnects", info.reconnects, "resumed", s.resumed,
+		"heartbeat_interval", interval, "heartbeat_timeout", timeout)
 
 	started := time.Now()
-	err := s.run(ctx)
+	err := s.run(ctx, func() {
+		c.transition(loop, log, describe(&pb.StateChange{
+			State: StateDraining, Reason: "stopping", SessionId: s.id, Attempt: info.attempt,
+		}, cfg, s))
+	})
 	c.setActive(nil)
 	uptime := time.Since(started)
 	if uptime >= cfg.HealthyAfter {

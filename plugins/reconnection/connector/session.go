@@ -50,10 +50,13 @@ func (e *RejectError) Error() string {
 	return msg
 }
 
-// outbound is one message for the writer goroutine. result, when set,
-// receives the outcome of the write and must have room for one value.
+// outbound is one message for the writer goroutine: a frame, which the
+// writer encodes and stamps with the current ack, or a WebSocket control
+// message in data. result, when set, receives the outcome of the write and
+// must have room for one value.
 type outbound struct {
 	messageType int
+	frame       *pb.Frame
 	data        []byte
 	result      chan error
 }
@@ -66,6 +69,7 @@ type sessionHooks struct {
 	// unknown is called for each frame whose type this build does not know.
 	unknown func(s *session)
 	stats   *counters
+	link    *link
 }
 
 // session is one WebSocket connection to the coordinator, from the dial to
@@ -78,13 +82,36 @@ type session struct {
 	log   hclog.Logger
 	ws    *websocket.Conn
 	hooks sessionHooks
-	rtt   rttEstimator
+	rtt   protocol.RTTEstimator
+
+	// helloWindow is the window of the previous session, whose Received
+	// value Hello carries.
+	helloWindow *protocol.Window
+	// resumeID is the session id that Hello names, empty for a new session.
+	resumeID string
 
 	// Set by the reader from Welcome before welcomed is closed, and read
 	// only after that.
-	id       string
-	interval time.Duration
+	id      string
+	resumed bool
+	window  *protocol.Window
+	codec   protocol.Codec
+	bounds  protocol.HeartbeatBounds
 
+	// interval and timeout are the heartbeat period and read timeout in
+	// force, adapted to the round-trip time, in nanoseconds.
+	interval atomic.Int64
+	timeout  atomic.Int64
+	// unacked counts the sequenced frames received since the writer last
+	// wrote a frame, which carried their acknowledgement.
+	unacked  atomic.Int64
+	ackNudge chan struct{}
+	// acked has a value after an inbound ack freed room in the window.
+	acked chan struct{}
+
+	// helloSentAt is when Hello was queued, in Unix nanoseconds; the wait
+	// for Welcome is the first round-trip sample.
+	helloSentAt atomic.Int64
 	welcomed    chan struct{}
 	isWelcomed  atomic.Bool
 	handshakeBy time.Time
@@ -99,6 +126,7 @@ type session struct {
 
 // dialSession opens the WebSocket connection with the dtf subprotocol.
 func dialSession(ctx context.Context, cfg *Config, log hclog.Logger, hooks sessionHooks) (*session, error) {
+	window, resumeID := hooks.link.resumePoint()
 	dialer := websocket.Dialer{
 		NetDialContext:   (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext,
 		HandshakeTimeout: cfg.DialTimeout,
@@ -126,17 +154,23 @@ func dialSession(ctx context.Context, cfg *Config, log hclog.Logger, hooks sessi
 	ws.SetReadLimit(int64(cfg.MaxFrameBytes))
 
 	s := &session{
-		cfg:        cfg,
-		log:        log,
-		ws:         ws,
-		hooks:      hooks,
-		interval:   cfg.HeartbeatInterval,
-		welcomed:   make(chan struct{}),
-		out:        make(chan outbound, outboundQueue),
-		done:       make(chan struct{}),
-		readerDone: make(chan struct{}),
-		writerDone: make(chan struct{}),
+		cfg:         cfg,
+		log:         log,
+		ws:          ws,
+		hooks:       hooks,
+		helloWindow: window,
+		resumeID:    resumeID,
+		bounds:      heartbeatBounds(cfg, 0, 0),
+		ackNudge:    make(chan struct{}, 1),
+		acked:       make(chan struct{}, 1),
+		welcomed:    make(chan struct{}),
+		out:         make(chan outbound, outboundQueue),
+		done:        make(chan struct{}),
+		readerDone:  make(chan struct{}),
+		writerDone:  make(chan struct{}),
 	}
+	s.interval.Store(int64(cfg.HeartbeatInterval))
+	s.timeout.Store(int64(cfg.HeartbeatTimeout))
 	ws.SetPingHandler(s.onPing)
 	ws.SetPongHandler(s.onPong)
 	ws.SetCloseHandler(s.onClose)
@@ -153,13 +187,17 @@ func (s *session) open(ctx context.Context, pluginVersion string) error {
 	hello := &pb.Frame{Body: &pb.Frame_Hello{Hello: &pb.Hello{
 		WorkerId:      s.cfg.WorkerID,
 		Token:         s.cfg.Token,
+		SessionId:     s.resumeID,
 		TaskTypes:     s.cfg.TaskTypes,
 		Slots:         s.cfg.Slots,
 		Labels:        s.cfg.Labels,
 		HostVersion:   s.cfg.HostVersion,
 		PluginVersion: pluginVersion,
 	}}}
-	sentAt := time.Now()
+	if s.cfg.Compression {
+		hello.GetHello().Compression = []string{protocol.CompressionDeflate}
+	}
+	s.helloSentAt.Store(time.Now().UnixNano())
 	if err := s.sendFrame(ctx, hello); err != nil {
 		s.end(fmt.Errorf("send hello: %w", err))
 		return s.finish()
@@ -169,7 +207,6 @@ func (s *session) open(ctx context.Context, pluginVersion string) error {
 	defer timer.Stop()
 	select {
 	case <-s.welcomed:
-		s.rtt.observe(time.Since(sentAt))
 		return nil
 	case <-s.done:
 	case <-timer.C:
@@ -180,16 +217,37 @@ func (s *session) open(ctx context.Context, pluginVersion string) error {
 	return s.finish()
 }
 
-// run waits until the connection ends or ctx is cancelled, in which case it
+// run waits until the connection ends or ctx is cancelled. On cancel it
+// calls draining, writes what the send queue holds for up to closeWait and
 // closes the connection with a normal WebSocket close. It returns the cause
 // of the end.
-func (s *session) run(ctx context.Context) error {
+func (s *session) run(ctx context.Context, draining func()) error {
 	select {
 	case <-s.done:
 	case <-ctx.Done():
+		draining()
+		s.drainSendQueue()
 		s.closeNormally()
 	}
 	return s.finish()
+}
+
+// drainSendQueue waits up to closeWait for the writer to take every queued
+// frame, so a stop does not strand frames that Send accepted.
+func (s *session) drainSendQueue() {
+	deadline := time.NewTimer(closeWait)
+	defer deadline.Stop()
+	poll := time.NewTicker(5 * time.Millisecond)
+	defer poll.Stop()
+	for s.hooks.link.queue.Queued() > 0 {
+		select {
+		case <-poll.C:
+		case <-deadline.C:
+			return
+		case <-s.done:
+			return
+		}
+	}
 }
 
 // closeNormally sends a close frame and waits up to closeWait for the
@@ -229,18 +287,10 @@ func (s *session) end(err error) {
 	})
 }
 
-// sendFrame encodes frame and waits until the writer has written it.
+// sendFrame queues a session frame and waits until the writer has written
+// it.
 func (s *session) sendFrame(ctx context.Context, frame *pb.Frame) error {
-	data, err := protocol.Encode(frame)
-	if err != nil {
-		return fmt.Errorf("encode %s frame: %w", protocol.TypeOf(frame), err)
-	}
-	return s.send(ctx, data)
-}
-
-// send queues one encoded frame and waits until the writer has written it.
-func (s *session) send(ctx context.Context, data []byte) error {
-	item := outbound{messageType: websocket.BinaryMessage, data: data, result: make(chan error, 1)}
+	item := outbound{messageType: websocket.BinaryMessage, frame: frame, result: make(chan error, 1)}
 	select {
 	case s.out <- item:
 	case <-s.done:
@@ -276,16 +326,12 @@ func (s *session) queueControl(messageType int, data []byte) {
 	}
 }
 
-// queueFrame queues a frame without waiting for the write, for heartbeat
-// replies. It blocks while the queue is full, until the connection ends.
+// queueFrame queues a session frame without waiting for the write, for
+// heartbeat replies. It blocks while the queue is full, until the
+// connection ends.
 func (s *session) queueFrame(frame *pb.Frame) {
-	data, err := protocol.Encode(frame)
-	if err != nil {
-		s.log.Error("encode frame failed", "type", protocol.TypeOf(frame), "error", err)
-		return
-	}
 	select {
-	case s.out <- outbound{messageType: websocket.BinaryMessage, data: data}:
+	case s.out <- outbound{messageType: websocket.BinaryMessage, frame: frame}:
 	case <-s.done:
 	}
 }
@@ -296,7 +342,7 @@ func (s *session) readDeadline() time.Time {
 	if !s.isWelcomed.Load() {
 		return s.handshakeBy
 	}
-	return time.Now().Add(s.cfg.HeartbeatTimeout)
+	return time.Now().Add(time.Duration(s.timeout.Load()))
 }
 
 func (s *session) onPing(data string) error {
@@ -333,7 +379,8 @@ func (s *session) readLoop() {
 			s.malformed(fmt.Errorf("websocket message type %d, expected binary", messageType))
 			continue
 		}
-		frame, err := protocol.Decode(data, s.cfg.MaxFrameBytes)
+		frame, err := protocol.Codec{MaxFrameBytes: s.cfg.MaxFrameBytes, MaxDecodedBytes: s.cfg.MaxFrameBytes}.
+			Decode(data)
 		if err != nil {
 			s.malformed(err)
 			continue
@@ -352,7 +399,7 @@ func (s *session) describeReadError(err error) error {
 			return fmt.Errorf("no welcome from %s within handshake_timeout %s", s.cfg.URL, s.cfg.HandshakeTimeout)
 		}
 		return fmt.Errorf("no frame from the coordinator within heartbeat_timeout %s: %w",
-			s.cfg.HeartbeatTimeout, err)
+			time.Duration(s.timeout.Load()), err)
 	}
 	// gorilla/websocket reports a TCP close without a close frame as close
 	// code 1006.
@@ -370,105 +417,4 @@ func (s *session) malformed(err error) {
 		s.log.Warn("ignoring malformed message from the coordinator; further ones are only counted",
 			"error", err)
 	}
-}
-
-// writeLoop writes every queued message and, once the session is welcomed,
-// a heartbeat frame and a WebSocket ping every interval.
-func (s *session) writeLoop() {
-	defer close(s.writerDone)
-	var ticks <-chan time.Time
-	welcomed := s.welcomed
-	closeSent := false
-	for {
-		select {
-		case <-welcomed:
-			welcomed = nil
-			ticker := time.NewTicker(s.interval)
-			defer ticker.Stop()
-			ticks = ticker.C
-		case <-ticks:
-			if err := s.writeHeartbeat(); err != nil {
-				s.end(fmt.Errorf("send heartbeat: %w", err))
-				s.drainQueue(closeSent)
-				return
-			}
-		case item := <-s.out:
-			if closeSent {
-				s.reply(item, errSessionClosed)
-				continue
-			}
-			err := s.write(item)
-			s.reply(item, err)
-			if err != nil {
-				s.end(fmt.Errorf("write to coordinator: %w", err))
-				s.drainQueue(true)
-				return
-			}
-			if item.messageType == websocket.CloseMessage {
-				closeSent = true
-				ticks = nil
-			}
-		case <-s.done:
-			s.drainQueue(closeSent)
-			return
-		}
-	}
-}
-
-// drainQueue fails every queued item with errSessionClosed after the
-// connection ended. A close frame that the reader queued in reply to the
-// coordinator's is still written, to complete the close handshake.
-func (s *session) drainQueue(closeSent bool) {
-	for {
-		select {
-		case item := <-s.out:
-			if item.messageType == websocket.CloseMessage && !closeSent {
-				_ = s.ws.WriteControl(websocket.CloseMessage, item.data, time.Now().Add(closeWait))
-				closeSent = true
-			}
-			s.reply(item, errSessionClosed)
-		default:
-			return
-		}
-	}
-}
-
-func (s *session) reply(item outbound, err error) {
-	if item.result != nil {
-		item.result <- err
-	}
-}
-
-func (s *session) write(item outbound) error {
-	switch item.messageType {
-	case websocket.CloseMessage, websocket.PingMessage, websocket.PongMessage:
-		return s.ws.WriteControl(item.messageType, item.data, time.Now().Add(closeWait))
-	}
-	if err := s.ws.SetWriteDeadline(time.Now().Add(s.cfg.HeartbeatTimeout)); err != nil {
-		return err
-	}
-	if err := s.ws.WriteMessage(item.messageType, item.data); err != nil {
-		return err
-	}
-	s.hooks.stats.framesOut.Add(1)
-	return nil
-}
-
-// writeHeartbeat sends a Heartbeat frame and a WebSocket ping. The frame
-// measures the round-trip time through the coordinator's frame handling.
-// The pong refreshes the read deadline even when the coordinator is slow
-// to reply to frames, because gorilla/websocket replies to pings inside
-// its read call.
-func (s *session) writeHeartbeat() error {
-	frame := &pb.Frame{Body: &pb.Frame_Heartbeat{Heartbeat: &pb.Heartbeat{
-		SentUnixNano: time.Now().UnixNano(),
-	}}}
-	data, err := protocol.Encode(frame)
-	if err != nil {
-		return err
-	}
-	if err := s.write(outbound{messageType: websocket.BinaryMessage, data: data}); err != nil {
-		return err
-	}
-	return s.write(outbound{messageType: websocket.PingMessage})
 }

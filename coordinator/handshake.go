@@ -1,0 +1,184 @@
+package coordinator
+
+import (
+	"crypto/subtle"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/dtf-io/dtf/protocol"
+	"github.com/dtf-io/dtf/protocol/pb"
+)
+
+// handleConnect upgrades a worker connection, runs the handshake and then
+// serves the session until the connection ends.
+func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
+	// Registered before the upgrade, so Run's wait cannot start before it.
+	s.conns.Add(1)
+	defer s.conns.Done()
+
+	if !slices.Contains(websocket.Subprotocols(r), protocol.Subprotocol) {
+		writeError(w, http.StatusBadRequest, "", fmt.Sprintf(
+			"missing WebSocket subprotocol %q; connect with a dtf worker of this version", protocol.Subprotocol))
+		return
+	}
+	if !s.startHandshake() {
+		s.rejectUpgrade(w, r)
+		return
+	}
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		s.pendingHandshakes.Add(-1)
+		// The upgrader has already written an HTTP error.
+		s.log.Warn("websocket upgrade failed", "remote_addr", r.RemoteAddr, "error", err)
+		return
+	}
+	ws.SetReadLimit(int64(s.cfg.Workers.MaxFrameBytes))
+
+	ss, c, welcome := s.handshake(ws, r.RemoteAddr)
+	if ss == nil {
+		return
+	}
+	s.serveConnection(ss, c, welcome)
+}
+
+// startHandshake counts a connection that waits for its hello and reports
+// whether it is within workers.max_pending_handshakes.
+func (s *Server) startHandshake() bool {
+	if s.pendingHandshakes.Add(1) > int64(s.cfg.Workers.MaxPendingHandshakes) {
+		s.pendingHandshakes.Add(-1)
+		return false
+	}
+	return true
+}
+
+// rejectUpgrade answers an upgrade over the pending handshake limit with
+// 503 and a Retry-After of one second up to the handshake timeout, spread
+// at random so that the rejected workers do not return together.
+func (s *Server) rejectUpgrade(w http.ResponseWriter, r *http.Request) {
+	maxSeconds := max(int(s.cfg.Workers.HandshakeTimeout/time.Second), 1)
+	retry := 1 + rand.IntN(maxSeconds)
+	if n, ok := s.upgradeRejectLog.count(time.Now()); ok {
+		s.log.Warn("websocket upgrade rejected: too many pending handshakes",
+			"max_pending_handshakes", s.cfg.Workers.MaxPendingHandshakes, "remote_addr", r.RemoteAddr,
+			"rejected_since_last_log", n)
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(retry))
+	writeError(w, http.StatusServiceUnavailable, "", fmt.Sprintf(
+		"too many connections wait for their handshake (max_pending_handshakes %d); retry after %d s",
+		s.cfg.Workers.MaxPendingHandshakes, retry))
+}
+
+// handshake reads the Hello, checks the credentials and the session rate,
+// and resumes the named session or registers a new one. It returns the
+// session, its new connection and the Welcome to send first, or nil after
+// rejecting the connection.
+func (s *Server) handshake(ws *websocket.Conn, remote string) (*session, *connection, *pb.Frame) {
+	log := s.log.Named("session").With("remote_addr", remote)
+	if s.shuttingDown.Load() {
+		s.pendingHandshakes.Add(-1)
+		rejectConn(ws, rejectFrame(rejectShuttingDown, "coordinator is shutting down", shutdownRetryAfter))
+		return nil, nil, nil
+	}
+	frame, err := s.readHello(ws)
+	if err != nil {
+		log.Warn("handshake failed", "error", err)
+		rejectConn(ws, rejectFrame(rejectProtocolError, "send a hello frame first: "+err.Error(), 0))
+		return nil, nil, nil
+	}
+	hello := frame.GetHello()
+	if hello == nil {
+		// Typically a frame delayed past its session's end, such as an
+		// outcome from an evicted worker: the worker must register again,
+		// and its outcome stays in its outbox until then.
+		log.Warn("first frame is not hello", "type", protocol.TypeOf(frame))
+		rejectConn(ws, rejectFrame(rejectRegisterAgain,
+			fmt.Sprintf("no session is open on this connection; send hello first, got %s", protocol.TypeOf(frame)), 0))
+		return nil, nil, nil
+	}
+	log = log.With("worker_id", hello.GetWorkerId())
+	if reject := s.checkHello(hello); reject != nil {
+		log.Warn("worker rejected", "reason", reject.GetReject().GetMessage())
+		rejectConn(ws, reject)
+		return nil, nil, nil
+	}
+	if ok, retryAfter := s.admitSession(hello, remote); !ok {
+		rejectConn(ws, rejectFrame(rejectOverloaded,
+			"coordinator sheds a reconnection storm; retry after retry_after_ms", retryAfter))
+		return nil, nil, nil
+	}
+
+	c := newConnection(ws, remote, s.cfg.Workers.SendQueue)
+	welcome := &pb.Welcome{ServerTimeUnixMs: time.Now().UnixMilli()}
+	if s.cfg.Workers.Compression && slices.Contains(hello.GetCompression(), protocol.CompressionDeflate) {
+		welcome.Compression = protocol.CompressionDeflate
+	}
+	c.codec = protocol.Codec{
+		Compression:     welcome.Compression,
+		MaxFrameBytes:   s.cfg.Workers.MaxFrameBytes,
+		MaxDecodedBytes: s.cfg.Workers.MaxFrameBytes,
+	}
+
+	ss, prev := s.resume(hello, frame.GetAck(), c)
+	if ss != nil {
+		s.resumeSession(ss, prev, frame.GetAck())
+		welcome.Resumed = true
+	} else {
+		if id := hello.GetSessionId(); id != "" {
+			log.Info("session not resumable; starting a new one", "requested_session_id", id)
+		}
+		ss = s.newSession(hello)
+		s.register(ss, c)
+	}
+	welcome.SessionId = ss.id
+	interval, timeout := s.adaptHeartbeat(ss)
+	c.setHeartbeat(interval, timeout)
+	welcome.HeartbeatIntervalMs = interval.Milliseconds()
+	welcome.HeartbeatTimeoutMs = timeout.Milliseconds()
+	return ss, c, &pb.Frame{Body: &pb.Frame_Welcome{Welcome: welcome}}
+}
+
+// readHello reads the first frame within the handshake timeout and ends the
+// connection's pending handshake.
+func (s *Server) readHello(ws *websocket.Conn) (*pb.Frame, error) {
+	defer s.pendingHandshakes.Add(-1)
+	_ = ws.SetReadDeadline(time.Now().Add(s.cfg.Workers.HandshakeTimeout))
+	return readFrame(ws, protocol.Codec{
+		MaxFrameBytes:   s.cfg.Workers.MaxFrameBytes,
+		MaxDecodedBytes: s.cfg.Workers.MaxFrameBytes,
+	})
+}
+
+// checkHello returns a Reject for a hello with wrong credentials or an
+// invalid worker ID, or nil.
+func (s *Server) checkHello(hello *pb.Hello) *pb.Frame {
+	if token := s.cfg.Workers.Token; token != "" &&
+		subtle.ConstantTimeCompare([]byte(hello.GetToken()), []byte(token)) != 1 {
+		return rejectFrame(rejectUnauthenticated, "wrong worker token; fix token in worker.hcl", 0)
+	}
+	if id := hello.GetWorkerId(); id == "" || len(id) > maxWorkerIDBytes {
+		return rejectFrame(rejectProtocolError,
+			fmt.Sprintf("worker_id must have 1 to %d bytes, got %d", maxWorkerIDBytes, len(id)), 0)
+	}
+	return nil
+}
+
+// resumeSession finishes the resume of ss: it closes the session's
+// previous connection, which a half-open link may have kept alive, and
+// drops the frames that the hello acknowledged. The writer of the new
+// connection then sends the rest of the replay buffer after the Welcome.
+func (s *Server) resumeSession(ss *session, prev *connection, ack uint64) {
+	if prev != nil {
+		prev.abort("resumed on a new connection")
+	}
+	// resume checked that ack is within the frames sent.
+	_ = ss.acknowledge(ack)
+	frames, bytes := ss.window.Pending()
+	ss.log.Info("worker resumed its session", "ack", ack, "replay_frames", frames, "replay_bytes", bytes,
+		"received", ss.window.Received())
+}

@@ -1,0 +1,204 @@
+package coordinator
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dtf-io/dtf/coordinator/api"
+	"github.com/dtf-io/dtf/protocol/pb"
+)
+
+func TestResumeReplaysUnacknowledged(t *testing.T) {
+	ts := startServer(t, testConfig(t, ""))
+	w := newSeqWorker(t, ts, "w1")
+	welcome := w.connect().GetWelcome()
+	require.NotNil(t, welcome)
+	assert.False(t, welcome.GetResumed())
+	w.sync() // coordinator seq 1, worker seq 1
+
+	// From here on the worker acknowledges only up to the first assign, so
+	// the coordinator keeps the later frames for replay.
+	taskA := submit(t, ts, commandSpec()).Tasks[0]
+	refA := w.expect("assign").GetAssign().GetRef() // coordinator seq 2
+	w.ackCap.Store(2)
+	taskB := submit(t, ts, commandSpec()).Tasks[0]
+	refB := w.expect("assign").GetAssign().GetRef()                      // coordinator seq 3
+	w.send(outcomeFrame(refA, pb.Status_STATUS_SUCCEEDED))               // worker seq 2
+	assert.True(t, w.expect("outcome_ack").GetOutcomeAck().GetApplied()) // coordinator seq 4
+	// The started frame for B never reaches the coordinator.
+	w.sendLost(&pb.Frame{Body: &pb.Frame_TaskStarted{TaskStarted: &pb.TaskStarted{Ref: refB}}}) // worker seq 3
+
+	w.cut()
+	require.Eventually(t, func() bool { return ts.Stats().DetachedSessions == 1 }, waitFor, 10*time.Millisecond)
+	assert.Equal(t, 0, ts.Stats().Sessions)
+
+	frame := w.connect()
+	resumed := frame.GetWelcome()
+	require.NotNil(t, resumed, "first frame: %v", frame)
+	assert.True(t, resumed.GetResumed())
+	assert.Equal(t, welcome.GetSessionId(), resumed.GetSessionId())
+	assert.Equal(t, uint64(2), frame.GetAck(), "the welcome acknowledges the worker's outcome, not the lost frame")
+
+	// The coordinator replays seq 3 and 4, which the worker already has and
+	// ignores; a duplicate of the worker's outcome is ignored too.
+	require.Eventually(t, func() bool { return w.duplicates.Load() == 2 }, waitFor, 10*time.Millisecond)
+	w.write(&pb.Frame{Seq: 2, Body: outcomeFrame(refA, pb.Status_STATUS_FAILED).GetBody()})
+	require.Eventually(t, func() bool { return ts.Stats().DuplicateFrames == 1 }, waitFor, 10*time.Millisecond)
+
+	// Assignments continue without a state sync, and B's outcome is the
+	// next frame the worker receives: nothing was applied twice.
+	w.ackCap.Store(-1)
+	w.send(outcomeFrame(refB, pb.Status_STATUS_SUCCEEDED))
+	assert.True(t, w.expect("outcome_ack").GetOutcomeAck().GetApplied())
+	taskC := submit(t, ts, commandSpec()).Tasks[0]
+	assert.Equal(t, taskC.ID, w.expect("assign").GetAssign().GetRef().GetTaskId())
+
+	assert.Equal(t, api.StateSucceeded, getTask(t, ts, taskA.ID).State, "the duplicate failed outcome was ignored")
+	assert.Equal(t, api.StateSucceeded, getTask(t, ts, taskB.ID).State)
+	assert.Equal(t, 1, getTask(t, ts, taskB.ID).Attempt)
+}
+
+func TestResumeAfterRestartStartsNewSession(t *testing.T) {
+	dataDir := t.TempDir()
+	ts := startServer(t, testConfig(t, dataDir))
+	w := newSeqWorker(t, ts, "w1")
+	first := w.connect().GetWelcome()
+	w.sync()
+	task := submit(t, ts, commandSpec()).Tasks[0]
+	ref := w.expect("assign").GetAssign().GetRef()
+
+	ts.stop()
+	assert.Equal(t, pb.Reject_CODE_SHUTTING_DOWN, w.expect("reject").GetReject().GetCode())
+	w.cut()
+
+	w.ts = startServer(t, testConfig(t, dataDir))
+	welcome := w.connect().GetWelcome()
+	require.NotNil(t, welcome)
+	assert.False(t, welcome.GetResumed(), "a restarted coordinator has no session to resume")
+	assert.NotEqual(t, first.GetSessionId(), welcome.GetSessionId())
+
+	result := w.sync(ref)
+	require.Len(t, result.GetKeep(), 1)
+	w.send(outcomeFrame(ref, pb.Status_STATUS_SUCCEEDED))
+	assert.True(t, w.expect("outcome_ack").GetOutcomeAck().GetApplied())
+	assert.Equal(t, api.StateSucceeded, getTask(t, w.ts, task.ID).State)
+}
+
+func TestSessionExpiresAfterTTL(t *testing.T) {
+	cfg := testConfig(t, "")
+	cfg.Workers.SessionTTL = 200 * time.Millisecond
+	ts := startServer(t, cfg)
+	w := newSeqWorker(t, ts, "w1")
+	first := w.connect().GetWelcome()
+	w.sync()
+	w.cut()
+
+	require.Eventually(t, func() bool { return ts.Stats().DetachedSessions == 1 }, waitFor, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return ts.Stats().DetachedSessions == 0 }, waitFor, 10*time.Millisecond,
+		"the session is dropped after session_ttl")
+	assert.Nil(t, ts.sessionFor("w1"), "the expired session is released")
+
+	welcome := w.connect().GetWelcome()
+	require.NotNil(t, welcome)
+	assert.False(t, welcome.GetResumed())
+	assert.NotEqual(t, first.GetSessionId(), welcome.GetSessionId())
+}
+
+func TestResumeRefusedStartsNewSession(t *testing.T) {
+	ts := startServer(t, testConfig(t, ""))
+	owner := newSeqWorker(t, ts, "owner")
+	ownerWelcome := owner.connect().GetWelcome()
+	owner.sync()
+
+	cases := []struct {
+		name      string
+		worker    string
+		sessionID string
+		ack       int64
+	}{
+		{"unknown session", "w1", "s-unknown", -1},
+		{"another worker's session", "w2", ownerWelcome.GetSessionId(), -1},
+		{"ack past the frames sent", "owner", ownerWelcome.GetSessionId(), 99},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newSeqWorker(t, ts, tc.worker)
+			w.sessionID = tc.sessionID
+			if tc.ack >= 0 {
+				// Receive frames numbered up to ack so the hello carries it.
+				for seq := uint64(1); seq <= uint64(tc.ack); seq++ {
+					_, err := w.window.Load().Receive(&pb.Frame{Seq: seq})
+					require.NoError(t, err)
+				}
+			}
+			welcome := w.connect().GetWelcome()
+			require.NotNil(t, welcome)
+			assert.False(t, welcome.GetResumed())
+			assert.NotEqual(t, tc.sessionID, welcome.GetSessionId())
+			w.sync()
+			if tc.worker != "owner" {
+				assert.Equal(t, ownerWelcome.GetSessionId(), ts.sessionFor("owner").id,
+					"another worker's hello leaves the owner's session alone")
+			}
+		})
+	}
+}
+
+func TestFullReplayBufferStopsAssignments(t *testing.T) {
+	cfg := testConfig(t, "")
+	cfg.Workers.ReplayFrames = 4 // assignments stop at 3 unacknowledged frames
+	ts := startServer(t, cfg)
+	w := newSeqWorker(t, ts, "w1")
+	w.connect()
+	w.ackCap.Store(0)
+	w.sync() // coordinator seq 1, unacknowledged
+
+	for range 5 {
+		submit(t, ts, commandSpec())
+	}
+	w.expect("assign")
+	w.expect("assign")
+	require.Eventually(t, func() bool {
+		var list struct{ Tasks []api.Task }
+		doJSON(t, http.MethodGet, ts.url+"/v1/tasks?state=queued", nil, &list)
+		return len(list.Tasks) == 3
+	}, waitFor, 20*time.Millisecond, "three tasks wait while the replay buffer is full")
+	frames, _ := ts.sessionFor("w1").window.Pending()
+	assert.Equal(t, 3, frames)
+
+	// Acknowledging frees the buffer and assignments resume.
+	w.ackCap.Store(-1)
+	w.send(&pb.Frame{Body: &pb.Frame_TaskProgress{TaskProgress: &pb.TaskProgress{}}})
+	w.expect("assign")
+	w.expect("assign")
+	w.expect("assign")
+}
+
+func TestGracePeriodCancelsOnLateResume(t *testing.T) {
+	cfg := testConfig(t, "")
+	cfg.Workers.ReassignAfter = 200 * time.Millisecond
+	ts := startServer(t, cfg)
+	w := newSeqWorker(t, ts, "w1")
+	w.connect()
+	w.sync()
+	task := submit(t, ts, commandSpec()).Tasks[0]
+	ref := w.expect("assign").GetAssign().GetRef()
+	w.cut()
+
+	require.Eventually(t, func() bool {
+		return getTask(t, ts, task.ID).State == api.StateQueued
+	}, waitFor, 20*time.Millisecond, "a detached session's attempts are requeued after reassign_after")
+
+	welcome := w.connect().GetWelcome()
+	require.True(t, welcome.GetResumed())
+	cancel := w.expect("cancel_task").GetCancelTask()
+	assert.Equal(t, ref.GetTaskId(), cancel.GetRef().GetTaskId())
+	assert.Equal(t, ref.GetAttempt(), cancel.GetRef().GetAttempt())
+	assert.Contains(t, cancel.GetReason(), "reassign_after")
+	// The requeued task goes to the resumed session as its second attempt.
+	assert.Equal(t, uint32(2), w.expect("assign").GetAssign().GetRef().GetAttempt())
+}
