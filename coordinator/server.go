@@ -41,14 +41,16 @@ const shutdownRetryAfter = time.Second
 // Server is one coordinator: its listener, its store and the live worker
 // sessions.
 type Server struct {
-	cfg        *config.Config
-	log        hclog.Logger
-	store      store.Store
-	listener   net.Listener
-	http       *http.Server
-	upgrader   websocket.Upgrader
-	knownTypes map[string]bool
-	started    time.Time
+	cfg   *config.Config
+	log   hclog.Logger
+	store store.Store
+	// dataDirLock is held from New until Run returns.
+	dataDirLock *os.File
+	listener    net.Listener
+	http        *http.Server
+	upgrader    websocket.Upgrader
+	knownTypes  map[string]bool
+	started     time.Time
 
 	mu sync.Mutex
 	// sessions are the open sessions by worker ID.
@@ -129,15 +131,21 @@ func New(cfg *config.Config, logger hclog.Logger) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data_dir %s: %w", cfg.DataDir, err)
 	}
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	st, err := store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, StoreFile))
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	listener, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		_ = st.Close()
+		lock.Close()
 		return nil, fmt.Errorf("listen on %s: %w; stop the process that holds it or change listen", cfg.Listen, err)
 	}
 
@@ -145,6 +153,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Server, error) {
 		cfg:            cfg,
 		log:            logger.Named("coordinator"),
 		store:          st,
+		dataDirLock:    lock,
 		listener:       listener,
 		knownTypes:     map[string]bool{},
 		started:        time.Now(),
@@ -251,6 +260,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if closeErr := s.store.Close(); closeErr != nil {
 		err = errors.Join(err, fmt.Errorf("close store: %w", closeErr))
 	}
+	s.dataDirLock.Close()
 	s.log.Info("coordinator stopped")
 	return err
 }

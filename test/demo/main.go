@@ -41,6 +41,8 @@ func main() {
 
 	d := &demo{cutFor: *cutFor, keep: *keep}
 	err := d.run(ctx, *binDir, *repo)
+	// Keep configs, logs and the database of a failed run for inspection.
+	d.keep = d.keep || err != nil
 	d.shutdown()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "\ndemo failed: %v\n", err)
