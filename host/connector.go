@@ -120,6 +120,11 @@ func (h *Host) runConnector(ctx context.Context, proc pluginProcess) error {
 		HostVersion: Version,
 		ConfigJson:  p.ConfigJSON,
 	})
+	if status.Code(err) == codes.InvalidArgument {
+		// A restart would be rejected the same way, so stop the worker.
+		return fmt.Errorf("%w: invalid config for connector plugin %s: %s; fix its config block in %s",
+			ErrConnectorFatal, p.Name, status.Convert(err).Message(), h.cfg.File)
+	}
 	if err != nil {
 		return fmt.Errorf("configure connector plugin %s: %w", p.Name, err)
 	}

@@ -83,6 +83,12 @@ func TestWorkerConfigErrors(t *testing.T) {
 			want: []string{"worker.hcl:", "start_timeout", "30s"},
 		},
 		{
+			name: "connector config without unit",
+			config: strings.Replace(valid, `kind = "connector"`,
+				"kind = \"connector\"\n  config {\n    heartbeat_interval = \"2\"\n  }", 1),
+			want: []string{"heartbeat_interval", "invalid config for connector plugin reconnection"},
+		},
+		{
 			name:   "plugin path missing",
 			config: workerConfig("/nonexistent/dtf-reconnection"),
 			want:   []string{"/nonexistent/dtf-reconnection", "not found"},
