@@ -228,7 +228,12 @@ func (s *Server) register(ss *session, c *connection) {
 	s.mu.Unlock()
 
 	if old != nil {
-		old.log.Info("session replaced by a new session of the same worker", "new_session_id", ss.id)
+		// After a half-open link this happens once; when it repeats, two
+		// worker processes share one worker_id and take the session from
+		// each other.
+		old.log.Warn("session replaced by a new session of the same worker; "+
+			"if this repeats, two workers share this worker_id and each needs its own",
+			"new_session_id", ss.id)
 		old.end(nil, "replaced by a new session")
 	}
 	ss.log.Info("worker connected", "task_types", ss.taskTypes, "slots", ss.slots,
