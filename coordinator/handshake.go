@@ -82,7 +82,7 @@ func (s *Server) handshake(ws *websocket.Conn, remote string) (*session, *connec
 	log := s.log.Named("session").With("remote_addr", remote)
 	if s.shuttingDown.Load() {
 		s.pendingHandshakes.Add(-1)
-		rejectConn(ws, rejectFrame(rejectShuttingDown, "coordinator is shutting down", shutdownRetryAfter))
+		rejectConn(ws, rejectFrame(rejectShuttingDown, "coordinator is shutting down", shutdownRetryHint()))
 		return nil, nil, nil
 	}
 	frame, err := s.readHello(ws)

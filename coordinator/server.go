@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -32,11 +33,21 @@ const StoreFile = "coordinator.db"
 // the scheduler.
 const storeTimeout = 10 * time.Second
 
-// shutdownRetryAfter is the retry hint sent to workers on shutdown. It is
-// long enough for a restart to bind the listener again and short enough
-// that workers return to a restarted coordinator well within the default
-// reassign_after of 30s.
+// shutdownRetryAfter is the shortest retry hint sent to workers on
+// shutdown. It is long enough for a restart to bind the listener again and
+// short enough that workers return well within the default reassign_after
+// of 30s.
 const shutdownRetryAfter = time.Second
+
+// shutdownRetrySpread widens each worker's hint by a random part of it, so
+// that the fleet does not redial in the same 100 ms after a restart.
+const shutdownRetrySpread = 3 * time.Second
+
+// shutdownRetryHint returns one worker's retry hint, uniform in
+// [shutdownRetryAfter, shutdownRetryAfter+shutdownRetrySpread).
+func shutdownRetryHint() time.Duration {
+	return shutdownRetryAfter + rand.N(shutdownRetrySpread)
+}
 
 // Server is one coordinator: its listener, its store and the live worker
 // sessions.
@@ -270,7 +281,7 @@ func (s *Server) Run(ctx context.Context) error {
 // a new session.
 func (s *Server) closeSessions() {
 	for _, c := range s.attachedConnections() {
-		c.close(rejectFrame(rejectShuttingDown, "coordinator is shutting down", shutdownRetryAfter),
+		c.close(rejectFrame(rejectShuttingDown, "coordinator is shutting down", shutdownRetryHint()),
 			"coordinator shutting down")
 	}
 }
