@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"github.com/dtf-io/dtf/internal/hclutil"
+
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -13,8 +15,6 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
-	"github.com/zclconf/go-cty/cty"
-	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/gocty"
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
@@ -107,7 +107,7 @@ func parseHCLTaskFile(name string, data []byte) (api.SubmitRequest, error) {
 
 func decodeTaskFile(body hcl.Body) (api.SubmitRequest, hcl.Diagnostics) {
 	var req api.SubmitRequest
-	ctx := taskFileEvalContext()
+	ctx := hclutil.EvalContext()
 	content, diags := body.Content(taskFileSchema)
 
 	if attr, ok := content.Attributes["batch"]; ok {
@@ -244,19 +244,6 @@ func checkTimeout(value string) error {
 		return fmt.Errorf("timeout %q must be positive; leave it out for no timeout", value)
 	}
 	return nil
-}
-
-// taskFileEvalContext offers env("NAME") in task files, as in the config
-// files; an unset variable yields "".
-func taskFileEvalContext() *hcl.EvalContext {
-	env := function.New(&function.Spec{
-		Params: []function.Parameter{{Name: "name", Type: cty.String}},
-		Type:   function.StaticReturnType(cty.String),
-		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-			return cty.StringVal(os.Getenv(args[0].AsString())), nil
-		},
-	})
-	return &hcl.EvalContext{Functions: map[string]function.Function{"env": env}}
 }
 
 // diagnosticsError renders diags as a "file:line:col: summary" line each,

@@ -5,6 +5,8 @@
 package config
 
 import (
+	"github.com/dtf-io/dtf/internal/hclutil"
+
 	"errors"
 	"fmt"
 	"net"
@@ -18,7 +20,6 @@ import (
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/zclconf/go-cty/cty"
-	"github.com/zclconf/go-cty/cty/function"
 
 	"github.com/dtf-io/dtf/protocol"
 )
@@ -229,7 +230,7 @@ func Load(path string) (*Config, error) {
 	}
 
 	var raw fileConfig
-	diags = gohcl.DecodeBody(file.Body, evalContext(), &raw)
+	diags = gohcl.DecodeBody(file.Body, hclutil.EvalContext(), &raw)
 	if diags.HasErrors() {
 		return nil, newDiagnosticsError(abs, diags, parser.Files())
 	}
@@ -451,7 +452,7 @@ func decodeDuration(expr hcl.Expression, dst *time.Duration) hcl.Diagnostics {
 	if expr == nil {
 		return nil
 	}
-	value, diags := expr.Value(evalContext())
+	value, diags := expr.Value(hclutil.EvalContext())
 	if diags.HasErrors() || value.IsNull() {
 		return diags
 	}
@@ -500,20 +501,4 @@ func isNumber(s string) bool {
 		}
 	}
 	return true
-}
-
-// evalContext offers env("NAME"), which returns the variable's value or an
-// empty string when it is unset.
-func evalContext() *hcl.EvalContext {
-	return &hcl.EvalContext{
-		Functions: map[string]function.Function{
-			"env": function.New(&function.Spec{
-				Params: []function.Parameter{{Name: "name", Type: cty.String}},
-				Type:   function.StaticReturnType(cty.String),
-				Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-					return cty.StringVal(os.Getenv(args[0].AsString())), nil
-				},
-			}),
-		},
-	}
 }

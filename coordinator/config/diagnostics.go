@@ -1,11 +1,9 @@
 package config
 
 import (
-	"bytes"
-	"fmt"
-	"strings"
-
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/dtf-io/dtf/internal/hclutil"
 )
 
 // DiagnosticsError is the error of Load for a file that does not parse or
@@ -23,22 +21,7 @@ func newDiagnosticsError(path string, diags hcl.Diagnostics, files map[string]*h
 	return &DiagnosticsError{Diagnostics: diags, text: formatDiagnostics(path, diags, files)}
 }
 
-// formatDiagnostics writes a "file:line:col: summary" line per diagnostic,
-// which editors and grep understand, followed by hcl's rendering with the
-// source line and the detail. It matches the worker config's messages.
+// formatDiagnostics renders diags in the format the worker config uses too.
 func formatDiagnostics(path string, diags hcl.Diagnostics, files map[string]*hcl.File) string {
-	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "invalid coordinator config %s:\n", path)
-	// Width 0 turns off wrapping, so a path in a detail stays on one line.
-	writer := hcl.NewDiagnosticTextWriter(&buf, files, 0, false)
-	for _, diag := range diags {
-		if diag.Subject != nil {
-			fmt.Fprintf(&buf, "%s:%d:%d: %s\n", diag.Subject.Filename,
-				diag.Subject.Start.Line, diag.Subject.Start.Column, diag.Summary)
-		} else {
-			fmt.Fprintf(&buf, "%s: %s\n", path, diag.Summary)
-		}
-		_ = writer.WriteDiagnostic(diag)
-	}
-	return strings.TrimRight(buf.String(), "\n")
+	return hclutil.FormatDiagnostics("invalid coordinator config "+path, path, diags, files)
 }

@@ -4,7 +4,8 @@
 package config
 
 import (
-	"bytes"
+	"github.com/dtf-io/dtf/internal/hclutil"
+
 	"errors"
 	"fmt"
 	"os"
@@ -18,7 +19,6 @@ import (
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/zclconf/go-cty/cty"
-	"github.com/zclconf/go-cty/cty/function"
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
 	dtfplugin "github.com/dtf-io/dtf/plugin"
@@ -181,41 +181,13 @@ func Load(path string) (*Config, error) {
 	return cfg, nil
 }
 
-// formatDiagnostics writes each diagnostic as a "file:line:col: summary"
-// line, which editors and grep understand, followed by hcl's own rendering
-// with the source line and the detail.
+// formatDiagnostics renders diags in the format the coordinator config uses too.
 func formatDiagnostics(path string, diags hcl.Diagnostics, files map[string]*hcl.File) string {
-	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "invalid worker config %s:\n", path)
-	// Width 0 turns off wrapping, so a path in a detail stays on one line.
-	writer := hcl.NewDiagnosticTextWriter(&buf, files, 0, false)
-	for _, diag := range diags {
-		if diag.Subject != nil {
-			fmt.Fprintf(&buf, "%s:%d:%d: %s\n", diag.Subject.Filename,
-				diag.Subject.Start.Line, diag.Subject.Start.Column, diag.Summary)
-		} else {
-			fmt.Fprintf(&buf, "%s: %s\n", path, diag.Summary)
-		}
-		_ = writer.WriteDiagnostic(diag)
-	}
-	return strings.TrimRight(buf.String(), "\n")
-}
-
-// evalContext offers env("NAME"), which returns the variable's value or an
-// empty string when it is not set.
-func evalContext() *hcl.EvalContext {
-	env := function.New(&function.Spec{
-		Params: []function.Parameter{{Name: "name", Type: cty.String}},
-		Type:   function.StaticReturnType(cty.String),
-		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-			return cty.StringVal(os.Getenv(args[0].AsString())), nil
-		},
-	})
-	return &hcl.EvalContext{Functions: map[string]function.Function{"env": env}}
+	return hclutil.FormatDiagnostics("invalid worker config "+path, path, diags, files)
 }
 
 func decode(body hcl.Body, dir string) (*Config, hcl.Diagnostics) {
-	ctx := evalContext()
+	ctx := hclutil.EvalContext()
 	var raw fileSchema
 	diags := gohcl.DecodeBody(body, ctx, &raw)
 	if diags.HasErrors() {
