@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"github.com/dtf-io/dtf/internal/hclutil"
-
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -19,6 +17,7 @@ import (
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
 	"github.com/dtf-io/dtf/coordinator/api"
+	"github.com/dtf-io/dtf/internal/hclutil"
 )
 
 // maxTaskFileBytes matches the coordinator's 4 MiB request body limit; a

@@ -5,8 +5,6 @@
 package config
 
 import (
-	"github.com/dtf-io/dtf/internal/hclutil"
-
 	"errors"
 	"fmt"
 	"net"
@@ -21,6 +19,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/dtf-io/dtf/internal/hclutil"
 	"github.com/dtf-io/dtf/protocol"
 )
 

@@ -4,8 +4,6 @@
 package config
 
 import (
-	"github.com/dtf-io/dtf/internal/hclutil"
-
 	"errors"
 	"fmt"
 	"os"
@@ -21,6 +19,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
+	"github.com/dtf-io/dtf/internal/hclutil"
 	dtfplugin "github.com/dtf-io/dtf/plugin"
 	"github.com/dtf-io/dtf/protocol"
 )
