@@ -40,9 +40,13 @@ func Sequenced(frame *pb.Frame) bool {
 // number it received. It survives reconnects of the same session. It is safe
 // for concurrent use.
 type Window struct {
-	mu        sync.Mutex
-	nextSeq   uint64
-	unacked   []*pb.Frame
+	mu      sync.Mutex
+	nextSeq uint64
+	unacked []*pb.Frame
+	// sizes are the sizes of the kept frames as counted when they were
+	// added, so that a caller changing a kept frame's ack field cannot make
+	// the byte count drift.
+	sizes     []int
 	bytes     int
 	received  uint64
 	maxFrames int
@@ -68,15 +72,17 @@ func (w *Window) Add(frame *pb.Frame) error {
 	if !Sequenced(frame) {
 		return nil
 	}
-	size := proto.Size(frame)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	frame.Seq = w.nextSeq
+	size := proto.Size(frame)
 	if len(w.unacked) > 0 && (len(w.unacked)+1 > w.maxFrames || w.bytes+size > w.maxBytes) {
+		frame.Seq = 0
 		return fmt.Errorf("%w: %d frames, %d bytes unacknowledged", ErrReplayFull, len(w.unacked), w.bytes)
 	}
-	frame.Seq = w.nextSeq
 	w.nextSeq++
 	w.unacked = append(w.unacked, frame)
+	w.sizes = append(w.sizes, size)
 	w.bytes += size
 	return nil
 }
@@ -104,7 +110,7 @@ func (w *Window) Acknowledge(seq uint64) {
 	defer w.mu.Unlock()
 	dropped := 0
 	for dropped < len(w.unacked) && w.unacked[dropped].GetSeq() <= seq {
-		w.bytes -= proto.Size(w.unacked[dropped])
+		w.bytes -= w.sizes[dropped]
 		dropped++
 	}
 	if dropped == 0 {
@@ -112,6 +118,7 @@ func (w *Window) Acknowledge(seq uint64) {
 	}
 	clear(w.unacked[:dropped])
 	w.unacked = w.unacked[dropped:]
+	w.sizes = w.sizes[dropped:]
 	close(w.room)
 	w.room = make(chan struct{})
 }
@@ -159,4 +166,57 @@ func (w *Window) Received() uint64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.received
+}
+
+// WindowState is the sequence state of a Window, as saved by a sender that
+// stops and restored by the process that continues the session: a
+// coordinator that restarts, or a new reconnection plugin taking over.
+type WindowState struct {
+	// NextSeq is the sequence number of the next frame to send.
+	NextSeq uint64
+	// Received is the highest in-order sequence number received.
+	Received uint64
+	// Unacked are the kept frames in sequence order, with their numbers.
+	Unacked []*pb.Frame
+}
+
+// State returns a copy of the window's sequence state. The frames are
+// shared with the window.
+func (w *Window) State() WindowState {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return WindowState{
+		NextSeq:  w.nextSeq,
+		Received: w.received,
+		Unacked:  append([]*pb.Frame(nil), w.unacked...),
+	}
+}
+
+// RestoreWindow returns a window that continues from state, with the given
+// bounds. The kept frames must be sequenced, numbered consecutively and end
+// just before NextSeq. A restored window may hold more than its bounds when
+// they shrank; it then takes no new frame until acknowledgements free room.
+func RestoreWindow(maxFrames, maxBytes int, state WindowState) (*Window, error) {
+	if state.NextSeq == 0 {
+		return nil, errors.New("restore window: next sequence number 0; the first frame is 1")
+	}
+	w := NewWindow(maxFrames, maxBytes)
+	w.nextSeq = state.NextSeq
+	w.received = state.Received
+	first := state.NextSeq - uint64(len(state.Unacked))
+	for i, frame := range state.Unacked {
+		if !Sequenced(frame) {
+			return nil, fmt.Errorf("restore window: kept frame %d is a %s frame, which is never replayed",
+				i, TypeOf(frame))
+		}
+		if want := first + uint64(i); frame.GetSeq() != want {
+			return nil, fmt.Errorf("restore window: kept frame %d has sequence number %d, expected %d",
+				i, frame.GetSeq(), want)
+		}
+		size := proto.Size(frame)
+		w.sizes = append(w.sizes, size)
+		w.bytes += size
+	}
+	w.unacked = append([]*pb.Frame(nil), state.Unacked...)
+	return w, nil
 }

@@ -87,3 +87,55 @@ func TestWindowTakesOneOversizedFrame(t *testing.T) {
 	require.NoError(t, w.Add(big), "an empty buffer accepts any frame, or it could never be sent")
 	assert.ErrorIs(t, w.Add(progressFrame()), ErrReplayFull)
 }
+
+func TestWindowStateRoundTrip(t *testing.T) {
+	w := NewWindow(0, 0)
+	for range 5 {
+		require.NoError(t, w.Add(progressFrame()))
+	}
+	w.Acknowledge(2)
+	_, err := w.Receive(&pb.Frame{Seq: 1, Body: progressFrame().GetBody()})
+	require.NoError(t, err)
+
+	restored, err := RestoreWindow(0, 0, w.State())
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), restored.Received())
+	frames, bytes := restored.Pending()
+	wantFrames, wantBytes := w.Pending()
+	assert.Equal(t, wantFrames, frames)
+	assert.Equal(t, wantBytes, bytes)
+
+	next := progressFrame()
+	require.NoError(t, restored.Add(next))
+	assert.Equal(t, uint64(6), next.GetSeq(), "numbering continues after the restored frames")
+	restored.Acknowledge(6)
+	frames, _ = restored.Pending()
+	assert.Zero(t, frames)
+}
+
+func TestRestoreWindowRejectsBrokenState(t *testing.T) {
+	kept := progressFrame()
+	kept.Seq = 3
+	_, err := RestoreWindow(0, 0, WindowState{NextSeq: 5, Unacked: []*pb.Frame{kept}})
+	assert.ErrorContains(t, err, "sequence number 3, expected 4")
+
+	_, err = RestoreWindow(0, 0, WindowState{})
+	assert.ErrorContains(t, err, "next sequence number 0")
+
+	heartbeat := &pb.Frame{Seq: 4, Body: &pb.Frame_Heartbeat{Heartbeat: &pb.Heartbeat{}}}
+	_, err = RestoreWindow(0, 0, WindowState{NextSeq: 5, Unacked: []*pb.Frame{heartbeat}})
+	assert.ErrorContains(t, err, "never replayed")
+}
+
+func TestWindowByteCountReturnsToZero(t *testing.T) {
+	w := NewWindow(0, 0)
+	for range 300 {
+		frame := progressFrame()
+		require.NoError(t, w.Add(frame))
+		frame.Ack = 1 << 40 // a writer stamping the shared frame
+	}
+	w.Acknowledge(300)
+	frames, bytes := w.Pending()
+	assert.Zero(t, frames)
+	assert.Zero(t, bytes, "the byte count drifted")
+}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"io/fs"
 	"path/filepath"
 	"testing"
 	"time"
@@ -295,7 +296,9 @@ func TestReopenKeepsState(t *testing.T) {
 
 	var versions int
 	require.NoError(t, st.read.QueryRow(`SELECT COUNT(*) FROM schema_migrations`).Scan(&versions))
-	assert.Equal(t, 1, versions, "reopening applies no migration twice")
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	require.NoError(t, err)
+	assert.Equal(t, len(names), versions, "reopening applies no migration twice")
 }
 
 func TestUpsertWorkerUpdates(t *testing.T) {
@@ -317,4 +320,32 @@ func TestUpsertWorkerUpdates(t *testing.T) {
 func TestSplitStatements(t *testing.T) {
 	got := splitStatements("-- comment\nCREATE TABLE a (x INT);\n\nCREATE INDEX b\n  ON a (x);\n")
 	assert.Equal(t, []string{"CREATE TABLE a (x INT);", "CREATE INDEX b\n  ON a (x);"}, got)
+}
+
+func TestSavedSessionsAreTakenOnce(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "dtf.db")
+	st, err := OpenSQLite(ctx, path)
+	require.NoError(t, err)
+	require.NoError(t, st.SaveSessions(ctx, []SavedSession{
+		{ID: "s-old", WorkerID: "w1", State: []byte("old"), Saved: testNow},
+	}))
+	saved := []SavedSession{
+		{ID: "s-2", WorkerID: "w2", State: []byte{0, 1, 2}, Saved: testNow},
+		{ID: "s-1", WorkerID: "w1", State: []byte("state"), Saved: testNow},
+	}
+	require.NoError(t, st.SaveSessions(ctx, saved), "a second save replaces the first")
+	require.NoError(t, st.Close())
+
+	st = openTestStore(t, path)
+	taken, err := st.TakeSessions(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []SavedSession{saved[1], saved[0]}, taken)
+
+	again, err := st.TakeSessions(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, again, "a saved session is restored at most once")
+
+	err = st.SaveSessions(ctx, []SavedSession{{ID: "s-3", WorkerID: ""}})
+	assert.ErrorContains(t, err, "worker id")
 }

@@ -100,6 +100,16 @@ type WorkerRecord struct {
 	LastSeen      time.Time
 }
 
+// SavedSession is a worker session kept by a coordinator that shut down,
+// so that its worker can resume it after the restart. State is the
+// coordinator's encoding of the session; the store does not read it.
+type SavedSession struct {
+	ID       string
+	WorkerID string
+	State    []byte
+	Saved    time.Time
+}
+
 // Store is the coordinator's durable state. Every method that changes state
 // commits before it returns. Implementations are safe for concurrent use.
 type Store interface {
@@ -136,6 +146,12 @@ type Store interface {
 	UpsertWorker(ctx context.Context, worker WorkerRecord) error
 	// ListWorkers returns every recorded worker ordered by ID.
 	ListWorkers(ctx context.Context) ([]WorkerRecord, error)
+	// SaveSessions replaces every saved session with sessions in one
+	// transaction.
+	SaveSessions(ctx context.Context, sessions []SavedSession) error
+	// TakeSessions returns the saved sessions and deletes them in the same
+	// transaction, so that each is restored at most once.
+	TakeSessions(ctx context.Context) ([]SavedSession, error)
 	// Close releases the store.
 	Close() error
 }
