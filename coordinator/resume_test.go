@@ -1,7 +1,9 @@
 package coordinator
 
 import (
+	"context"
 	"net/http"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -9,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dtf-io/dtf/coordinator/api"
+	"github.com/dtf-io/dtf/coordinator/store"
 	"github.com/dtf-io/dtf/protocol/pb"
 )
 
@@ -62,7 +65,58 @@ func TestResumeReplaysUnacknowledged(t *testing.T) {
 	assert.Equal(t, 1, getTask(t, ts, taskB.ID).Attempt)
 }
 
-func TestResumeAfterRestartStartsNewSession(t *testing.T) {
+func TestSessionResumesAfterGracefulRestart(t *testing.T) {
+	dataDir := t.TempDir()
+	ts := startServer(t, testConfig(t, dataDir))
+	w := newSeqWorker(t, ts, "w1")
+	first := w.connect().GetWelcome()
+	w.sync() // coordinator seq 1, worker seq 1
+
+	// The worker acknowledges nothing after the state sync result, so the
+	// assign and the outcome ack stay in the replay buffer that the
+	// coordinator saves.
+	w.ackCap.Store(1)
+	taskA := submit(t, ts, commandSpec()).Tasks[0]
+	refA := w.expect("assign").GetAssign().GetRef()                      // coordinator seq 2
+	w.send(outcomeFrame(refA, pb.Status_STATUS_SUCCEEDED))               // worker seq 2
+	assert.True(t, w.expect("outcome_ack").GetOutcomeAck().GetApplied()) // coordinator seq 3
+
+	ts.stop()
+	assert.Equal(t, pb.Reject_CODE_SHUTTING_DOWN, w.expect("reject").GetReject().GetCode())
+	w.cut()
+
+	w.ts = startServer(t, testConfig(t, dataDir))
+	assert.Equal(t, 1, w.ts.Stats().DetachedSessions, "the saved session is restored before any worker connects")
+	frame := w.connect()
+	welcome := frame.GetWelcome()
+	require.NotNil(t, welcome, "first frame: %v", frame)
+	assert.True(t, welcome.GetResumed(), "the restarted coordinator resumes the saved session")
+	assert.Equal(t, first.GetSessionId(), welcome.GetSessionId())
+	assert.Equal(t, uint64(2), frame.GetAck(), "the restored session remembers the worker's outcome")
+
+	// The replayed assign and outcome ack arrive once more and are ignored
+	// by sequence number; nothing is applied twice and no state sync is
+	// needed before the next assignment.
+	require.Eventually(t, func() bool { return w.duplicates.Load() == 2 }, waitFor, 10*time.Millisecond)
+	w.ackCap.Store(-1)
+	taskB := submit(t, w.ts, commandSpec()).Tasks[0]
+	assign := w.expect("assign")
+	assert.Equal(t, taskB.ID, assign.GetAssign().GetRef().GetTaskId())
+	assert.Equal(t, uint64(4), assign.GetSeq(), "sequence numbers continue across the restart")
+
+	got := getTask(t, w.ts, taskA.ID)
+	assert.Equal(t, api.StateSucceeded, got.State)
+	assert.Equal(t, 1, got.Attempt)
+	assert.Zero(t, w.ts.Stats().DuplicateFrames)
+
+	// Each saved session is restored once: a third start finds none.
+	w.ts.stop()
+	w.cut()
+	third := startServer(t, testConfig(t, dataDir))
+	assert.Equal(t, 1, third.Stats().DetachedSessions, "the session saved by the second run")
+}
+
+func TestUnreadableSavedSessionStartsNewSession(t *testing.T) {
 	dataDir := t.TempDir()
 	ts := startServer(t, testConfig(t, dataDir))
 	w := newSeqWorker(t, ts, "w1")
@@ -70,17 +124,30 @@ func TestResumeAfterRestartStartsNewSession(t *testing.T) {
 	w.sync()
 	task := submit(t, ts, commandSpec()).Tasks[0]
 	ref := w.expect("assign").GetAssign().GetRef()
-
 	ts.stop()
 	assert.Equal(t, pb.Reject_CODE_SHUTTING_DOWN, w.expect("reject").GetReject().GetCode())
 	w.cut()
 
+	// Overwrite the saved session, as a coordinator of another version or
+	// a damaged file would leave it.
+	ctx := context.Background()
+	st, err := store.OpenSQLite(ctx, filepath.Join(dataDir, StoreFile))
+	require.NoError(t, err)
+	saved, err := st.TakeSessions(ctx)
+	require.NoError(t, err)
+	require.Len(t, saved, 1)
+	saved[0].State = []byte(`{"version": 99}`)
+	require.NoError(t, st.SaveSessions(ctx, saved))
+	require.NoError(t, st.Close())
+
 	w.ts = startServer(t, testConfig(t, dataDir))
+	assert.Zero(t, w.ts.Stats().DetachedSessions)
 	welcome := w.connect().GetWelcome()
 	require.NotNil(t, welcome)
-	assert.False(t, welcome.GetResumed(), "a restarted coordinator has no session to resume")
+	assert.False(t, welcome.GetResumed(), "a session that cannot be restored is not resumed")
 	assert.NotEqual(t, first.GetSessionId(), welcome.GetSessionId())
 
+	// The state sync keeps the running attempt, and its outcome applies.
 	result := w.sync(ref)
 	require.Len(t, result.GetKeep(), 1)
 	w.send(outcomeFrame(ref, pb.Status_STATUS_SUCCEEDED))

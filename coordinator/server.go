@@ -178,6 +178,11 @@ func New(cfg *config.Config, logger hclog.Logger) (*Server, error) {
 	for _, t := range cfg.TaskTypes {
 		s.knownTypes[t] = true
 	}
+	if err := s.restoreSessions(ctx); err != nil {
+		// The workers of the lost sessions start new ones and sync their
+		// state, so a broken record costs a resume, not a task.
+		s.log.Warn("sessions of the previous run not restored", "error", err)
+	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.Workers.HandshakeTimeout,
 		Subprotocols:     []string{protocol.Subprotocol},
@@ -224,9 +229,11 @@ func (s *Server) Stats() Stats {
 
 // Run serves until ctx is cancelled, then shuts down within
 // cfg.ShutdownTimeout: it stops accepting, sends every worker a Reject with
-// CODE_SHUTTING_DOWN and a retry hint, waits for the sessions to end and
-// closes the store. Running attempts stay running in the store, and a
-// restarted coordinator gives their workers the grace period to return.
+// CODE_SHUTTING_DOWN and a retry hint, waits for the connections to end,
+// saves the sessions in the store and closes it. Running attempts stay
+// running in the store; a restarted coordinator restores the sessions, so
+// their workers resume them, and gives every worker the grace period to
+// return.
 func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("coordinator listening", "addr", s.Addr(), "data_dir", s.cfg.DataDir,
 		"task_types", s.cfg.TaskTypes)
@@ -268,6 +275,12 @@ func (s *Server) Run(ctx context.Context) error {
 
 	stopScheduler()
 	<-schedDone
+	saveCtx, cancelSave := storeContext()
+	if saveErr := s.saveSessions(saveCtx); saveErr != nil {
+		s.log.Warn("sessions not saved; their workers will start new sessions and sync their state",
+			"error", saveErr)
+	}
+	cancelSave()
 	if closeErr := s.store.Close(); closeErr != nil {
 		err = errors.Join(err, fmt.Errorf("close store: %w", closeErr))
 	}
@@ -276,9 +289,8 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
-// closeSessions tells every attached worker to come back later. Sessions
-// live in memory only, so a restarted coordinator answers their resume with
-// a new session.
+// closeSessions tells every attached worker to come back later. The
+// sessions stay, detached, and Run saves them for the next start.
 func (s *Server) closeSessions() {
 	for _, c := range s.attachedConnections() {
 		c.close(rejectFrame(rejectShuttingDown, "coordinator is shutting down", shutdownRetryHint()),

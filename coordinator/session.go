@@ -316,7 +316,8 @@ func (s *Server) detach(ss *session, c *connection) {
 	}
 
 	ttl := s.cfg.Workers.SessionTTL
-	keep := !ended && ttl > 0 && !s.shuttingDown.Load()
+	// Sessions are kept on shutdown too: Run saves them for the next start.
+	keep := !ended && ttl > 0
 	s.mu.Lock()
 	registered := s.sessions[ss.workerID] == ss
 	if registered {

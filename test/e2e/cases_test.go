@@ -40,6 +40,10 @@ func TestResultAcrossCoordinatorRestart(t *testing.T) {
 	e.requireExactlyOnce(tasks)
 	assert.Len(t, tasks[0].Attempts, 1, "the task was handed out again: %+v", tasks[0].Attempts)
 	assert.Contains(t, tasks[0].Outcome.Output, "finished")
+	// A graceful restart keeps the session: the worker resumes it instead of
+	// starting a new one and syncing its state.
+	assert.Contains(t, e.coordinator.Log(), "worker resumed its session")
+	assert.NotContains(t, e.coordinator.Log(), "session not resumable")
 }
 
 // A link that drops every packet in both directions right after a task is
