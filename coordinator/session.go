@@ -227,13 +227,20 @@ func (s *Server) register(ss *session, c *connection) {
 	s.countConnect(ss.workerID)
 	s.mu.Unlock()
 
-	if old != nil {
+	switch {
+	case old == nil:
+	case old.attached() != nil:
 		// After a half-open link this happens once; when it repeats, two
 		// worker processes share one worker_id and take the session from
 		// each other.
 		old.log.Warn("session replaced by a new session of the same worker; "+
 			"if this repeats, two workers share this worker_id and each needs its own",
 			"new_session_id", ss.id)
+		old.end(nil, "replaced by a new session")
+	default:
+		// A worker that restarted, or lost its session state, starts anew
+		// while its old session waits for a resume that will not come.
+		old.log.Info("detached session dropped: the worker started a new session", "new_session_id", ss.id)
 		old.end(nil, "replaced by a new session")
 	}
 	ss.log.Info("worker connected", "task_types", ss.taskTypes, "slots", ss.slots,

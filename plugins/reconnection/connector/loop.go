@@ -38,6 +38,13 @@ func (c *Connector) connectLoop(ctx context.Context, cfg *Config, loop *eventLoo
 			State: dialState, Attempt: attempt, SessionId: resumeID, Reconnects: c.reconnects(connections),
 		}, cfg, last))
 
+		// An open breaker whose cooldown has passed turns half open here,
+		// so that this dial is its one trial and a failure opens it again.
+		if wait := r.breaker.Allow(); wait > 0 && !sleep(ctx, wait) {
+			c.emitStopped(ctx, loop, log, attempt)
+			return
+		}
+
 		// Dial, then run the connection until it ends.
 		s, err := c.connect(ctx, cfg, log, loop)
 		if err == nil {
@@ -117,7 +124,7 @@ func (c *Connector) nextWait(cfg *Config, r *retryState, err error, log hclog.Lo
 
 	// The cooldown replaces the backoff delay, but a Reject's
 	// retry_after_ms stays a minimum.
-	wait := r.breaker.Allow()
+	wait := time.Until(r.breaker.OpenUntil())
 	var reject *RejectError
 	if errors.As(err, &reject) && reject.RetryAfter > wait {
 		wait = reject.RetryAfter
