@@ -29,6 +29,13 @@ func (c *Connector) connectLoop(ctx context.Context, cfg *Config, loop *eventLoo
 
 	for {
 		attempt := uint32(r.backoff.Failures() + 1)
+		// An open breaker whose cooldown has passed turns half open here,
+		// so that this dial is its one trial and a failure opens it again.
+		if wait := r.breaker.Allow(); wait > 0 && !sleep(ctx, wait) {
+			c.emitStopped(ctx, loop, log, attempt)
+			return
+		}
+
 		_, resumeID := loop.link.resumePoint()
 		dialState := StateConnecting
 		if resumeID != "" {
@@ -37,13 +44,6 @@ func (c *Connector) connectLoop(ctx context.Context, cfg *Config, loop *eventLoo
 		c.transition(loop, log, describe(&pb.StateChange{
 			State: dialState, Attempt: attempt, SessionId: resumeID, Reconnects: c.reconnects(connections),
 		}, cfg, last))
-
-		// An open breaker whose cooldown has passed turns half open here,
-		// so that this dial is its one trial and a failure opens it again.
-		if wait := r.breaker.Allow(); wait > 0 && !sleep(ctx, wait) {
-			c.emitStopped(ctx, loop, log, attempt)
-			return
-		}
 
 		// Dial, then run the connection until it ends.
 		s, err := c.connect(ctx, cfg, log, loop)
