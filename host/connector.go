@@ -26,11 +26,22 @@ const (
 	restartHealthyAfter = time.Minute
 )
 
-// Timeouts of single calls to the connector. A call that takes longer means
-// the plugin hangs; the outcome stays in the outbox either way.
+// Timeouts of single calls to the connector.
 const (
-	sendTimeout = 5 * time.Second
-	stopTimeout = 5 * time.Second
+	// defaultSendTimeout bounds a Send of a frame that must arrive: a state sync
+	// or an outcome. The reconnection plugin itself waits up to its
+	// send_timeout (30s by default) for room in a full send queue and then
+	// fails with ResourceExhausted. This bound lies above that default, so
+	// the plugin's setting decides and only a hung plugin reaches this one.
+	// A send_timeout above it is cut to it. Either failure counts as not
+	// sent, and the resender tries again with backoff. Only the resender
+	// waits this long, never a task.
+	defaultSendTimeout = 35 * time.Second
+	// bestEffortTimeout bounds a Send of a frame whose loss is harmless,
+	// such as progress, so that a full queue delays an executor's stream of
+	// progress reports by at most this much per report.
+	bestEffortTimeout = time.Second
+	stopTimeout       = 5 * time.Second
 )
 
 var errNotConnected = errors.New("no connector plugin running")
@@ -98,7 +109,6 @@ func (h *Host) dropConnector(proc pluginProcess) {
 	if h.connectorProc == proc {
 		h.connector, h.connectorProc = nil, nil
 	}
-	h.lastState = ""
 	h.mu.Unlock()
 	proc.Kill()
 }
@@ -173,40 +183,55 @@ func (h *Host) runConnector(ctx context.Context, proc pluginProcess) error {
 	}
 }
 
-// handleState logs each transition of the connection once and starts the
-// state sync after every connect that did not resume the previous session. It returns an ErrConnectorFatal error for
-// a "closed" state whose reason starts with "fatal".
+// handleState logs each transition of the connection and wakes the
+// resender on every connect: after a new session it sends the state sync,
+// after a resumed one the outcomes that the connector did not accept.
+// It returns an ErrConnectorFatal error for a "closed" state whose reason
+// starts with "fatal".
 func (h *Host) handleState(state *pb.StateChange) error {
 	h.mu.Lock()
-	repeated := h.lastState == state.GetState()
-	h.lastState = state.GetState()
+	wasOffline := h.offline
+	switch state.GetState() {
+	case "connected":
+		h.offline = false
+	case "backing_off", "circuit_open":
+		h.offline = true
+	}
 	h.mu.Unlock()
 
 	logger := h.logger.With("session_id", state.GetSessionId(), "attempt", state.GetAttempt())
+	nextRetry := time.UnixMilli(state.GetNextRetryUnixMs()).Format(time.RFC3339Nano)
 	switch state.GetState() {
 	case "connected":
 		if state.GetResumed() {
-			// The connector replays every frame the coordinator has not
+			// The connector replays what the coordinator has not
 			// acknowledged, and the coordinator kept this session's state,
-			// so a state sync or an outbox resend would only repeat them.
-			// NOTE: an outcome whose Send failed, for example on a full
-			// queue, is in the outbox but not in the connector's replay
-			// buffer. It is sent again only after a session that is not
-			// resumed.
+			// so no state sync is needed.
 			logger.Info("resumed session with coordinator", "reconnects", state.GetReconnects())
-			return nil
+		} else {
+			logger.Info("connected to coordinator", "reconnects", state.GetReconnects())
 		}
-		logger.Info("connected to coordinator", "reconnects", state.GetReconnects())
-		h.sendStateSync()
-	case "backing_off":
-		if !repeated {
-			logger.Warn("disconnected from coordinator, backing off", "reason", state.GetReason(),
-				"next_retry", time.UnixMilli(state.GetNextRetryUnixMs()).Format(time.RFC3339Nano))
-		}
+		h.startSession(state.GetResumed())
 	case "connecting":
-		if !repeated {
-			logger.Debug("connecting to coordinator")
+		logger.Debug("connecting to coordinator")
+	case "resuming":
+		logger.Debug("resuming session with coordinator")
+	case "backing_off":
+		// The first failure after a connection warns; the retries of the
+		// same outage are logged at debug level.
+		if wasOffline {
+			logger.Debug("connection attempt failed, backing off", "reason", state.GetReason(),
+				"next_retry", nextRetry)
+		} else {
+			logger.Warn("disconnected from coordinator, backing off", "reason", state.GetReason(),
+				"next_retry", nextRetry)
 		}
+	case "circuit_open":
+		logger.Warn("circuit breaker open after repeated connection failures; no attempt until next_retry",
+			"reason", state.GetReason(), "next_retry", nextRetry)
+	case "draining":
+		logger.Info("connector draining: writing queued frames before it closes the session",
+			"reason", state.GetReason())
 	case "closed":
 		if strings.HasPrefix(state.GetReason(), "fatal") {
 			logger.Error("connector closed the session for good", "reason", state.GetReason())
@@ -214,15 +239,17 @@ func (h *Host) handleState(state *pb.StateChange) error {
 		}
 		logger.Info("session closed", "reason", state.GetReason())
 	default:
+		// A newer connector may report states this host does not know.
 		logger.Warn("unknown connection state from connector", "state", state.GetState(),
 			"reason", state.GetReason())
 	}
 	return nil
 }
 
-// send hands one task frame to the connector. It fails while no session is
-// open; callers that must not lose the frame keep it in the outbox.
-func (h *Host) send(frame *wirepb.Frame) error {
+// send hands one task frame to the connector, waiting at most timeout. It
+// fails while no session is open; callers that must not lose the frame
+// keep it in the outbox.
+func (h *Host) send(ctx context.Context, frame *wirepb.Frame, timeout time.Duration) error {
 	h.mu.Lock()
 	client := h.connector
 	h.mu.Unlock()
@@ -233,7 +260,7 @@ func (h *Host) send(frame *wirepb.Frame) error {
 	if err != nil {
 		return fmt.Errorf("encode %s frame: %w", protocol.TypeOf(frame), err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	_, err = client.Send(ctx, &pb.SendRequest{Frame: data})
 	return err
@@ -241,7 +268,7 @@ func (h *Host) send(frame *wirepb.Frame) error {
 
 // sendBestEffort sends a frame whose loss is harmless, such as progress.
 func (h *Host) sendBestEffort(frame *wirepb.Frame) {
-	if err := h.send(frame); err != nil {
+	if err := h.send(context.Background(), frame, bestEffortTimeout); err != nil {
 		h.logger.Trace("frame not sent", "type", protocol.TypeOf(frame), "error", err)
 	}
 }

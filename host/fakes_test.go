@@ -75,6 +75,13 @@ type fakeConnector struct {
 	stopped     chan struct{}
 	stopOnce    sync.Once
 	unavailable atomic.Bool
+	// exhausted makes a Send of an outcome or a state sync fail as the
+	// plugin does when its queue stayed full for send_timeout. stall makes
+	// it wait until the caller's deadline. failedSends counts the Sends
+	// failed either way.
+	exhausted   atomic.Bool
+	stall       atomic.Bool
+	failedSends atomic.Int32
 }
 
 func newFakeConnector() *fakeConnector {
@@ -109,13 +116,26 @@ func (c *fakeConnector) Events(_ *pb.Empty, stream grpc.ServerStreamingServer[pb
 	}
 }
 
-func (c *fakeConnector) Send(_ context.Context, req *pb.SendRequest) (*pb.Empty, error) {
+func (c *fakeConnector) Send(ctx context.Context, req *pb.SendRequest) (*pb.Empty, error) {
 	if c.unavailable.Load() {
 		return nil, status.Error(codes.Unavailable, "no session")
 	}
 	frame, err := protocol.Decode(req.GetFrame(), 0)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	// Only the frames that the host must deliver fail, so that progress
+	// reports neither slow a test down nor count as failures.
+	if typ := protocol.TypeOf(frame); typ == "task_outcome" || typ == "state_sync" {
+		switch {
+		case c.exhausted.Load():
+			c.failedSends.Add(1)
+			return nil, status.Error(codes.ResourceExhausted, "send queue still full after send_timeout")
+		case c.stall.Load():
+			<-ctx.Done()
+			c.failedSends.Add(1)
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
 	}
 	c.sent <- frame
 	return &pb.Empty{}, nil

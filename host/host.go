@@ -69,12 +69,34 @@ type Host struct {
 	cancelTasks context.CancelFunc
 	tasks       sync.WaitGroup
 
+	// sendTimeout bounds each Send of a state sync or an outcome, and
+	// resendBase and resendCap the resender's backoff; tests change them.
+	sendTimeout time.Duration
+	resendBase  time.Duration
+	resendCap   time.Duration
+	// resendNow wakes the resender and ends its backoff; resendReady
+	// wakes it unless it is backing off.
+	resendNow   chan struct{}
+	resendReady chan struct{}
+
 	mu            sync.Mutex
 	connector     pb.ConnectorClient
 	connectorProc pluginProcess
 	running       map[taskRef]*runningTask
-	held          map[taskRef]*wirepb.TaskOutcome
-	lastState     string
+	// held has every outcome that the coordinator has not acknowledged.
+	held map[taskRef]*heldOutcome
+	// unsent lists, oldest first, the held outcomes that the resender
+	// sends next.
+	unsent []taskRef
+	// session numbers the sessions that started without resuming, from 1
+	// before the first connect; a resumed session keeps its number.
+	session uint64
+	// syncPending is true from a new session's connected event until the
+	// connector accepted its state sync; no outcome is sent before that.
+	syncPending bool
+	// offline is true from a failed connection attempt until the next
+	// connected event, so that one outage warns once.
+	offline       bool
 	unknownFrames map[string]uint64
 }
 
@@ -101,8 +123,14 @@ func New(cfg *config.Config, logger hclog.Logger) (*Host, error) {
 		launch:        launchPlugin,
 		routes:        make(map[string]*executorPlugin),
 		slots:         make(chan struct{}, cfg.Slots),
+		sendTimeout:   defaultSendTimeout,
+		resendBase:    defaultResendBase,
+		resendCap:     defaultResendCap,
+		resendNow:     make(chan struct{}, 1),
+		resendReady:   make(chan struct{}, 1),
 		running:       make(map[taskRef]*runningTask),
-		held:          make(map[taskRef]*wirepb.TaskOutcome),
+		held:          make(map[taskRef]*heldOutcome),
+		session:       1,
 		unknownFrames: make(map[string]uint64),
 	}, nil
 }
@@ -119,6 +147,16 @@ func (h *Host) Run(ctx context.Context) error {
 	if err := h.openOutbox(); err != nil {
 		return err
 	}
+	resendCtx, stopResender := context.WithCancel(ctx)
+	resenderDone := make(chan struct{})
+	go func() {
+		defer close(resenderDone)
+		h.runResender(resendCtx)
+	}()
+	defer func() {
+		stopResender()
+		<-resenderDone
+	}()
 
 	// The connector starts first so that a wrong binary fails fast, but it
 	// is configured last because its Hello lists the executors' task types.
@@ -135,25 +173,32 @@ func (h *Host) Run(ctx context.Context) error {
 }
 
 // openOutbox opens data_dir/outbox and holds the outcomes that a previous
-// run left there; they are sent after the next state sync.
+// run left there; they are sent after the next state sync. Only their refs
+// stay in memory: the resender reads each outcome from its file when it
+// sends it.
 func (h *Host) openOutbox() error {
 	outbox, err := OpenOutbox(filepath.Join(h.cfg.DataDir, "outbox"))
 	if err != nil {
 		return err
 	}
 	h.outbox = outbox
-	outcomes, problems, err := outbox.Load()
+	problems, err := outbox.Walk(func(name string, outcome *wirepb.TaskOutcome) {
+		ref := refOf(outcome.GetRef())
+		entry := &heldOutcome{}
+		if name != fileName(ref) {
+			// Get would not find this file, so the outcome stays in memory.
+			entry.memory = outcome
+		}
+		h.held[ref] = entry
+	})
 	if err != nil {
 		return err
 	}
 	for _, problem := range problems {
 		h.logger.Error("outbox file set aside", "error", problem)
 	}
-	for _, outcome := range outcomes {
-		h.held[refOf(outcome.GetRef())] = outcome
-	}
-	if len(outcomes) > 0 {
-		h.logger.Info("loaded held outcomes from outbox", "count", len(outcomes), "dir", outbox.Dir())
+	if len(h.held) > 0 {
+		h.logger.Info("loaded held outcomes from outbox", "count", len(h.held), "dir", outbox.Dir())
 	}
 	return nil
 }

@@ -1,10 +1,13 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,18 +74,32 @@ type harness struct {
 	plugins *fakePlugins
 	cancel  context.CancelFunc
 	done    chan error
+	logs    *logBuffer
 }
 
-func startHost(t *testing.T, cfg *config.Config, executors map[string]sdk.Executor) *harness {
+// startHost runs a host on fake plugins. Each option changes the host
+// before it runs.
+func startHost(
+	t *testing.T,
+	cfg *config.Config,
+	executors map[string]sdk.Executor,
+	options ...func(*Host),
+) *harness {
 	t.Helper()
-	h, err := New(cfg, hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: testWriter{t}}))
+	logs := &logBuffer{}
+	h, err := New(cfg, hclog.New(&hclog.LoggerOptions{
+		Level: hclog.Debug, Output: io.MultiWriter(testWriter{t}, logs),
+	}))
 	require.NoError(t, err)
+	for _, option := range options {
+		option(h)
+	}
 	plugins := &fakePlugins{t: t, connectors: make(chan *fakeConnector, 8), executors: executors}
 	h.launch = plugins.launch
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h.Run(ctx) }()
-	hs := &harness{host: h, plugins: plugins, cancel: cancel, done: done}
+	hs := &harness{host: h, plugins: plugins, cancel: cancel, done: done, logs: logs}
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -336,6 +353,24 @@ func TestHostDuplicateTaskType(t *testing.T) {
 		t.Fatal("host did not fail on a duplicate task type")
 	}
 	assert.True(t, hs.plugins.allKilled())
+}
+
+// logBuffer collects log output for checks; it is safe for concurrent use.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 type testWriter struct{ t *testing.T }

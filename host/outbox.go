@@ -98,9 +98,19 @@ func (o *Outbox) Delete(ref taskRef) error {
 // sent, and its error is returned in problems. Load also removes temporary
 // files left by an interrupted Put.
 func (o *Outbox) Load() (outcomes []*wirepb.TaskOutcome, problems []error, err error) {
+	problems, err = o.Walk(func(_ string, outcome *wirepb.TaskOutcome) {
+		outcomes = append(outcomes, outcome)
+	})
+	return outcomes, problems, err
+}
+
+// Walk calls fn with the file name and content of each stored outcome, one
+// file at a time, so the caller need not keep every outcome in memory. It
+// sets corrupt files aside and removes temporary files as Load does.
+func (o *Outbox) Walk(fn func(name string, outcome *wirepb.TaskOutcome)) (problems []error, err error) {
 	entries, err := os.ReadDir(o.dir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read outbox %s: %w", o.dir, err)
+		return nil, fmt.Errorf("read outbox %s: %w", o.dir, err)
 	}
 	for _, entry := range entries {
 		name := entry.Name()
@@ -120,9 +130,42 @@ func (o *Outbox) Load() (outcomes []*wirepb.TaskOutcome, problems []error, err e
 			_ = os.Rename(path, path+corruptSuffix)
 			continue
 		}
-		outcomes = append(outcomes, outcome)
+		fn(name, outcome)
 	}
-	return outcomes, problems, nil
+	return problems, nil
+}
+
+// errCorruptOutcome marks an outbox file that was read but does not
+// contain the expected outcome.
+var errCorruptOutcome = errors.New("corrupt outcome file")
+
+// Get reads the stored outcome of ref. The error wraps os.ErrNotExist when
+// the outbox has no file for ref, and errCorruptOutcome when the file does
+// not decode to an outcome of ref.
+func (o *Outbox) Get(ref taskRef) (*wirepb.TaskOutcome, error) {
+	path := filepath.Join(o.dir, fileName(ref))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read outcome %s: %w", path, err)
+	}
+	outcome, err := decodeOutcome(path, data)
+	if err == nil && refOf(outcome.GetRef()) != ref {
+		err = fmt.Errorf("decode outcome %s: it contains %s, expected %s", path, refOf(outcome.GetRef()), ref)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errCorruptOutcome, err)
+	}
+	return outcome, nil
+}
+
+// SetAside renames the file of ref with a ".corrupt" suffix, as Load does
+// with a file that does not decode, so it stays for inspection.
+func (o *Outbox) SetAside(ref taskRef) error {
+	path := filepath.Join(o.dir, fileName(ref))
+	if err := os.Rename(path, path+corruptSuffix); err != nil {
+		return fmt.Errorf("set aside outcome of %s: %w", ref, err)
+	}
+	return nil
 }
 
 func readOutcome(path string) (*wirepb.TaskOutcome, error) {
@@ -130,6 +173,10 @@ func readOutcome(path string) (*wirepb.TaskOutcome, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read outcome %s: %w", path, err)
 	}
+	return decodeOutcome(path, data)
+}
+
+func decodeOutcome(path string, data []byte) (*wirepb.TaskOutcome, error) {
 	outcome := &wirepb.TaskOutcome{}
 	if err := protojson.Unmarshal(data, outcome); err != nil {
 		return nil, fmt.Errorf("decode outcome %s: %w", path, err)

@@ -1,6 +1,8 @@
 package host
 
 import (
+	"context"
+	"fmt"
 	"sort"
 
 	"github.com/dtf-io/dtf/protocol"
@@ -69,10 +71,12 @@ func (h *Host) UnknownFrames() map[string]uint64 {
 }
 
 // sendStateSync sends the coordinator the attempts that run here and the
-// outcomes that wait for an acknowledgement. The host sends it after each
-// connect that starts a new session; a resumed session needs none.
-func (h *Host) sendStateSync() {
+// outcomes that wait for an acknowledgement. The resender calls it after
+// each connect that starts a new session, and again after a failure; a
+// resumed session needs none.
+func (h *Host) sendStateSync(ctx context.Context) error {
 	h.mu.Lock()
+	session := h.session
 	sync := &wirepb.StateSync{}
 	for _, ref := range sortedRefs(h.running) {
 		sync.Running = append(sync.Running, ref.proto())
@@ -82,33 +86,28 @@ func (h *Host) sendStateSync() {
 	}
 	h.mu.Unlock()
 
-	err := h.send(&wirepb.Frame{Body: &wirepb.Frame_StateSync{StateSync: sync}})
+	err := h.send(ctx, &wirepb.Frame{Body: &wirepb.Frame_StateSync{StateSync: sync}}, h.sendTimeout)
 	if err != nil {
-		// The next "connected" event sends a new state sync.
-		h.logger.Warn("state sync not sent", "error", err)
-		return
+		return fmt.Errorf("send state sync: %w", err)
 	}
+	h.mu.Lock()
+	if h.session == session {
+		h.syncPending = false
+	}
+	h.mu.Unlock()
 	h.logger.Debug("state sync sent", "running", len(sync.Running), "held_outcomes", len(sync.HeldOutcomes))
+	return nil
 }
 
 // handleStateSyncResult cancels the attempts the coordinator no longer
-// wants and then resends every held outcome.
+// wants and then queues every held outcome that the connector has not
+// accepted in this session.
 func (h *Host) handleStateSyncResult(frame *wirepb.Frame) {
 	result := frame.GetStateSyncResult()
 	for _, ref := range result.GetCancel() {
 		h.cancelTask(refOf(ref), "cancelled by coordinator after state sync")
 	}
-
-	h.mu.Lock()
-	refs := sortedRefs(h.held)
-	outcomes := make([]*wirepb.TaskOutcome, 0, len(refs))
-	for _, ref := range refs {
-		outcomes = append(outcomes, h.held[ref])
-	}
-	h.mu.Unlock()
-	for _, outcome := range outcomes {
-		h.sendOutcome(outcome)
-	}
+	h.queueAfterSync()
 }
 
 // handleOutcomeAck deletes an acknowledged outcome, applied or not, from

@@ -85,15 +85,14 @@ func (h *Host) handleAssign(frame *wirepb.Frame) {
 
 	h.mu.Lock()
 	_, isRunning := h.running[ref]
-	heldOutcome := h.held[ref]
 	h.mu.Unlock()
-	switch {
-	case isRunning:
+	if isRunning {
 		logger.Debug("ignoring repeated assignment of a running attempt")
 		return
-	case heldOutcome != nil:
-		logger.Debug("assignment of a finished attempt, resending its outcome")
-		go h.sendOutcome(heldOutcome)
+	}
+	if h.queueUnaccepted(ref) {
+		logger.Debug("repeated assignment of a finished attempt; " +
+			"its outcome is sent again unless the connector already has it")
 		return
 	}
 
@@ -242,39 +241,57 @@ func (h *Host) finishCancelled(task *runningTask, at time.Time) {
 	})
 }
 
-// complete writes the outcome to the outbox, holds it and sends it. The
-// outcome is written before it is sent, so an acknowledgement never refers
-// to an outcome that a crash could lose.
+// Bounds of the retries of a failed outbox write. A write fails on a full
+// disk, a read-only or removed folder or wrong permissions. A few short
+// retries ride out a passing condition without holding the task's slot for
+// long.
+const (
+	outboxWriteAttempts = 3
+	outboxRetryDelay    = 200 * time.Millisecond
+)
+
+// complete writes the outcome to the outbox, holds it and queues it for the
+// resender. The outcome is written before it is sent, so an acknowledgement
+// never refers to an outcome that a crash could lose.
+//
+// When every write attempt fails, the outcome is held in memory and sent
+// anyway: the coordinator can still apply it, and while the host runs it is
+// resent like any other. Only a stop of the host before the acknowledgement
+// loses it. The next state sync then lists the attempt as neither running
+// nor held, so the coordinator ends it as lost and requeues the task within
+// its max_attempts.
 func (h *Host) complete(ref taskRef, outcome *wirepb.TaskOutcome) {
 	logger := h.logger.With("task_id", ref.TaskID, "attempt", ref.Attempt)
-	if err := h.outbox.Put(outcome); err != nil {
-		// NOTE: the outcome is still held in memory and sent, but it is lost
-		// if the host restarts before the acknowledgement arrives.
-		logger.Error("outcome not written to outbox", "error", err)
+	var memory *wirepb.TaskOutcome
+	if err := h.writeOutbox(outcome); err != nil {
+		logger.Error("outcome not written to outbox; it is kept in memory only and lost if the worker "+
+			"stops before the coordinator acknowledges it, and the coordinator then requeues the task; "+
+			"check free space and permissions of the outbox folder",
+			"dir", h.outbox.Dir(), "write_attempts", outboxWriteAttempts, "error", err)
+		memory = outcome
 	}
-	h.mu.Lock()
-	delete(h.running, ref)
-	h.held[ref] = outcome
-	h.mu.Unlock()
+	h.holdOutcome(ref, memory)
 	logger.Info("task finished", "status", outcome.GetStatus().String(), "exit_code", outcome.GetExitCode(),
 		"message", outcome.GetMessage())
-	h.sendOutcome(outcome)
 }
 
-// sendOutcome sends a held outcome. A failure leaves it held; it is sent
-// again after the next state sync result.
-func (h *Host) sendOutcome(outcome *wirepb.TaskOutcome) {
-	err := h.send(&wirepb.Frame{Body: &wirepb.Frame_TaskOutcome{TaskOutcome: outcome}})
-	if err == nil {
-		return
+// writeOutbox puts outcome in the outbox, trying up to outboxWriteAttempts
+// times with a growing delay, and returns the last error.
+func (h *Host) writeOutbox(outcome *wirepb.TaskOutcome) error {
+	delay := outboxRetryDelay
+	var err error
+	for attempt := 1; attempt <= outboxWriteAttempts; attempt++ {
+		if err = h.outbox.Put(outcome); err == nil {
+			return nil
+		}
+		if attempt < outboxWriteAttempts {
+			h.logger.Warn("outbox write failed, retrying", "task_id", outcome.GetRef().GetTaskId(),
+				"attempt", outcome.GetRef().GetAttempt(), "write_attempt", attempt, "error", err)
+			time.Sleep(delay)
+			delay *= 2
+		}
 	}
-	ref := refOf(outcome.GetRef())
-	logger := h.logger.With("task_id", ref.TaskID, "attempt", ref.Attempt)
-	if isUnavailable(err) {
-		logger.Debug("outcome kept in outbox until the next session", "error", err)
-		return
-	}
-	logger.Warn("outcome not sent, kept in outbox", "error", err)
+	return err
 }
 
 // cancelTask cancels a running attempt; an attempt not running here is

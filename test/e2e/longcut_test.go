@@ -1,0 +1,251 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dtf-io/dtf/test/cluster"
+)
+
+// The long cut tests give a worker a replay buffer and a send queue far
+// smaller than the outcomes it produces while its link is down. Most
+// outcomes are therefore not accepted by the reconnection plugin and wait
+// only in the host's outbox.
+const (
+	// longcutTasks run at once, one per slot, and all finish during the cut.
+	longcutTasks = 32
+	// longcutFillBytes of filler precede each task's closing line, so each
+	// output is just under the command executor's 1 MiB output limit.
+	longcutFillBytes = 1<<20 - 64
+	// longcutStagger spaces the ends of the tasks, so that the host
+	// receives one output at a time and its memory shows what it keeps,
+	// not what arrives at once.
+	longcutStagger = 200 * time.Millisecond
+	// longcutReplayFrames, longcutReplayBytes and longcutQueueFrames bound
+	// the plugin's buffers to two or three outcomes of this size.
+	longcutReplayFrames = 8
+	longcutReplayBytes  = 2 << 20
+	longcutQueueFrames  = 4
+	// longcutSendTimeout is the plugin's send_timeout: how long a Send
+	// waits for room in a full queue before the host retries it later.
+	longcutSendTimeout = "2s"
+	// longcutCooldown replaces the plugin's circuit breaker cooldown of
+	// 30s. The refused dials of the cut open the breaker, and the default
+	// cooldown could keep the worker away past the coordinator's
+	// reassign_after of 20s, which would requeue its tasks.
+	longcutCooldown = "1s"
+	// longcutExpiredTTL is the coordinator's session_ttl in the subtest
+	// where the session expires during the cut.
+	longcutExpiredTTL = "3s"
+	// longcutMaxRSS bounds the worker host's peak resident memory (VmHWM).
+	// The outputs held during the cut add up to 32 MiB. Measured on a
+	// 2-core Linux VM with go1.26.8, the host peaked at 42 to 57 MiB, and
+	// a build that kept held outcomes in memory peaked at 96 to 103 MiB.
+	longcutMaxRSS = 72 << 20
+)
+
+// A worker cut off while every running task finishes ends up holding every
+// outcome on disk. After the link comes back, each task has exactly one
+// applied outcome with its full output, whether the session resumes or
+// expired and the worker syncs its state, and the host's memory stays
+// bounded.
+func TestLongCutOutcomes(t *testing.T) {
+	cases := []struct {
+		name string
+		// expire makes the cut outlast the coordinator's session_ttl.
+		expire bool
+	}{
+		{name: "session resumed", expire: false},
+		{name: "session expired", expire: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			longcutRun(t, tc.expire)
+		})
+	}
+}
+
+func longcutRun(t *testing.T, expire bool) {
+	e := newEnv(t)
+	if expire {
+		longcutSetSessionTTL(e, longcutExpiredTTL)
+	}
+	const id = "worker-longcut"
+	worker := longcutStartWorker(e, id)
+	e.waitConnected(id)
+
+	gate := filepath.Join(e.dir, "gate")
+	batch, want := longcutSubmit(e, gate)
+	e.waitRunning(batch, longcutTasks)
+
+	before := longcutPeakRSS(t, worker.Pid())
+
+	// Cut the link and keep it down, then let every task finish.
+	e.proxy.Refuse(true)
+	e.proxy.Cut()
+	e.waitDisconnected(id)
+	require.NoError(t, os.WriteFile(gate, nil, 0o644))
+	e.waitOutbox(id, longcutTasks)
+	longcutWaitLog(e, worker, "connector did not accept a held outcome")
+	if expire {
+		longcutWaitLog(e, e.coordinator, "session expired")
+	}
+	e.proxy.Refuse(false)
+
+	tasks := e.waitTerminal(batch, 3*time.Minute)
+	require.Len(t, tasks, longcutTasks)
+	e.requireExactlyOnce(tasks)
+	for _, task := range tasks {
+		output := task.Outcome.Output
+		assert.Equal(t, longcutFillBytes+len(want[task.Name]), len(output), "task %s output length", task.Name)
+		assert.True(t, strings.HasSuffix(output, want[task.Name]), "task %s output ends with %q",
+			task.Name, want[task.Name])
+	}
+	longcutWaitOutboxEmpty(e, id)
+
+	log := worker.Log()
+	syncs := strings.Count(log, "state sync sent")
+	if expire {
+		assert.Equal(t, 2, syncs, "the first session and the one after the expiry each sync")
+		assert.NotContains(t, log, "resumed session with coordinator")
+	} else {
+		assert.Equal(t, 1, syncs, "a resumed session needs no state sync")
+		assert.Contains(t, log, "resumed session with coordinator")
+		// Without a new session, nothing gives the host a reason to send an
+		// outcome twice, so the coordinator receives no duplicate.
+		assert.Zero(t, strings.Count(e.coordinator.Log(), "outcome rejected"), "duplicate outcomes")
+	}
+
+	peak := longcutPeakRSS(t, worker.Pid())
+	t.Logf("worker host peak RSS %.1f MiB before the cut, %.1f MiB at the end; %d outcomes of %d KiB held",
+		float64(before)/(1<<20), float64(peak)/(1<<20), longcutTasks, longcutFillBytes>>10)
+	assert.Less(t, peak, int64(longcutMaxRSS), "worker host peak RSS")
+}
+
+// longcutSubmit submits longcutTasks tasks that wait for the gate file,
+// then print longcutFillBytes of filler and a closing line that names the
+// task. It returns the batch and each task's closing line by task name.
+func longcutSubmit(e *env, gate string) (string, map[string]string) {
+	e.t.Helper()
+	argvs := make([][]string, longcutTasks)
+	want := make(map[string]string, longcutTasks)
+	for i := range argvs {
+		closing := fmt.Sprintf("longcut task %02d done\n", i)
+		want[fmt.Sprintf("task-%d", i)] = closing
+		// The wait is bounded: 2400 polls of 50 ms are two minutes. The
+		// stagger spreads the outputs over about six seconds.
+		script := fmt.Sprintf("n=0; while [ ! -e %q ] && [ $n -lt 2400 ]; do sleep 0.05; n=$((n+1)); done; "+
+			"sleep %.1f; head -c %d /dev/zero | tr '\\0' x; printf 'longcut task %02d done\\n'",
+			gate, longcutStagger.Seconds()*float64(i), longcutFillBytes, i)
+		argvs[i] = []string{"sh", "-c", script}
+	}
+	return e.submitCommands(argvs...), want
+}
+
+// longcutPluginConfig matches the healthy_after line of the reconnection
+// plugin's config block written by cluster.WriteWorkerConfig.
+var longcutPluginConfig = regexp.MustCompile(`(?m)^(\s*)healthy_after\s*=.*$`)
+
+// longcutStartWorker starts a worker as env.startWorker does, with
+// longcutTasks slots and the small replay buffer and send queue of these
+// tests. cluster.WorkerConfig has no fields for them, so they are added to
+// the written file.
+func longcutStartWorker(e *env, id string) *cluster.Process {
+	e.t.Helper()
+	config := filepath.Join(e.dir, id+".hcl")
+	require.NoError(e.t, cluster.WriteWorkerConfig(config, cluster.WorkerConfig{
+		Bin:               bin,
+		URL:               "ws://" + e.proxy.Addr(),
+		WorkerID:          id,
+		Token:             token,
+		DataDir:           filepath.Join(e.dir, id),
+		Slots:             longcutTasks,
+		HeartbeatInterval: 500 * time.Millisecond,
+		HeartbeatTimeout:  2 * time.Second,
+		BackoffBase:       100 * time.Millisecond,
+		BackoffCap:        time.Second,
+		HealthyAfter:      3 * time.Second,
+	}))
+	text, err := os.ReadFile(config)
+	require.NoError(e.t, err)
+	require.True(e.t, longcutPluginConfig.Match(text), "no healthy_after line in %s", config)
+	extra := fmt.Sprintf("${0}\n${1}replay_buffer_frames = %d\n${1}replay_buffer_bytes = %d\n"+
+		"${1}send_queue_frames = %d\n${1}send_timeout = %q\n${1}circuit_cooldown = %q",
+		longcutReplayFrames, longcutReplayBytes, longcutQueueFrames, longcutSendTimeout, longcutCooldown)
+	text = longcutPluginConfig.ReplaceAll(text, []byte(extra))
+	require.NoError(e.t, os.WriteFile(config, text, 0o644))
+
+	p, err := cluster.Start(id, filepath.Join(e.dir, id+".log"),
+		bin.Path("dtf"), []string{"worker", "-config", config})
+	require.NoError(e.t, err)
+	e.workers[id] = p
+	return p
+}
+
+// longcutSetSessionTTL restarts the coordinator of e with session_ttl set
+// to ttl. cluster.CoordinatorConfig has no field for it, so it is added to
+// the written file.
+func longcutSetSessionTTL(e *env, ttl string) {
+	e.t.Helper()
+	text, err := os.ReadFile(e.coordConfig)
+	require.NoError(e.t, err)
+	block := regexp.MustCompile(`(?m)^workers \{$`)
+	require.True(e.t, block.Match(text), "no workers block in %s", e.coordConfig)
+	text = block.ReplaceAll(text, []byte(fmt.Sprintf("workers {\n  session_ttl = %q", ttl)))
+	require.NoError(e.t, os.WriteFile(e.coordConfig, text, 0o644))
+
+	require.NoError(e.t, e.coordinator.Stop(10*time.Second))
+	e.startCoordinator()
+}
+
+// longcutWaitOutboxEmpty waits until the worker's outbox contains no outcome.
+func longcutWaitOutboxEmpty(e *env, id string) {
+	e.t.Helper()
+	pattern := filepath.Join(e.dir, id, "outbox", "*.json")
+	err := cluster.Poll(context.Background(), time.Minute, 50*time.Millisecond, func() (bool, error) {
+		matches, err := filepath.Glob(pattern)
+		return len(matches) == 0, err
+	})
+	require.NoError(e.t, err, "outbox of %s not emptied\n%s", id, e.logs())
+}
+
+// longcutWaitLog waits until the process has logged text.
+func longcutWaitLog(e *env, p *cluster.Process, text string) {
+	e.t.Helper()
+	err := cluster.Poll(context.Background(), time.Minute, 50*time.Millisecond, func() (bool, error) {
+		return strings.Contains(p.Log(), text), nil
+	})
+	require.NoError(e.t, err, "%s did not log %q\n%s", p.Name, text, e.logs())
+}
+
+// longcutPeakRSS returns the peak resident set size (VmHWM) of a process
+// in bytes, from /proc/PID/status.
+func longcutPeakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	file, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	require.NoError(t, err)
+	defer file.Close()
+	scanner := bufio.NewScanner(file)
+	for scanner.Scan() {
+		fields := strings.Fields(scanner.Text())
+		if len(fields) == 3 && fields[0] == "VmHWM:" && fields[2] == "kB" {
+			kib, err := strconv.ParseInt(fields[1], 10, 64)
+			require.NoError(t, err)
+			return kib << 10
+		}
+	}
+	require.NoError(t, scanner.Err())
+	t.Fatalf("no VmHWM line in /proc/%d/status", pid)
+	return 0
+}
