@@ -39,14 +39,35 @@ const storeTimeout = 10 * time.Second
 // of 30s.
 const shutdownRetryAfter = time.Second
 
-// shutdownRetrySpread widens each worker's hint by a random part of it, so
-// that the fleet does not redial in the same 100 ms after a restart.
+// shutdownRetrySpread is the time over which the workers told to come back
+// at shutdown are spread, so that the fleet does not redial in the same
+// 100 ms after a restart.
 const shutdownRetrySpread = 3 * time.Second
 
-// shutdownRetryHint returns one worker's retry hint, uniform in
+// shutdownRetryHint returns a retry hint for a worker that says hello while
+// the coordinator shuts down, uniform in
 // [shutdownRetryAfter, shutdownRetryAfter+shutdownRetrySpread).
 func shutdownRetryHint() time.Duration {
 	return shutdownRetryAfter + rand.N(shutdownRetrySpread)
+}
+
+// shutdownRetryHints returns one retry hint for each of n attached workers,
+// in random order. The hints are evenly spaced over the spread rather than
+// drawn at random, because random hints for a few hundred workers still
+// crowd some 100 ms windows with twice the mean. The spread grows when the
+// admission limit, maxPerSecond sessions with a burst of burst, could not
+// let n workers through within it.
+func shutdownRetryHints(n, maxPerSecond, burst int) []time.Duration {
+	spread := shutdownRetrySpread
+	if maxPerSecond > 0 && n > burst {
+		spread = max(spread, time.Duration(n-burst)*time.Second/time.Duration(maxPerSecond))
+	}
+	hints := make([]time.Duration, n)
+	for i := range hints {
+		hints[i] = shutdownRetryAfter + spread*time.Duration(i)/time.Duration(max(n, 1))
+	}
+	rand.Shuffle(n, func(i, j int) { hints[i], hints[j] = hints[j], hints[i] })
+	return hints
 }
 
 // Server is one coordinator: its listener, its store and the live worker
@@ -292,8 +313,11 @@ func (s *Server) Run(ctx context.Context) error {
 // closeSessions tells every attached worker to come back later. The
 // sessions stay, detached, and Run saves them for the next start.
 func (s *Server) closeSessions() {
-	for _, c := range s.attachedConnections() {
-		c.close(rejectFrame(rejectShuttingDown, "coordinator is shutting down", shutdownRetryHint()),
+	conns := s.attachedConnections()
+	hints := shutdownRetryHints(len(conns), s.cfg.Workers.MaxSessionsPerSecond,
+		s.cfg.Workers.SessionBurst)
+	for i, c := range conns {
+		c.close(rejectFrame(rejectShuttingDown, "coordinator is shutting down", hints[i]),
 			"coordinator shutting down")
 	}
 }
