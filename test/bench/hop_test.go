@@ -1,0 +1,198 @@
+package bench
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/dtf-io/dtf/protocol"
+	wirepb "github.com/dtf-io/dtf/protocol/pb"
+)
+
+// hopTask is the task id of the task_progress frames of
+// BenchmarkPluginHop. No task has it, which does not matter because the
+// coordinator handles progress frames without looking the task up.
+const hopTask = "bench-hop"
+
+// BenchmarkPluginHop measures the cost of the plugin hop for a stream of
+// small task frames. Each iteration of the loop is one task_progress frame
+// of under 50 bytes, sent two ways into the same coordinator. The
+// coordinator runs its default config except for the heartbeat in the
+// benchmark's name, and compresses no frame this small:
+//
+//   - raw-frames/s: one raw WebSocket client speaks the wire protocol to
+//     the coordinator and writes the frames back to back from one
+//     goroutine, without a replay buffer.
+//   - plugin-frames/s: the dtf-reconnection binary, launched through
+//     go-plugin with its default config, receives each frame through one
+//     unary Send call, as the worker host passes frames on. The senders
+//     goroutines share the calls, like the concurrent tasks of a host.
+//
+// Each figure counts the frames from the first write or Send until the
+// coordinator has handled them all, which a final state_sync shows: the
+// coordinator handles a session's frames in order, so its
+// state_sync_result arrives after the last progress frame was handled.
+// hop-cost-% is 100*(1 - plugin/raw). ns/op covers both runs and is not
+// the figure of interest.
+//
+// The plugin keeps at most replay_buffer_frames (4096 by default) frames
+// that the coordinator has not acknowledged, and the coordinator
+// acknowledges only on the frames it sends, heartbeats among them. A run
+// of more frames than that therefore includes waits for acknowledgements,
+// which the shorter heartbeat of the second case shortens. Use
+// -benchtime 20000x or more for the sustained rate.
+func BenchmarkPluginHop(b *testing.B) {
+	for _, hb := range []heartbeat{{}, {interval: 200 * time.Millisecond, timeout: time.Second}} {
+		for _, senders := range []int{1, 4} {
+			b.Run(fmt.Sprintf("%s/senders=%d", hb, senders), func(b *testing.B) {
+				benchmarkPluginHop(b, hb, senders)
+			})
+		}
+	}
+}
+
+func benchmarkPluginHop(b *testing.B, hb heartbeat, senders int) {
+	b.StopTimer()
+	coord := startCoordinator(b, hb)
+	worker := startPluginWorker(b, coord.server.Addr(), "bench-hop-plugin", pluginSettings{})
+	worker.connectAndSync(b)
+	raw := dialRawSession(b, coord.server.Addr(), "bench-hop-raw")
+	b.StartTimer()
+
+	rawElapsed := raw.sendProgress(b, b.N)
+	pluginElapsed := sendProgressThroughPlugin(b, worker, b.N, senders)
+
+	b.StopTimer()
+	rawRate := float64(b.N) / rawElapsed.Seconds()
+	pluginRate := float64(b.N) / pluginElapsed.Seconds()
+	b.ReportMetric(rawRate, "raw-frames/s")
+	b.ReportMetric(pluginRate, "plugin-frames/s")
+	b.ReportMetric(100*(1-pluginRate/rawRate), "hop-cost-%")
+}
+
+// sendProgressThroughPlugin sends n task_progress frames through the
+// plugin's Send from senders goroutines, then a state sync, and returns
+// the time until its result arrived.
+func sendProgressThroughPlugin(b *testing.B, worker *pluginWorker, n, senders int) time.Duration {
+	b.Helper()
+	started := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, senders)
+	for s := range senders {
+		// Sender s sends frames s, s+senders, s+2*senders and so on.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := s; i < n; i += senders {
+				frame := progressFrame(hopTask, "step", float64(i)/float64(n))
+				if err := worker.send(frame); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	worker.syncRoundTrip(b)
+	return time.Since(started)
+}
+
+// rawSession is a worker session held by a raw WebSocket client that
+// speaks the wire protocol itself, without a replay buffer.
+type rawSession struct {
+	conn *websocket.Conn
+	// seq is the last sequence number used.
+	seq uint64
+}
+
+// dialRawSession connects to the coordinator at addr as worker id and
+// completes hello, welcome and the state sync. The benchmark's cleanup
+// closes the connection.
+func dialRawSession(b *testing.B, addr, id string) *rawSession {
+	b.Helper()
+	url, err := protocol.ConnectURL("http://" + addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dialer := websocket.Dialer{Subprotocols: []string{protocol.Subprotocol}, HandshakeTimeout: waitLimit}
+	conn, resp, err := dialer.Dial(url, http.Header{})
+	if err != nil {
+		b.Fatalf("dial %s: %v", url, err)
+	}
+	_ = resp.Body.Close()
+	s := &rawSession{conn: conn}
+	b.Cleanup(func() { _ = conn.Close() })
+
+	s.write(b, &wirepb.Frame{Body: &wirepb.Frame_Hello{Hello: &wirepb.Hello{
+		WorkerId:    id,
+		Token:       workerToken,
+		TaskTypes:   []string{"command"},
+		Slots:       1,
+		HostVersion: "bench",
+	}}})
+	if first := s.read(b); first.GetWelcome() == nil {
+		b.Fatalf("expected welcome from the coordinator, got %s: %v", protocol.TypeOf(first), first)
+	}
+	s.syncRoundTrip(b)
+	return s
+}
+
+// sendProgress writes n task_progress frames, then a state sync, and
+// returns the time until its result arrived.
+func (s *rawSession) sendProgress(b *testing.B, n int) time.Duration {
+	b.Helper()
+	started := time.Now()
+	for i := range n {
+		s.writeTask(b, progressFrame(hopTask, "step", float64(i)/float64(n)))
+	}
+	s.syncRoundTrip(b)
+	return time.Since(started)
+}
+
+// syncRoundTrip sends a state sync and reads until its result.
+func (s *rawSession) syncRoundTrip(b *testing.B) {
+	b.Helper()
+	s.writeTask(b, stateSyncFrame())
+	for s.read(b).GetStateSyncResult() == nil {
+	}
+}
+
+// writeTask numbers a task frame and writes it.
+func (s *rawSession) writeTask(b *testing.B, frame *wirepb.Frame) {
+	s.seq++
+	frame.Seq = s.seq
+	s.write(b, frame)
+}
+
+func (s *rawSession) write(b *testing.B, frame *wirepb.Frame) {
+	data, err := protocol.Encode(frame)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = s.conn.SetWriteDeadline(time.Now().Add(waitLimit))
+	if err := s.conn.WriteMessage(websocket.BinaryMessage, data); err != nil {
+		b.Fatalf("write %s frame: %v", protocol.TypeOf(frame), err)
+	}
+}
+
+// read returns the next frame from the coordinator.
+func (s *rawSession) read(b *testing.B) *wirepb.Frame {
+	_ = s.conn.SetReadDeadline(time.Now().Add(waitLimit))
+	_, data, err := s.conn.ReadMessage()
+	if err != nil {
+		b.Fatalf("read from the coordinator: %v", err)
+	}
+	frame, err := protocol.Decode(data, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return frame
+}

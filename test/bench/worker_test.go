@@ -1,0 +1,230 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dtf-io/dtf/plugin"
+	"github.com/dtf-io/dtf/plugin/pb"
+	"github.com/dtf-io/dtf/plugins/reconnection/connector"
+	"github.com/dtf-io/dtf/protocol"
+	wirepb "github.com/dtf-io/dtf/protocol/pb"
+)
+
+// stateEvent is a state change of the plugin and the time the benchmark
+// received it.
+type stateEvent struct {
+	change *pb.StateChange
+	at     time.Time
+}
+
+// frameEvent is a task frame that the plugin forwarded, and the time the
+// benchmark received it.
+type frameEvent struct {
+	frame *wirepb.Frame
+	at    time.Time
+}
+
+// pluginWorker plays the worker host: it runs the dtf-reconnection binary
+// through plugin.Launch, configures it, reads its Events stream and sends
+// task frames with Send, as host/connector.go does.
+type pluginWorker struct {
+	id     string
+	client *plugin.Client
+	conn   pb.ConnectorClient
+	states chan stateEvent
+	frames chan frameEvent
+}
+
+// startPluginWorker launches the plugin for worker id against the
+// coordinator at addr, opens its Events stream and stops it when the
+// benchmark ends.
+func startPluginWorker(b *testing.B, addr, id string, settings pluginSettings) *pluginWorker {
+	b.Helper()
+	configJSON, err := settings.configJSON()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	client, err := plugin.Launch(ctx, plugin.LaunchConfig{
+		Name: "reconnection",
+		Kind: plugin.KindConnector,
+		Path: pluginBinary(b),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(client.Kill)
+
+	conn := client.Connector()
+	_, err = conn.Configure(ctx, &pb.ConnectorConfig{
+		Url:         "ws://" + addr,
+		WorkerId:    id,
+		Token:       workerToken,
+		TaskTypes:   []string{"command"},
+		Slots:       1,
+		HostVersion: "bench",
+		ConfigJson:  configJSON,
+	})
+	if err != nil {
+		b.Fatalf("configure reconnection plugin: %v", err)
+	}
+
+	streamCtx, cancelStream := context.WithCancel(context.Background())
+	stream, err := conn.Events(streamCtx, &pb.Empty{})
+	if err != nil {
+		cancelStream()
+		b.Fatalf("open events stream: %v", err)
+	}
+	w := &pluginWorker{
+		id:     id,
+		client: client,
+		conn:   conn,
+		states: make(chan stateEvent, 1024),
+		frames: make(chan frameEvent, 1024),
+	}
+	received := make(chan struct{})
+	go func() {
+		defer close(received)
+		w.receive(streamCtx, stream)
+	}()
+	b.Cleanup(func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = conn.Stop(stopCtx, &pb.Empty{})
+		cancelStream()
+		select {
+		case <-received:
+		case <-time.After(waitLimit):
+			b.Errorf("events stream of %s did not end", id)
+		}
+	})
+	return w
+}
+
+// receive sorts the Events stream into states and frames until the stream
+// ends.
+func (w *pluginWorker) receive(ctx context.Context, stream pb.Connector_EventsClient) {
+	for {
+		event, err := stream.Recv()
+		if err != nil {
+			return
+		}
+		at := time.Now()
+		switch e := event.GetEvent().(type) {
+		case *pb.ConnectorEvent_State:
+			select {
+			case w.states <- stateEvent{change: e.State, at: at}:
+			case <-ctx.Done():
+				return
+			}
+		case *pb.ConnectorEvent_Frame:
+			frame, err := protocol.Decode(e.Frame, 0)
+			if err != nil {
+				continue
+			}
+			select {
+			case w.frames <- frameEvent{frame: frame, at: at}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// waitState returns the next state change for which match holds, skipping
+// others.
+func (w *pluginWorker) waitState(b *testing.B, what string, match func(*pb.StateChange) bool) stateEvent {
+	b.Helper()
+	deadline := time.NewTimer(waitLimit)
+	defer deadline.Stop()
+	var seen []string
+	for {
+		select {
+		case event := <-w.states:
+			if match(event.change) {
+				return event
+			}
+			seen = append(seen, fmt.Sprintf("%s(%s)", event.change.GetState(), event.change.GetReason()))
+		case <-deadline.C:
+			b.Fatalf("%s: no %s within %s; states seen: %s", w.id, what, waitLimit, strings.Join(seen, ", "))
+		}
+	}
+}
+
+// waitFrame returns the next forwarded frame of type frameType, skipping
+// others.
+func (w *pluginWorker) waitFrame(b *testing.B, frameType string) frameEvent {
+	b.Helper()
+	deadline := time.NewTimer(waitLimit)
+	defer deadline.Stop()
+	for {
+		select {
+		case event := <-w.frames:
+			if protocol.TypeOf(event.frame) == frameType {
+				return event
+			}
+		case <-deadline.C:
+			b.Fatalf("%s: no %s frame within %s", w.id, frameType, waitLimit)
+		}
+	}
+}
+
+// send passes one task frame to the plugin's Send.
+func (w *pluginWorker) send(frame *wirepb.Frame) error {
+	data, err := protocol.Encode(frame)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if _, err := w.conn.Send(ctx, &pb.SendRequest{Frame: data}); err != nil {
+		return fmt.Errorf("send %s frame: %w", protocol.TypeOf(frame), err)
+	}
+	return nil
+}
+
+// connectAndSync waits for the first session and completes its state sync,
+// as the host does after a new session, so the coordinator counts the
+// worker as ready.
+func (w *pluginWorker) connectAndSync(b *testing.B) {
+	b.Helper()
+	w.waitState(b, "connected state", isConnected)
+	w.syncRoundTrip(b)
+}
+
+func isConnected(change *pb.StateChange) bool {
+	return change.GetState() == connector.StateConnected
+}
+
+func isBackingOff(change *pb.StateChange) bool {
+	return change.GetState() == connector.StateBackingOff
+}
+
+func stateSyncFrame() *wirepb.Frame {
+	return &wirepb.Frame{Body: &wirepb.Frame_StateSync{StateSync: &wirepb.StateSync{}}}
+}
+
+// progressFrame returns the small task frame that the benchmarks send, a
+// task_progress of under 50 bytes when encoded.
+func progressFrame(taskID, message string, fraction float64) *wirepb.Frame {
+	return &wirepb.Frame{Body: &wirepb.Frame_TaskProgress{TaskProgress: &wirepb.TaskProgress{
+		Ref:      &wirepb.TaskRef{TaskId: taskID, Attempt: 1},
+		Fraction: fraction,
+		Message:  message,
+	}}}
+}
+
+// syncRoundTrip sends a state sync and waits for its result, so both sides
+// have just received a frame.
+func (w *pluginWorker) syncRoundTrip(b *testing.B) {
+	b.Helper()
+	if err := w.send(stateSyncFrame()); err != nil {
+		b.Fatal(err)
+	}
+	w.waitFrame(b, "state_sync_result")
+}
