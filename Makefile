@@ -11,14 +11,21 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 # again under the race detector.
 RACE_PKGS := ./protocol/... ./coordinator/... ./host/... ./plugin/... ./plugins/... ./test/faultproxy/...
 
+# build links the binaries without cgo and without gRPC's request tracing
+# (build tag grpcnotrace). A worker runs three of these processes, and each
+# maps the pages of its own binary and, with cgo, of the C library. The two
+# settings lowered an idle worker (host, reconnection plugin and command
+# executor, measured with dtf-load -mode host-rss) from 55.1 to 46.9 MiB RSS.
+GOBUILD := CGO_ENABLED=0 $(GO) build -tags grpcnotrace
+
 .PHONY: build
 build:
-	$(GO) build -o $(BIN)/dtf ./cmd/dtf
-	$(GO) build -o $(BIN)/dtf-reconnection ./plugins/reconnection
-	$(GO) build -o $(BIN)/dtf-exec-command ./examples/command
-	$(GO) build -o $(BIN)/dtf-exec-gotest ./examples/gotest
-	$(GO) build -o $(BIN)/dtf-demo ./test/demo
-	$(GO) build -o $(BIN)/dtf-load ./test/load
+	$(GOBUILD) -o $(BIN)/dtf ./cmd/dtf
+	$(GOBUILD) -o $(BIN)/dtf-reconnection ./plugins/reconnection
+	$(GOBUILD) -o $(BIN)/dtf-exec-command ./examples/command
+	$(GOBUILD) -o $(BIN)/dtf-exec-gotest ./examples/gotest
+	$(GOBUILD) -o $(BIN)/dtf-demo ./test/demo
+	$(GOBUILD) -o $(BIN)/dtf-load ./test/load
 
 # run starts a coordinator, a fault proxy and two workers, runs this
 # repository's Go packages as gotest tasks, cuts the network mid-run and

@@ -21,30 +21,59 @@ import (
 const closeGrace = time.Second
 
 // connection is one WebSocket connection attached to a session. Its reader
-// goroutine handles frames; one writer goroutine sends the Welcome, then the
-// session's unacknowledged task frames in sequence order, the unsequenced
-// frames and the heartbeats.
+// goroutine handles frames for as long as the connection lives. A writer
+// goroutine runs only while there is something to send: the Welcome, the
+// unsequenced frames, the session's unacknowledged task frames in sequence
+// order, a due heartbeat, or the frames of a close. At most one writer runs
+// at any time, so an idle connection holds one goroutine and no ticker.
 type connection struct {
 	ws     *websocket.Conn
 	remote string
 	// codec is negotiated in the handshake and fixed before the reader and
 	// writer start.
 	codec protocol.Codec
+	// server and session are set by start, before any writer runs.
+	server  *Server
+	session *session
 
-	// control feeds the writer the frames that are not sequenced, such as
-	// heartbeat replies. It is bounded: a worker that stops reading is
-	// disconnected instead of growing the coordinator's memory.
-	control chan *pb.Frame
-	// wake tells the writer that the replay buffer has frames to send.
-	wake chan struct{}
-	// nextSeq is the lowest sequence number the writer has not sent on this
-	// connection; only the writer uses it.
+	// mu guards the fields from control to reason.
+	mu sync.Mutex
+	// control holds the frames that are not sequenced, such as heartbeat
+	// replies, in the order they were queued. It is bounded by queueLimit:
+	// a worker that stops reading is disconnected instead of growing the
+	// coordinator's memory.
+	control    []*pb.Frame
+	queueLimit int
+	// welcome is the first frame to send, taken by the first writer.
+	welcome *pb.Frame
+	// windowDue is set when the replay buffer may hold frames that this
+	// connection has not sent yet.
+	windowDue bool
+	// heartbeatDue is set when the heartbeat timer fired and the writer has
+	// not sent that heartbeat yet.
+	heartbeatDue bool
+	// started is set by start, and no writer runs before it.
+	started bool
+	// writing is set while a writer goroutine runs.
+	writing bool
+	// closing is set by close. finished is set once the writer has sent the
+	// close frames and closed the WebSocket, and no writer starts after it.
+	closing  bool
+	finished bool
+	final    *pb.Frame
+	// reason is the cause given by the first close. It may be read without
+	// mu once writerDone is closed.
+	reason string
+
+	// heartbeat fires one heartbeat interval after the coordinator's last
+	// heartbeat on this connection, and a writer sends the next one.
+	heartbeat *time.Timer
+	// nextSeq is the lowest sequence number not yet sent on this
+	// connection. Only the running writer uses it.
 	nextSeq uint64
-
-	closing    chan struct{}
-	closeOnce  sync.Once
-	final      *pb.Frame
-	reason     string
+	// unacked counts the task frames received since the last frame written,
+	// whose acknowledgement the worker has not been sent yet.
+	unacked    atomic.Int64
 	readerDone chan struct{}
 	writerDone chan struct{}
 
@@ -59,56 +88,132 @@ type connection struct {
 }
 
 func newConnection(ws *websocket.Conn, remote string, queue int) *connection {
-	c := &connection{
+	return &connection{
 		ws:         ws,
 		remote:     remote,
-		control:    make(chan *pb.Frame, queue),
-		wake:       make(chan struct{}, 1),
-		closing:    make(chan struct{}),
+		queueLimit: queue,
+		// The first writer sends what the replay buffer already holds,
+		// which after a resume is what the worker has not acknowledged.
+		windowDue:  true,
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
-	// The first wake sends what the replay buffer already holds.
-	c.wake <- struct{}{}
-	return c
 }
 
+// start lets writers run, beginning with one that sends the Welcome, and
+// arms the heartbeat timer.
+func (c *connection) start(s *Server, ss *session, welcome *pb.Frame) {
+	c.mu.Lock()
+	c.server = s
+	c.session = ss
+	c.welcome = welcome
+	c.started = true
+	c.heartbeat = time.AfterFunc(c.interval(), c.heartbeatFired)
+	run := c.claimWriterLocked()
+	c.mu.Unlock()
+	if run {
+		go c.runWriter()
+	}
+}
+
+// claimWriterLocked reports whether the caller must run a writer, and
+// marks one as running if so. The caller holds c.mu.
+func (c *connection) claimWriterLocked() bool {
+	if !c.started || c.writing || c.finished {
+		return false
+	}
+	c.writing = true
+	return true
+}
+
+// wakeWriter marks the replay buffer as due and starts a writer unless one
+// is running.
 func (c *connection) wakeWriter() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
+	c.mu.Lock()
+	c.windowDue = true
+	run := c.claimWriterLocked()
+	c.mu.Unlock()
+	if run {
+		go c.runWriter()
+	}
+}
+
+// ackEvery is the number of task frames received without a frame written
+// after which the writer sends a heartbeat only to carry the
+// acknowledgement. Without it, a worker that streams output while the
+// coordinator has nothing to send would fill its replay buffer and wait
+// for the next heartbeat.
+const ackEvery = 64
+
+// received counts a task frame handled by the reader and asks for a
+// heartbeat once ackEvery frames wait for their acknowledgement.
+func (c *connection) received() {
+	if c.unacked.Add(1) != ackEvery {
+		return
+	}
+	c.mu.Lock()
+	c.heartbeatDue = true
+	run := c.claimWriterLocked()
+	c.mu.Unlock()
+	if run {
+		go c.runWriter()
+	}
+}
+
+// heartbeatFired runs on the timer's own goroutine, which becomes the
+// writer unless one is running.
+func (c *connection) heartbeatFired() {
+	c.mu.Lock()
+	c.heartbeatDue = true
+	run := c.claimWriterLocked()
+	c.mu.Unlock()
+	if run {
+		c.runWriter()
 	}
 }
 
 // enqueue queues an unsequenced frame for the writer and reports whether it
 // was queued. A full queue closes the connection.
 func (c *connection) enqueue(frame *pb.Frame) bool {
-	select {
-	case <-c.closing:
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
 		return false
-	default:
 	}
-	select {
-	case c.control <- frame:
-		return true
-	default:
+	if len(c.control) >= c.queueLimit {
+		c.mu.Unlock()
 		c.close(nil, "send queue full")
 		return false
 	}
+	c.control = append(c.control, frame)
+	run := c.claimWriterLocked()
+	c.mu.Unlock()
+	if run {
+		go c.runWriter()
+	}
+	return true
 }
 
 // close ends the connection once. A non-nil final frame is sent after the
 // frames already queued.
 func (c *connection) close(final *pb.Frame, reason string) {
-	c.closeOnce.Do(func() {
-		c.final = final
-		c.reason = reason
-		close(c.closing)
-	})
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.closing = true
+	c.final = final
+	c.reason = reason
+	run := c.claimWriterLocked()
+	c.mu.Unlock()
+	if run {
+		go c.runWriter()
+	}
 }
 
-// abort closes the connection at once and waits for its goroutines, so
-// that a resumed session never has two readers or writers.
+// abort closes the connection at once and waits for its reader and its
+// writer, so that a resumed session never has two readers or writers.
 func (c *connection) abort(reason string) {
 	c.close(nil, reason)
 	_ = c.ws.Close()
@@ -129,21 +234,28 @@ func (c *connection) interval() time.Duration {
 	return time.Duration(c.heartbeatInterval.Load())
 }
 
-// serveConnection starts the writer with the Welcome and reads frames until
-// the connection ends, then detaches it from its session.
+// serveConnection starts the writer with the Welcome and a reader goroutine
+// that handles frames until the connection ends, then detaches it from its
+// session. It returns at once, so that the HTTP handler's goroutine, with
+// the stack it grew during the handshake and the request it served, ends
+// while the connection lives on.
 func (s *Server) serveConnection(ss *session, c *connection, welcome *pb.Frame) {
+	c.start(s, ss, welcome)
+	// handleConnect holds its own entry in s.conns until this function
+	// returns, so this Add cannot race with Run's Wait on a zero count.
 	s.conns.Add(1)
 	go func() {
 		defer s.conns.Done()
-		s.writeLoop(ss, c, welcome)
+		reason := s.readLoop(ss, c)
+		close(c.readerDone)
+		c.close(nil, reason)
+		// No writer starts after writerDone is closed, so past this wait
+		// every writer of the connection has done its work and the
+		// reader's entry in s.conns covered it.
+		<-c.writerDone
+		s.detach(ss, c)
+		s.kickScheduler()
 	}()
-
-	reason := s.readLoop(ss, c)
-	close(c.readerDone)
-	c.close(nil, reason)
-	<-c.writerDone
-	s.detach(ss, c)
-	s.kickScheduler()
 }
 
 // readLoop handles frames until the connection fails, and returns why.
@@ -170,6 +282,9 @@ func (s *Server) readLoop(ss *session, c *connection) string {
 			continue
 		}
 		s.dispatch(ss, c, frame)
+		if frame.GetSeq() != 0 {
+			c.received()
+		}
 	}
 }
 
@@ -221,50 +336,108 @@ func readFrame(ws *websocket.Conn, codec protocol.Codec) (*pb.Frame, error) {
 	return frame, nil
 }
 
-// writeLoop sends the Welcome, then queued frames, the replay buffer and
-// the coordinator's heartbeats until the connection closes, then sends the
-// final frame and a close message.
-func (s *Server) writeLoop(ss *session, c *connection, welcome *pb.Frame) {
-	defer close(c.writerDone)
-	defer c.ws.Close()
-	// The Welcome is never compressed: the worker learns from it whether
-	// compression is on.
-	if err := s.writeFrame(ss, c, protocol.Codec{}, welcome); err != nil {
-		c.close(nil, "write: "+err.Error())
-	}
-	interval := c.interval()
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
+// writerJob is the work of one writer round.
+type writerJob struct {
+	welcome   *pb.Frame
+	closing   bool
+	control   *pb.Frame
+	window    bool
+	heartbeat bool
+}
 
+// nextJobLocked takes the work of one round, or reports false and ends the
+// writer when there is none. A round sends at most one unsequenced frame,
+// so a stream of them does not hold back task frames and heartbeats. The
+// caller holds c.mu.
+func (c *connection) nextJobLocked() (writerJob, bool) {
+	job := writerJob{welcome: c.welcome, closing: c.closing}
+	c.welcome = nil
+	if job.welcome != nil || job.closing {
+		return job, true
+	}
+	if len(c.control) > 0 {
+		job.control = c.control[0]
+		c.control[0] = nil
+		c.control = c.control[1:]
+		if len(c.control) == 0 {
+			// Drop the backing array, so an idle connection holds none.
+			c.control = nil
+		}
+	}
+	job.window, job.heartbeat = c.windowDue, c.heartbeatDue
+	c.windowDue, c.heartbeatDue = false, false
+	if job.control == nil && !job.window && !job.heartbeat {
+		c.writing = false
+		return job, false
+	}
+	return job, true
+}
+
+// runWriter sends what is due until nothing is left. Once the connection
+// is closing it sends the final frame and a close message, closes the
+// WebSocket and marks the connection finished.
+func (c *connection) runWriter() {
+	s, ss := c.server, c.session
 	for {
-		select {
-		case <-c.closing:
-			s.finishWrites(ss, c)
+		c.mu.Lock()
+		job, ok := c.nextJobLocked()
+		c.mu.Unlock()
+		if !ok {
 			return
-		default:
 		}
-		var err error
-		select {
-		case frame := <-c.control:
-			err = s.writeFrame(ss, c, c.codec, frame)
-		case <-c.wake:
-			err = s.flushWindow(ss, c)
-		case <-ticker.C:
-			err = s.writeFrame(ss, c, c.codec, &pb.Frame{Body: &pb.Frame_Heartbeat{Heartbeat: &pb.Heartbeat{
-				SentUnixNano: time.Now().UnixNano(),
-			}}})
-			if next := c.interval(); next != interval {
-				interval = next
-				ticker.Reset(interval)
+		if job.welcome != nil {
+			// The Welcome is never compressed: the worker learns from it
+			// whether compression is on.
+			if err := s.writeFrame(ss, c, protocol.Codec{}, job.welcome); err != nil {
+				c.close(nil, "write: "+err.Error())
 			}
-		case <-c.closing:
-			s.finishWrites(ss, c)
+			continue
+		}
+		if job.closing {
+			c.finish()
 			return
 		}
-		if err != nil {
+		if err := c.writeJob(job); err != nil {
 			c.close(nil, "write: "+err.Error())
 		}
 	}
+}
+
+// writeJob sends the unsequenced frame, the replay buffer and the heartbeat
+// of one round, and rearms the heartbeat timer with the interval in force.
+func (c *connection) writeJob(job writerJob) error {
+	s, ss := c.server, c.session
+	if job.control != nil {
+		if err := s.writeFrame(ss, c, c.codec, job.control); err != nil {
+			return err
+		}
+	}
+	if job.window {
+		if err := s.flushWindow(ss, c); err != nil {
+			return err
+		}
+	}
+	if job.heartbeat {
+		c.heartbeat.Reset(c.interval())
+		return s.writeFrame(ss, c, c.codec, &pb.Frame{Body: &pb.Frame_Heartbeat{Heartbeat: &pb.Heartbeat{
+			SentUnixNano: time.Now().UnixNano(),
+		}}})
+	}
+	return nil
+}
+
+// finish runs in the last writer: it sends the close frames, closes the
+// WebSocket and marks the connection finished, so no writer starts again.
+func (c *connection) finish() {
+	c.heartbeat.Stop()
+	c.server.finishWrites(c.session, c)
+	_ = c.ws.Close()
+	c.mu.Lock()
+	c.finished = true
+	c.writing = false
+	c.control = nil
+	c.mu.Unlock()
+	close(c.writerDone)
 }
 
 // flushWindow sends the frames of the replay buffer this connection has not
@@ -291,14 +464,15 @@ func (s *Server) flushWindow(ss *session, c *connection) error {
 // peer's close frame.
 func (s *Server) finishWrites(ss *session, c *connection) {
 	if c.final != nil {
-		for flushed := false; !flushed; {
-			select {
-			case frame := <-c.control:
-				if s.writeFrame(ss, c, c.codec, frame) != nil {
-					return
-				}
-			default:
-				flushed = true
+		// enqueue takes no frame once closing is set, so the queue only
+		// shrinks here.
+		c.mu.Lock()
+		queued := c.control
+		c.control = nil
+		c.mu.Unlock()
+		for _, frame := range queued {
+			if s.writeFrame(ss, c, c.codec, frame) != nil {
+				return
 			}
 		}
 		if s.flushWindow(ss, c) != nil || s.writeFrame(ss, c, c.codec, c.final) != nil {
@@ -321,6 +495,7 @@ func (s *Server) finishWrites(ss *session, c *connection) {
 // and sends it.
 func (s *Server) writeFrame(ss *session, c *connection, codec protocol.Codec, frame *pb.Frame) error {
 	frame.Ack = ss.window.Received()
+	c.unacked.Store(0)
 	data, err := codec.Encode(frame)
 	if err != nil {
 		return err

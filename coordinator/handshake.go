@@ -16,7 +16,9 @@ import (
 )
 
 // handleConnect upgrades a worker connection, runs the handshake and then
-// serves the session until the connection ends.
+// starts the connection's reader, which serves the session until the
+// connection ends; the handler itself returns, so that an idle worker
+// holds one goroutine.
 func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	// Registered before the upgrade, so Run's wait cannot start before it.
 	s.conns.Add(1)

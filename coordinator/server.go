@@ -206,6 +206,10 @@ func New(cfg *config.Config, logger hclog.Logger) (*Server, error) {
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.Workers.HandshakeTimeout,
+		// An idle worker costs a 1 KiB read buffer, and a write buffer only
+		// while a frame is written; larger frames are read in pieces.
+		ReadBufferSize:  1024,
+		WriteBufferPool: &sync.Pool{},
 		Subprotocols:     []string{protocol.Subprotocol},
 		// Workers are not browsers, and the Origin check only protects
 		// browser sessions, which this endpoint does not serve.

@@ -78,7 +78,7 @@ func runHostRSS(ctx context.Context, o *options, r *report) error {
 	}
 	r.add("worker_config", "test/cluster WriteWorkerConfig: reconnection, command and gotest plugins")
 	r.add("held_for", o.duration)
-	r.add("host_rss", fmt.Sprintf("%d KiB (pid %d)", hostRSS, host.Pid()))
+	r.add("host_rss", fmt.Sprintf("%d KiB (pid %d; %s)", hostRSS, host.Pid(), rssSplit(host.Pid())))
 	byName := map[string]int64{}
 	for _, pid := range cluster.ChildrenOf(host.Pid()) {
 		rss, err := vmRSS(pid)
@@ -88,7 +88,7 @@ func runHostRSS(ctx context.Context, o *options, r *report) error {
 		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 		name := filepath.Base(exe)
 		byName[name] += rss
-		r.add("child_rss", fmt.Sprintf("%d KiB (%s, pid %d)", rss, name, pid))
+		r.add("child_rss", fmt.Sprintf("%d KiB (%s, pid %d; %s)", rss, name, pid, rssSplit(pid)))
 	}
 
 	// The target counts the host, its reconnection plugin and one executor.
