@@ -196,3 +196,15 @@ func TestWorkerCommandErrors(t *testing.T) {
 	assert.Equal(t, ExitError, runApp(app, "worker", "-config", missing, "-worker-id", "w9"))
 	assert.Contains(t, stderr.String(), missing)
 }
+
+func TestCoordinatorGCSetting(t *testing.T) {
+	env := map[string]string{}
+	getenv := func(key string) string { return env[key] }
+	percent, set := coordinatorGCSetting(getenv)
+	assert.True(t, set, "without GOGC the coordinator sets its own default")
+	assert.Equal(t, coordinatorGCPercent, percent)
+
+	env["GOGC"] = "200"
+	_, set = coordinatorGCSetting(getenv)
+	assert.False(t, set, "a GOGC from the environment is left alone")
+}

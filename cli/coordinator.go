@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"os"
+	"runtime/debug"
 
 	"github.com/dtf-io/dtf/coordinator"
 	coordconfig "github.com/dtf-io/dtf/coordinator/config"
@@ -25,6 +27,9 @@ func (a *App) runCoordinator(ctx context.Context, args []string) int {
 		return a.errorf("%v", err)
 	}
 	logger := a.logger("", cfg.LogLevel)
+	if percent, set := coordinatorGCSetting(os.Getenv); set {
+		debug.SetGCPercent(percent)
+	}
 	srv, err := coordinator.New(cfg, logger)
 	if err != nil {
 		return a.errorf("start coordinator: %v", err)
@@ -33,4 +38,22 @@ func (a *App) runCoordinator(ctx context.Context, args []string) int {
 		return a.errorf("coordinator stopped: %v", err)
 	}
 	return ExitOK
+}
+
+// coordinatorGCPercent is the garbage collector setting of the coordinator
+// process when the GOGC environment variable does not set one. Most of a
+// coordinator's heap is the state of idle worker sessions, which lives as
+// long as they do, so the Go default of 100 lets the process grow to about
+// twice that state. At 50 an idle worker costs 19.2 KiB instead of 22.9 KiB
+// at 10,000 workers (docs/benchmarks.md), for more frequent collections of
+// a heap that changes little.
+const coordinatorGCPercent = 50
+
+// coordinatorGCSetting returns the GC percent to set and true, or false
+// when GOGC is set and the runtime already applied it.
+func coordinatorGCSetting(getenv func(string) string) (int, bool) {
+	if getenv("GOGC") != "" {
+		return 0, false
+	}
+	return coordinatorGCPercent, true
 }
