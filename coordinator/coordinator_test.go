@@ -394,15 +394,47 @@ func TestHandshakeRejections(t *testing.T) {
 	})
 }
 
-func TestSecondConnectionReplacesFirst(t *testing.T) {
+func TestSecondWorkerWithSameIDIsRejected(t *testing.T) {
 	ts := startServer(t, testConfig(t, ""))
 	first, _ := connectSynced(t, ts, "w1", []string{"command"})
-	second, _ := connectSynced(t, ts, "w1", []string{"command"})
-	first.waitClosed()
 
+	// A second process with the same worker_id and no session of its own
+	// is turned away while the first one is heard from.
+	_, frame := connectWorker(t, ts, &pb.Hello{WorkerId: "w1", TaskTypes: []string{"command"}, Slots: 2})
+	reject := frame.GetReject()
+	require.NotNil(t, reject, "first frame: %v", frame)
+	assert.Equal(t, pb.Reject_CODE_WORKER_ID_IN_USE, reject.GetCode())
+	assert.Contains(t, reject.GetMessage(), `worker_id "w1" is connected from 127.0.0.1:`)
+	assert.Contains(t, reject.GetMessage(), "give each worker its own worker_id")
+	assert.Positive(t, reject.GetRetryAfterMs())
+
+	// The first worker keeps its session and its work.
 	task := submit(t, ts, commandSpec()).Tasks[0]
-	assert.Equal(t, task.ID, second.expect("assign").GetAssign().GetRef().GetTaskId())
+	assert.Equal(t, task.ID, first.expect("assign").GetAssign().GetRef().GetTaskId())
 	assert.Equal(t, 1, ts.Stats().Sessions)
+}
+
+func TestSilentSessionIsReplaced(t *testing.T) {
+	// A worker whose link died without a close reconnects with a new
+	// session before the coordinator's read times out, for example after
+	// its host restarted. Once the old connection stayed silent for the
+	// heartbeat timeout, the new hello replaces it.
+	cfg := testConfig(t, "")
+	cfg.Workers.HeartbeatInterval = 200 * time.Millisecond
+	cfg.Workers.HeartbeatTimeout = 600 * time.Millisecond
+	ts := startServer(t, cfg)
+	conn := dialRaw(t, ts)
+	defer conn.Close()
+	data, err := protocol.Encode(&pb.Frame{Body: &pb.Frame_Hello{Hello: &pb.Hello{WorkerId: "w1"}}})
+	require.NoError(t, err)
+	require.NoError(t, conn.WriteMessage(2, data))
+	require.Eventually(t, func() bool { return ts.Stats().Sessions == 1 }, waitFor, 10*time.Millisecond)
+
+	var frame *pb.Frame
+	require.Eventually(t, func() bool {
+		_, frame = connectWorker(t, ts, &pb.Hello{WorkerId: "w1", TaskTypes: []string{"command"}, Slots: 2})
+		return frame.GetWelcome() != nil
+	}, waitFor, 100*time.Millisecond, "the silent session kept its worker_id; last frame: %v", frame)
 }
 
 func TestHeartbeatTimeoutClosesSession(t *testing.T) {

@@ -131,6 +131,12 @@ func (s *Server) handshake(ws *websocket.Conn, remote string) (*session, *connec
 		s.resumeSession(ss, prev, frame.GetAck())
 		welcome.Resumed = true
 	} else {
+		if reject := s.checkWorkerIDInUse(hello, remote); reject != nil {
+			log.Warn("worker rejected: its worker_id has a live session on another connection",
+				"reason", reject.GetReject().GetMessage())
+			rejectConn(ws, reject)
+			return nil, nil, nil
+		}
 		if id := hello.GetSessionId(); id != "" {
 			log.Info("session not resumable; starting a new one", "requested_session_id", id)
 		}
@@ -168,6 +174,34 @@ func (s *Server) checkHello(hello *pb.Hello) *pb.Frame {
 			fmt.Sprintf("worker_id must have 1 to %d bytes, got %d", maxWorkerIDBytes, len(id)), 0)
 	}
 	return nil
+}
+
+// checkWorkerIDInUse returns a Reject for a hello that would start a new
+// session while the worker's current session is attached and heard from
+// within its heartbeat timeout: two worker processes then share one
+// worker_id, and replacing the live session would lose the attempts it
+// runs. A hello that names the current session is the same worker, which
+// may have lost its link without the coordinator noticing yet, so it may
+// replace it. The retry hint ends when the live connection would time out
+// if it were dead.
+func (s *Server) checkWorkerIDInUse(hello *pb.Hello, remote string) *pb.Frame {
+	current := s.sessionFor(hello.GetWorkerId())
+	if current == nil || current.id == hello.GetSessionId() {
+		return nil
+	}
+	c := current.attached()
+	if c == nil {
+		return nil
+	}
+	silent := time.Since(time.Unix(0, current.lastFrame.Load()))
+	remaining := c.timeout() - silent
+	if remaining <= 0 {
+		return nil
+	}
+	return rejectFrame(rejectWorkerIDInUse, fmt.Sprintf(
+		"worker_id %q is connected from %s, which sent a frame %s ago; this connection from %s is a "+
+			"second worker process with the same worker_id: give each worker its own worker_id",
+		hello.GetWorkerId(), c.remote, silent.Round(time.Millisecond), remote), max(remaining, time.Second))
 }
 
 // resumeSession finishes the resume of ss: it closes the session's

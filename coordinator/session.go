@@ -21,6 +21,7 @@ const (
 	rejectRegisterAgain   = pb.Reject_CODE_REGISTER_AGAIN
 	rejectShuttingDown    = pb.Reject_CODE_SHUTTING_DOWN
 	rejectOverloaded      = pb.Reject_CODE_OVERLOADED
+	rejectWorkerIDInUse   = pb.Reject_CODE_WORKER_ID_IN_USE
 )
 
 // maxWorkerIDBytes bounds the worker ID taken from a Hello, because it

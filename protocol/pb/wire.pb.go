@@ -94,6 +94,11 @@ const (
 	Reject_CODE_PROTOCOL_ERROR Reject_Code = 4
 	// The coordinator shuts down; retry after retry_after_ms.
 	Reject_CODE_SHUTTING_DOWN Reject_Code = 5
+	// Another connection holds a live session of this worker_id, so a
+	// second worker process was given the same worker_id. The first keeps
+	// its session; retry after retry_after_ms, by which time a session
+	// whose link died silently has timed out.
+	Reject_CODE_WORKER_ID_IN_USE Reject_Code = 6
 )
 
 // Enum value maps for Reject_Code.
@@ -105,14 +110,16 @@ var (
 		3: "CODE_OVERLOADED",
 		4: "CODE_PROTOCOL_ERROR",
 		5: "CODE_SHUTTING_DOWN",
+		6: "CODE_WORKER_ID_IN_USE",
 	}
 	Reject_Code_value = map[string]int32{
-		"CODE_UNSPECIFIED":     0,
-		"CODE_UNAUTHENTICATED": 1,
-		"CODE_REGISTER_AGAIN":  2,
-		"CODE_OVERLOADED":      3,
-		"CODE_PROTOCOL_ERROR":  4,
-		"CODE_SHUTTING_DOWN":   5,
+		"CODE_UNSPECIFIED":      0,
+		"CODE_UNAUTHENTICATED":  1,
+		"CODE_REGISTER_AGAIN":   2,
+		"CODE_OVERLOADED":       3,
+		"CODE_PROTOCOL_ERROR":   4,
+		"CODE_SHUTTING_DOWN":    5,
+		"CODE_WORKER_ID_IN_USE": 6,
 	}
 )
 
@@ -1361,18 +1368,19 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"\x13server_time_unix_ms\x18\x04 \x01(\x03R\x10serverTimeUnixMs\x12\x18\n" +
 	"\aresumed\x18\x05 \x01(\bR\aresumed\x12 \n" +
 	"\vcompression\x18\x06 \x01(\tR\vcompression\x12$\n" +
-	"\x0esession_ttl_ms\x18\a \x01(\x03R\fsessionTtlMs\"\x8e\x02\n" +
+	"\x0esession_ttl_ms\x18\a \x01(\x03R\fsessionTtlMs\"\xa9\x02\n" +
 	"\x06Reject\x12,\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x18.dtf.wire.v1.Reject.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12$\n" +
-	"\x0eretry_after_ms\x18\x03 \x01(\x03R\fretryAfterMs\"\x95\x01\n" +
+	"\x0eretry_after_ms\x18\x03 \x01(\x03R\fretryAfterMs\"\xb0\x01\n" +
 	"\x04Code\x12\x14\n" +
 	"\x10CODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CODE_UNAUTHENTICATED\x10\x01\x12\x17\n" +
 	"\x13CODE_REGISTER_AGAIN\x10\x02\x12\x13\n" +
 	"\x0fCODE_OVERLOADED\x10\x03\x12\x17\n" +
 	"\x13CODE_PROTOCOL_ERROR\x10\x04\x12\x16\n" +
-	"\x12CODE_SHUTTING_DOWN\x10\x05\"m\n" +
+	"\x12CODE_SHUTTING_DOWN\x10\x05\x12\x19\n" +
+	"\x15CODE_WORKER_ID_IN_USE\x10\x06\"m\n" +
 	"\tHeartbeat\x12$\n" +
 	"\x0esent_unix_nano\x18\x01 \x01(\x03R\fsentUnixNano\x12\x14\n" +
 	"\x05reply\x18\x02 \x01(\bR\x05reply\x12$\n" +
