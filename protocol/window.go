@@ -123,6 +123,14 @@ func (w *Window) Acknowledge(seq uint64) {
 	w.room = make(chan struct{})
 }
 
+// Sent returns the highest sequence number given to a frame, 0 before the
+// first. A peer's acknowledgement above it names a frame never sent.
+func (w *Window) Sent() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.nextSeq - 1
+}
+
 // Unacknowledged returns the kept frames in sequence order, for replay after
 // a resume. The frames are shared; callers set only their ack field.
 func (w *Window) Unacknowledged() []*pb.Frame {

@@ -45,7 +45,9 @@ func (s *session) dispatch(frame *pb.Frame, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("coordinator sent a %s frame out of sequence: %w", frameType, err)
 		}
-		s.acknowledge(frame.GetAck())
+		if err := s.acknowledge(frame.GetAck()); err != nil {
+			return err
+		}
 		if !isNew {
 			s.hooks.stats.duplicateFrames.Add(1)
 			return nil
@@ -73,10 +75,16 @@ func (s *session) dispatch(frame *pb.Frame, data []byte) error {
 }
 
 // acknowledge drops the frames up to ack from the replay buffer and wakes
-// a writer that waits for room.
-func (s *session) acknowledge(ack uint64) {
+// a writer that waits for room. An ack of a frame never sent ends the
+// connection and the session, as in link.welcome.
+func (s *session) acknowledge(ack uint64) error {
 	if ack == 0 {
-		return
+		return nil
+	}
+	if sent := s.window.Sent(); ack > sent {
+		s.hooks.link.forget()
+		return fmt.Errorf("coordinator acknowledged frame %d of session %s, but this worker sent only %d; "+
+			"starting a new session", ack, s.id, sent)
 	}
 	before, _ := s.window.Pending()
 	s.window.Acknowledge(ack)
@@ -86,6 +94,7 @@ func (s *session) acknowledge(ack uint64) {
 		default:
 		}
 	}
+	return nil
 }
 
 func (s *session) onWelcome(frame *pb.Frame) error {
@@ -106,7 +115,10 @@ func (s *session) onWelcome(frame *pb.Frame) error {
 
 	// A resume needs both sides to name the same session.
 	s.resumed = welcome.GetResumed() && s.resumeID != ""
-	window, dropped := s.hooks.link.welcome(s.id, s.resumed, frame.GetAck())
+	window, dropped, err := s.hooks.link.welcome(s.id, s.resumed, frame.GetAck())
+	if err != nil {
+		return err
+	}
 	s.window = window
 	if dropped > 0 {
 		s.log.Warn("new session, dropping frames queued for the previous one; "+

@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"fmt"
 	"sync"
 
 	"github.com/dtf-io/dtf/protocol"
@@ -42,10 +43,22 @@ func (l *link) resumePoint() (*protocol.Window, string) {
 // new session starts with an empty window and an empty send queue, because
 // the worker host's state sync replaces what the old session had not
 // delivered; dropped is the number of queued frames discarded.
-func (l *link) welcome(sessionID string, resumed bool, ack uint64) (window *protocol.Window, dropped int) {
+//
+// A resume whose ack names a frame this side never sent means the
+// coordinator's record of the session is wrong, for example a damaged
+// saved session: it would take the worker's next frames for duplicates
+// and drop them. welcome then forgets the session, so that the next hello
+// starts a new one and the host syncs its state, and returns an error that
+// ends the connection.
+func (l *link) welcome(sessionID string, resumed bool, ack uint64) (window *protocol.Window, dropped int, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if resumed {
+		if sent := l.window.Sent(); ack > sent {
+			l.sessionID = ""
+			return nil, 0, fmt.Errorf("coordinator resumed session %s with acknowledgement %d, "+
+				"but this worker sent only %d frames in it; starting a new session", sessionID, ack, sent)
+		}
 		l.window.Acknowledge(ack)
 	} else {
 		l.window = protocol.NewWindow(l.cfg.ReplayFrames, l.cfg.ReplayBytes)
@@ -53,7 +66,15 @@ func (l *link) welcome(sessionID string, resumed bool, ack uint64) (window *prot
 	}
 	l.sessionID = sessionID
 	l.open = true
-	return l.window, dropped
+	return l.window, dropped, nil
+}
+
+// forget drops the session id, so that the next hello starts a new
+// session.
+func (l *link) forget() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sessionID = ""
 }
 
 // isOpen reports whether Send may queue frames.

@@ -226,3 +226,48 @@ func TestCircuitBreakerOpensAndGivesUp(t *testing.T) {
 	_, err := h.connector.Send(context.Background(), &pb.SendRequest{Frame: progressFrame(t, "t-1", 1)})
 	assert.Equal(t, codes.Unavailable, status.Code(err))
 }
+
+func TestResumeWithImpossibleAckStartsNewSession(t *testing.T) {
+	// A coordinator whose record of the session is wrong, such as a
+	// damaged saved session, resumes it and acknowledges frames the worker
+	// never sent. Accepting that would make the coordinator drop the
+	// worker's next frames as duplicates, so the worker starts anew.
+	var fake *fakeCoordinator
+	fake = startFake(t, func(n int, hello *wirepb.Hello) *wirepb.Frame {
+		if n != 2 {
+			return nil
+		}
+		// The fake stamps each frame with its window's Received, so the
+		// window is made to claim frames up to 1000.
+		fake.mu.Lock()
+		window := fake.windows[hello.GetSessionId()]
+		fake.mu.Unlock()
+		for seq := window.Received() + 1; seq <= 1000; seq++ {
+			_, err := window.Receive(&wirepb.Frame{Seq: seq})
+			assert.NoError(t, err)
+		}
+		return nil
+	})
+	fake.mu.Lock()
+	fake.resumable = true
+	fake.mu.Unlock()
+	proxy := startProxy(t, fake.addr())
+	h := startConnector(t, "ws://"+proxy.Addr(), fastConfig)
+	first := h.nextState(StateConnected)
+	_, err := h.connector.Send(context.Background(), &pb.SendRequest{Frame: progressFrame(t, "t-1", 1)})
+	require.NoError(t, err)
+	proxy.Cut()
+
+	// The cut, then the resume that the worker refuses.
+	assert.Contains(t, h.nextState(StateBackingOff).GetReason(), "connection to the coordinator lost")
+	assert.Contains(t, h.nextState(StateBackingOff).GetReason(), "acknowledgement 1000")
+	connected := h.nextState(StateConnected)
+	assert.False(t, connected.GetResumed())
+	assert.NotEqual(t, first.GetSessionId(), connected.GetSessionId())
+
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	require.Len(t, fake.hellos, 3)
+	assert.Equal(t, first.GetSessionId(), fake.hellos[1].GetSessionId(), "the second hello resumes")
+	assert.Empty(t, fake.hellos[2].GetSessionId(), "the third hello starts a new session")
+}
