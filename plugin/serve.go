@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/dtf-io/dtf/plugin/pb"
 )
@@ -23,6 +24,20 @@ const LogLevelEnv = "DTF_LOG_LEVEL"
 // parentCheckInterval is how often a plugin checks that the host that
 // started it is still its parent process.
 const parentCheckInterval = time.Second
+
+// A connector plugin pings its host over the gRPC connection after
+// hostPingInterval without a message from it, and drops the connection when
+// the host does not answer within hostPingTimeout. The host's gRPC runtime
+// answers pings by itself, so only a host that is not running at all, such
+// as a stopped (SIGSTOP) or swapped-out process, misses them. The plugin's
+// Events stream then ends, the plugin closes its WebSocket, and the
+// coordinator stops counting the worker as connected instead of assigning
+// tasks to a host that cannot run them. Executor plugins do not do this:
+// their running tasks outlive a short stall of the host.
+const (
+	hostPingInterval = 5 * time.Second
+	hostPingTimeout  = 5 * time.Second
+)
 
 // ServeOption changes how ServeConnector and ServeExecutor run.
 type ServeOption func(*serveConfig)
@@ -116,6 +131,12 @@ func serve(kind string, p goplugin.Plugin, opts []ServeOption) {
 				grpc.MaxRecvMsgSize(MaxMessageBytes),
 				grpc.MaxSendMsgSize(MaxMessageBytes),
 			)
+			if kind == KindConnector {
+				options = append(options, grpc.KeepaliveParams(keepalive.ServerParameters{
+					Time:    hostPingInterval,
+					Timeout: hostPingTimeout,
+				}))
+			}
 			server := grpc.NewServer(options...)
 			go func() {
 				<-stopCh
