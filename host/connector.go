@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	dtfplugin "github.com/dtf-io/dtf/plugin"
 	"github.com/dtf-io/dtf/plugin/pb"
 	"github.com/dtf-io/dtf/protocol"
 	wirepb "github.com/dtf-io/dtf/protocol/pb"
@@ -145,8 +146,12 @@ func (h *Host) runConnector(ctx context.Context, proc pluginProcess) error {
 	if err != nil {
 		return fmt.Errorf("open events of connector plugin %s: %w", p.Name, err)
 	}
+	// The sender lives as long as this Events stream; a send after it
+	// closed fails as not connected.
+	sender := dtfplugin.NewBatchSender(client, dtfplugin.BatchSenderOptions{Logger: h.logger})
+	defer sender.Close()
 	h.mu.Lock()
-	h.connector = client
+	h.connector = &batchingConnector{ConnectorClient: client, sender: sender}
 	h.mu.Unlock()
 
 	streamDone := make(chan struct{})
@@ -246,9 +251,18 @@ func (h *Host) handleState(state *pb.StateChange) error {
 	return nil
 }
 
+// batchingConnector is the connector client that runConnector publishes:
+// the plugin's gRPC client and the sender that passes task frames to it in
+// batches.
+type batchingConnector struct {
+	pb.ConnectorClient
+	sender *dtfplugin.BatchSender
+}
+
 // send hands one task frame to the connector, waiting at most timeout. It
 // fails while no session is open; callers that must not lose the frame
-// keep it in the outbox.
+// keep it in the outbox. Concurrent sends share SendBatch calls, and each
+// still gets the result for its own frame.
 func (h *Host) send(ctx context.Context, frame *wirepb.Frame, timeout time.Duration) error {
 	h.mu.Lock()
 	client := h.connector
@@ -262,6 +276,9 @@ func (h *Host) send(ctx context.Context, frame *wirepb.Frame, timeout time.Durat
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if batching, ok := client.(*batchingConnector); ok {
+		return batching.sender.Send(ctx, data)
+	}
 	_, err = client.Send(ctx, &pb.SendRequest{Frame: data})
 	return err
 }
@@ -275,5 +292,6 @@ func (h *Host) sendBestEffort(frame *wirepb.Frame) {
 
 // isUnavailable reports the error of a send while no session is open.
 func isUnavailable(err error) bool {
-	return errors.Is(err, errNotConnected) || status.Code(err) == codes.Unavailable
+	return errors.Is(err, errNotConnected) || errors.Is(err, dtfplugin.ErrSenderClosed) ||
+		status.Code(err) == codes.Unavailable
 }

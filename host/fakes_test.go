@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
@@ -82,6 +83,12 @@ type fakeConnector struct {
 	exhausted   atomic.Bool
 	stall       atomic.Bool
 	failedSends atomic.Int32
+	// unaryOnly makes SendBatch fail with Unimplemented, as a plugin built
+	// before the method existed does. sendCalls and batchCalls count the
+	// Send and SendBatch calls served, the rejected ones included.
+	unaryOnly  atomic.Bool
+	sendCalls  atomic.Int32
+	batchCalls atomic.Int32
 }
 
 func newFakeConnector() *fakeConnector {
@@ -117,12 +124,47 @@ func (c *fakeConnector) Events(_ *pb.Empty, stream grpc.ServerStreamingServer[pb
 }
 
 func (c *fakeConnector) Send(ctx context.Context, req *pb.SendRequest) (*pb.Empty, error) {
-	if c.unavailable.Load() {
-		return nil, status.Error(codes.Unavailable, "no session")
+	c.sendCalls.Add(1)
+	if err := c.accept(ctx, req.GetFrame()); err != nil {
+		return nil, err
 	}
-	frame, err := protocol.Decode(req.GetFrame(), 0)
+	return &pb.Empty{}, nil
+}
+
+// SendBatch accepts the frames in order, as Send does, up to the first
+// rejection. Like the reconnection plugin it waits no longer than the
+// request's timeout_ms.
+func (c *fakeConnector) SendBatch(ctx context.Context, req *pb.SendBatchRequest) (*pb.SendBatchResponse, error) {
+	if c.unaryOnly.Load() {
+		return nil, status.Error(codes.Unimplemented, "method SendBatch not implemented")
+	}
+	c.batchCalls.Add(1)
+	if timeout := time.Duration(req.GetTimeoutMs()) * time.Millisecond; timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	for i, data := range req.GetFrames() {
+		if err := c.accept(ctx, data); err != nil {
+			rejection := status.Convert(err)
+			return &pb.SendBatchResponse{
+				Accepted:     uint32(i),
+				ErrorCode:    uint32(rejection.Code()),
+				ErrorMessage: rejection.Message(),
+			}, nil
+		}
+	}
+	return &pb.SendBatchResponse{Accepted: uint32(len(req.GetFrames()))}, nil
+}
+
+// accept passes one frame to the test on sent, or fails as the flags set.
+func (c *fakeConnector) accept(ctx context.Context, data []byte) error {
+	if c.unavailable.Load() {
+		return status.Error(codes.Unavailable, "no session")
+	}
+	frame, err := protocol.Decode(data, 0)
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	// Only the frames that the host must deliver fail, so that progress
 	// reports neither slow a test down nor count as failures.
@@ -130,15 +172,15 @@ func (c *fakeConnector) Send(ctx context.Context, req *pb.SendRequest) (*pb.Empt
 		switch {
 		case c.exhausted.Load():
 			c.failedSends.Add(1)
-			return nil, status.Error(codes.ResourceExhausted, "send queue still full after send_timeout")
+			return status.Error(codes.ResourceExhausted, "send queue still full after send_timeout")
 		case c.stall.Load():
 			<-ctx.Done()
 			c.failedSends.Add(1)
-			return nil, status.FromContextError(ctx.Err()).Err()
+			return status.FromContextError(ctx.Err()).Err()
 		}
 	}
 	c.sent <- frame
-	return &pb.Empty{}, nil
+	return nil
 }
 
 func (c *fakeConnector) Stop(context.Context, *pb.Empty) (*pb.Empty, error) {

@@ -288,7 +288,11 @@ func TestHostResendsHeldOutcomes(t *testing.T) {
 	// An outcome produced while no session is open stays in the outbox.
 	c.unavailable.Store(true)
 	c.frame(t, assignFrame("t1", 1, "echo"))
-	require.Eventually(t, func() bool { return len(outboxFiles(t, cfg)) == 2 }, waitFor, 10*time.Millisecond)
+	// The file is written before the host holds the outcome, so wait for
+	// both before the state sync lists held outcomes.
+	require.Eventually(t, func() bool {
+		return len(outboxFiles(t, cfg)) == 2 && hs.host.isHeld(taskRef{"t1", 1})
+	}, waitFor, 10*time.Millisecond)
 	c.unavailable.Store(false)
 
 	c.state("connected", "")

@@ -688,6 +688,131 @@ func (x *SendRequest) GetFrame() []byte {
 	return nil
 }
 
+type SendBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// frames are task frames, each as in SendRequest.frame, in the order in
+	// which they are to be queued.
+	Frames [][]byte `protobuf:"bytes,1,rep,name=frames,proto3" json:"frames,omitempty"`
+	// timeout_ms bounds, in milliseconds, how long the plugin waits for room
+	// in its send queue for the whole batch. The plugin's own send timeout
+	// applies as well, and the shorter bound wins. Zero or a negative value
+	// leaves only the plugin's. A caller sets it below the call's deadline,
+	// so that the response, and with it the count of accepted frames,
+	// arrives before the deadline.
+	TimeoutMs     int64 `protobuf:"varint,2,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendBatchRequest) Reset() {
+	*x = SendBatchRequest{}
+	mi := &file_plugin_pb_plugin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendBatchRequest) ProtoMessage() {}
+
+func (x *SendBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_pb_plugin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendBatchRequest.ProtoReflect.Descriptor instead.
+func (*SendBatchRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SendBatchRequest) GetFrames() [][]byte {
+	if x != nil {
+		return x.Frames
+	}
+	return nil
+}
+
+func (x *SendBatchRequest) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+type SendBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// accepted is the number of frames, counted from the first, that the
+	// plugin queued. Frames after them were not queued.
+	Accepted uint32 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// error_code is the gRPC status code that Send would have returned for
+	// frame number `accepted` (counted from 0), and error_message its
+	// message. Both are unset when every frame was accepted.
+	ErrorCode     uint32 `protobuf:"varint,2,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage  string `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendBatchResponse) Reset() {
+	*x = SendBatchResponse{}
+	mi := &file_plugin_pb_plugin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendBatchResponse) ProtoMessage() {}
+
+func (x *SendBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_pb_plugin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendBatchResponse.ProtoReflect.Descriptor instead.
+func (*SendBatchResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SendBatchResponse) GetAccepted() uint32 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *SendBatchResponse) GetErrorCode() uint32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+func (x *SendBatchResponse) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
 type ConnectorEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Event:
@@ -701,7 +826,7 @@ type ConnectorEvent struct {
 
 func (x *ConnectorEvent) Reset() {
 	*x = ConnectorEvent{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[10]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -713,7 +838,7 @@ func (x *ConnectorEvent) String() string {
 func (*ConnectorEvent) ProtoMessage() {}
 
 func (x *ConnectorEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[10]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -726,7 +851,7 @@ func (x *ConnectorEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectorEvent.ProtoReflect.Descriptor instead.
 func (*ConnectorEvent) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{10}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ConnectorEvent) GetEvent() isConnectorEvent_Event {
@@ -796,7 +921,7 @@ type StateChange struct {
 
 func (x *StateChange) Reset() {
 	*x = StateChange{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[11]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +933,7 @@ func (x *StateChange) String() string {
 func (*StateChange) ProtoMessage() {}
 
 func (x *StateChange) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[11]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +946,7 @@ func (x *StateChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateChange.ProtoReflect.Descriptor instead.
 func (*StateChange) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{11}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StateChange) GetState() string {
@@ -946,7 +1071,16 @@ const file_plugin_pb_plugin_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"#\n" +
 	"\vSendRequest\x12\x14\n" +
-	"\x05frame\x18\x01 \x01(\fR\x05frame\"e\n" +
+	"\x05frame\x18\x01 \x01(\fR\x05frame\"I\n" +
+	"\x10SendBatchRequest\x12\x16\n" +
+	"\x06frames\x18\x01 \x03(\fR\x06frames\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x02 \x01(\x03R\ttimeoutMs\"s\n" +
+	"\x11SendBatchResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\rR\baccepted\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x02 \x01(\rR\terrorCode\x12#\n" +
+	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage\"e\n" +
 	"\x0eConnectorEvent\x12\x16\n" +
 	"\x05frame\x18\x01 \x01(\fH\x00R\x05frame\x122\n" +
 	"\x05state\x18\x02 \x01(\v2\x1a.dtf.plugin.v1.StateChangeH\x00R\x05stateB\a\n" +
@@ -976,12 +1110,13 @@ const file_plugin_pb_plugin_proto_rawDesc = "" +
 	"\bExecutor\x127\n" +
 	"\x04Info\x12\x14.dtf.plugin.v1.Empty\x1a\x19.dtf.plugin.v1.PluginInfo\x12N\n" +
 	"\tConfigure\x12\x1f.dtf.plugin.v1.ConfigureRequest\x1a .dtf.plugin.v1.ConfigureResponse\x12G\n" +
-	"\aExecute\x12\x1d.dtf.plugin.v1.ExecuteRequest\x1a\x1b.dtf.plugin.v1.ExecuteEvent0\x012\xc2\x02\n" +
+	"\aExecute\x12\x1d.dtf.plugin.v1.ExecuteRequest\x1a\x1b.dtf.plugin.v1.ExecuteEvent0\x012\x92\x03\n" +
 	"\tConnector\x127\n" +
 	"\x04Info\x12\x14.dtf.plugin.v1.Empty\x1a\x19.dtf.plugin.v1.PluginInfo\x12M\n" +
 	"\tConfigure\x12\x1e.dtf.plugin.v1.ConnectorConfig\x1a .dtf.plugin.v1.ConfigureResponse\x12?\n" +
 	"\x06Events\x12\x14.dtf.plugin.v1.Empty\x1a\x1d.dtf.plugin.v1.ConnectorEvent0\x01\x128\n" +
-	"\x04Send\x12\x1a.dtf.plugin.v1.SendRequest\x1a\x14.dtf.plugin.v1.Empty\x122\n" +
+	"\x04Send\x12\x1a.dtf.plugin.v1.SendRequest\x1a\x14.dtf.plugin.v1.Empty\x12N\n" +
+	"\tSendBatch\x12\x1f.dtf.plugin.v1.SendBatchRequest\x1a .dtf.plugin.v1.SendBatchResponse\x122\n" +
 	"\x04Stop\x12\x14.dtf.plugin.v1.Empty\x1a\x14.dtf.plugin.v1.EmptyB!Z\x1fgithub.com/dtf-io/dtf/plugin/pbb\x06proto3"
 
 var (
@@ -997,7 +1132,7 @@ func file_plugin_pb_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_plugin_pb_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_plugin_pb_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_plugin_pb_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_plugin_pb_plugin_proto_goTypes = []any{
 	(Status)(0),               // 0: dtf.plugin.v1.Status
 	(*Empty)(nil),             // 1: dtf.plugin.v1.Empty
@@ -1010,16 +1145,18 @@ var file_plugin_pb_plugin_proto_goTypes = []any{
 	(*Result)(nil),            // 8: dtf.plugin.v1.Result
 	(*ConnectorConfig)(nil),   // 9: dtf.plugin.v1.ConnectorConfig
 	(*SendRequest)(nil),       // 10: dtf.plugin.v1.SendRequest
-	(*ConnectorEvent)(nil),    // 11: dtf.plugin.v1.ConnectorEvent
-	(*StateChange)(nil),       // 12: dtf.plugin.v1.StateChange
-	nil,                       // 13: dtf.plugin.v1.ConnectorConfig.LabelsEntry
+	(*SendBatchRequest)(nil),  // 11: dtf.plugin.v1.SendBatchRequest
+	(*SendBatchResponse)(nil), // 12: dtf.plugin.v1.SendBatchResponse
+	(*ConnectorEvent)(nil),    // 13: dtf.plugin.v1.ConnectorEvent
+	(*StateChange)(nil),       // 14: dtf.plugin.v1.StateChange
+	nil,                       // 15: dtf.plugin.v1.ConnectorConfig.LabelsEntry
 }
 var file_plugin_pb_plugin_proto_depIdxs = []int32{
 	7,  // 0: dtf.plugin.v1.ExecuteEvent.progress:type_name -> dtf.plugin.v1.Progress
 	8,  // 1: dtf.plugin.v1.ExecuteEvent.result:type_name -> dtf.plugin.v1.Result
 	0,  // 2: dtf.plugin.v1.Result.status:type_name -> dtf.plugin.v1.Status
-	13, // 3: dtf.plugin.v1.ConnectorConfig.labels:type_name -> dtf.plugin.v1.ConnectorConfig.LabelsEntry
-	12, // 4: dtf.plugin.v1.ConnectorEvent.state:type_name -> dtf.plugin.v1.StateChange
+	15, // 3: dtf.plugin.v1.ConnectorConfig.labels:type_name -> dtf.plugin.v1.ConnectorConfig.LabelsEntry
+	14, // 4: dtf.plugin.v1.ConnectorEvent.state:type_name -> dtf.plugin.v1.StateChange
 	1,  // 5: dtf.plugin.v1.Executor.Info:input_type -> dtf.plugin.v1.Empty
 	3,  // 6: dtf.plugin.v1.Executor.Configure:input_type -> dtf.plugin.v1.ConfigureRequest
 	5,  // 7: dtf.plugin.v1.Executor.Execute:input_type -> dtf.plugin.v1.ExecuteRequest
@@ -1027,17 +1164,19 @@ var file_plugin_pb_plugin_proto_depIdxs = []int32{
 	9,  // 9: dtf.plugin.v1.Connector.Configure:input_type -> dtf.plugin.v1.ConnectorConfig
 	1,  // 10: dtf.plugin.v1.Connector.Events:input_type -> dtf.plugin.v1.Empty
 	10, // 11: dtf.plugin.v1.Connector.Send:input_type -> dtf.plugin.v1.SendRequest
-	1,  // 12: dtf.plugin.v1.Connector.Stop:input_type -> dtf.plugin.v1.Empty
-	2,  // 13: dtf.plugin.v1.Executor.Info:output_type -> dtf.plugin.v1.PluginInfo
-	4,  // 14: dtf.plugin.v1.Executor.Configure:output_type -> dtf.plugin.v1.ConfigureResponse
-	6,  // 15: dtf.plugin.v1.Executor.Execute:output_type -> dtf.plugin.v1.ExecuteEvent
-	2,  // 16: dtf.plugin.v1.Connector.Info:output_type -> dtf.plugin.v1.PluginInfo
-	4,  // 17: dtf.plugin.v1.Connector.Configure:output_type -> dtf.plugin.v1.ConfigureResponse
-	11, // 18: dtf.plugin.v1.Connector.Events:output_type -> dtf.plugin.v1.ConnectorEvent
-	1,  // 19: dtf.plugin.v1.Connector.Send:output_type -> dtf.plugin.v1.Empty
-	1,  // 20: dtf.plugin.v1.Connector.Stop:output_type -> dtf.plugin.v1.Empty
-	13, // [13:21] is the sub-list for method output_type
-	5,  // [5:13] is the sub-list for method input_type
+	11, // 12: dtf.plugin.v1.Connector.SendBatch:input_type -> dtf.plugin.v1.SendBatchRequest
+	1,  // 13: dtf.plugin.v1.Connector.Stop:input_type -> dtf.plugin.v1.Empty
+	2,  // 14: dtf.plugin.v1.Executor.Info:output_type -> dtf.plugin.v1.PluginInfo
+	4,  // 15: dtf.plugin.v1.Executor.Configure:output_type -> dtf.plugin.v1.ConfigureResponse
+	6,  // 16: dtf.plugin.v1.Executor.Execute:output_type -> dtf.plugin.v1.ExecuteEvent
+	2,  // 17: dtf.plugin.v1.Connector.Info:output_type -> dtf.plugin.v1.PluginInfo
+	4,  // 18: dtf.plugin.v1.Connector.Configure:output_type -> dtf.plugin.v1.ConfigureResponse
+	13, // 19: dtf.plugin.v1.Connector.Events:output_type -> dtf.plugin.v1.ConnectorEvent
+	1,  // 20: dtf.plugin.v1.Connector.Send:output_type -> dtf.plugin.v1.Empty
+	12, // 21: dtf.plugin.v1.Connector.SendBatch:output_type -> dtf.plugin.v1.SendBatchResponse
+	1,  // 22: dtf.plugin.v1.Connector.Stop:output_type -> dtf.plugin.v1.Empty
+	14, // [14:23] is the sub-list for method output_type
+	5,  // [5:14] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
@@ -1052,7 +1191,7 @@ func file_plugin_pb_plugin_proto_init() {
 		(*ExecuteEvent_Progress)(nil),
 		(*ExecuteEvent_Result)(nil),
 	}
-	file_plugin_pb_plugin_proto_msgTypes[10].OneofWrappers = []any{
+	file_plugin_pb_plugin_proto_msgTypes[12].OneofWrappers = []any{
 		(*ConnectorEvent_Frame)(nil),
 		(*ConnectorEvent_State)(nil),
 	}
@@ -1062,7 +1201,7 @@ func file_plugin_pb_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_pb_plugin_proto_rawDesc), len(file_plugin_pb_plugin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -216,6 +216,7 @@ const (
 	Connector_Configure_FullMethodName = "/dtf.plugin.v1.Connector/Configure"
 	Connector_Events_FullMethodName    = "/dtf.plugin.v1.Connector/Events"
 	Connector_Send_FullMethodName      = "/dtf.plugin.v1.Connector/Send"
+	Connector_SendBatch_FullMethodName = "/dtf.plugin.v1.Connector/SendBatch"
 	Connector_Stop_FullMethodName      = "/dtf.plugin.v1.Connector/Stop"
 )
 
@@ -233,6 +234,12 @@ type ConnectorClient interface {
 	// Send queues one task frame (a marshalled dtf.wire.v1.Frame with only its
 	// body set). It fails with UNAVAILABLE while no session is open.
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*Empty, error)
+	// SendBatch queues several task frames in one call, in order. It stops at
+	// the first frame that it cannot queue, so the frames it accepted are
+	// always the first `accepted` ones, and it reports why the next one was
+	// rejected. A plugin built before this method returns UNIMPLEMENTED, and
+	// the host then falls back to Send.
+	SendBatch(ctx context.Context, in *SendBatchRequest, opts ...grpc.CallOption) (*SendBatchResponse, error)
 	// Stop closes the session cleanly and ends the Events stream.
 	Stop(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*Empty, error)
 }
@@ -294,6 +301,16 @@ func (c *connectorClient) Send(ctx context.Context, in *SendRequest, opts ...grp
 	return out, nil
 }
 
+func (c *connectorClient) SendBatch(ctx context.Context, in *SendBatchRequest, opts ...grpc.CallOption) (*SendBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SendBatchResponse)
+	err := c.cc.Invoke(ctx, Connector_SendBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *connectorClient) Stop(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*Empty, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Empty)
@@ -318,6 +335,12 @@ type ConnectorServer interface {
 	// Send queues one task frame (a marshalled dtf.wire.v1.Frame with only its
 	// body set). It fails with UNAVAILABLE while no session is open.
 	Send(context.Context, *SendRequest) (*Empty, error)
+	// SendBatch queues several task frames in one call, in order. It stops at
+	// the first frame that it cannot queue, so the frames it accepted are
+	// always the first `accepted` ones, and it reports why the next one was
+	// rejected. A plugin built before this method returns UNIMPLEMENTED, and
+	// the host then falls back to Send.
+	SendBatch(context.Context, *SendBatchRequest) (*SendBatchResponse, error)
 	// Stop closes the session cleanly and ends the Events stream.
 	Stop(context.Context, *Empty) (*Empty, error)
 	mustEmbedUnimplementedConnectorServer()
@@ -341,6 +364,9 @@ func (UnimplementedConnectorServer) Events(*Empty, grpc.ServerStreamingServer[Co
 }
 func (UnimplementedConnectorServer) Send(context.Context, *SendRequest) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method Send not implemented")
+}
+func (UnimplementedConnectorServer) SendBatch(context.Context, *SendBatchRequest) (*SendBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SendBatch not implemented")
 }
 func (UnimplementedConnectorServer) Stop(context.Context, *Empty) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stop not implemented")
@@ -431,6 +457,24 @@ func _Connector_Send_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Connector_SendBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SendBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConnectorServer).SendBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Connector_SendBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConnectorServer).SendBatch(ctx, req.(*SendBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Connector_Stop_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(Empty)
 	if err := dec(in); err != nil {
@@ -467,6 +511,10 @@ var Connector_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Send",
 			Handler:    _Connector_Send_Handler,
+		},
+		{
+			MethodName: "SendBatch",
+			Handler:    _Connector_SendBatch_Handler,
 		},
 		{
 			MethodName: "Stop",

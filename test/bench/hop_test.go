@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"sync"
@@ -28,9 +29,13 @@ const hopTask = "bench-hop"
 //     the coordinator and writes the frames back to back from one
 //     goroutine, without a replay buffer.
 //   - plugin-frames/s: the dtf-reconnection binary, launched through
-//     go-plugin with its default config, receives each frame through one
-//     unary Send call, as the worker host passes frames on. The senders
-//     goroutines share the calls, like the concurrent tasks of a host.
+//     go-plugin, receives the frames from senders goroutines, like the
+//     concurrent tasks of a host. With send=batch they go through a
+//     plugin.BatchSender, as the host sends them, so frames that wait at
+//     the same time share one SendBatch call. With send=unary each frame
+//     is one unary Send call, as hosts sent them before SendBatch. Each
+//     sender waits for its frame's result before it sends the next, so
+//     with one sender every frame costs one call either way.
 //
 // Each figure counts the frames from the first write or Send until the
 // coordinator has handled them all, which a final state_sync shows: the
@@ -40,31 +45,64 @@ const hopTask = "bench-hop"
 // the figure of interest.
 //
 // The plugin keeps at most replay_buffer_frames (4096 by default) frames
-// that the coordinator has not acknowledged, and the coordinator
-// acknowledges only on the frames it sends, heartbeats among them. A run
-// of more frames than that therefore includes waits for acknowledgements,
-// which the shorter heartbeat of the second case shortens. Use
-// -benchtime 20000x or more for the sustained rate.
+// that the coordinator has not acknowledged. The coordinator acknowledges
+// on the frames it sends: heartbeats, and a heartbeat after every 64 task
+// frames it received without writing one. Should a coordinator acknowledge
+// less often, a run longer than the replay buffer waits for heartbeats,
+// which the shorter heartbeat of the second case shortens. The replay=
+// case raises replay_buffer_frames above any run's length, so the replay
+// buffer never fills. Use -benchtime 20000x or more for the sustained
+// rate.
 func BenchmarkPluginHop(b *testing.B) {
-	for _, hb := range []heartbeat{{}, {interval: 200 * time.Millisecond, timeout: time.Second}} {
-		for _, senders := range []int{1, 4} {
-			b.Run(fmt.Sprintf("%s/senders=%d", hb, senders), func(b *testing.B) {
-				benchmarkPluginHop(b, hb, senders)
-			})
+	cases := []struct {
+		hb heartbeat
+		// replayFrames is the plugin's replay_buffer_frames; 0 keeps the
+		// default.
+		replayFrames int
+	}{
+		{},
+		{hb: heartbeat{interval: 200 * time.Millisecond, timeout: time.Second}},
+		{replayFrames: 1 << 20},
+	}
+	for _, c := range cases {
+		name := c.hb.String()
+		if c.replayFrames > 0 {
+			name += fmt.Sprintf("/replay=%d", c.replayFrames)
+		}
+		for _, mode := range []string{"batch", "unary"} {
+			for _, senders := range []int{1, 4, 64} {
+				b.Run(fmt.Sprintf("%s/send=%s/senders=%d", name, mode, senders), func(b *testing.B) {
+					benchmarkPluginHop(b, c.hb, c.replayFrames, mode == "unary", senders)
+				})
+			}
 		}
 	}
 }
 
-func benchmarkPluginHop(b *testing.B, hb heartbeat, senders int) {
+func benchmarkPluginHop(b *testing.B, hb heartbeat, replayFrames int, unary bool, senders int) {
 	b.StopTimer()
 	coord := startCoordinator(b, hb)
-	worker := startPluginWorker(b, coord.server.Addr(), "bench-hop-plugin", pluginSettings{})
+	fields := map[string]any{}
+	if replayFrames > 0 {
+		fields["replay_buffer_frames"] = replayFrames
+	}
+	configJSON, err := json.Marshal(fields)
+	if err != nil {
+		b.Fatal(err)
+	}
+	worker := startPluginWorkerConfig(b, coord.server.Addr(), "bench-hop-plugin", configJSON)
 	worker.connectAndSync(b)
 	raw := dialRawSession(b, coord.server.Addr(), "bench-hop-raw")
 	b.StartTimer()
 
 	rawElapsed := raw.sendProgress(b, b.N)
-	pluginElapsed := sendProgressThroughPlugin(b, worker, b.N, senders)
+	send := worker.send
+	if unary {
+		send = worker.sendUnary
+	}
+	callsBefore, framesBefore := worker.batches.snapshot()
+	pluginElapsed := sendProgressThroughPlugin(b, worker, send, b.N, senders)
+	callsAfter, framesAfter := worker.batches.snapshot()
 
 	b.StopTimer()
 	rawRate := float64(b.N) / rawElapsed.Seconds()
@@ -72,12 +110,21 @@ func benchmarkPluginHop(b *testing.B, hb heartbeat, senders int) {
 	b.ReportMetric(rawRate, "raw-frames/s")
 	b.ReportMetric(pluginRate, "plugin-frames/s")
 	b.ReportMetric(100*(1-pluginRate/rawRate), "hop-cost-%")
+	// In unary mode only the final state sync goes through SendBatch.
+	if calls := callsAfter - callsBefore; !unary && calls > 0 {
+		b.ReportMetric(float64(framesAfter-framesBefore)/float64(calls), "frames/call")
+	}
 }
 
-// sendProgressThroughPlugin sends n task_progress frames through the
-// plugin's Send from senders goroutines, then a state sync, and returns
-// the time until its result arrived.
-func sendProgressThroughPlugin(b *testing.B, worker *pluginWorker, n, senders int) time.Duration {
+// sendProgressThroughPlugin sends n task_progress frames with send from
+// senders goroutines, then a state sync, and returns the time until its
+// result arrived.
+func sendProgressThroughPlugin(
+	b *testing.B,
+	worker *pluginWorker,
+	send func(*wirepb.Frame) error,
+	n, senders int,
+) time.Duration {
 	b.Helper()
 	started := time.Now()
 	var wg sync.WaitGroup
@@ -89,7 +136,7 @@ func sendProgressThroughPlugin(b *testing.B, worker *pluginWorker, n, senders in
 			defer wg.Done()
 			for i := s; i < n; i += senders {
 				frame := progressFrame(hopTask, "step", float64(i)/float64(n))
-				if err := worker.send(frame); err != nil {
+				if err := send(frame); err != nil {
 					errs <- err
 					return
 				}

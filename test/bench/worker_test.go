@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
 
 	"github.com/dtf-io/dtf/plugin"
 	"github.com/dtf-io/dtf/plugin/pb"
@@ -30,13 +33,39 @@ type frameEvent struct {
 
 // pluginWorker plays the worker host: it runs the dtf-reconnection binary
 // through plugin.Launch, configures it, reads its Events stream and sends
-// task frames with Send, as host/connector.go does.
+// task frames through a plugin.BatchSender, as host/connector.go does.
 type pluginWorker struct {
 	id     string
 	client *plugin.Client
 	conn   pb.ConnectorClient
-	states chan stateEvent
-	frames chan frameEvent
+	sender *plugin.BatchSender
+	// batches counts the sender's SendBatch calls and their frames.
+	batches *batchCounter
+	states  chan stateEvent
+	frames  chan frameEvent
+}
+
+// batchCounter is a pb.ConnectorClient that counts the SendBatch calls
+// made through it and the frames they carried.
+type batchCounter struct {
+	pb.ConnectorClient
+	calls  atomic.Int64
+	frames atomic.Int64
+}
+
+func (c *batchCounter) SendBatch(
+	ctx context.Context,
+	req *pb.SendBatchRequest,
+	opts ...grpc.CallOption,
+) (*pb.SendBatchResponse, error) {
+	c.calls.Add(1)
+	c.frames.Add(int64(len(req.GetFrames())))
+	return c.ConnectorClient.SendBatch(ctx, req, opts...)
+}
+
+// snapshot returns the counts so far.
+func (c *batchCounter) snapshot() (calls, frames int64) {
+	return c.calls.Load(), c.frames.Load()
 }
 
 // startPluginWorker launches the plugin for worker id against the
@@ -48,6 +77,13 @@ func startPluginWorker(b *testing.B, addr, id string, settings pluginSettings) *
 	if err != nil {
 		b.Fatal(err)
 	}
+	return startPluginWorkerConfig(b, addr, id, configJSON)
+}
+
+// startPluginWorkerConfig is startPluginWorker with the plugin's config
+// block given as JSON, for fields that pluginSettings does not cover.
+func startPluginWorkerConfig(b *testing.B, addr, id string, configJSON []byte) *pluginWorker {
+	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	client, err := plugin.Launch(ctx, plugin.LaunchConfig{
@@ -80,12 +116,15 @@ func startPluginWorker(b *testing.B, addr, id string, settings pluginSettings) *
 		cancelStream()
 		b.Fatalf("open events stream: %v", err)
 	}
+	batches := &batchCounter{ConnectorClient: conn}
 	w := &pluginWorker{
-		id:     id,
-		client: client,
-		conn:   conn,
-		states: make(chan stateEvent, 1024),
-		frames: make(chan frameEvent, 1024),
+		id:      id,
+		client:  client,
+		conn:    conn,
+		sender:  plugin.NewBatchSender(batches, plugin.BatchSenderOptions{}),
+		batches: batches,
+		states:  make(chan stateEvent, 1024),
+		frames:  make(chan frameEvent, 1024),
 	}
 	received := make(chan struct{})
 	go func() {
@@ -93,6 +132,7 @@ func startPluginWorker(b *testing.B, addr, id string, settings pluginSettings) *
 		w.receive(streamCtx, stream)
 	}()
 	b.Cleanup(func() {
+		w.sender.Close()
 		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, _ = conn.Stop(stopCtx, &pb.Empty{})
@@ -174,8 +214,24 @@ func (w *pluginWorker) waitFrame(b *testing.B, frameType string) frameEvent {
 	}
 }
 
-// send passes one task frame to the plugin's Send.
+// send passes one task frame to the plugin through the batching sender,
+// which shares SendBatch calls among concurrent callers.
 func (w *pluginWorker) send(frame *wirepb.Frame) error {
+	data, err := protocol.Encode(frame)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := w.sender.Send(ctx, data); err != nil {
+		return fmt.Errorf("send %s frame: %w", protocol.TypeOf(frame), err)
+	}
+	return nil
+}
+
+// sendUnary passes one task frame to the plugin's unary Send, one call per
+// frame, as hosts did before SendBatch.
+func (w *pluginWorker) sendUnary(frame *wirepb.Frame) error {
 	data, err := protocol.Encode(frame)
 	if err != nil {
 		return err

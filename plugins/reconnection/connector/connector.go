@@ -249,49 +249,124 @@ func (c *Connector) relay(stream grpc.ServerStreamingServer[pb.ConnectorEvent], 
 // and with InvalidArgument for a frame that is not a task frame or is too
 // large.
 func (c *Connector) Send(ctx context.Context, req *pb.SendRequest) (*pb.Empty, error) {
+	cfg, link, err := c.openLink()
+	if err != nil {
+		return nil, err
+	}
+	frame, frameType, err := parseTaskFrame(cfg, req.GetFrame())
+	if err != nil {
+		return nil, err
+	}
+	sendCtx, cancel := context.WithTimeout(ctx, cfg.SendTimeout)
+	defer cancel()
+	err = link.queue.Push(sendCtx, priorityOf(frameType), frame)
+	if err != nil {
+		return nil, pushError(ctx, err, frameType, cfg, false)
+	}
+	return &pb.Empty{}, nil
+}
+
+// SendBatch queues the request's frames in order, each with the checks of
+// Send, and stops at the first frame it cannot queue. The response counts
+// the frames queued and carries the status that Send would have returned
+// for the next one. All frames together wait at most send_timeout, or the
+// request's timeout_ms when that is shorter, for room in the send queue.
+// A frame that is still waiting then fails with ResourceExhausted, or with
+// DeadlineExceeded when timeout_ms ran out. Either way the frames after it
+// are not queued.
+func (c *Connector) SendBatch(ctx context.Context, req *pb.SendBatchRequest) (*pb.SendBatchResponse, error) {
+	cfg, link, err := c.openLink()
+	if err != nil {
+		return rejectedAt(0, err), nil
+	}
+
+	wait, byRequest := cfg.SendTimeout, false
+	if requested := time.Duration(req.GetTimeoutMs()) * time.Millisecond; requested > 0 && requested < wait {
+		wait, byRequest = requested, true
+	}
+	sendCtx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+
+	frames := req.GetFrames()
+	for i, data := range frames {
+		frame, frameType, err := parseTaskFrame(cfg, data)
+		if err != nil {
+			return rejectedAt(i, err), nil
+		}
+		err = link.queue.Push(sendCtx, priorityOf(frameType), frame)
+		if err != nil {
+			return rejectedAt(i, pushError(ctx, err, frameType, cfg, byRequest)), nil
+		}
+	}
+	return &pb.SendBatchResponse{Accepted: uint32(len(frames))}, nil
+}
+
+// openLink returns the configuration and the link of the open Events
+// stream, or Unavailable while Send cannot queue frames.
+func (c *Connector) openLink() (*Config, *link, error) {
 	c.mu.Lock()
 	cfg, link := c.cfg, c.link
 	c.mu.Unlock()
 	if link == nil || !link.isOpen() {
-		return nil, status.Error(codes.Unavailable,
+		return nil, nil, status.Error(codes.Unavailable,
 			"no session open with the coordinator; retry after the next connected event")
 	}
+	return cfg, link, nil
+}
 
-	data := req.GetFrame()
+// parseTaskFrame decodes a frame from the host and checks that it is a task
+// frame within max_frame_bytes. It clears the sequence number and the
+// acknowledgement, which the writer sets. The error is an InvalidArgument
+// status.
+func parseTaskFrame(cfg *Config, data []byte) (*wirepb.Frame, string, error) {
 	if len(data) > cfg.MaxFrameBytes {
-		return nil, status.Errorf(codes.InvalidArgument,
+		return nil, "", status.Errorf(codes.InvalidArgument,
 			"frame of %d bytes exceeds max_frame_bytes %d; shrink the frame or raise max_frame_bytes",
 			len(data), cfg.MaxFrameBytes)
 	}
 	frame, err := protocol.Decode(data, cfg.MaxFrameBytes)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "invalid frame: %v", err)
+		return nil, "", status.Errorf(codes.InvalidArgument, "invalid frame: %v", err)
 	}
 	frameType := protocol.TypeOf(frame)
 	if frameType == protocol.TypeUnknown || protocol.SessionTypes[frameType] {
-		return nil, status.Errorf(codes.InvalidArgument,
+		return nil, "", status.Errorf(codes.InvalidArgument,
 			"cannot send a %s frame: the host sends only task frames, the plugin sends session frames",
 			frameType)
 	}
-	// The writer numbers the frame and stamps the acknowledgement.
 	frame.Seq, frame.Ack = 0, 0
+	return frame, frameType, nil
+}
 
-	sendCtx, cancel := context.WithTimeout(ctx, cfg.SendTimeout)
-	defer cancel()
-	err = link.queue.Push(sendCtx, priorityOf(frameType), frame)
+// pushError converts an error of sendQueue.Push into the status that Send
+// and SendBatch return. ctx is the call's context. byRequest is true when
+// the wait ended at the caller's timeout_ms rather than at send_timeout.
+func pushError(ctx context.Context, err error, frameType string, cfg *Config, byRequest bool) error {
 	switch {
-	case err == nil:
-		return &pb.Empty{}, nil
 	case errors.Is(err, errQueueClosed):
-		return nil, status.Errorf(codes.Unavailable,
+		return status.Errorf(codes.Unavailable,
 			"send %s frame: the connection loop ended; retry after the next connected event", frameType)
 	case ctx.Err() != nil:
-		return nil, status.FromContextError(ctx.Err()).Err()
+		return status.FromContextError(ctx.Err()).Err()
+	case byRequest:
+		return status.Errorf(codes.DeadlineExceeded,
+			"send %s frame: send queue still full when the batch's timeout_ms ran out", frameType)
 	default:
-		return nil, status.Errorf(codes.ResourceExhausted,
+		return status.Errorf(codes.ResourceExhausted,
 			"send %s frame: send queue still full after send_timeout %s, because the coordinator "+
 				"has not acknowledged earlier frames; retry later or raise send_queue_frames",
 			frameType, cfg.SendTimeout)
+	}
+}
+
+// rejectedAt returns the SendBatch response for a batch whose first index
+// frames were queued and whose next frame failed with err, a gRPC status.
+func rejectedAt(index int, err error) *pb.SendBatchResponse {
+	rejection := status.Convert(err)
+	return &pb.SendBatchResponse{
+		Accepted:     uint32(index),
+		ErrorCode:    uint32(rejection.Code()),
+		ErrorMessage: rejection.Message(),
 	}
 }
 

@@ -196,7 +196,12 @@ func (f *fakeCoordinator) session(c *fakeConn) {
 			reply = custom
 		}
 	}
+	// sendMu is held from the Welcome until the session is registered, so
+	// a test that sends a task as soon as the worker reports connected
+	// waits for it instead of finding no session.
+	f.sendMu.Lock()
 	if err := c.send(reply); err != nil || reply.GetReject() != nil {
+		f.sendMu.Unlock()
 		return
 	}
 	if reply.GetWelcome().GetCompression() != "" {
@@ -204,7 +209,6 @@ func (f *fakeCoordinator) session(c *fakeConn) {
 		c.codec.Compression = reply.GetWelcome().GetCompression()
 		c.writeMu.Unlock()
 	}
-	f.sendMu.Lock()
 	if reply.GetWelcome().GetResumed() {
 		for _, frame := range c.window.Unacknowledged() {
 			if err := c.send(frame); err != nil {

@@ -1,0 +1,69 @@
+package host
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	wirepb "github.com/dtf-io/dtf/protocol/pb"
+	"github.com/dtf-io/dtf/sdk"
+)
+
+func syncFrame() *wirepb.Frame {
+	return &wirepb.Frame{Body: &wirepb.Frame_StateSync{StateSync: &wirepb.StateSync{}}}
+}
+
+func TestSendUsesSendBatch(t *testing.T) {
+	_, c := startSynced(t)
+
+	c.frame(t, assignFrame("t1", 1, "echo"))
+	assert.Equal(t, []string{"t1"}, nextOutcomes(t, c, 1))
+	assert.Positive(t, c.batchCalls.Load())
+	assert.Zero(t, c.sendCalls.Load(), "a connector with SendBatch must not get unary Sends")
+}
+
+func TestSendFallsBackToUnarySend(t *testing.T) {
+	cfg := testConfig(t, "echo-runner")
+	hs := startHost(t, cfg, map[string]sdk.Executor{
+		"echo-runner": &testExecutor{name: "e", types: []string{"echo"}},
+	})
+	c := nextConnector(t, hs)
+	c.unaryOnly.Store(true)
+	connectedState(c, false)
+	expectFrame(t, c, "state_sync")
+	c.frame(t, syncResultFrame())
+
+	c.frame(t, assignFrame("t1", 1, "echo"))
+	assert.Equal(t, []string{"t1"}, nextOutcomes(t, c, 1))
+	assert.Zero(t, c.batchCalls.Load())
+	// The state sync, task_started, one progress report and the outcome.
+	assert.GreaterOrEqual(t, c.sendCalls.Load(), int32(4))
+	assert.Contains(t, hs.logs.String(), "connector plugin does not implement SendBatch")
+}
+
+func TestSendRejectionReachesCaller(t *testing.T) {
+	hs, c := startSynced(t)
+
+	tests := []struct {
+		name string
+		set  func(bool)
+		want codes.Code
+	}{
+		{"no session", c.unavailable.Store, codes.Unavailable},
+		{"full queue", c.exhausted.Store, codes.ResourceExhausted},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.set(true)
+			defer tt.set(false)
+			err := hs.host.send(context.Background(), syncFrame(), waitFor)
+			assert.Equal(t, tt.want, status.Code(err), "got %v", err)
+		})
+	}
+	require.NoError(t, hs.host.send(context.Background(), syncFrame(), waitFor))
+	expectFrame(t, c, "state_sync")
+}
