@@ -24,8 +24,9 @@ func lockDataDir(dir string) (*os.File, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("data_dir %s is in use by another coordinator; stop it or give this one "+
-				"its own data_dir (PostgreSQL is the store for several coordinators)", dir)
+			return nil, fmt.Errorf("data_dir %s is in use by another coordinator; stop that coordinator or "+
+				"give this one its own data_dir, because each coordinator needs its own SQLite store and "+
+				"dtf has no store yet that several coordinators can share", dir)
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}

@@ -22,4 +22,6 @@ func TestSecondCoordinatorOnSameDataDirFails(t *testing.T) {
 	_, err = New(config.Default("127.0.0.1:0", dir), nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "in use by another coordinator")
+	assert.Contains(t, err.Error(), "give this one its own data_dir")
+	assert.NotContains(t, err.Error(), "PostgreSQL", "no PostgreSQL store exists to point the user to")
 }

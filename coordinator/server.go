@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -178,7 +179,11 @@ func New(cfg *config.Config, logger hclog.Logger) (*Server, error) {
 	if err != nil {
 		_ = st.Close()
 		lock.Close()
-		return nil, fmt.Errorf("listen on %s: %w; stop the process that holds it or change listen", cfg.Listen, err)
+		hint := "check listen in the config"
+		if errors.Is(err, syscall.EADDRINUSE) {
+			hint = "stop the process that holds it or change listen"
+		}
+		return nil, fmt.Errorf("listen on %s: %w; %s", cfg.Listen, err, hint)
 	}
 
 	s := &Server{
@@ -210,7 +215,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Server, error) {
 		// while a frame is written; larger frames are read in pieces.
 		ReadBufferSize:  1024,
 		WriteBufferPool: &sync.Pool{},
-		Subprotocols:     []string{protocol.Subprotocol},
+		Subprotocols:    []string{protocol.Subprotocol},
 		// Workers are not browsers, and the Origin check only protects
 		// browser sessions, which this endpoint does not serve.
 		CheckOrigin: func(*http.Request) bool { return true },

@@ -11,13 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
-	"github.com/zclconf/go-cty/cty"
 
 	"github.com/dtf-io/dtf/internal/hclutil"
 	"github.com/dtf-io/dtf/protocol"
@@ -55,10 +55,6 @@ var DefaultTaskTypes = []string{"command", "gotest"}
 // taskTypePattern is the form of a task type name. Names appear in URLs,
 // metrics labels and worker files, so they stay plain.
 var taskTypePattern = regexp.MustCompile(`^[a-z0-9_-]+$`)
-
-// maxAttemptsLimit bounds max_attempts so that a typo such as 3000 does not
-// keep a failing task cycling through the fleet for hours.
-const maxAttemptsLimit = 100
 
 // Config is a loaded and validated coordinator configuration. DataDir is
 // absolute.
@@ -143,16 +139,17 @@ type Workers struct {
 	Compression bool
 }
 
-// fileConfig is the HCL schema of the coordinator file. Durations are
-// expressions so that a value without a unit is reported at its attribute.
+// fileConfig is the HCL schema of the coordinator file. Durations and
+// counts are expressions so that a value without a unit or out of range is
+// reported at its attribute.
 type fileConfig struct {
 	Listen           *string        `hcl:"listen,optional"`
 	Insecure         *bool          `hcl:"insecure,optional"`
-	MaxBodyBytes     *int           `hcl:"max_body_bytes,optional"`
+	MaxBodyBytes     hcl.Expression `hcl:"max_body_bytes,optional"`
 	DataDir          *string        `hcl:"data_dir,optional"`
 	LogLevel         *string        `hcl:"log_level,optional"`
 	TaskTypes        *[]string      `hcl:"task_types,optional"`
-	MaxAttempts      *int           `hcl:"max_attempts,optional"`
+	MaxAttempts      hcl.Expression `hcl:"max_attempts,optional"`
 	ShutdownTimeout  hcl.Expression `hcl:"shutdown_timeout,optional"`
 	ScheduleInterval hcl.Expression `hcl:"schedule_interval,optional"`
 	Workers          *fileWorkers   `hcl:"workers,block"`
@@ -164,16 +161,16 @@ type fileWorkers struct {
 	HeartbeatTimeout  hcl.Expression `hcl:"heartbeat_timeout,optional"`
 	ReassignAfter     hcl.Expression `hcl:"reassign_after,optional"`
 	HandshakeTimeout  hcl.Expression `hcl:"handshake_timeout,optional"`
-	MaxFrameBytes     *int           `hcl:"max_frame_bytes,optional"`
-	SendQueue         *int           `hcl:"send_queue,optional"`
+	MaxFrameBytes     hcl.Expression `hcl:"max_frame_bytes,optional"`
+	SendQueue         hcl.Expression `hcl:"send_queue,optional"`
 
-	ReplayFrames         *int           `hcl:"replay_frames,optional"`
-	ReplayBytes          *int           `hcl:"replay_bytes,optional"`
+	ReplayFrames         hcl.Expression `hcl:"replay_frames,optional"`
+	ReplayBytes          hcl.Expression `hcl:"replay_bytes,optional"`
 	SessionTTL           hcl.Expression `hcl:"session_ttl,optional"`
 	MaxHeartbeatTimeout  hcl.Expression `hcl:"max_heartbeat_timeout,optional"`
-	MaxSessionsPerSecond *int           `hcl:"max_sessions_per_second,optional"`
-	SessionBurst         *int           `hcl:"session_burst,optional"`
-	MaxPendingHandshakes *int           `hcl:"max_pending_handshakes,optional"`
+	MaxSessionsPerSecond hcl.Expression `hcl:"max_sessions_per_second,optional"`
+	SessionBurst         hcl.Expression `hcl:"session_burst,optional"`
+	MaxPendingHandshakes hcl.Expression `hcl:"max_pending_handshakes,optional"`
 	Compression          *bool          `hcl:"compression,optional"`
 }
 
@@ -256,29 +253,27 @@ func (raw *fileConfig) resolve(dir string) (*Config, hcl.Diagnostics) {
 	if raw.TaskTypes != nil {
 		cfg.TaskTypes = *raw.TaskTypes
 	}
-	if raw.MaxAttempts != nil {
-		cfg.MaxAttempts = *raw.MaxAttempts
-	}
 	if raw.Insecure != nil {
 		cfg.Insecure = *raw.Insecure
 	}
-	setInt(&cfg.MaxBodyBytes, raw.MaxBodyBytes)
-	diags = append(diags, decodeDuration(raw.ShutdownTimeout, &cfg.ShutdownTimeout)...)
-	diags = append(diags, decodeDuration(raw.ScheduleInterval, &cfg.ScheduleInterval)...)
+	diags = append(diags, decodeCount(raw.MaxAttempts, "max_attempts", &cfg.MaxAttempts)...)
+	diags = append(diags, decodeCount(raw.MaxBodyBytes, "max_body_bytes", &cfg.MaxBodyBytes)...)
+	diags = append(diags, decodeDuration(raw.ShutdownTimeout, "shutdown_timeout", &cfg.ShutdownTimeout)...)
+	diags = append(diags, decodeDuration(raw.ScheduleInterval, "schedule_interval", &cfg.ScheduleInterval)...)
 
 	if w := raw.Workers; w != nil {
 		setString(&cfg.Workers.Token, w.Token)
-		diags = append(diags, decodeDuration(w.HeartbeatInterval, &cfg.Workers.HeartbeatInterval)...)
-		diags = append(diags, decodeDuration(w.HeartbeatTimeout, &cfg.Workers.HeartbeatTimeout)...)
-		diags = append(diags, decodeDuration(w.ReassignAfter, &cfg.Workers.ReassignAfter)...)
-		diags = append(diags, decodeDuration(w.HandshakeTimeout, &cfg.Workers.HandshakeTimeout)...)
-		if w.MaxFrameBytes != nil {
-			cfg.Workers.MaxFrameBytes = *w.MaxFrameBytes
-		}
-		if w.SendQueue != nil {
-			cfg.Workers.SendQueue = *w.SendQueue
-		}
-		resolveSessions(w, &cfg.Workers, &diags)
+		dst := &cfg.Workers
+		diags = append(diags, decodeDuration(w.HeartbeatInterval, "workers.heartbeat_interval",
+			&dst.HeartbeatInterval)...)
+		diags = append(diags, decodeDuration(w.HeartbeatTimeout, "workers.heartbeat_timeout",
+			&dst.HeartbeatTimeout)...)
+		diags = append(diags, decodeDuration(w.ReassignAfter, "workers.reassign_after", &dst.ReassignAfter)...)
+		diags = append(diags, decodeDuration(w.HandshakeTimeout, "workers.handshake_timeout",
+			&dst.HandshakeTimeout)...)
+		diags = append(diags, decodeCount(w.MaxFrameBytes, "workers.max_frame_bytes", &dst.MaxFrameBytes)...)
+		diags = append(diags, decodeCount(w.SendQueue, "workers.send_queue", &dst.SendQueue)...)
+		resolveSessions(w, dst, &diags)
 	}
 
 	if !filepath.IsAbs(cfg.DataDir) {
@@ -289,10 +284,13 @@ func (raw *fileConfig) resolve(dir string) (*Config, hcl.Diagnostics) {
 }
 
 // Validate checks the values of a configuration, loaded or built in code.
+// It applies countRanges to every configuration. Of durationRanges, which
+// Load applies to a file, it keeps only a 1ms floor on heartbeat_interval,
+// because tests build configurations with heartbeats of milliseconds.
 func (c *Config) Validate() error {
 	var errs []error
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		errs = append(errs, fmt.Errorf("listen %q is not host:port, for example \"127.0.0.1:7070\"", c.Listen))
+	if err := validateListen(c.Listen); err != nil {
+		errs = append(errs, err)
 	} else if !loopback(c.Listen) {
 		errs = append(errs, validatePublicListen(c)...)
 	}
@@ -305,17 +303,17 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log_level %q is invalid; use trace, debug, info, warn or error", c.LogLevel))
 	}
 	errs = append(errs, validateTaskTypes(c.TaskTypes)...)
-	if c.MaxAttempts < 1 || c.MaxAttempts > maxAttemptsLimit {
-		errs = append(errs, fmt.Errorf("max_attempts %d is out of range; use 1 to %d", c.MaxAttempts, maxAttemptsLimit))
-	}
+	errs = append(errs, checkCount("max_attempts", c.MaxAttempts))
 	errs = append(errs, positive("shutdown_timeout", c.ShutdownTimeout))
 	errs = append(errs, positive("schedule_interval", c.ScheduleInterval))
-	if c.MaxBodyBytes < 1024 {
-		errs = append(errs, fmt.Errorf("max_body_bytes %d is too small; use at least 1024", c.MaxBodyBytes))
-	}
+	errs = append(errs, checkCount("max_body_bytes", c.MaxBodyBytes))
 
 	w := c.Workers
-	errs = append(errs, positive("workers.heartbeat_interval", w.HeartbeatInterval))
+	if w.HeartbeatInterval < minCodeHeartbeatInterval {
+		errs = append(errs, fmt.Errorf("workers.heartbeat_interval %s is too short; use at least %s, "+
+			"default %s", w.HeartbeatInterval, formatDuration(minCodeHeartbeatInterval),
+			formatDuration(DefaultHeartbeatInterval)))
+	}
 	errs = append(errs, positive("workers.heartbeat_timeout", w.HeartbeatTimeout))
 	errs = append(errs, positive("workers.handshake_timeout", w.HandshakeTimeout))
 	if w.ReassignAfter < 0 {
@@ -325,12 +323,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("workers.heartbeat_timeout %s must be longer than workers.heartbeat_interval %s, "+
 			"usually three intervals", w.HeartbeatTimeout, w.HeartbeatInterval))
 	}
-	if w.MaxFrameBytes < 1024 {
-		errs = append(errs, fmt.Errorf("workers.max_frame_bytes %d is too small; use at least 1024", w.MaxFrameBytes))
-	}
-	if w.SendQueue < 1 {
-		errs = append(errs, fmt.Errorf("workers.send_queue %d is too small; use at least 1", w.SendQueue))
-	}
+	errs = append(errs, checkCount("workers.send_queue", w.SendQueue))
 	errs = append(errs, validateSessions(w)...)
 	return errors.Join(errs...)
 }
@@ -338,31 +331,42 @@ func (c *Config) Validate() error {
 // resolveSessions fills the settings of resumable sessions, storm shedding
 // and compression.
 func resolveSessions(w *fileWorkers, dst *Workers, diags *hcl.Diagnostics) {
-	setInt(&dst.ReplayFrames, w.ReplayFrames)
-	setInt(&dst.ReplayBytes, w.ReplayBytes)
-	*diags = append(*diags, decodeDuration(w.SessionTTL, &dst.SessionTTL)...)
-	*diags = append(*diags, decodeDuration(w.MaxHeartbeatTimeout, &dst.MaxHeartbeatTimeout)...)
-	setInt(&dst.MaxSessionsPerSecond, w.MaxSessionsPerSecond)
-	setInt(&dst.SessionBurst, w.SessionBurst)
-	setInt(&dst.MaxPendingHandshakes, w.MaxPendingHandshakes)
+	*diags = append(*diags, decodeCount(w.ReplayFrames, "workers.replay_frames", &dst.ReplayFrames)...)
+	*diags = append(*diags, decodeCount(w.ReplayBytes, "workers.replay_bytes", &dst.ReplayBytes)...)
+	*diags = append(*diags, decodeDuration(w.SessionTTL, "workers.session_ttl", &dst.SessionTTL)...)
+	*diags = append(*diags, decodeDuration(w.MaxHeartbeatTimeout, "workers.max_heartbeat_timeout",
+		&dst.MaxHeartbeatTimeout)...)
+	*diags = append(*diags, decodeCount(w.MaxSessionsPerSecond, "workers.max_sessions_per_second",
+		&dst.MaxSessionsPerSecond)...)
+	*diags = append(*diags, decodeCount(w.SessionBurst, "workers.session_burst", &dst.SessionBurst)...)
+	*diags = append(*diags, decodeCount(w.MaxPendingHandshakes, "workers.max_pending_handshakes",
+		&dst.MaxPendingHandshakes)...)
 	if w.Compression != nil {
 		dst.Compression = *w.Compression
 	}
 }
 
-// validateSessions checks the settings that resolveSessions fills.
+// validateSessions checks max_frame_bytes and the settings that
+// resolveSessions fills.
 func validateSessions(w Workers) []error {
-	var errs []error
-	atLeast := func(name string, value, limit int) {
-		if value < limit {
-			errs = append(errs, fmt.Errorf("workers.%s %d is too small; use at least %d", name, value, limit))
-		}
+	errs := []error{
+		checkCount("workers.replay_frames", w.ReplayFrames),
+		checkCount("workers.max_sessions_per_second", w.MaxSessionsPerSecond),
+		checkCount("workers.session_burst", w.SessionBurst),
+		checkCount("workers.max_pending_handshakes", w.MaxPendingHandshakes),
 	}
-	atLeast("replay_frames", w.ReplayFrames, 1)
-	atLeast("replay_bytes", w.ReplayBytes, w.MaxFrameBytes)
-	atLeast("max_sessions_per_second", w.MaxSessionsPerSecond, 1)
-	atLeast("session_burst", w.SessionBurst, 1)
-	atLeast("max_pending_handshakes", w.MaxPendingHandshakes, 1)
+	// replay_bytes must hold one frame of the largest size. When
+	// max_frame_bytes itself is out of range, only that is reported, so the
+	// message names the setting the user wrote.
+	if err := checkCount("workers.max_frame_bytes", w.MaxFrameBytes); err != nil {
+		errs = append(errs, err)
+	} else if err := checkCount("workers.replay_bytes", w.ReplayBytes); err != nil {
+		errs = append(errs, err)
+	} else if w.ReplayBytes < w.MaxFrameBytes {
+		errs = append(errs, fmt.Errorf("workers.replay_bytes %d is smaller than workers.max_frame_bytes %d; "+
+			"raise replay_bytes to at least %d or lower max_frame_bytes", w.ReplayBytes, w.MaxFrameBytes,
+			w.MaxFrameBytes))
+	}
 	if w.SessionTTL < 0 {
 		errs = append(errs, fmt.Errorf("workers.session_ttl %s is negative; use 0 to disable resume", w.SessionTTL))
 	}
@@ -371,12 +375,6 @@ func validateSessions(w Workers) []error {
 			w.MaxHeartbeatTimeout, w.HeartbeatTimeout))
 	}
 	return errs
-}
-
-func setInt(dst *int, v *int) {
-	if v != nil {
-		*dst = *v
-	}
 }
 
 func validateTaskTypes(types []string) []error {
@@ -417,6 +415,20 @@ func validatePublicListen(c *Config) []error {
 	return errs
 }
 
+// validateListen checks that listen is host:port with a numeric port that
+// net.Listen accepts. An empty host listens on all addresses.
+func validateListen(listen string) error {
+	_, portText, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("listen %q is not host:port, for example \"127.0.0.1:7070\"", listen)
+	}
+	if _, err := strconv.ParseUint(portText, 10, 16); err != nil {
+		return fmt.Errorf("listen %q has an invalid port %q; use a port from 0 to 65535, for example "+
+			"\"127.0.0.1:7070\" (0 picks a free port)", listen, portText)
+	}
+	return nil
+}
+
 func port(hostport string) string {
 	_, p, _ := net.SplitHostPort(hostport)
 	return p
@@ -443,61 +455,4 @@ func setString(dst *string, v *string) {
 	if v != nil {
 		*dst = *v
 	}
-}
-
-// decodeDuration parses a duration attribute into dst, leaving dst alone
-// when the attribute is absent.
-func decodeDuration(expr hcl.Expression, dst *time.Duration) hcl.Diagnostics {
-	if expr == nil {
-		return nil
-	}
-	value, diags := expr.Value(hclutil.EvalContext())
-	if diags.HasErrors() || value.IsNull() {
-		return diags
-	}
-	rng := expr.Range()
-	if value.Type() == cty.Number {
-		return hcl.Diagnostics{{
-			Severity: hcl.DiagError,
-			Summary:  "Duration without unit",
-			Detail:   fmt.Sprintf("A duration is a string with a unit; add a unit such as \"%s\".", value.AsBigFloat().String()+"s"),
-			Subject:  &rng,
-		}}
-	}
-	if value.Type() != cty.String || !value.IsKnown() {
-		return hcl.Diagnostics{{
-			Severity: hcl.DiagError,
-			Summary:  "Invalid duration",
-			Detail:   "A duration is a string with a unit, such as \"30s\" or \"500ms\".",
-			Subject:  &rng,
-		}}
-	}
-	text := strings.TrimSpace(value.AsString())
-	d, err := time.ParseDuration(text)
-	if err != nil {
-		detail := fmt.Sprintf("Invalid duration %q: %s. Use a number with a unit, such as \"30s\" or \"500ms\".", text, err)
-		if isNumber(text) {
-			detail = fmt.Sprintf("Duration %q has no unit; add a unit such as \"%ss\".", text, text)
-		}
-		return hcl.Diagnostics{{
-			Severity: hcl.DiagError,
-			Summary:  "Invalid duration",
-			Detail:   detail,
-			Subject:  &rng,
-		}}
-	}
-	*dst = d
-	return nil
-}
-
-func isNumber(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if (r < '0' || r > '9') && r != '.' {
-			return false
-		}
-	}
-	return true
 }

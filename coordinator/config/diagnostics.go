@@ -1,6 +1,8 @@
 package config
 
 import (
+	"sort"
+
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/dtf-io/dtf/internal/hclutil"
@@ -17,8 +19,19 @@ type DiagnosticsError struct {
 
 func (e *DiagnosticsError) Error() string { return e.text }
 
+// newDiagnosticsError lists diags in file order, so that a reader meets
+// them as in the file whatever order the decoder checked the settings in.
+// Diagnostics without a location come last.
 func newDiagnosticsError(path string, diags hcl.Diagnostics, files map[string]*hcl.File) *DiagnosticsError {
-	return &DiagnosticsError{Diagnostics: diags, text: formatDiagnostics(path, diags, files)}
+	sorted := append(hcl.Diagnostics(nil), diags...)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		a, b := sorted[i].Subject, sorted[j].Subject
+		if a == nil || b == nil {
+			return a != nil
+		}
+		return a.Start.Byte < b.Start.Byte
+	})
+	return &DiagnosticsError{Diagnostics: sorted, text: formatDiagnostics(path, sorted, files)}
 }
 
 // formatDiagnostics renders diags in the format the worker config uses too.

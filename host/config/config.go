@@ -209,7 +209,7 @@ func decode(body hcl.Body, dir string) (*Config, hcl.Diagnostics) {
 	diags = append(diags, checkTop(&raw, cfg)...)
 	var timeoutDiags hcl.Diagnostics
 	cfg.ShutdownTimeout, timeoutDiags = parseDuration(raw.ShutdownTimeout, raw.ShutdownTimeoutRange,
-		"shutdown_timeout", DefaultShutdownTimeout)
+		"shutdown_timeout", DefaultShutdownTimeout, maxShutdownTimeout)
 	diags = append(diags, timeoutDiags...)
 
 	for _, block := range raw.Plugins {
@@ -227,13 +227,7 @@ func checkTop(raw *fileSchema, cfg *Config) hcl.Diagnostics {
 		diags = append(diags, errorAt(raw.DataDirRange, "Invalid data_dir",
 			"data_dir must name a folder for the worker's outbox, for example \"../data/worker-1\"."))
 	}
-	if raw.Slots != nil {
-		cfg.Slots = *raw.Slots
-		if cfg.Slots <= 0 {
-			diags = append(diags, errorAt(raw.SlotsRange, "Invalid slots",
-				fmt.Sprintf("slots must be at least 1, got %d.", cfg.Slots)))
-		}
-	}
+	diags = append(diags, decodeSlots(raw.Slots, &cfg.Slots)...)
 	if raw.LogLevel != nil {
 		cfg.LogLevel = strings.ToLower(*raw.LogLevel)
 		if level := hclog.LevelFromString(cfg.LogLevel); level == hclog.NoLevel || level == hclog.Off {
@@ -283,7 +277,7 @@ func decodePlugin(block pluginBlock, dir string, ctx *hcl.EvalContext) (Plugin, 
 	}
 	var more hcl.Diagnostics
 	p.StartTimeout, more = parseDuration(block.StartTimeout, block.StartTimeoutRange,
-		"start_timeout", dtfplugin.DefaultStartTimeout)
+		"start_timeout", dtfplugin.DefaultStartTimeout, maxStartTimeout)
 	diags = append(diags, more...)
 	p.ConfigJSON, more = configJSON(block.Config, ctx)
 	diags = append(diags, more...)
@@ -353,25 +347,35 @@ func configJSON(block *configBlock, ctx *hcl.EvalContext) ([]byte, hcl.Diagnosti
 	return data, diags
 }
 
-// parseDuration parses a duration attribute such as "2s". A number without
-// a unit is rejected, because "10" could mean seconds or milliseconds.
-func parseDuration(value *string, rng hcl.Range, name string, def time.Duration) (time.Duration, hcl.Diagnostics) {
+// parseDuration parses a duration attribute such as "2s" that must be
+// positive and at most max. A number without a unit is rejected, because
+// "10" could mean seconds or milliseconds.
+func parseDuration(value *string, rng hcl.Range, name string, def, max time.Duration) (time.Duration, hcl.Diagnostics) {
 	if value == nil {
 		return def, nil
 	}
-	d, err := time.ParseDuration(strings.TrimSpace(*value))
+	text := strings.TrimSpace(*value)
+	d, err := time.ParseDuration(text)
 	if err != nil {
 		detail := fmt.Sprintf("%s %q is not a duration; write a number with a unit, such as \"2s\", \"500ms\" or \"1m\".",
 			name, *value)
-		if strings.Contains(err.Error(), "missing unit") {
+		switch {
+		case strings.Contains(err.Error(), "missing unit"):
 			detail = fmt.Sprintf("%s %q has no unit; write for example \"%ss\" for seconds or \"%sms\" for milliseconds.",
 				name, *value, *value, *value)
+		case durationSyntax.MatchString(text):
+			detail = fmt.Sprintf("%s %q is too large; use at most %q.", name, *value, formatDuration(max))
 		}
 		return 0, hcl.Diagnostics{errorAt(rng, "Invalid duration", detail)}
 	}
 	if d <= 0 {
 		return 0, hcl.Diagnostics{errorAt(rng, "Invalid duration",
 			fmt.Sprintf("%s must be positive, got %q.", name, *value))}
+	}
+	if d > max {
+		return 0, hcl.Diagnostics{errorAt(rng, "Invalid duration",
+			fmt.Sprintf("%s %q is too long; use at most %q, default %q.", name, *value,
+				formatDuration(max), formatDuration(def)))}
 	}
 	return d, nil
 }

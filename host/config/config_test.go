@@ -125,7 +125,21 @@ func TestLoadErrors(t *testing.T) {
 			[]string{"worker.hcl:14:19: Invalid duration", `start_timeout "10" has no unit`, `start_timeout = "10"`}},
 		{"bad duration", replace(`start_timeout = "10s"`, `start_timeout = "soon"`),
 			[]string{"worker.hcl:14:19", "is not a duration"}},
-		{"zero slots", replace(`slots     = 2`, `slots     = 0`), []string{"worker.hcl:3:13", "slots must be at least 1"}},
+		{"zero slots", replace(`slots     = 2`, `slots     = 0`), []string{"worker.hcl:3:13", "slots 0 is too small; use 1 to 1024"}},
+		{"too many slots", replace(`slots     = 2`, `slots     = 1000000000`),
+			[]string{"worker.hcl:3:13: Invalid slots", "slots 1000000000 is too large; use 1 to 1024"}},
+		{"slots beyond int64", replace(`slots     = 2`, `slots     = 1e30`),
+			[]string{"worker.hcl:3:13", "slots 1000000000000000000000000000000 is too large; use 1 to 1024"}},
+		{"fractional slots", replace(`slots     = 2`, `slots     = 1.5`),
+			[]string{"worker.hcl:3:13", "slots must be a whole number from 1 to 1024"}},
+		{"slots as word", replace(`slots     = 2`, `slots     = "two"`),
+			[]string{"worker.hcl:3:13", "slots must be a whole number from 1 to 1024"}},
+		{"start timeout too long", replace(`start_timeout = "10s"`, `start_timeout = "1h"`),
+			[]string{"worker.hcl:14:19", `start_timeout "1h" is too long; use at most "10m", default "10s"`}},
+		{"start timeout beyond time.Duration", replace(`start_timeout = "10s"`, `start_timeout = "100000000h"`),
+			[]string{"worker.hcl:14:19", `start_timeout "100000000h" is too large; use at most "10m"`}},
+		{"shutdown timeout too long", replace(`log_level = "info"`, "log_level = \"info\"\nshutdown_timeout = \"2h\""),
+			[]string{"worker.hcl:5:20", `shutdown_timeout "2h" is too long; use at most "1h", default "10s"`}},
 		{"bad url", replace(`ws://127.0.0.1:7070`, `ftp://127.0.0.1:7070`),
 			[]string{"worker.hcl:7:15", "Invalid coordinator url", "scheme must be"}},
 		{"empty worker id", replace(`worker_id = "worker-1"`, `worker_id = ""`),
@@ -160,6 +174,24 @@ func TestLoadErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLoadLimitsInclusive loads a file with slots and the durations at the
+// high end of their ranges.
+func TestLoadLimitsInclusive(t *testing.T) {
+	body := strings.Replace(validConfig, `slots     = 2`, "slots     = 1024\nshutdown_timeout = \"1h\"", 1)
+	body = strings.Replace(body, `start_timeout = "10s"`, `start_timeout = "10m"`, 1)
+	cfg, err := Load(writeWorkerConfig(t, body))
+	require.NoError(t, err)
+	assert.Equal(t, 1024, cfg.Slots)
+	assert.Equal(t, time.Hour, cfg.ShutdownTimeout)
+	assert.Equal(t, 10*time.Minute, cfg.Connector().StartTimeout)
+}
+
+func TestLoadDefaultSlots(t *testing.T) {
+	cfg, err := Load(writeWorkerConfig(t, strings.Replace(validConfig, "slots     = 2\n", "", 1)))
+	require.NoError(t, err)
+	assert.Equal(t, DefaultSlots, cfg.Slots)
 }
 
 func TestLoadMissingFile(t *testing.T) {

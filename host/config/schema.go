@@ -9,8 +9,7 @@ import "github.com/hashicorp/hcl/v2"
 type fileSchema struct {
 	DataDir              string            `hcl:"data_dir"`
 	DataDirRange         hcl.Range         `hcl:"data_dir,attr_value_range"`
-	Slots                *int              `hcl:"slots,optional"`
-	SlotsRange           hcl.Range         `hcl:"slots,attr_value_range"`
+	Slots                hcl.Expression    `hcl:"slots,optional"`
 	LogLevel             *string           `hcl:"log_level,optional"`
 	LogLevelRange        hcl.Range         `hcl:"log_level,attr_value_range"`
 	Labels               map[string]string `hcl:"labels,optional"`

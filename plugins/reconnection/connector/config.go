@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"regexp"
 	"strings"
 	"time"
 
@@ -45,6 +46,86 @@ const MaxFrameBytesLimit = 16 << 20
 // minFrameBytes keeps max_frame_bytes large enough for a Hello with many
 // labels and task types.
 const minFrameBytes = 1 << 10
+
+// Caps of the count fields. Each one stops a typo or a huge value from
+// letting the plugin hold memory without bound or retry forever. The
+// defaults sit far inside them. The send queue and replay caps match the
+// coordinator's caps on send_queue, replay_frames and replay_bytes.
+const (
+	// maxSendQueueFrames bounds each of the send queue's priority levels.
+	maxSendQueueFrames = 1 << 16
+	// maxReplayFrames and maxReplayBytes bound the replay buffer. The byte
+	// cap leaves room for 16 frames of the largest size. A kept frame costs
+	// only a pointer and a size on top of its bytes, so the frame cap is
+	// generous.
+	maxReplayFrames = 1 << 20
+	maxReplayBytes  = 16 * MaxFrameBytesLimit
+	// maxFatalAfter, maxFailureThreshold and maxAttemptsLimit bound counts
+	// of failed attempts. At the default backoff cap of 30s, reaching them
+	// takes hours or days, so a larger count is more likely a typo than a
+	// plan. A worker that should never give up sets max_attempts = 0.
+	maxFatalAfter       = 1000
+	maxFailureThreshold = 10_000
+	maxAttemptsLimit    = 10_000
+)
+
+// intRange is the allowed range of an integer field and its default, which
+// error messages suggest.
+type intRange struct {
+	min, max, def int
+}
+
+// intRanges are the ranges of the integer fields of the config block.
+var intRanges = map[string]intRange{
+	"max_frame_bytes":      {minFrameBytes, MaxFrameBytesLimit, protocol.DefaultMaxFrameBytes},
+	"fatal_after":          {1, maxFatalAfter, DefaultFatalAfter},
+	"send_queue_frames":    {1, maxSendQueueFrames, DefaultSendQueueFrames},
+	"replay_buffer_frames": {1, maxReplayFrames, protocol.DefaultReplayFrames},
+	"replay_buffer_bytes":  {minFrameBytes, maxReplayBytes, protocol.DefaultReplayBytes},
+	"failure_threshold":    {1, maxFailureThreshold, DefaultFailureThreshold},
+	"max_attempts":         {0, maxAttemptsLimit, 0},
+}
+
+// Ranges of the heartbeat fields, the same as the coordinator's. The 50ms
+// floor allows at most 20 heartbeats per second, while an interval of a
+// few nanoseconds keeps a core busy. The shortest timeout spans three of
+// the shortest intervals, the ratio of the defaults. A connection silent
+// for minutes risks being closed by a NAT or load balancer idle timer,
+// hence the one-minute ceiling on the interval. The timeout ceiling bounds
+// how long a dead coordinator goes unnoticed.
+const (
+	minHeartbeatInterval = 50 * time.Millisecond
+	maxHeartbeatInterval = time.Minute
+	minHeartbeatTimeout  = 3 * minHeartbeatInterval
+	maxHeartbeatTimeout  = 10 * time.Minute
+)
+
+// durationRange is the allowed range of a duration field.
+type durationRange struct {
+	min, max time.Duration
+}
+
+// durationRanges are the ranges of the duration fields of the config
+// block. A zero max_heartbeat_interval or max_heartbeat_timeout selects
+// the default of maxHeartbeatFactor times the base value.
+var durationRanges = map[string]durationRange{
+	"heartbeat_interval":     {minHeartbeatInterval, maxHeartbeatInterval},
+	"heartbeat_timeout":      {minHeartbeatTimeout, maxHeartbeatTimeout},
+	"backoff_base":           {time.Millisecond, time.Minute},
+	"backoff_cap":            {time.Millisecond, time.Hour},
+	"healthy_after":          {0, time.Hour},
+	"dial_timeout":           {10 * time.Millisecond, 5 * time.Minute},
+	"handshake_timeout":      {10 * time.Millisecond, 5 * time.Minute},
+	"max_heartbeat_interval": {0, maxHeartbeatFactor * maxHeartbeatInterval},
+	"max_heartbeat_timeout":  {0, maxHeartbeatFactor * maxHeartbeatTimeout},
+	"send_timeout":           {time.Millisecond, time.Hour},
+	"circuit_cooldown":       {time.Millisecond, time.Hour},
+}
+
+// durationSyntax matches the texts that time.ParseDuration accepts apart
+// from "0", so a text that matches and still fails to parse is a duration
+// too large for time.Duration, which ends near 292 years.
+var durationSyntax = regexp.MustCompile(`^[-+]?(([0-9]+\.?[0-9]*|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$`)
 
 // Config is the validated configuration of the connector: the host's
 // ConnectorConfig plus the plugin's own config block.
@@ -264,8 +345,8 @@ func decodeBool(name string, raw json.RawMessage, dst *bool) error {
 	return nil
 }
 
-// decodeDuration parses a JSON string with a unit, such as "2s". A missing
-// field keeps the default in dst.
+// decodeDuration parses a JSON string with a unit, such as "2s", that lies
+// within durationRanges[name]. A missing field keeps the default in dst.
 func decodeDuration(name string, raw json.RawMessage, dst *time.Duration) error {
 	if raw == nil {
 		return nil
@@ -275,13 +356,44 @@ func decodeDuration(name string, raw json.RawMessage, dst *time.Duration) error 
 		return fmt.Errorf("%s: invalid duration %s; use a string with a unit, for example \"2s\" or \"500ms\"",
 			name, raw)
 	}
+	limits := durationRanges[name]
 	d, err := time.ParseDuration(text)
+	if err != nil && durationSyntax.MatchString(text) {
+		return fmt.Errorf("%s: duration %q is too large; use at most %q", name, text, formatDuration(limits.max))
+	}
 	if err != nil {
 		return fmt.Errorf("%s: invalid duration %q; use a number with a unit, for example \"2s\" or \"500ms\"",
 			name, text)
 	}
+	if d < limits.min || d > limits.max {
+		problem := "too long"
+		if d < limits.min {
+			problem = "too short"
+		}
+		msg := fmt.Sprintf("%s: duration %q is %s; use %q to %q", name, text, problem,
+			formatDuration(limits.min), formatDuration(limits.max))
+		// A zero default stands for a value derived from other fields,
+		// which the range already shows is allowed.
+		if *dst != 0 {
+			msg += fmt.Sprintf(", default %q", formatDuration(*dst))
+		}
+		return errors.New(msg)
+	}
 	*dst = d
 	return nil
+}
+
+// formatDuration writes d the way a user writes it: "1h" and "10m"
+// instead of "1h0m0s" and "10m0s".
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func decodeFloat(name string, raw json.RawMessage, dst *float64) error {
@@ -296,40 +408,35 @@ func decodeFloat(name string, raw json.RawMessage, dst *float64) error {
 	return nil
 }
 
+// decodeInt parses a JSON whole number that lies within intRanges[name].
+// A missing field keeps the default in dst. The range is checked before
+// the conversion to int, so a number too large for an int gets the same
+// message as any other number over the cap.
 func decodeInt(name string, raw json.RawMessage, dst *int) error {
 	if raw == nil {
 		return nil
 	}
+	limits := intRanges[name]
 	var v float64
-	if err := json.Unmarshal(raw, &v); err != nil || v != math.Trunc(v) || math.Abs(v) > math.MaxInt32 {
-		return fmt.Errorf("%s: invalid integer %s; use a whole number, for example 5", name, raw)
+	if err := json.Unmarshal(raw, &v); err != nil || v != math.Trunc(v) {
+		return fmt.Errorf("%s: invalid integer %s; use a whole number from %d to %d, default %d",
+			name, raw, limits.min, limits.max, limits.def)
+	}
+	if v < float64(limits.min) || v > float64(limits.max) {
+		problem := "too large"
+		if v < float64(limits.min) {
+			problem = "too small"
+		}
+		return fmt.Errorf("%s: %s is %s; use %d to %d, default %d",
+			name, bytes.TrimSpace(raw), problem, limits.min, limits.max, limits.def)
 	}
 	*dst = int(v)
 	return nil
 }
 
-// validate checks the ranges and the relations between fields.
+// validate checks the relations between fields; decodePluginConfig has
+// checked the range of each field.
 func (c *Config) validate() error {
-	positive := []struct {
-		name string
-		d    time.Duration
-	}{
-		{"heartbeat_interval", c.HeartbeatInterval},
-		{"heartbeat_timeout", c.HeartbeatTimeout},
-		{"backoff_base", c.Backoff.Base},
-		{"backoff_cap", c.Backoff.Cap},
-		{"dial_timeout", c.DialTimeout},
-		{"handshake_timeout", c.HandshakeTimeout},
-	}
-	for _, p := range positive {
-		if p.d <= 0 {
-			return fmt.Errorf("%s: invalid duration %s; it must be greater than zero", p.name, p.d)
-		}
-	}
-	if c.HealthyAfter < 0 {
-		return fmt.Errorf("healthy_after: invalid duration %s; use zero or more, for example \"10s\"",
-			c.HealthyAfter)
-	}
 	if c.HeartbeatTimeout <= c.HeartbeatInterval {
 		return fmt.Errorf("heartbeat_timeout: %s must be greater than heartbeat_interval %s; "+
 			"use about three intervals, for example %s", c.HeartbeatTimeout, c.HeartbeatInterval,
@@ -343,21 +450,12 @@ func (c *Config) validate() error {
 		return fmt.Errorf("backoff_cap: %s is less than backoff_base %s; raise backoff_cap or lower backoff_base",
 			c.Backoff.Cap, c.Backoff.Base)
 	}
-	if c.MaxFrameBytes < minFrameBytes || c.MaxFrameBytes > MaxFrameBytesLimit {
-		return fmt.Errorf("max_frame_bytes: invalid value %d; use %d to %d bytes, default %d",
-			c.MaxFrameBytes, minFrameBytes, MaxFrameBytesLimit, protocol.DefaultMaxFrameBytes)
-	}
-	if c.FatalAfter < 1 {
-		return fmt.Errorf("fatal_after: invalid value %d; use 1 or more, default %d",
-			c.FatalAfter, DefaultFatalAfter)
-	}
-	return c.validateQueues()
+	return c.validateHeartbeatBounds()
 }
 
-// validateQueues checks the heartbeat bounds, the queue and replay bounds
-// and the circuit breaker, and fills the defaults that depend on other
-// fields.
-func (c *Config) validateQueues() error {
+// validateHeartbeatBounds fills the default bounds of adapted heartbeats
+// and checks them against the base values.
+func (c *Config) validateHeartbeatBounds() error {
 	if c.MaxHeartbeatInterval == 0 {
 		c.MaxHeartbeatInterval = maxHeartbeatFactor * c.HeartbeatInterval
 	}
@@ -373,32 +471,6 @@ func (c *Config) validateQueues() error {
 		return fmt.Errorf("max_heartbeat_timeout: %s is less than heartbeat_timeout %s; "+
 			"raise it or leave it unset for %d times the timeout",
 			c.MaxHeartbeatTimeout, c.HeartbeatTimeout, maxHeartbeatFactor)
-	}
-	positive := []struct {
-		name  string
-		value int
-	}{
-		{"send_queue_frames", c.SendQueueFrames},
-		{"replay_buffer_frames", c.ReplayFrames},
-		{"replay_buffer_bytes", c.ReplayBytes},
-		{"failure_threshold", c.Breaker.FailureThreshold},
-	}
-	for _, p := range positive {
-		if p.value < 1 {
-			return fmt.Errorf("%s: invalid value %d; use 1 or more", p.name, p.value)
-		}
-	}
-	if c.SendTimeout <= 0 {
-		return fmt.Errorf("send_timeout: invalid duration %s; it must be greater than zero, default %s",
-			c.SendTimeout, DefaultSendTimeout)
-	}
-	if c.Breaker.Cooldown <= 0 {
-		return fmt.Errorf("circuit_cooldown: invalid duration %s; it must be greater than zero, default %s",
-			c.Breaker.Cooldown, DefaultCircuitCooldown)
-	}
-	if c.MaxAttempts < 0 {
-		return fmt.Errorf("max_attempts: invalid value %d; use 0 to never give up, or a positive count",
-			c.MaxAttempts)
 	}
 	return nil
 }
