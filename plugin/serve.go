@@ -62,12 +62,12 @@ func NewLogger(name string) hclog.Logger {
 	if level == hclog.NoLevel {
 		level = hclog.Info
 	}
-	return hclog.New(&hclog.LoggerOptions{
+	return newDurationLogger(hclog.New(&hclog.LoggerOptions{
 		Name:       name,
 		Level:      level,
 		Output:     os.Stderr,
 		JSONFormat: true,
-	})
+	}))
 }
 
 // ServeConnector serves impl as a connector plugin until the host kills the
