@@ -170,10 +170,21 @@ func New(cfg *config.Config, logger hclog.Logger) (*Server, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	st, err := store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, StoreFile))
+	storePath := filepath.Join(cfg.DataDir, StoreFile)
+	before, statErr := os.Stat(storePath)
+	st, err := store.OpenSQLite(ctx, storePath)
 	if err != nil {
 		lock.Close()
 		return nil, err
+	}
+	switch {
+	case errors.Is(statErr, os.ErrNotExist):
+		logger.Named("coordinator").Info("created a new store", "path", storePath)
+	case statErr == nil && before.Size() == 0:
+		// SQLite takes an empty file for an empty database, so a truncated
+		// store would otherwise start without a word.
+		logger.Named("coordinator").Warn("store file was empty; starting with no tasks and no workers; "+
+			"restore it from a backup if it held data", "path", storePath)
 	}
 	listener, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
