@@ -6,13 +6,25 @@ import (
 	"github.com/dtf-io/dtf/protocol"
 )
 
+// minAnnouncedInterval is the shortest heartbeat interval the plugin
+// takes from a Welcome. It is below the 50ms that configs allow, so that it
+// only guards against a coordinator built in code or a broken one.
+const minAnnouncedInterval = 10 * time.Millisecond
+
 // heartbeatBounds returns the limits of adaptive heartbeats for a session.
 // announcedInterval and announcedTimeout come from Welcome, zero when it
 // gave none. A shorter announced interval replaces the configured one,
 // because the coordinator expects a frame at least that often. The adapted
 // interval stays below half the coordinator's timeout, so that growing it
 // on a slow link never makes the coordinator declare the worker dead.
+//
+// An announced interval below minAnnouncedInterval counts as that minimum,
+// so that a coordinator that announces a tiny interval cannot make the
+// plugin spin.
 func heartbeatBounds(cfg *Config, announcedInterval, announcedTimeout time.Duration) protocol.HeartbeatBounds {
+	if announcedInterval > 0 {
+		announcedInterval = max(announcedInterval, minAnnouncedInterval)
+	}
 	bounds := protocol.HeartbeatBounds{
 		Interval:    cfg.HeartbeatInterval,
 		Timeout:     cfg.HeartbeatTimeout,
