@@ -50,6 +50,11 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		write.Close()
 		return nil, fmt.Errorf("migrate store %s: %w", path, err)
 	}
+	if err := probeWrite(ctx, write); err != nil {
+		write.Close()
+		return nil, fmt.Errorf("store %s cannot be written: %w; give the coordinator's user write access "+
+			"to the file and its folder", path, err)
+	}
 	read, err := openDB(path, false)
 	if err != nil {
 		write.Close()
@@ -57,6 +62,21 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	}
 	read.SetMaxOpenConns(readConns)
 	return &SQLite{write: write, read: read}, nil
+}
+
+// probeWrite runs a write that changes nothing. SQLite opens a file it may
+// not write as read-only without an error, and a store whose migrations
+// are all applied would then only fail at the first task.
+func probeWrite(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "DELETE FROM saved_sessions WHERE 0"); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 func openDB(path string, writer bool) (*sql.DB, error) {

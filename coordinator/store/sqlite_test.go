@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"io/fs"
 	"path/filepath"
@@ -348,4 +349,23 @@ func TestSavedSessionsAreTakenOnce(t *testing.T) {
 
 	err = st.SaveSessions(ctx, []SavedSession{{ID: "s-3", WorkerID: ""}})
 	assert.ErrorContains(t, err, "worker id")
+}
+
+func TestWriteProbeFailsOnReadOnlyStore(t *testing.T) {
+	// Tests run as root, who may write any file, so the read-only case
+	// opens the store in SQLite's read-only mode: the same state SQLite
+	// falls back to for a file its user may not write.
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "coordinator.db")
+	st, err := OpenSQLite(ctx, path)
+	require.NoError(t, err)
+	require.NoError(t, probeWrite(ctx, st.write))
+	require.NoError(t, st.Close())
+
+	ro, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	require.NoError(t, err)
+	defer ro.Close()
+	err = probeWrite(ctx, ro)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "readonly")
 }
