@@ -38,9 +38,10 @@ const (
 	// sent, and the resender tries again with backoff. Only the resender
 	// waits this long, never a task.
 	defaultSendTimeout = 35 * time.Second
-	// bestEffortTimeout bounds a Send of a frame whose loss is harmless,
-	// such as progress, so that a full queue delays an executor's stream of
-	// progress reports by at most this much per report.
+	// bestEffortTimeout bounds the life of a frame whose loss is harmless,
+	// such as progress, from the call until the plugin queued it. The
+	// executor's stream waits only while the sender's queue is full, and
+	// by at most this much per report.
 	bestEffortTimeout = time.Second
 	stopTimeout       = 5 * time.Second
 )
@@ -148,7 +149,10 @@ func (h *Host) runConnector(ctx context.Context, proc pluginProcess) error {
 	}
 	// The sender lives as long as this Events stream; a send after it
 	// closed fails as not connected.
-	sender := dtfplugin.NewBatchSender(client, dtfplugin.BatchSenderOptions{Logger: h.logger})
+	sender := dtfplugin.NewBatchSender(client, dtfplugin.BatchSenderOptions{
+		AsyncTimeout: bestEffortTimeout,
+		Logger:       h.logger,
+	})
 	defer sender.Close()
 	h.mu.Lock()
 	h.connector = &batchingConnector{ConnectorClient: client, sender: sender}
@@ -264,15 +268,9 @@ type batchingConnector struct {
 // keep it in the outbox. Concurrent sends share SendBatch calls, and each
 // still gets the result for its own frame.
 func (h *Host) send(ctx context.Context, frame *wirepb.Frame, timeout time.Duration) error {
-	h.mu.Lock()
-	client := h.connector
-	h.mu.Unlock()
-	if client == nil {
-		return errNotConnected
-	}
-	data, err := protocol.Encode(frame)
+	client, data, err := h.encodeFor(frame)
 	if err != nil {
-		return fmt.Errorf("encode %s frame: %w", protocol.TypeOf(frame), err)
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -283,11 +281,43 @@ func (h *Host) send(ctx context.Context, frame *wirepb.Frame, timeout time.Durat
 	return err
 }
 
-// sendBestEffort sends a frame whose loss is harmless, such as progress.
+// sendBestEffort sends a frame whose loss is harmless, such as task_started
+// or progress, without waiting for the plugin's result. The batch sender
+// keeps the order of these frames and the synchronous ones, blocks while
+// its queue is full, and counts and logs the frames that the plugin
+// rejects or that do not reach it within bestEffortTimeout.
 func (h *Host) sendBestEffort(frame *wirepb.Frame) {
-	if err := h.send(context.Background(), frame, bestEffortTimeout); err != nil {
+	client, data, err := h.encodeFor(frame)
+	if err != nil {
+		h.logger.Trace("frame not sent", "type", protocol.TypeOf(frame), "error", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), bestEffortTimeout)
+	defer cancel()
+	if batching, ok := client.(*batchingConnector); ok {
+		// SendAsync counts and logs the frames it drops.
+		_ = batching.sender.SendAsync(ctx, data)
+		return
+	}
+	if _, err := client.Send(ctx, &pb.SendRequest{Frame: data}); err != nil {
 		h.logger.Trace("frame not sent", "type", protocol.TypeOf(frame), "error", err)
 	}
+}
+
+// encodeFor returns the current connector and the encoded frame, or
+// errNotConnected while no connector runs.
+func (h *Host) encodeFor(frame *wirepb.Frame) (pb.ConnectorClient, []byte, error) {
+	h.mu.Lock()
+	client := h.connector
+	h.mu.Unlock()
+	if client == nil {
+		return nil, nil, errNotConnected
+	}
+	data, err := protocol.Encode(frame)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode %s frame: %w", protocol.TypeOf(frame), err)
+	}
+	return client, data, nil
 }
 
 // isUnavailable reports the error of a send while no session is open.

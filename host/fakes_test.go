@@ -89,6 +89,10 @@ type fakeConnector struct {
 	unaryOnly  atomic.Bool
 	sendCalls  atomic.Int32
 	batchCalls atomic.Int32
+	// holdBatches makes every SendBatch call wait until release is closed
+	// or the call's deadline passes.
+	holdBatches atomic.Bool
+	release     chan struct{}
 }
 
 func newFakeConnector() *fakeConnector {
@@ -98,6 +102,7 @@ func newFakeConnector() *fakeConnector {
 		sent:       make(chan *wirepb.Frame, 64),
 		crash:      make(chan struct{}),
 		stopped:    make(chan struct{}),
+		release:    make(chan struct{}),
 	}
 }
 
@@ -139,6 +144,13 @@ func (c *fakeConnector) SendBatch(ctx context.Context, req *pb.SendBatchRequest)
 		return nil, status.Error(codes.Unimplemented, "method SendBatch not implemented")
 	}
 	c.batchCalls.Add(1)
+	if c.holdBatches.Load() {
+		select {
+		case <-c.release:
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
 	if timeout := time.Duration(req.GetTimeoutMs()) * time.Millisecond; timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)

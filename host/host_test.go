@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -29,8 +30,12 @@ func TestMain(m *testing.M) {
 
 const waitFor = 10 * time.Second
 
+// chattyReports is the number of progress reports of a "chatty" task.
+const chattyReports = 20
+
 // testExecutor serves the types it is given: "echo" returns the payload,
-// "block" runs until cancelled.
+// "block" runs until cancelled, "chatty" reports progress chattyReports
+// times and succeeds.
 type testExecutor struct {
 	name  string
 	types []string
@@ -48,6 +53,11 @@ func (e *testExecutor) Execute(ctx context.Context, task sdk.Task, r sdk.Reporte
 		r.Progress(0.1, "blocking")
 		<-ctx.Done()
 		return sdk.Result{Status: sdk.StatusCancelled, Message: "stopped"}, nil
+	case "chatty":
+		for i := range chattyReports {
+			r.Progress(float64(i)/chattyReports, fmt.Sprintf("step %d", i))
+		}
+		return sdk.Result{Status: sdk.StatusSucceeded}, nil
 	default:
 		r.Progress(0.5, "halfway")
 		return sdk.Result{Status: sdk.StatusSucceeded, Output: task.Payload}, nil

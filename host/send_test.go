@@ -3,12 +3,14 @@ package host
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dtf-io/dtf/protocol"
 	wirepb "github.com/dtf-io/dtf/protocol/pb"
 	"github.com/dtf-io/dtf/sdk"
 )
@@ -66,4 +68,48 @@ func TestSendRejectionReachesCaller(t *testing.T) {
 	}
 	require.NoError(t, hs.host.send(context.Background(), syncFrame(), waitFor))
 	expectFrame(t, c, "state_sync")
+}
+
+func TestProgressDoesNotWaitForPlugin(t *testing.T) {
+	cfg := testConfig(t, "chatty-runner")
+	hs := startHost(t, cfg, map[string]sdk.Executor{
+		"chatty-runner": &testExecutor{name: "c", types: []string{"chatty"}},
+	})
+	c := nextConnector(t, hs)
+	connectedState(c, false)
+	expectFrame(t, c, "state_sync")
+	c.frame(t, syncResultFrame())
+
+	// While the plugin holds every SendBatch call, the task still runs to
+	// its end, because task_started and progress do not wait for the
+	// plugin's result. A synchronous send would block each of them for
+	// up to bestEffortTimeout and then drop it.
+	c.holdBatches.Store(true)
+	c.frame(t, assignFrame("t1", 1, "chatty"))
+	require.Eventually(t, func() bool { return len(outboxFiles(t, cfg)) == 1 }, waitFor, time.Millisecond,
+		"the outcome must be recorded while the plugin holds the progress frames")
+	c.holdBatches.Store(false)
+	close(c.release)
+
+	var types []string
+	var fractions []float64
+	for len(types) == 0 || types[len(types)-1] != "task_outcome" {
+		select {
+		case frame := <-c.sent:
+			types = append(types, protocol.TypeOf(frame))
+			if progress := frame.GetTaskProgress(); progress != nil {
+				fractions = append(fractions, progress.GetFraction())
+			}
+		case <-time.After(waitFor):
+			t.Fatalf("host sent %v and no outcome", types)
+		}
+	}
+	want := []string{"task_started"}
+	for range chattyReports {
+		want = append(want, "task_progress")
+	}
+	want = append(want, "task_outcome")
+	assert.Equal(t, want, types, "every frame must arrive, in the order the task produced it")
+	assert.IsIncreasing(t, fractions)
+	assert.Zero(t, c.sendCalls.Load())
 }

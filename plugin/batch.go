@@ -24,7 +24,19 @@ const (
 	// large outcomes stays far below MaxMessageBytes and does not hold up
 	// the small frames behind it for long.
 	DefaultBatchBytes = 1 << 20
+	// DefaultQueuedFrames bounds the frames that wait for the sender's
+	// goroutine. A full queue blocks Send and SendAsync, so a producer
+	// faster than the plugin slows down instead of losing frames.
+	DefaultQueuedFrames = 1024
+	// DefaultAsyncTimeout bounds the time from a SendAsync call until the
+	// plugin queued the frame, so a stalled plugin drops stale progress
+	// reports instead of delivering them late.
+	DefaultAsyncTimeout = time.Second
 )
+
+// dropLogInterval is the minimum time between two log messages about
+// dropped SendAsync frames. The drops in between are only counted.
+const dropLogInterval = 10 * time.Second
 
 // batchCallGrace is added to the earliest caller deadline of a batch to
 // form the deadline of its SendBatch call. The plugin stops waiting at the
@@ -51,8 +63,17 @@ type BatchSenderOptions struct {
 	// Values above half of MaxMessageBytes are lowered to it, which leaves
 	// room for the message's framing.
 	MaxBytes int
+	// QueuedFrames bounds the frames that wait for the sender's goroutine,
+	// beyond the MaxFrames of the call it prepares; default
+	// DefaultQueuedFrames.
+	QueuedFrames int
+	// AsyncTimeout bounds the time from a SendAsync call until the plugin
+	// queued its frame, the wait for room in the sender's queue included;
+	// default DefaultAsyncTimeout.
+	AsyncTimeout time.Duration
 	// Logger receives one message when the plugin turns out not to
-	// implement SendBatch; nil discards it.
+	// implement SendBatch, and rate-limited warnings about dropped
+	// SendAsync frames; nil discards them.
 	Logger hclog.Logger
 }
 
@@ -68,8 +89,16 @@ type BatchSenderOptions struct {
 // plugin did not reach because an earlier frame was rejected goes in the
 // next call, unless its caller has given up.
 //
+// SendAsync is the path for best-effort frames such as progress: it
+// queues the frame and returns without waiting for the plugin. Frames of
+// Send and SendAsync share one queue, so the plugin receives them in the
+// order of the calls. A SendAsync frame that the plugin rejects, or that
+// does not reach it within AsyncTimeout, is counted in Dropped and logged
+// at most once per dropLogInterval.
+//
 // A plugin built before SendBatch existed returns Unimplemented. From then
-// on every Send calls the unary Send from its own goroutine.
+// on every Send calls the unary Send from its own goroutine, and the
+// goroutine passes SendAsync frames to the unary Send one by one.
 //
 // BatchSender is safe for concurrent use. Close stops its goroutine.
 type BatchSender struct {
@@ -77,10 +106,12 @@ type BatchSender struct {
 	maxFrames int
 	maxBytes  int
 	logger    hclog.Logger
+	// asyncTimeout is AsyncTimeout of the options.
+	asyncTimeout time.Duration
 
 	// requests carries each caller's frame to the goroutine. Its buffer
-	// holds one call's worth of frames, and callers beyond it block, so
-	// the callers themselves bound what waits.
+	// holds QueuedFrames frames, and callers beyond it block, so the
+	// callers themselves bound what waits.
 	requests chan *batchItem
 	// callCtx is the parent of every SendBatch call; Close cancels it.
 	callCtx    context.Context
@@ -91,6 +122,15 @@ type BatchSender struct {
 
 	// unary is set once the plugin returned Unimplemented for SendBatch.
 	unary atomic.Bool
+
+	// dropped counts the SendAsync frames that did not reach the plugin's
+	// queue. dropLogMu guards the rate limit of their log messages.
+	dropped   atomic.Uint64
+	dropLogMu sync.Mutex
+	// lastDropLog is when drops were last logged, and unlogged counts
+	// the drops since then.
+	lastDropLog time.Time
+	unlogged    uint64
 }
 
 // batchItem is one caller's frame on its way through the goroutine.
@@ -98,6 +138,9 @@ type batchItem struct {
 	ctx      context.Context
 	frame    []byte
 	deadline time.Time // zero when ctx has none
+	// async marks a SendAsync frame, which has no caller waiting: ctx is
+	// context.Background, deadline is set and result is nil.
+	async bool
 	// result receives exactly one value: nil when the plugin accepted the
 	// frame, errUseSend, or the error to return.
 	result chan error
@@ -121,20 +164,27 @@ func NewBatchSender(client pb.ConnectorClient, opts BatchSenderOptions) *BatchSe
 		opts.MaxBytes = DefaultBatchBytes
 	}
 	opts.MaxBytes = min(opts.MaxBytes, MaxMessageBytes/2)
+	if opts.QueuedFrames <= 0 {
+		opts.QueuedFrames = DefaultQueuedFrames
+	}
+	if opts.AsyncTimeout <= 0 {
+		opts.AsyncTimeout = DefaultAsyncTimeout
+	}
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
 	callCtx, cancel := context.WithCancel(context.Background())
 	s := &BatchSender{
-		client:     client,
-		maxFrames:  opts.MaxFrames,
-		maxBytes:   opts.MaxBytes,
-		logger:     opts.Logger,
-		requests:   make(chan *batchItem, opts.MaxFrames),
-		callCtx:    callCtx,
-		cancelCall: cancel,
-		closed:     make(chan struct{}),
-		done:       make(chan struct{}),
+		client:       client,
+		maxFrames:    opts.MaxFrames,
+		maxBytes:     opts.MaxBytes,
+		logger:       opts.Logger,
+		asyncTimeout: opts.AsyncTimeout,
+		requests:     make(chan *batchItem, opts.QueuedFrames),
+		callCtx:      callCtx,
+		cancelCall:   cancel,
+		closed:       make(chan struct{}),
+		done:         make(chan struct{}),
 	}
 	go s.run()
 	return s
@@ -177,6 +227,73 @@ func (s *BatchSender) Send(ctx context.Context, frame []byte) error {
 	return err
 }
 
+// SendAsync queues one best-effort task frame and returns without waiting
+// for the plugin. It blocks while the sender's queue is full, until ctx
+// ends, and then returns ctx's status. It returns ErrSenderClosed after
+// Close. Every frame that does not reach the plugin's queue, whether
+// SendAsync returned an error for it or the plugin rejected it later, is
+// counted in Dropped.
+func (s *BatchSender) SendAsync(ctx context.Context, frame []byte) error {
+	// Checked first, because a select between a closed channel and a
+	// buffer with room picks either.
+	select {
+	case <-s.closed:
+		s.drop(ErrSenderClosed)
+		return ErrSenderClosed
+	default:
+	}
+	item := &batchItem{
+		ctx:      context.Background(),
+		frame:    frame,
+		deadline: time.Now().Add(s.asyncTimeout),
+		async:    true,
+	}
+	select {
+	case s.requests <- item:
+	case <-ctx.Done():
+		err := status.FromContextError(ctx.Err()).Err()
+		s.drop(err)
+		return err
+	case <-s.closed:
+		s.drop(ErrSenderClosed)
+		return ErrSenderClosed
+	}
+
+	// The goroutine settles every frame it can receive until it closes
+	// done. A frame that arrived later is settled here, so none is left
+	// in the buffer uncounted.
+	select {
+	case <-s.done:
+		s.drainRequests()
+	default:
+	}
+	return nil
+}
+
+// Dropped returns the number of SendAsync frames that did not reach the
+// plugin's queue since the sender was created.
+func (s *BatchSender) Dropped() uint64 {
+	return s.dropped.Load()
+}
+
+// drop counts a SendAsync frame that did not reach the plugin's queue and
+// logs the drops at most once per dropLogInterval. The drops after the
+// last message are only counted until the next drop is logged.
+func (s *BatchSender) drop(err error) {
+	total := s.dropped.Add(1)
+	s.dropLogMu.Lock()
+	defer s.dropLogMu.Unlock()
+	s.unlogged++
+	now := time.Now()
+	if !s.lastDropLog.IsZero() && now.Sub(s.lastDropLog) < dropLogInterval {
+		return
+	}
+	s.logger.Warn("dropped best-effort frames, such as task progress, that the connector plugin did not queue",
+		"frames", s.unlogged, "total", total, "error", err)
+	s.lastDropLog = now
+	s.unlogged = 0
+}
+
 // Close stops the goroutine, cancels a SendBatch call under way and fails
 // the frames that wait with ErrSenderClosed. It waits for the goroutine to
 // return, and later calls do nothing.
@@ -204,15 +321,41 @@ func (s *BatchSender) sendUnary(ctx context.Context, frame []byte) error {
 	return err
 }
 
+// sendAsyncUnary passes a SendAsync frame to the unary Send, for a plugin
+// without SendBatch. The goroutine calls it, one frame at a time, so the
+// frames keep their order.
+func (s *BatchSender) sendAsyncUnary(item *batchItem) {
+	ctx, cancel := context.WithDeadline(s.callCtx, item.deadline)
+	defer cancel()
+	if err := s.sendUnary(ctx, item.frame); err != nil {
+		s.drop(err)
+	}
+}
+
+// drainRequests settles, with ErrSenderClosed, every frame left in the
+// buffer after the goroutine stopped.
+func (s *BatchSender) drainRequests() {
+	for {
+		select {
+		case item := <-s.requests:
+			s.deliver([]*batchItem{item}, ErrSenderClosed)
+		default:
+			return
+		}
+	}
+}
+
 // run is the goroutine. pending holds the frames taken from callers and
 // still without a result, oldest first, and at most maxFrames of them.
 func (s *BatchSender) run() {
-	defer close(s.done)
 	var pending []*batchItem
 	defer func() {
-		for _, item := range pending {
-			item.result <- ErrSenderClosed
-		}
+		s.deliver(pending, ErrSenderClosed)
+		// done closes before the last drain, so that a SendAsync whose
+		// frame arrives after the drain finds done closed and drains the
+		// frame itself.
+		close(s.done)
+		s.drainRequests()
 	}()
 
 	for {
@@ -232,9 +375,9 @@ func (s *BatchSender) run() {
 		}
 
 		pending = s.collect(pending)
-		pending = dropExpired(pending, time.Now())
+		pending = s.dropExpired(pending, time.Now())
 		if s.unary.Load() {
-			deliver(pending, errUseSend)
+			s.deliver(pending, errUseSend)
 			pending = nil
 			continue
 		}
@@ -304,16 +447,16 @@ func (s *BatchSender) sendBatch(batch []*batchItem) []*batchItem {
 		if !s.unary.Swap(true) {
 			s.logger.Info("connector plugin does not implement SendBatch; sending one frame per call")
 		}
-		deliver(batch, errUseSend)
+		s.deliver(batch, errUseSend)
 		return nil
 	case s.callCtx.Err() != nil:
-		deliver(batch, ErrSenderClosed)
+		s.deliver(batch, ErrSenderClosed)
 		return nil
 	default:
 		// The call failed as a whole, so the plugin may have queued any
 		// prefix of the batch. As after a failed unary Send, each caller
 		// gets the error and does not know whether its frame was queued.
-		deliver(batch, err)
+		s.deliver(batch, err)
 		return nil
 	}
 	return s.settle(batch, resp, earliest)
@@ -323,7 +466,7 @@ func (s *BatchSender) sendBatch(batch []*batchItem) []*batchItem {
 // returns the frames that the plugin did not reach, to send again.
 func (s *BatchSender) settle(batch []*batchItem, resp *pb.SendBatchResponse, earliest time.Time) []*batchItem {
 	accepted := min(int(resp.GetAccepted()), len(batch))
-	deliver(batch[:accepted], nil)
+	s.deliver(batch[:accepted], nil)
 	if accepted == len(batch) {
 		return nil
 	}
@@ -342,19 +485,20 @@ func (s *BatchSender) settle(batch []*batchItem, resp *pb.SendBatchResponse, ear
 	case code == codes.Unavailable:
 		// No session, or the connection loop ended: every later frame
 		// would be rejected the same way.
-		deliver(batch[accepted:], rejection)
+		s.deliver(batch[accepted:], rejection)
 		return nil
 	case code == codes.DeadlineExceeded && first.deadline.After(earliest):
 		// The wait ended at another caller's deadline, not at this one's.
 		return batch[accepted:]
 	default:
-		deliver([]*batchItem{first}, rejection)
+		s.deliver([]*batchItem{first}, rejection)
 		return rest
 	}
 }
 
-// dropExpired fails and removes the items whose callers have given up.
-func dropExpired(items []*batchItem, now time.Time) []*batchItem {
+// dropExpired fails and removes the items whose callers have given up,
+// and the SendAsync items whose AsyncTimeout has passed.
+func (s *BatchSender) dropExpired(items []*batchItem, now time.Time) []*batchItem {
 	kept := items[:0]
 	for _, item := range items {
 		if !item.expired(now) {
@@ -365,15 +509,24 @@ func dropExpired(items []*batchItem, now time.Time) []*batchItem {
 		if err == nil {
 			err = context.DeadlineExceeded
 		}
-		item.result <- status.FromContextError(err).Err()
+		s.deliver([]*batchItem{item}, status.FromContextError(err).Err())
 	}
 	clear(items[len(kept):])
 	return kept
 }
 
-// deliver gives every item the same result.
-func deliver(items []*batchItem, err error) {
+// deliver gives every item the same result. A SendAsync item has no
+// caller to receive it: a rejection is counted, and errUseSend passes the
+// frame to the unary Send from the goroutine.
+func (s *BatchSender) deliver(items []*batchItem, err error) {
 	for _, item := range items {
-		item.result <- err
+		switch {
+		case !item.async:
+			item.result <- err
+		case errors.Is(err, errUseSend):
+			s.sendAsyncUnary(item)
+		case err != nil:
+			s.drop(err)
+		}
 	}
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
@@ -507,4 +509,167 @@ func TestBatchSenderCallerCancels(t *testing.T) {
 	for _, call := range server.calls() {
 		assert.NotContains(t, call, "cancelled", "a frame whose caller gave up must not be sent")
 	}
+}
+
+// newAsyncLogger returns a logger that writes to out at Info level.
+func newAsyncLogger(out *syncBuffer) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Output: out, Level: hclog.Info})
+}
+
+func sendAsyncOne(t *testing.T, sender *BatchSender, frame string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), batchWait)
+	defer cancel()
+	require.NoError(t, sender.SendAsync(ctx, []byte(frame)), "frame %s", frame)
+}
+
+func TestBatchSenderAsyncKeepsCallOrder(t *testing.T) {
+	server := newBatchServer(true)
+	client := serveConnector(t, func(s *grpc.Server) { pb.RegisterConnectorServer(s, server) }, nil)
+	sender := newSender(t, client, BatchSenderOptions{MaxFrames: 16, AsyncTimeout: batchWait})
+
+	// The first call is held, so the frames after it wait in the queue
+	// and leave in calls of up to 16 frames once it is released.
+	sendAsyncOne(t, sender, "first")
+	server.waitHeld(t)
+	var order []string
+	order = append(order, "first")
+	for _, frame := range frameNames("progress", 40) {
+		sendAsyncOne(t, sender, frame)
+		order = append(order, frame)
+	}
+	syncDone := make(chan error, 1)
+	go func() { syncDone <- sendOne(sender, "outcome") }()
+	require.Eventually(t, func() bool { return len(sender.requests) == 41 }, batchWait, time.Millisecond)
+	order = append(order, "outcome")
+	close(server.release)
+
+	select {
+	case err := <-syncDone:
+		require.NoError(t, err)
+	case <-time.After(batchWait):
+		t.Fatal("the synchronous frame behind the asynchronous ones was never accepted")
+	}
+	for _, frame := range frameNames("late", 20) {
+		sendAsyncOne(t, sender, frame)
+		order = append(order, frame)
+	}
+	require.NoError(t, sendOne(sender, "last"))
+	order = append(order, "last")
+
+	assert.Equal(t, order, server.acceptedFrames(), "frames must reach the plugin in the order of the calls")
+	assert.Greater(t, len(server.calls()), 2, "the held frames must leave in more than one call")
+	assert.Zero(t, sender.Dropped())
+}
+
+func TestBatchSenderAsyncBackpressure(t *testing.T) {
+	server := newBatchServer(true)
+	client := serveConnector(t, func(s *grpc.Server) { pb.RegisterConnectorServer(s, server) }, nil)
+	sender := newSender(t, client, BatchSenderOptions{MaxFrames: 2, QueuedFrames: 4, AsyncTimeout: batchWait})
+
+	sendAsyncOne(t, sender, "first")
+	server.waitHeld(t)
+	queued := frameNames("queued", 4)
+	for _, frame := range queued {
+		sendAsyncOne(t, sender, frame)
+	}
+
+	// The queue is full: a caller that gives up gets its context's
+	// status, and the frame is counted as dropped.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	err := sender.SendAsync(ctx, []byte("gave-up"))
+	cancel()
+	assert.Equal(t, codes.DeadlineExceeded, status.Code(err), "got %v", err)
+	assert.EqualValues(t, 1, sender.Dropped())
+
+	// A caller without a deadline blocks until the queue has room.
+	blocked := make(chan error, 1)
+	go func() { blocked <- sender.SendAsync(context.Background(), []byte("blocked")) }()
+	select {
+	case err := <-blocked:
+		t.Fatalf("SendAsync returned %v while the queue was full", err)
+	default:
+	}
+	close(server.release)
+	select {
+	case err := <-blocked:
+		require.NoError(t, err)
+	case <-time.After(batchWait):
+		t.Fatal("SendAsync stayed blocked after the queue drained")
+	}
+
+	require.NoError(t, sendOne(sender, "sync"))
+	want := slices.Concat([]string{"first"}, queued, []string{"blocked", "sync"})
+	assert.Equal(t, want, server.acceptedFrames(), "no frame may be dropped or reordered")
+	assert.EqualValues(t, 1, sender.Dropped())
+}
+
+func TestBatchSenderAsyncCountsDrops(t *testing.T) {
+	var logs syncBuffer
+	server := newBatchServer(false)
+	client := serveConnector(t, func(s *grpc.Server) { pb.RegisterConnectorServer(s, server) }, nil)
+	sender := newSender(t, client, BatchSenderOptions{AsyncTimeout: 50 * time.Millisecond, Logger: newAsyncLogger(&logs)})
+
+	// Rejected by the plugin as invalid.
+	for _, frame := range frameNames("bad", 5) {
+		sendAsyncOne(t, sender, frame)
+	}
+	// Rejected because the plugin's queue stays full past AsyncTimeout.
+	sendAsyncOne(t, sender, "stuck")
+	// Rejected because there is no session.
+	require.NoError(t, sendOne(sender, "barrier"))
+	server.noSession.Store(true)
+	sendAsyncOne(t, sender, "no-session")
+	require.Eventually(t, func() bool { return sender.Dropped() == 7 }, batchWait, time.Millisecond,
+		"dropped %d frames", sender.Dropped())
+
+	server.noSession.Store(false)
+	require.NoError(t, sendOne(sender, "good"))
+	assert.Equal(t, []string{"barrier", "good"}, server.acceptedFrames())
+	assert.EqualValues(t, 7, sender.Dropped(), "accepted frames must not count")
+	assert.Equal(t, 1, strings.Count(logs.String(), "dropped best-effort frames"),
+		"drops within dropLogInterval must be logged once:\n%s", logs.String())
+}
+
+func TestBatchSenderAsyncCloseCounts(t *testing.T) {
+	server := newBatchServer(true)
+	client := serveConnector(t, func(s *grpc.Server) { pb.RegisterConnectorServer(s, server) }, nil)
+	sender := NewBatchSender(client, BatchSenderOptions{AsyncTimeout: batchWait})
+
+	sendAsyncOne(t, sender, "in-flight")
+	server.waitHeld(t)
+	for _, frame := range frameNames("queued", 3) {
+		sendAsyncOne(t, sender, frame)
+	}
+	sender.Close()
+	assert.EqualValues(t, 4, sender.Dropped(), "the frame in flight and the queued ones must count")
+
+	err := sender.SendAsync(context.Background(), []byte("late"))
+	assert.ErrorIs(t, err, ErrSenderClosed)
+	assert.EqualValues(t, 5, sender.Dropped())
+}
+
+func TestBatchSenderAsyncFallsBackToSend(t *testing.T) {
+	impl := &unaryServer{}
+	client := serveConnector(t, func(s *grpc.Server) { pb.RegisterConnectorServer(s, impl) }, nil)
+	sender := newSender(t, client, BatchSenderOptions{AsyncTimeout: batchWait})
+
+	frames := frameNames("progress", 20)
+	for _, frame := range frames {
+		sendAsyncOne(t, sender, frame)
+	}
+	require.NoError(t, sendOne(sender, "outcome"))
+	require.Eventually(t, func() bool {
+		impl.mu.Lock()
+		defer impl.mu.Unlock()
+		return len(impl.frames) == len(frames)+1
+	}, batchWait, time.Millisecond)
+
+	impl.mu.Lock()
+	received := append([]string(nil), impl.frames...)
+	impl.mu.Unlock()
+	// After the fallback, the outcome's caller sends it itself, so only
+	// the order of the asynchronous frames is kept.
+	assert.Equal(t, frames, slices.DeleteFunc(received, func(f string) bool { return f == "outcome" }))
+	assert.Zero(t, sender.Dropped())
 }

@@ -30,12 +30,15 @@ const hopTask = "bench-hop"
 //     goroutine, without a replay buffer.
 //   - plugin-frames/s: the dtf-reconnection binary, launched through
 //     go-plugin, receives the frames from senders goroutines, like the
-//     concurrent tasks of a host. With send=batch they go through a
-//     plugin.BatchSender, as the host sends them, so frames that wait at
-//     the same time share one SendBatch call. With send=unary each frame
-//     is one unary Send call, as hosts sent them before SendBatch. Each
-//     sender waits for its frame's result before it sends the next, so
-//     with one sender every frame costs one call either way.
+//     concurrent tasks of a host. With send=async one goroutine queues
+//     them with plugin.BatchSender.SendAsync, as the host sends progress:
+//     it does not wait for each frame's result, so the frames queued
+//     while a SendBatch call runs share the next one. A frame that the
+//     sender dropped fails the run. With send=batch each sender calls
+//     BatchSender.Send and waits for its frame's result, as the host sends
+//     outcomes, so only frames of different senders share a call. With
+//     send=unary each frame is one unary Send call, as hosts sent them
+//     before SendBatch.
 //
 // Each figure counts the frames from the first write or Send until the
 // coordinator has handled them all, which a final state_sync shows: the
@@ -69,17 +72,21 @@ func BenchmarkPluginHop(b *testing.B) {
 		if c.replayFrames > 0 {
 			name += fmt.Sprintf("/replay=%d", c.replayFrames)
 		}
+		b.Run(name+"/send=async/senders=1", func(b *testing.B) {
+			benchmarkPluginHop(b, c.hb, c.replayFrames, "async", 1)
+		})
 		for _, mode := range []string{"batch", "unary"} {
 			for _, senders := range []int{1, 4, 64} {
 				b.Run(fmt.Sprintf("%s/send=%s/senders=%d", name, mode, senders), func(b *testing.B) {
-					benchmarkPluginHop(b, c.hb, c.replayFrames, mode == "unary", senders)
+					benchmarkPluginHop(b, c.hb, c.replayFrames, mode, senders)
 				})
 			}
 		}
 	}
 }
 
-func benchmarkPluginHop(b *testing.B, hb heartbeat, replayFrames int, unary bool, senders int) {
+// benchmarkPluginHop runs one case. Its mode is async, batch or unary.
+func benchmarkPluginHop(b *testing.B, hb heartbeat, replayFrames int, mode string, senders int) {
 	b.StopTimer()
 	coord := startCoordinator(b, hb)
 	fields := map[string]any{}
@@ -97,12 +104,18 @@ func benchmarkPluginHop(b *testing.B, hb heartbeat, replayFrames int, unary bool
 
 	rawElapsed := raw.sendProgress(b, b.N)
 	send := worker.send
-	if unary {
+	switch mode {
+	case "async":
+		send = worker.sendAsync
+	case "unary":
 		send = worker.sendUnary
 	}
 	callsBefore, framesBefore := worker.batches.snapshot()
 	pluginElapsed := sendProgressThroughPlugin(b, worker, send, b.N, senders)
 	callsAfter, framesAfter := worker.batches.snapshot()
+	if dropped := worker.sender.Dropped(); dropped > 0 {
+		b.Fatalf("%d of %d progress frames dropped before the plugin queued them", dropped, b.N)
+	}
 
 	b.StopTimer()
 	rawRate := float64(b.N) / rawElapsed.Seconds()
@@ -111,7 +124,7 @@ func benchmarkPluginHop(b *testing.B, hb heartbeat, replayFrames int, unary bool
 	b.ReportMetric(pluginRate, "plugin-frames/s")
 	b.ReportMetric(100*(1-pluginRate/rawRate), "hop-cost-%")
 	// In unary mode only the final state sync goes through SendBatch.
-	if calls := callsAfter - callsBefore; !unary && calls > 0 {
+	if calls := callsAfter - callsBefore; mode != "unary" && calls > 0 {
 		b.ReportMetric(float64(framesAfter-framesBefore)/float64(calls), "frames/call")
 	}
 }

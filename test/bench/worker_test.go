@@ -229,6 +229,23 @@ func (w *pluginWorker) send(frame *wirepb.Frame) error {
 	return nil
 }
 
+// sendAsync queues one task frame in the batching sender without waiting
+// for the plugin's result, as the host sends task_started and progress. It
+// blocks only while the sender's queue is full. A frame that the plugin
+// rejects later is counted in the sender's Dropped.
+func (w *pluginWorker) sendAsync(frame *wirepb.Frame) error {
+	data, err := protocol.Encode(frame)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := w.sender.SendAsync(ctx, data); err != nil {
+		return fmt.Errorf("queue %s frame: %w", protocol.TypeOf(frame), err)
+	}
+	return nil
+}
+
 // sendUnary passes one task frame to the plugin's unary Send, one call per
 // frame, as hosts did before SendBatch.
 func (w *pluginWorker) sendUnary(frame *wirepb.Frame) error {

@@ -78,9 +78,12 @@ type sessionHooks struct {
 // alike, because gorilla/websocket allows one concurrent writer per
 // connection.
 type session struct {
-	cfg   *Config
-	log   hclog.Logger
-	ws    *websocket.Conn
+	cfg *Config
+	log hclog.Logger
+	ws  *websocket.Conn
+	// conn is the TCP connection under ws, which the writer corks while
+	// it writes a burst of queued frames.
+	conn  *corkConn
 	hooks sessionHooks
 	rtt   protocol.RTTEstimator
 
@@ -127,8 +130,19 @@ type session struct {
 // dialSession opens the WebSocket connection with the dtf subprotocol.
 func dialSession(ctx context.Context, cfg *Config, log hclog.Logger, hooks sessionHooks) (*session, error) {
 	window, resumeID := hooks.link.resumePoint()
+	netDialer := &net.Dialer{Timeout: cfg.DialTimeout}
+	// gorilla/websocket dials once per DialContext call, from the calling
+	// goroutine, so conn is the connection under the returned ws.
+	var conn *corkConn
 	dialer := websocket.Dialer{
-		NetDialContext:   (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext,
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			tcp, err := netDialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			conn = newCorkConn(tcp)
+			return conn, nil
+		},
 		HandshakeTimeout: cfg.DialTimeout,
 		Subprotocols:     []string{protocol.Subprotocol},
 	}
@@ -151,12 +165,17 @@ func dialSession(ctx context.Context, cfg *Config, log hclog.Logger, hooks sessi
 			"check that url points at a dtf coordinator of a compatible version",
 			cfg.URL, protocol.Subprotocol, ws.Subprotocol())
 	}
+	if conn == nil {
+		_ = ws.Close()
+		return nil, fmt.Errorf("dial %s: connection was not made through the session's dialer", cfg.URL)
+	}
 	ws.SetReadLimit(int64(cfg.MaxFrameBytes))
 
 	s := &session{
 		cfg:         cfg,
 		log:         log,
 		ws:          ws,
+		conn:        conn,
 		hooks:       hooks,
 		helloWindow: window,
 		resumeID:    resumeID,

@@ -96,12 +96,7 @@ func (s *session) writeLoop() {
 				ticks, ready = nil, nil
 			}
 		case <-ready:
-			frame, level := queue.Pop()
-			if frame == nil {
-				continue
-			}
-			held = &heldFrame{frame: frame, level: level}
-			if err := s.writeHeld(&held); err != nil {
+			if err := s.writeBurst(&held); err != nil {
 				fail(err)
 				return
 			}
@@ -147,6 +142,35 @@ func (s *session) writeHeld(held **heldFrame) error {
 	return nil
 }
 
+// writeBurst numbers and writes the frames queued right now, up to
+// maxBurstFrames, with the connection corked, so that they leave in one
+// write call per maxCorkBytes. It stops early at a frame that the full
+// replay buffer makes it hold. The burst ends as soon as the queue is
+// empty, and the connection is uncorked before writeBurst returns, so a
+// lone frame is written at once.
+func (s *session) writeBurst(held **heldFrame) error {
+	queue := s.hooks.link.queue
+	s.conn.cork()
+	for range maxBurstFrames {
+		frame, level := queue.Pop()
+		if frame == nil {
+			break
+		}
+		*held = &heldFrame{frame: frame, level: level}
+		if err := s.writeHeld(held); err != nil {
+			_ = s.conn.uncork()
+			return err
+		}
+		if *held != nil {
+			break
+		}
+	}
+	if err := s.conn.uncork(); err != nil {
+		return fmt.Errorf("write to coordinator: %w", err)
+	}
+	return nil
+}
+
 // replay writes, on a resumed session, every frame the coordinator has not
 // acknowledged, in sequence order.
 func (s *session) replay() error {
@@ -158,13 +182,16 @@ func (s *session) replay() error {
 		s.log.Info("replaying unacknowledged frames", "frames", len(frames),
 			"first_seq", frames[0].GetSeq(), "last_seq", frames[len(frames)-1].GetSeq())
 	}
+	// Corked like a burst, so the replayed frames leave in few write calls.
+	s.conn.cork()
 	for _, frame := range frames {
 		if err := s.write(outbound{messageType: websocket.BinaryMessage, frame: frame}); err != nil {
+			_ = s.conn.uncork()
 			return err
 		}
 		s.hooks.stats.replayed.Add(1)
 	}
-	return nil
+	return s.conn.uncork()
 }
 
 // drainQueue fails every queued item with errSessionClosed after the
