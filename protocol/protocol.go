@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"reflect"
 	"strings"
 
 	"github.com/dtf-io/dtf/protocol/pb"
@@ -83,14 +84,30 @@ const TypeUnknown = "unknown"
 // TypeOf returns the name of a frame's body field, such as "hello" or
 // "task_outcome", or TypeUnknown.
 func TypeOf(frame *pb.Frame) string {
-	m := frame.ProtoReflect()
-	oneof := m.Descriptor().Oneofs().ByName("body")
-	field := m.WhichOneof(oneof)
-	if field == nil {
+	if frame == nil || frame.Body == nil {
 		return TypeUnknown
 	}
-	return string(field.Name())
+	if name, ok := bodyTypes[reflect.TypeOf(frame.Body)]; ok {
+		return name
+	}
+	return TypeUnknown
 }
+
+// bodyTypes maps the Go type of each body field's wrapper to the field's
+// name. TypeOf runs for every frame on both sides, and a map lookup costs a
+// fraction of asking protobuf reflection which oneof field is set.
+var bodyTypes = func() map[reflect.Type]string {
+	types := map[reflect.Type]string{}
+	fields := (&pb.Frame{}).ProtoReflect().Descriptor().Oneofs().ByName("body").Fields()
+	for i := 0; i < fields.Len(); i++ {
+		field := fields.Get(i)
+		frame := &pb.Frame{}
+		m := frame.ProtoReflect()
+		m.Set(field, m.NewField(field))
+		types[reflect.TypeOf(frame.Body)] = string(field.Name())
+	}
+	return types
+}()
 
 // Types lists every frame body type, in field order.
 func Types() []string {

@@ -74,3 +74,26 @@ func TestDirectionsCoverEveryType(t *testing.T) {
 	}
 	assert.Len(t, Directions, len(Types()))
 }
+
+func TestTypeOfNamesEveryBodyType(t *testing.T) {
+	fields := (&pb.Frame{}).ProtoReflect().Descriptor().Oneofs().ByName("body").Fields()
+	for i := 0; i < fields.Len(); i++ {
+		field := fields.Get(i)
+		frame := &pb.Frame{}
+		m := frame.ProtoReflect()
+		m.Set(field, m.NewField(field))
+		assert.Equal(t, string(field.Name()), TypeOf(frame))
+	}
+	assert.Equal(t, "heartbeat", TypeOf(&pb.Frame{Body: &pb.Frame_Heartbeat{}}), "a wrapper with a nil message")
+	assert.Equal(t, TypeUnknown, TypeOf(&pb.Frame{}))
+	assert.Equal(t, TypeUnknown, TypeOf(nil))
+}
+
+func BenchmarkTypeOf(b *testing.B) {
+	frame := &pb.Frame{Body: &pb.Frame_TaskProgress{TaskProgress: &pb.TaskProgress{}}}
+	for b.Loop() {
+		if TypeOf(frame) != "task_progress" {
+			b.Fatal("wrong type")
+		}
+	}
+}
