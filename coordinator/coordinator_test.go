@@ -248,6 +248,8 @@ func TestReconnectWithinGraceKeepsAttempt(t *testing.T) {
 	other := submit(t, ts, commandSpec()).Tasks[0]
 	otherRef := w.expect("assign").GetAssign().GetRef()
 	w.close()
+	// A new session of w1 is turned away while the old one is attached.
+	require.Eventually(t, func() bool { return ts.Stats().Sessions == 0 }, waitFor, 10*time.Millisecond)
 
 	// The worker kept the first attempt but lost the second.
 	w2, result := connectSynced(t, ts, "w1", []string{"command"}, ref)
