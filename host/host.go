@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/dtf-io/dtf/host/config"
+	"github.com/dtf-io/dtf/internal/dirlock"
 	dtfplugin "github.com/dtf-io/dtf/plugin"
 	"github.com/dtf-io/dtf/plugin/pb"
 	wirepb "github.com/dtf-io/dtf/protocol/pb"
@@ -144,6 +145,11 @@ func (h *Host) Run(ctx context.Context) error {
 	h.tasksCtx, h.cancelTasks = context.WithCancel(context.Background())
 	defer h.shutdown()
 
+	lock, err := lockDataDir(h.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	if err := h.openOutbox(); err != nil {
 		return err
 	}
@@ -170,6 +176,26 @@ func (h *Host) Run(ctx context.Context) error {
 	h.logger.Info("worker host started", "slots", h.cfg.Slots, "task_types", h.taskTypes(),
 		"held_outcomes", len(h.held))
 	return h.superviseConnector(ctx, connector)
+}
+
+// workerLockFile is the file in data_dir that the running worker host
+// holds an exclusive lock on. Two hosts on one data_dir would each send the
+// other's held outcomes, and delete them on acknowledgements meant for the
+// other.
+const workerLockFile = "worker.lock"
+
+// lockDataDir creates data_dir if needed and takes its lock without
+// waiting.
+func lockDataDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data_dir %s: %w", dir, err)
+	}
+	f, err := dirlock.Lock(dir, workerLockFile)
+	if errors.Is(err, dirlock.ErrInUse) {
+		return nil, fmt.Errorf("data_dir %s is in use by another worker; give each worker its own data_dir "+
+			"and worker_id", dir)
+	}
+	return f, err
 }
 
 // openOutbox opens data_dir/outbox and holds the outcomes that a previous

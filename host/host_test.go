@@ -393,3 +393,16 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
 	return len(p), nil
 }
+
+func TestSecondHostOnSameDataDirFails(t *testing.T) {
+	cfg := testConfig(t, "runner")
+	first := startHost(t, cfg, map[string]sdk.Executor{"runner": &testExecutor{name: "r", types: []string{"block"}}})
+	nextConnector(t, first)
+
+	second, err := New(cfg, hclog.NewNullLogger())
+	require.NoError(t, err)
+	err = second.Run(context.Background())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "is in use by another worker")
+	assert.Contains(t, err.Error(), cfg.DataDir)
+}

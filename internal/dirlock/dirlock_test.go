@@ -1,0 +1,28 @@
+package dirlock
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestSecondLockFailsUntilFirstIsReleased(t *testing.T) {
+	dir := t.TempDir()
+	first, err := Lock(dir, "x.lock")
+	require.NoError(t, err)
+
+	_, err = Lock(dir, "x.lock")
+	assert.ErrorIs(t, err, ErrInUse)
+
+	require.NoError(t, first.Close())
+	again, err := Lock(dir, "x.lock")
+	require.NoError(t, err)
+	require.NoError(t, again.Close())
+}
+
+func TestLockNamesMissingDirectory(t *testing.T) {
+	_, err := Lock(t.TempDir()+"/missing", "x.lock")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "open lock file")
+}
