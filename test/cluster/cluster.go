@@ -8,11 +8,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -153,6 +155,8 @@ type CoordinatorConfig struct {
 	HeartbeatInterval time.Duration
 	HeartbeatTimeout  time.Duration
 	ReassignAfter     time.Duration
+	// SessionTTL is written only when it is not zero.
+	SessionTTL time.Duration
 	// TaskTypes defaults to command and gotest.
 	TaskTypes []string
 }
@@ -172,9 +176,17 @@ workers {
   heartbeat_interval = %q
   heartbeat_timeout  = %q
   reassign_after     = %q
-}
-`, c.Listen, c.DataDir, quoteList(c.TaskTypes), c.Token, c.HeartbeatInterval, c.HeartbeatTimeout, c.ReassignAfter)
+%s}
+`, c.Listen, c.DataDir, quoteList(c.TaskTypes), c.Token, c.HeartbeatInterval, c.HeartbeatTimeout, c.ReassignAfter,
+		sessionTTLLine(c.SessionTTL))
 	return os.WriteFile(path, []byte(text), 0o644)
+}
+
+func sessionTTLLine(ttl time.Duration) string {
+	if ttl == 0 {
+		return ""
+	}
+	return fmt.Sprintf("  session_ttl        = %q\n", ttl)
 }
 
 // WorkerConfig is what the worker config file of a test sets.
@@ -190,6 +202,9 @@ type WorkerConfig struct {
 	BackoffBase       time.Duration
 	BackoffCap        time.Duration
 	HealthyAfter      time.Duration
+	// Reconnection holds more attributes of the reconnection plugin's
+	// config block, as HCL expressions such as `"2s"` or `8`.
+	Reconnection map[string]string
 }
 
 // WriteWorkerConfig writes an HCL worker config to path.
@@ -214,7 +229,7 @@ plugin "reconnection" {
     backoff_multiplier = 2
     backoff_cap        = %q
     healthy_after      = %q
-  }
+%s  }
 }
 
 plugin "command" {
@@ -230,8 +245,18 @@ plugin "gotest" {
 }
 `, c.DataDir, c.Slots, c.URL, c.WorkerID, c.Token, c.Bin.Path("dtf-reconnection"),
 		c.HeartbeatInterval, c.HeartbeatTimeout, c.BackoffBase, c.BackoffCap, c.HealthyAfter,
+		attributeLines(c.Reconnection, "    "),
 		c.Bin.Path("dtf-exec-command"), c.Bin.Path("dtf-exec-gotest"), quoteList(GoEnv))
 	return os.WriteFile(path, []byte(text), 0o644)
+}
+
+// attributeLines writes each attribute on a line of its own, in key order.
+func attributeLines(attributes map[string]string, indent string) string {
+	var b strings.Builder
+	for _, key := range slices.Sorted(maps.Keys(attributes)) {
+		fmt.Fprintf(&b, "%s%s = %s\n", indent, key, attributes[key])
+	}
+	return b.String()
 }
 
 // GoEnv lists the environment variables that a gotest executor needs to

@@ -3,9 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -155,40 +155,11 @@ func (r *faultRun) hold(minimum time.Duration) {
 // breaker. A short cooldown keeps the breaker in play and the subtest short.
 const faultCircuitCooldown = "2s"
 
-// faultHealthyAfter matches the healthy_after line of the reconnection
-// plugin's config block written by cluster.WriteWorkerConfig.
-var faultHealthyAfter = regexp.MustCompile(`(?m)^(\s*)healthy_after\s*=.*$`)
-
 // faultStartWorker starts a worker configured as env.startWorker does, with
 // faultSlots slots and a circuit breaker cooldown of faultCircuitCooldown.
 func faultStartWorker(e *env, id string) {
 	e.t.Helper()
-	config := filepath.Join(e.dir, id+".hcl")
-	require.NoError(e.t, cluster.WriteWorkerConfig(config, cluster.WorkerConfig{
-		Bin:               bin,
-		URL:               "ws://" + e.proxy.Addr(),
-		WorkerID:          id,
-		Token:             token,
-		DataDir:           filepath.Join(e.dir, id),
-		Slots:             faultSlots,
-		HeartbeatInterval: 500 * time.Millisecond,
-		HeartbeatTimeout:  2 * time.Second,
-		BackoffBase:       100 * time.Millisecond,
-		BackoffCap:        time.Second,
-		HealthyAfter:      3 * time.Second,
-	}))
-	text, err := os.ReadFile(config)
-	require.NoError(e.t, err)
-	require.Len(e.t, faultHealthyAfter.FindAllIndex(text, -1), 1,
-		"worker config has no single healthy_after line to add the cooldown after:\n%s", text)
-	text = faultHealthyAfter.ReplaceAll(text,
-		[]byte(fmt.Sprintf("$0\n${1}circuit_cooldown = %q", faultCircuitCooldown)))
-	require.NoError(e.t, os.WriteFile(config, text, 0o644))
-
-	p, err := cluster.Start(id, filepath.Join(e.dir, id+".log"),
-		bin.Path("dtf"), []string{"worker", "-config", config})
-	require.NoError(e.t, err)
-	e.workers[id] = p
+	e.startWorkerWith(id, faultSlots, map[string]string{"circuit_cooldown": strconv.Quote(faultCircuitCooldown)})
 }
 
 // faultSubmit submits count tasks that each print `lines` numbered lines

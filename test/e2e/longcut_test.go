@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -47,7 +46,7 @@ const (
 	longcutCooldown = "1s"
 	// longcutExpiredTTL is the coordinator's session_ttl in the subtest
 	// where the session expires during the cut.
-	longcutExpiredTTL = "3s"
+	longcutExpiredTTL = 3 * time.Second
 	// longcutMaxRSS bounds the worker host's peak resident memory (VmHWM).
 	// The outputs held during the cut add up to 32 MiB. Measured on a
 	// 2-core Linux VM with go1.26.8, the host peaked at 42 to 57 MiB, and
@@ -153,58 +152,26 @@ func longcutSubmit(e *env, gate string) (string, map[string]string) {
 	return e.submitCommands(argvs...), want
 }
 
-// longcutPluginConfig matches the healthy_after line of the reconnection
-// plugin's config block written by cluster.WriteWorkerConfig.
-var longcutPluginConfig = regexp.MustCompile(`(?m)^(\s*)healthy_after\s*=.*$`)
-
 // longcutStartWorker starts a worker as env.startWorker does, with
 // longcutTasks slots and the small replay buffer and send queue of these
-// tests. cluster.WorkerConfig has no fields for them, so they are added to
-// the written file.
+// tests.
 func longcutStartWorker(e *env, id string) *cluster.Process {
 	e.t.Helper()
-	config := filepath.Join(e.dir, id+".hcl")
-	require.NoError(e.t, cluster.WriteWorkerConfig(config, cluster.WorkerConfig{
-		Bin:               bin,
-		URL:               "ws://" + e.proxy.Addr(),
-		WorkerID:          id,
-		Token:             token,
-		DataDir:           filepath.Join(e.dir, id),
-		Slots:             longcutTasks,
-		HeartbeatInterval: 500 * time.Millisecond,
-		HeartbeatTimeout:  2 * time.Second,
-		BackoffBase:       100 * time.Millisecond,
-		BackoffCap:        time.Second,
-		HealthyAfter:      3 * time.Second,
-	}))
-	text, err := os.ReadFile(config)
-	require.NoError(e.t, err)
-	require.True(e.t, longcutPluginConfig.Match(text), "no healthy_after line in %s", config)
-	extra := fmt.Sprintf("${0}\n${1}replay_buffer_frames = %d\n${1}replay_buffer_bytes = %d\n"+
-		"${1}send_queue_frames = %d\n${1}send_timeout = %q\n${1}circuit_cooldown = %q",
-		longcutReplayFrames, longcutReplayBytes, longcutQueueFrames, longcutSendTimeout, longcutCooldown)
-	text = longcutPluginConfig.ReplaceAll(text, []byte(extra))
-	require.NoError(e.t, os.WriteFile(config, text, 0o644))
-
-	p, err := cluster.Start(id, filepath.Join(e.dir, id+".log"),
-		bin.Path("dtf"), []string{"worker", "-config", config})
-	require.NoError(e.t, err)
-	e.workers[id] = p
-	return p
+	return e.startWorkerWith(id, longcutTasks, map[string]string{
+		"replay_buffer_frames": strconv.Itoa(longcutReplayFrames),
+		"replay_buffer_bytes":  strconv.Itoa(longcutReplayBytes),
+		"send_queue_frames":    strconv.Itoa(longcutQueueFrames),
+		"send_timeout":         strconv.Quote(longcutSendTimeout),
+		"circuit_cooldown":     strconv.Quote(longcutCooldown),
+	})
 }
 
 // longcutSetSessionTTL restarts the coordinator of e with session_ttl set
-// to ttl. cluster.CoordinatorConfig has no field for it, so it is added to
-// the written file.
-func longcutSetSessionTTL(e *env, ttl string) {
+// to ttl.
+func longcutSetSessionTTL(e *env, ttl time.Duration) {
 	e.t.Helper()
-	text, err := os.ReadFile(e.coordConfig)
-	require.NoError(e.t, err)
-	block := regexp.MustCompile(`(?m)^workers \{$`)
-	require.True(e.t, block.Match(text), "no workers block in %s", e.coordConfig)
-	text = block.ReplaceAll(text, []byte(fmt.Sprintf("workers {\n  session_ttl = %q", ttl)))
-	require.NoError(e.t, os.WriteFile(e.coordConfig, text, 0o644))
-
+	e.coordCfg.SessionTTL = ttl
+	require.NoError(e.t, cluster.WriteCoordinatorConfig(e.coordConfig, e.coordCfg))
 	require.NoError(e.t, e.coordinator.Stop(10*time.Second))
 	e.startCoordinator()
 }

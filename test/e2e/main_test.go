@@ -58,6 +58,8 @@ type env struct {
 	workers     map[string]*cluster.Process
 	client      *api.Client
 	coordConfig string
+	// coordCfg is what coordConfig was written from.
+	coordCfg cluster.CoordinatorConfig
 }
 
 const token = "e2e-token"
@@ -70,7 +72,7 @@ func newEnv(t *testing.T) *env {
 	require.NoError(t, err)
 	e := &env{t: t, dir: t.TempDir(), addr: addr, workers: map[string]*cluster.Process{}}
 	e.coordConfig = filepath.Join(e.dir, "coordinator.hcl")
-	require.NoError(t, cluster.WriteCoordinatorConfig(e.coordConfig, cluster.CoordinatorConfig{
+	e.coordCfg = cluster.CoordinatorConfig{
 		Listen:            addr,
 		DataDir:           filepath.Join(e.dir, "coordinator"),
 		Token:             token,
@@ -78,7 +80,8 @@ func newEnv(t *testing.T) *env {
 		HeartbeatTimeout:  2 * time.Second,
 		ReassignAfter:     20 * time.Second,
 		TaskTypes:         []string{"command", "gotest", "lonely"},
-	}))
+	}
+	require.NoError(t, cluster.WriteCoordinatorConfig(e.coordConfig, e.coordCfg))
 	e.client = &api.Client{BaseURL: "http://" + addr}
 	e.startCoordinator()
 
@@ -100,6 +103,13 @@ func (e *env) startCoordinator() {
 
 func (e *env) startWorker(id string, slots int) *cluster.Process {
 	e.t.Helper()
+	return e.startWorkerWith(id, slots, nil)
+}
+
+// startWorkerWith starts a worker whose reconnection plugin config block
+// also sets the given attributes, as HCL expressions.
+func (e *env) startWorkerWith(id string, slots int, reconnection map[string]string) *cluster.Process {
+	e.t.Helper()
 	config := filepath.Join(e.dir, id+".hcl")
 	require.NoError(e.t, cluster.WriteWorkerConfig(config, cluster.WorkerConfig{
 		Bin:               bin,
@@ -113,6 +123,7 @@ func (e *env) startWorker(id string, slots int) *cluster.Process {
 		BackoffBase:       100 * time.Millisecond,
 		BackoffCap:        time.Second,
 		HealthyAfter:      3 * time.Second,
+		Reconnection:      reconnection,
 	}))
 	p, err := cluster.Start(id, filepath.Join(e.dir, id+".log"),
 		bin.Path("dtf"), []string{"worker", "-config", config})
