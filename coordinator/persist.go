@@ -193,9 +193,8 @@ func (s *Server) decodeSession(rec store.SavedSession) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	lastSeq := in.NextSeq - 1
-	if in.PeerAcked > lastSeq {
-		return nil, fmt.Errorf("acknowledged %d is past the last frame sent, %d", in.PeerAcked, lastSeq)
+	if sent := window.Sent(); in.PeerAcked > sent {
+		return nil, fmt.Errorf("acknowledged %d is past the last frame sent, %d", in.PeerAcked, sent)
 	}
 
 	ss := s.newSession(hello)
@@ -203,7 +202,6 @@ func (s *Server) decodeSession(rec store.SavedSession) (*session, error) {
 	ss.log = s.log.Named("session").With("worker_id", ss.workerID, "session_id", ss.id)
 	ss.started = in.Started
 	ss.window = window
-	ss.lastSeq.Store(lastSeq)
 	ss.peerAcked.Store(in.PeerAcked)
 	ss.synced.Store(in.Synced)
 	for _, ref := range in.Assigned {

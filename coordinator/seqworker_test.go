@@ -93,7 +93,7 @@ func (w *seqWorker) connect() *pb.Frame {
 		w.sessionID = welcome.GetSessionId()
 		return frame
 	}
-	w.window.Load().Acknowledge(frame.GetAck())
+	require.NoError(w.t, w.window.Load().Acknowledge(frame.GetAck()))
 	for _, kept := range w.window.Load().Unacknowledged() {
 		w.writeLocked(&pb.Frame{Seq: kept.GetSeq(), Body: kept.GetBody()})
 	}
@@ -121,7 +121,10 @@ func (w *seqWorker) readLoop(conn *websocket.Conn, done chan struct{}, first cha
 			first <- frame
 			continue
 		}
-		w.window.Load().Acknowledge(frame.GetAck())
+		if err := w.window.Load().Acknowledge(frame.GetAck()); err != nil {
+			w.t.Errorf("worker %s: %v", w.id, err)
+			return
+		}
 		if hb := frame.GetHeartbeat(); hb != nil {
 			if !hb.GetReply() {
 				w.send(&pb.Frame{Body: &pb.Frame_Heartbeat{Heartbeat: &pb.Heartbeat{

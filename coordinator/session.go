@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -47,16 +46,12 @@ type session struct {
 	// windowFrames and windowBytes are the window's bounds.
 	windowFrames int
 	windowBytes  int
-	// sendMu makes numbering a frame and recording lastSeq one step.
-	sendMu sync.Mutex
-	// lastSeq is the highest sequence number given to a frame to the worker.
-	lastSeq atomic.Uint64
 	// peerAcked is the highest acknowledgement received from the worker.
 	peerAcked atomic.Uint64
 	rtt       protocol.RTTEstimator
 
 	// mu guards conn, detachedAt and ended. Lock order: Server.mu before
-	// session.mu, and sendMu before mu.
+	// session.mu.
 	mu sync.Mutex
 	// conn is the attached connection; nil while the worker is away.
 	conn       *connection
@@ -107,18 +102,10 @@ func (s *Server) newSession(hello *pb.Hello) *session {
 // delivery guarantee: the worker then starts a new session and syncs its
 // state.
 func (ss *session) enqueue(frame *pb.Frame) bool {
-	ss.sendMu.Lock()
 	if ss.isEnded() {
-		ss.sendMu.Unlock()
 		return false
 	}
-	err := ss.window.Add(frame)
-	if err == nil {
-		ss.lastSeq.Store(frame.GetSeq())
-	}
-	ss.sendMu.Unlock()
-
-	if err != nil {
+	if err := ss.window.Add(frame); err != nil {
 		ss.log.Warn("replay buffer full; ending the session", "type", protocol.TypeOf(frame), "error", err)
 		ss.end(rejectFrame(rejectRegisterAgain, "session ended: replay buffer full; start a new session", 0),
 			"replay buffer full")
@@ -144,10 +131,9 @@ func (ss *session) acknowledge(ack uint64) error {
 	if ack == 0 {
 		return nil
 	}
-	if last := ss.lastSeq.Load(); ack > last {
-		return fmt.Errorf("acknowledgement %d is past the last frame sent, %d", ack, last)
+	if err := ss.window.Acknowledge(ack); err != nil {
+		return err
 	}
-	ss.window.Acknowledge(ack)
 	for {
 		prev := ss.peerAcked.Load()
 		if ack <= prev || ss.peerAcked.CompareAndSwap(prev, ack) {
@@ -160,7 +146,7 @@ func (ss *session) acknowledge(ack uint64) error {
 // session: the worker must have received every frame the coordinator
 // already dropped and none it never sent. The caller holds ss.mu.
 func (ss *session) canResumeLocked(ack uint64) bool {
-	return !ss.ended && ack >= ss.peerAcked.Load() && ack <= ss.lastSeq.Load()
+	return !ss.ended && ack >= ss.peerAcked.Load() && ack <= ss.window.Sent()
 }
 
 // hasRoom reports whether the replay buffer is below three quarters of its
@@ -295,7 +281,7 @@ func (s *Server) resume(hello *pb.Hello, ack uint64, c *connection) (*session, *
 	defer ss.mu.Unlock()
 	if !ss.canResumeLocked(ack) {
 		ss.log.Info("session cannot be resumed; starting a new one", "ack", ack,
-			"peer_acked", ss.peerAcked.Load(), "last_seq", ss.lastSeq.Load(), "ended", ss.ended)
+			"peer_acked", ss.peerAcked.Load(), "last_seq", ss.window.Sent(), "ended", ss.ended)
 		return nil, nil
 	}
 	prev := ss.conn

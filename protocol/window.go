@@ -23,6 +23,10 @@ const (
 // the sender must wait (Window.WaitRoom) instead of dropping the frame.
 var ErrReplayFull = errors.New("replay buffer full")
 
+// ErrAckPastSent is returned by Window.Acknowledge for an acknowledgement
+// of a frame that was never numbered.
+var ErrAckPastSent = errors.New("acknowledgement past the last frame sent")
+
 // ErrSequenceGap is returned by Window.Receive for a frame whose sequence
 // number skips ahead. WebSocket over TCP never reorders frames within a
 // connection, so a gap means the peer broke the protocol.
@@ -104,23 +108,29 @@ func (w *Window) WaitRoom(ctx context.Context) error {
 	}
 }
 
-// Acknowledge drops every kept frame up to and including seq.
-func (w *Window) Acknowledge(seq uint64) {
+// Acknowledge drops every kept frame up to and including seq. It returns
+// ErrAckPastSent, and drops nothing, when seq names a frame never numbered:
+// a peer that believes so has a wrong record of the session.
+func (w *Window) Acknowledge(seq uint64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if sent := w.nextSeq - 1; seq > sent {
+		return fmt.Errorf("%w: acknowledgement %d, last frame sent %d", ErrAckPastSent, seq, sent)
+	}
 	dropped := 0
 	for dropped < len(w.unacked) && w.unacked[dropped].GetSeq() <= seq {
 		w.bytes -= w.sizes[dropped]
 		dropped++
 	}
 	if dropped == 0 {
-		return
+		return nil
 	}
 	clear(w.unacked[:dropped])
 	w.unacked = w.unacked[dropped:]
 	w.sizes = w.sizes[dropped:]
 	close(w.room)
 	w.room = make(chan struct{})
+	return nil
 }
 
 // Sent returns the highest sequence number given to a frame, 0 before the

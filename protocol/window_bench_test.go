@@ -31,7 +31,7 @@ func BenchmarkWindowAddAck(b *testing.B) {
 				}
 				n++
 				if n%tc.batch == 0 {
-					w.Acknowledge(frame.GetSeq())
+					_ = w.Acknowledge(frame.GetSeq())
 				}
 			}
 		})

@@ -20,7 +20,7 @@ func TestWindowNumbersAndReplays(t *testing.T) {
 	for range 5 {
 		require.NoError(t, w.Add(progressFrame()))
 	}
-	w.Acknowledge(3)
+	require.NoError(t, w.Acknowledge(3))
 
 	replay := w.Unacknowledged()
 	require.Len(t, replay, 2)
@@ -71,7 +71,7 @@ func TestWindowFullAppliesBackpressure(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() { done <- w.WaitRoom(context.Background()) }()
-	w.Acknowledge(1)
+	require.NoError(t, w.Acknowledge(1))
 	select {
 	case err := <-done:
 		require.NoError(t, err)
@@ -93,7 +93,7 @@ func TestWindowStateRoundTrip(t *testing.T) {
 	for range 5 {
 		require.NoError(t, w.Add(progressFrame()))
 	}
-	w.Acknowledge(2)
+	require.NoError(t, w.Acknowledge(2))
 	_, err := w.Receive(&pb.Frame{Seq: 1, Body: progressFrame().GetBody()})
 	require.NoError(t, err)
 
@@ -108,7 +108,7 @@ func TestWindowStateRoundTrip(t *testing.T) {
 	next := progressFrame()
 	require.NoError(t, restored.Add(next))
 	assert.Equal(t, uint64(6), next.GetSeq(), "numbering continues after the restored frames")
-	restored.Acknowledge(6)
+	require.NoError(t, restored.Acknowledge(6))
 	frames, _ = restored.Pending()
 	assert.Zero(t, frames)
 }
@@ -134,8 +134,21 @@ func TestWindowByteCountReturnsToZero(t *testing.T) {
 		require.NoError(t, w.Add(frame))
 		frame.Ack = 1 << 40 // a writer stamping the shared frame
 	}
-	w.Acknowledge(300)
+	require.NoError(t, w.Acknowledge(300))
 	frames, bytes := w.Pending()
 	assert.Zero(t, frames)
 	assert.Zero(t, bytes, "the byte count drifted")
+}
+
+func TestAcknowledgePastSentDropsNothing(t *testing.T) {
+	w := NewWindow(0, 0)
+	for range 3 {
+		require.NoError(t, w.Add(progressFrame()))
+	}
+	err := w.Acknowledge(4)
+	require.ErrorIs(t, err, ErrAckPastSent)
+	assert.Contains(t, err.Error(), "acknowledgement 4, last frame sent 3")
+	frames, _ := w.Pending()
+	assert.Equal(t, 3, frames)
+	require.NoError(t, w.Acknowledge(3))
 }

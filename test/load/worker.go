@@ -259,7 +259,9 @@ func (w *simWorker) serve(ctx context.Context, c *connection, welcome *pb.Welcom
 	}
 
 	if resumed {
-		c.window.Acknowledge(ack)
+		if err := c.window.Acknowledge(ack); err != nil {
+			return fmt.Errorf("resume: %w", err)
+		}
 		for _, frame := range c.window.Unacknowledged() {
 			if err := c.send(frame); err != nil {
 				return err
@@ -279,8 +281,8 @@ func (w *simWorker) serve(ctx context.Context, c *connection, welcome *pb.Welcom
 		if err != nil {
 			return fmt.Errorf("read: %w", err)
 		}
-		if frame.GetAck() > 0 {
-			c.window.Acknowledge(frame.GetAck())
+		if err := c.window.Acknowledge(frame.GetAck()); err != nil {
+			return err
 		}
 		fresh, err := c.window.Receive(frame)
 		if err != nil {

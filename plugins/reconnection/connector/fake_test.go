@@ -235,7 +235,10 @@ func (f *fakeCoordinator) session(c *fakeConn) {
 			f.t.Logf("fake coordinator: %v", err)
 			return
 		}
-		c.window.Acknowledge(frame.GetAck())
+		if err := c.window.Acknowledge(frame.GetAck()); err != nil {
+			f.t.Logf("fake coordinator: %v", err)
+			return
+		}
 		if !isNew {
 			continue
 		}
@@ -270,7 +273,9 @@ func (f *fakeCoordinator) welcomeFor(c *fakeConn, n int, frame *wirepb.Frame) *w
 	}
 	if window, ok := f.windows[hello.GetSessionId()]; ok && f.resumable {
 		c.window = window
-		window.Acknowledge(frame.GetAck())
+		if err := window.Acknowledge(frame.GetAck()); err != nil {
+			f.t.Logf("fake coordinator: %v", err)
+		}
 		reply.GetWelcome().SessionId = hello.GetSessionId()
 		reply.GetWelcome().Resumed = true
 		reply.Ack = window.Received()

@@ -81,13 +81,11 @@ func (s *session) acknowledge(ack uint64) error {
 	if ack == 0 {
 		return nil
 	}
-	if sent := s.window.Sent(); ack > sent {
-		s.hooks.link.forget()
-		return fmt.Errorf("coordinator acknowledged frame %d of session %s, but this worker sent only %d; "+
-			"starting a new session", ack, s.id, sent)
-	}
 	before, _ := s.window.Pending()
-	s.window.Acknowledge(ack)
+	if err := s.window.Acknowledge(ack); err != nil {
+		s.hooks.link.forget()
+		return fmt.Errorf("session %s: %w; starting a new session", s.id, err)
+	}
 	if after, _ := s.window.Pending(); after < before {
 		select {
 		case s.acked <- struct{}{}:

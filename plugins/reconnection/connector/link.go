@@ -54,12 +54,10 @@ func (l *link) welcome(sessionID string, resumed bool, ack uint64) (window *prot
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if resumed {
-		if sent := l.window.Sent(); ack > sent {
+		if err := l.window.Acknowledge(ack); err != nil {
 			l.sessionID = ""
-			return nil, 0, fmt.Errorf("coordinator resumed session %s with acknowledgement %d, "+
-				"but this worker sent only %d frames in it; starting a new session", sessionID, ack, sent)
+			return nil, 0, fmt.Errorf("coordinator resumed session %s: %w; starting a new session", sessionID, err)
 		}
-		l.window.Acknowledge(ack)
 	} else {
 		l.window = protocol.NewWindow(l.cfg.ReplayFrames, l.cfg.ReplayBytes)
 		dropped = l.queue.Clear()
