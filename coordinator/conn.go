@@ -148,14 +148,7 @@ const ackEvery = 64
 // received counts a task frame handled by the reader and asks for a
 // heartbeat once ackEvery frames wait for their acknowledgement.
 func (c *connection) received() {
-	if c.unacked.Add(1) != ackEvery {
-		return
-	}
-	c.mu.Lock()
-	c.heartbeatDue = true
-	run := c.claimWriterLocked()
-	c.mu.Unlock()
-	if run {
+	if c.unacked.Add(1) == ackEvery && c.heartbeatNow() {
 		go c.runWriter()
 	}
 }
@@ -163,13 +156,18 @@ func (c *connection) received() {
 // heartbeatFired runs on the timer's own goroutine, which becomes the
 // writer unless one is running.
 func (c *connection) heartbeatFired() {
-	c.mu.Lock()
-	c.heartbeatDue = true
-	run := c.claimWriterLocked()
-	c.mu.Unlock()
-	if run {
+	if c.heartbeatNow() {
 		c.runWriter()
 	}
+}
+
+// heartbeatNow marks a heartbeat as due and reports whether the caller
+// must run the writer that sends it.
+func (c *connection) heartbeatNow() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.heartbeatDue = true
+	return c.claimWriterLocked()
 }
 
 // enqueue queues an unsequenced frame for the writer and reports whether it
