@@ -32,9 +32,9 @@ func TestStreamedFramesAcknowledgedBeforeHeartbeat(t *testing.T) {
 			Ref: ref, Message: fmt.Sprintf("line %d", i),
 		}}})
 	}
-	// The assign and state sync result carried acknowledgements of the
-	// first frames; the progress frames are acknowledged only by the
-	// heartbeats sent every ackEvery frames, a minute before the timer.
+	// The progress frames can only be acknowledged by the heartbeats sent
+	// every ackEvery frames, because the heartbeat timer fires after a
+	// minute and the coordinator has nothing else to send.
 	require.Eventually(t, func() bool {
 		pending, _ := w.window.Load().Pending()
 		return pending < ackEvery

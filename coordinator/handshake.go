@@ -178,9 +178,8 @@ func (s *Server) checkHello(hello *pb.Hello) *pb.Frame {
 
 // checkWorkerIDInUse returns a Reject for a hello that would start a new
 // session while the worker's current session is attached and heard from
-// within its heartbeat timeout: two worker processes then share one
-// worker_id, and replacing the live session would lose the attempts it
-// runs. A hello that names the current session is the same worker, which
+// within its heartbeat timeout. Two worker processes then share one
+// worker_id, and replacing the live session would lose its attempts. A hello that names the current session is the same worker, which
 // may have lost its link without the coordinator noticing yet, so it may
 // replace it. The retry hint ends when the live connection would time out
 // if it were dead.

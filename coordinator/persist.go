@@ -86,12 +86,14 @@ func (ss *session) encode() ([]byte, bool, error) {
 	if ended {
 		return nil, false, nil
 	}
+
 	hello := proto.CloneOf(ss.hello)
 	hello.Token = ""
 	helloBytes, err := proto.Marshal(hello)
 	if err != nil {
 		return nil, false, fmt.Errorf("encode hello: %w", err)
 	}
+
 	state := ss.window.State()
 	out := savedSession{
 		Version:    savedSessionVersion,
@@ -110,6 +112,7 @@ func (ss *session) encode() ([]byte, bool, error) {
 		}
 		out.Unacked = append(out.Unacked, b)
 	}
+
 	ss.assignedMu.Lock()
 	for ref := range ss.assigned {
 		out.Assigned = append(out.Assigned, savedRef{TaskID: ref.taskID, Attempt: ref.attempt})
@@ -121,6 +124,7 @@ func (ss *session) encode() ([]byte, bool, error) {
 		}
 		return a.Attempt - b.Attempt
 	})
+
 	data, err := json.Marshal(out)
 	if err != nil {
 		return nil, false, fmt.Errorf("encode session: %w", err)

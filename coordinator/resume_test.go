@@ -95,8 +95,8 @@ func TestSessionResumesAfterGracefulRestart(t *testing.T) {
 	assert.Equal(t, uint64(2), frame.GetAck(), "the restored session remembers the worker's outcome")
 
 	// The replayed assign and outcome ack arrive once more and are ignored
-	// by sequence number; nothing is applied twice and no state sync is
-	// needed before the next assignment.
+	// by sequence number. Nothing is applied twice, and the next assignment
+	// needs no state sync.
 	require.Eventually(t, func() bool { return w.duplicates.Load() == 2 }, waitFor, 10*time.Millisecond)
 	w.ackCap.Store(-1)
 	taskB := submit(t, w.ts, commandSpec()).Tasks[0]

@@ -40,12 +40,12 @@ const storeTimeout = 10 * time.Second
 // of 30s.
 const shutdownRetryAfter = time.Second
 
-// shutdownRetrySpread is the time over which the workers told to come back
-// at shutdown are spread, so that the fleet does not redial in the same
-// 100 ms after a restart.
+// shutdownRetrySpread is the interval over which the retry hints of a
+// shutdown are spread, so that the fleet does not redial in the same 100 ms
+// after a restart.
 const shutdownRetrySpread = 3 * time.Second
 
-// shutdownRetryHint returns a retry hint for a worker that says hello while
+// shutdownRetryHint returns a retry hint for a worker that sends hello while
 // the coordinator shuts down, uniform in
 // [shutdownRetryAfter, shutdownRetryAfter+shutdownRetrySpread).
 func shutdownRetryHint() time.Duration {
@@ -272,8 +272,8 @@ func (s *Server) Stats() Stats {
 // cfg.ShutdownTimeout: it stops accepting, sends every worker a Reject with
 // CODE_SHUTTING_DOWN and a retry hint, waits for the connections to end,
 // saves the sessions in the store and closes it. Running attempts stay
-// running in the store; a restarted coordinator restores the sessions, so
-// their workers resume them, and gives every worker the grace period to
+// running in the store. A restarted coordinator restores the sessions for
+// their workers to resume, and gives every worker the grace period to
 // return.
 func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("coordinator listening", "addr", s.Addr(), "data_dir", s.cfg.DataDir,
@@ -330,7 +330,7 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
-// closeSessions tells every attached worker to come back later. The
+// closeSessions sends every attached worker a Reject with a retry hint. The
 // sessions stay, detached, and Run saves them for the next start.
 func (s *Server) closeSessions() {
 	conns := s.attachedConnections()

@@ -27,9 +27,9 @@ const parentCheckInterval = time.Second
 
 // A connector plugin pings its host over the gRPC connection after
 // hostPingInterval without a message from it, and drops the connection when
-// the host does not answer within hostPingTimeout. The host's gRPC runtime
-// answers pings by itself, so only a host that is not running at all, such
-// as a stopped (SIGSTOP) or swapped-out process, misses them. The plugin's
+// the host does not acknowledge within hostPingTimeout. The host's gRPC
+// runtime acknowledges pings by itself, so only a host that is not running
+// at all, such as a stopped (SIGSTOP) process or a paused VM, misses them. The plugin's
 // Events stream then ends, the plugin closes its WebSocket, and the
 // coordinator stops counting the worker as connected instead of assigning
 // tasks to a host that cannot run them. Executor plugins do not do this:

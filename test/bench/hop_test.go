@@ -41,9 +41,8 @@ const hopTask = "bench-hop"
 //     before SendBatch.
 //
 // Each figure counts the frames from the first write or Send until the
-// coordinator has handled them all, which a final state_sync shows: the
-// coordinator handles a session's frames in order, so its
-// state_sync_result arrives after the last progress frame was handled.
+// coordinator has handled them all. A final state_sync shows that moment,
+// because the coordinator handles a session's frames in order.
 // hop-cost-% is 100*(1 - plugin/raw). ns/op covers both runs and is not
 // the figure of interest.
 //

@@ -12,7 +12,7 @@ import (
 
 // A worker host that stops running while its reconnection plugin runs on
 // must not look connected: the plugin notices that the host no longer
-// answers on the plugin connection and closes its session. When the host
+// acknowledges its pings and closes its session. When the host
 // runs again it restarts the plugin, syncs its state and finishes its
 // tasks once.
 func TestFrozenHostIsDisconnected(t *testing.T) {

@@ -47,7 +47,7 @@ func (l *link) resumePoint() (*protocol.Window, string) {
 // A resume whose ack names a frame this side never sent means the
 // coordinator's record of the session is wrong, for example a damaged
 // saved session: it would take the worker's next frames for duplicates
-// and drop them. welcome then forgets the session, so that the next hello
+// and drop them. welcome then clears the session id, so that the next hello
 // starts a new one and the host syncs its state, and returns an error that
 // ends the connection.
 func (l *link) welcome(sessionID string, resumed bool, ack uint64) (window *protocol.Window, dropped int, err error) {
