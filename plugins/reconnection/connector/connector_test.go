@@ -348,23 +348,31 @@ func TestConnectorSendWhileDisconnected(t *testing.T) {
 	}
 }
 
-func TestConnectorSendRejectsInvalidFrames(t *testing.T) {
-	fake := startFake(t, nil)
-	h := startConnector(t, fake.url(), fastConfig)
-	h.nextState(StateConnected)
+// invalidFrame is a frame that Send and SendBatch reject as invalid.
+type invalidFrame struct {
+	name  string
+	frame []byte
+}
 
+// invalidFrames returns one frame of each kind that the host may not send.
+func invalidFrames(t *testing.T) []invalidFrame {
+	t.Helper()
 	heartbeat, err := protocol.Encode(&wirepb.Frame{Body: &wirepb.Frame_Heartbeat{Heartbeat: &wirepb.Heartbeat{}}})
 	require.NoError(t, err)
-	cases := []struct {
-		name  string
-		frame []byte
-	}{
+	return []invalidFrame{
 		{"session frame", heartbeat},
 		{"no body", nil},
 		{"garbage", []byte{0xff, 0xff, 0xff}},
 		{"too large", make([]byte, protocol.DefaultMaxFrameBytes+1)},
 	}
-	for _, tc := range cases {
+}
+
+func TestConnectorSendRejectsInvalidFrames(t *testing.T) {
+	fake := startFake(t, nil)
+	h := startConnector(t, fake.url(), fastConfig)
+	h.nextState(StateConnected)
+
+	for _, tc := range invalidFrames(t) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := h.connector.Send(context.Background(), &pb.SendRequest{Frame: tc.frame})
 			assert.Equal(t, codes.InvalidArgument, status.Code(err), "got %v", err)

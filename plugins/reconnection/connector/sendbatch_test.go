@@ -72,18 +72,7 @@ func TestSendBatchStopsAtInvalidFrame(t *testing.T) {
 	h := startConnector(t, fake.url(), fastConfig)
 	h.nextState(StateConnected)
 
-	heartbeat, err := protocol.Encode(&wirepb.Frame{Body: &wirepb.Frame_Heartbeat{Heartbeat: &wirepb.Heartbeat{}}})
-	require.NoError(t, err)
-	cases := []struct {
-		name  string
-		frame []byte
-	}{
-		{"session frame", heartbeat},
-		{"no body", nil},
-		{"garbage", []byte{0xff, 0xff, 0xff}},
-		{"too large", make([]byte, protocol.DefaultMaxFrameBytes+1)},
-	}
-	for _, tc := range cases {
+	for _, tc := range invalidFrames(t) {
 		t.Run(tc.name, func(t *testing.T) {
 			resp := sendBatch(t, h.connector, 0,
 				progressFrame(t, tc.name, 1), progressFrame(t, tc.name, 2), tc.frame, progressFrame(t, tc.name, 3))
