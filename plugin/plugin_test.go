@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -37,8 +38,40 @@ func TestMain(m *testing.M) {
 	case KindConnector:
 		ServeConnector(&fakeConnector{})
 		return
+	case brokenPipeMode:
+		writeToClosedStderr()
+		return
 	}
 	goleak.VerifyTestMain(m)
+}
+
+// brokenPipeMode makes the test binary write to its stderr after the
+// reader went away, as a plugin does when its host died.
+const brokenPipeMode = "broken-pipe"
+
+func writeToClosedStderr() {
+	surviveBrokenPipe()
+	for range 3 {
+		if _, err := os.Stderr.WriteString("host is gone\n"); err == nil {
+			os.Exit(3) // the test closed the read end first; a write must fail
+		}
+	}
+	os.Exit(0)
+}
+
+// A plugin whose host died must keep running to stop its tasks, even
+// though every log line it writes now meets a closed pipe.
+func TestPluginSurvivesClosedStderr(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	require.NoError(t, r.Close())
+	defer w.Close()
+
+	cmd := exec.Command(testBinary(t))
+	cmd.Env = append(os.Environ(), testModeEnv+"="+brokenPipeMode)
+	cmd.Stderr = w
+	err = cmd.Run()
+	require.NoError(t, err, "the process died on a write to a closed stderr (state %v)", cmd.ProcessState)
 }
 
 type fakeExecutor struct {
