@@ -146,6 +146,9 @@ var Directions = map[string]Direction{
 	"task_outcome":      ToCoordinator,
 	"outcome_ack":       ToWorker,
 	"cancel_task":       ToWorker,
+	"checkpoint":        ToCoordinator,
+	"checkpoint_ack":    ToWorker,
+	"draining":          ToCoordinator,
 }
 
 // SessionTypes are the frame types that the reconnection plugin handles

@@ -259,12 +259,15 @@ func (*ConfigureResponse) Descriptor() ([]byte, []int) {
 }
 
 type ExecuteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	Attempt       uint32                 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Type          string                 `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
-	Payload       []byte                 `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
-	TimeoutMs     int64                  `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	TaskId    string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Attempt   uint32                 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Type      string                 `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	Payload   []byte                 `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
+	TimeoutMs int64                  `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// checkpoint is the newest checkpoint of an earlier attempt; unset for a
+	// fresh start.
+	Checkpoint    *Checkpoint `protobuf:"bytes,6,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -334,12 +337,20 @@ func (x *ExecuteRequest) GetTimeoutMs() int64 {
 	return 0
 }
 
+func (x *ExecuteRequest) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
 type ExecuteEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Event:
 	//
 	//	*ExecuteEvent_Progress
 	//	*ExecuteEvent_Result
+	//	*ExecuteEvent_Checkpoint
 	Event         isExecuteEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -400,6 +411,15 @@ func (x *ExecuteEvent) GetResult() *Result {
 	return nil
 }
 
+func (x *ExecuteEvent) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		if x, ok := x.Event.(*ExecuteEvent_Checkpoint); ok {
+			return x.Checkpoint
+		}
+	}
+	return nil
+}
+
 type isExecuteEvent_Event interface {
 	isExecuteEvent_Event()
 }
@@ -412,9 +432,94 @@ type ExecuteEvent_Result struct {
 	Result *Result `protobuf:"bytes,2,opt,name=result,proto3,oneof"`
 }
 
+type ExecuteEvent_Checkpoint struct {
+	Checkpoint *Checkpoint `protobuf:"bytes,3,opt,name=checkpoint,proto3,oneof"`
+}
+
 func (*ExecuteEvent_Progress) isExecuteEvent_Event() {}
 
 func (*ExecuteEvent_Result) isExecuteEvent_Event() {}
+
+func (*ExecuteEvent_Checkpoint) isExecuteEvent_Event() {}
+
+// Checkpoint is state an executor saved for resuming the task. From the
+// executor, attempt is unset and the host numbers the checkpoints of an
+// attempt with sequence; towards the executor both name where it was saved.
+type Checkpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	Fraction      float64                `protobuf:"fixed64,2,opt,name=fraction,proto3" json:"fraction,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Attempt       uint32                 `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Sequence      uint64                 `protobuf:"varint,5,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Checkpoint) Reset() {
+	*x = Checkpoint{}
+	mi := &file_plugin_pb_plugin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Checkpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Checkpoint) ProtoMessage() {}
+
+func (x *Checkpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_pb_plugin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
+func (*Checkpoint) Descriptor() ([]byte, []int) {
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Checkpoint) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetFraction() float64 {
+	if x != nil {
+		return x.Fraction
+	}
+	return 0
+}
+
+func (x *Checkpoint) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Checkpoint) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *Checkpoint) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
 
 type Progress struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -426,7 +531,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[6]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +543,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[6]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +556,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{6}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Progress) GetFraction() float64 {
@@ -481,7 +586,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[7]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +598,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[7]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +611,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{7}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Result) GetStatus() Status {
@@ -560,7 +665,7 @@ type ConnectorConfig struct {
 
 func (x *ConnectorConfig) Reset() {
 	*x = ConnectorConfig{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[8]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +677,7 @@ func (x *ConnectorConfig) String() string {
 func (*ConnectorConfig) ProtoMessage() {}
 
 func (x *ConnectorConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[8]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +690,7 @@ func (x *ConnectorConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectorConfig.ProtoReflect.Descriptor instead.
 func (*ConnectorConfig) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{8}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ConnectorConfig) GetUrl() string {
@@ -653,7 +758,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[9]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +770,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[9]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +783,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{9}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SendRequest) GetFrame() []byte {
@@ -706,7 +811,7 @@ type SendBatchRequest struct {
 
 func (x *SendBatchRequest) Reset() {
 	*x = SendBatchRequest{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[10]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +823,7 @@ func (x *SendBatchRequest) String() string {
 func (*SendBatchRequest) ProtoMessage() {}
 
 func (x *SendBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[10]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +836,7 @@ func (x *SendBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendBatchRequest.ProtoReflect.Descriptor instead.
 func (*SendBatchRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{10}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SendBatchRequest) GetFrames() [][]byte {
@@ -764,7 +869,7 @@ type SendBatchResponse struct {
 
 func (x *SendBatchResponse) Reset() {
 	*x = SendBatchResponse{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[11]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +881,7 @@ func (x *SendBatchResponse) String() string {
 func (*SendBatchResponse) ProtoMessage() {}
 
 func (x *SendBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[11]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +894,7 @@ func (x *SendBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendBatchResponse.ProtoReflect.Descriptor instead.
 func (*SendBatchResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{11}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SendBatchResponse) GetAccepted() uint32 {
@@ -826,7 +931,7 @@ type ConnectorEvent struct {
 
 func (x *ConnectorEvent) Reset() {
 	*x = ConnectorEvent{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[12]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +943,7 @@ func (x *ConnectorEvent) String() string {
 func (*ConnectorEvent) ProtoMessage() {}
 
 func (x *ConnectorEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[12]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +956,7 @@ func (x *ConnectorEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectorEvent.ProtoReflect.Descriptor instead.
 func (*ConnectorEvent) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{12}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ConnectorEvent) GetEvent() isConnectorEvent_Event {
@@ -921,7 +1026,7 @@ type StateChange struct {
 
 func (x *StateChange) Reset() {
 	*x = StateChange{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[13]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1038,7 @@ func (x *StateChange) String() string {
 func (*StateChange) ProtoMessage() {}
 
 func (x *StateChange) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[13]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1051,7 @@ func (x *StateChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateChange.ProtoReflect.Descriptor instead.
 func (*StateChange) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{13}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StateChange) GetState() string {
@@ -1034,18 +1139,31 @@ const file_plugin_pb_plugin_proto_rawDesc = "" +
 	"\x10ConfigureRequest\x12\x1f\n" +
 	"\vconfig_json\x18\x01 \x01(\fR\n" +
 	"configJson\"\x13\n" +
-	"\x11ConfigureResponse\"\x90\x01\n" +
+	"\x11ConfigureResponse\"\xcb\x01\n" +
 	"\x0eExecuteRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x12\n" +
 	"\x04type\x18\x03 \x01(\tR\x04type\x12\x18\n" +
 	"\apayload\x18\x04 \x01(\fR\apayload\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x05 \x01(\x03R\ttimeoutMs\"\x7f\n" +
+	"timeout_ms\x18\x05 \x01(\x03R\ttimeoutMs\x129\n" +
+	"\n" +
+	"checkpoint\x18\x06 \x01(\v2\x19.dtf.plugin.v1.CheckpointR\n" +
+	"checkpoint\"\xbc\x01\n" +
 	"\fExecuteEvent\x125\n" +
 	"\bprogress\x18\x01 \x01(\v2\x17.dtf.plugin.v1.ProgressH\x00R\bprogress\x12/\n" +
-	"\x06result\x18\x02 \x01(\v2\x15.dtf.plugin.v1.ResultH\x00R\x06resultB\a\n" +
-	"\x05event\"@\n" +
+	"\x06result\x18\x02 \x01(\v2\x15.dtf.plugin.v1.ResultH\x00R\x06result\x12;\n" +
+	"\n" +
+	"checkpoint\x18\x03 \x01(\v2\x19.dtf.plugin.v1.CheckpointH\x00R\n" +
+	"checkpointB\a\n" +
+	"\x05event\"\x8c\x01\n" +
+	"\n" +
+	"Checkpoint\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1a\n" +
+	"\bfraction\x18\x02 \x01(\x01R\bfraction\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x18\n" +
+	"\aattempt\x18\x04 \x01(\rR\aattempt\x12\x1a\n" +
+	"\bsequence\x18\x05 \x01(\x04R\bsequence\"@\n" +
 	"\bProgress\x12\x1a\n" +
 	"\bfraction\x18\x01 \x01(\x01R\bfraction\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\xa7\x01\n" +
@@ -1132,7 +1250,7 @@ func file_plugin_pb_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_plugin_pb_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_plugin_pb_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_plugin_pb_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_plugin_pb_plugin_proto_goTypes = []any{
 	(Status)(0),               // 0: dtf.plugin.v1.Status
 	(*Empty)(nil),             // 1: dtf.plugin.v1.Empty
@@ -1141,45 +1259,48 @@ var file_plugin_pb_plugin_proto_goTypes = []any{
 	(*ConfigureResponse)(nil), // 4: dtf.plugin.v1.ConfigureResponse
 	(*ExecuteRequest)(nil),    // 5: dtf.plugin.v1.ExecuteRequest
 	(*ExecuteEvent)(nil),      // 6: dtf.plugin.v1.ExecuteEvent
-	(*Progress)(nil),          // 7: dtf.plugin.v1.Progress
-	(*Result)(nil),            // 8: dtf.plugin.v1.Result
-	(*ConnectorConfig)(nil),   // 9: dtf.plugin.v1.ConnectorConfig
-	(*SendRequest)(nil),       // 10: dtf.plugin.v1.SendRequest
-	(*SendBatchRequest)(nil),  // 11: dtf.plugin.v1.SendBatchRequest
-	(*SendBatchResponse)(nil), // 12: dtf.plugin.v1.SendBatchResponse
-	(*ConnectorEvent)(nil),    // 13: dtf.plugin.v1.ConnectorEvent
-	(*StateChange)(nil),       // 14: dtf.plugin.v1.StateChange
-	nil,                       // 15: dtf.plugin.v1.ConnectorConfig.LabelsEntry
+	(*Checkpoint)(nil),        // 7: dtf.plugin.v1.Checkpoint
+	(*Progress)(nil),          // 8: dtf.plugin.v1.Progress
+	(*Result)(nil),            // 9: dtf.plugin.v1.Result
+	(*ConnectorConfig)(nil),   // 10: dtf.plugin.v1.ConnectorConfig
+	(*SendRequest)(nil),       // 11: dtf.plugin.v1.SendRequest
+	(*SendBatchRequest)(nil),  // 12: dtf.plugin.v1.SendBatchRequest
+	(*SendBatchResponse)(nil), // 13: dtf.plugin.v1.SendBatchResponse
+	(*ConnectorEvent)(nil),    // 14: dtf.plugin.v1.ConnectorEvent
+	(*StateChange)(nil),       // 15: dtf.plugin.v1.StateChange
+	nil,                       // 16: dtf.plugin.v1.ConnectorConfig.LabelsEntry
 }
 var file_plugin_pb_plugin_proto_depIdxs = []int32{
-	7,  // 0: dtf.plugin.v1.ExecuteEvent.progress:type_name -> dtf.plugin.v1.Progress
-	8,  // 1: dtf.plugin.v1.ExecuteEvent.result:type_name -> dtf.plugin.v1.Result
-	0,  // 2: dtf.plugin.v1.Result.status:type_name -> dtf.plugin.v1.Status
-	15, // 3: dtf.plugin.v1.ConnectorConfig.labels:type_name -> dtf.plugin.v1.ConnectorConfig.LabelsEntry
-	14, // 4: dtf.plugin.v1.ConnectorEvent.state:type_name -> dtf.plugin.v1.StateChange
-	1,  // 5: dtf.plugin.v1.Executor.Info:input_type -> dtf.plugin.v1.Empty
-	3,  // 6: dtf.plugin.v1.Executor.Configure:input_type -> dtf.plugin.v1.ConfigureRequest
-	5,  // 7: dtf.plugin.v1.Executor.Execute:input_type -> dtf.plugin.v1.ExecuteRequest
-	1,  // 8: dtf.plugin.v1.Connector.Info:input_type -> dtf.plugin.v1.Empty
-	9,  // 9: dtf.plugin.v1.Connector.Configure:input_type -> dtf.plugin.v1.ConnectorConfig
-	1,  // 10: dtf.plugin.v1.Connector.Events:input_type -> dtf.plugin.v1.Empty
-	10, // 11: dtf.plugin.v1.Connector.Send:input_type -> dtf.plugin.v1.SendRequest
-	11, // 12: dtf.plugin.v1.Connector.SendBatch:input_type -> dtf.plugin.v1.SendBatchRequest
-	1,  // 13: dtf.plugin.v1.Connector.Stop:input_type -> dtf.plugin.v1.Empty
-	2,  // 14: dtf.plugin.v1.Executor.Info:output_type -> dtf.plugin.v1.PluginInfo
-	4,  // 15: dtf.plugin.v1.Executor.Configure:output_type -> dtf.plugin.v1.ConfigureResponse
-	6,  // 16: dtf.plugin.v1.Executor.Execute:output_type -> dtf.plugin.v1.ExecuteEvent
-	2,  // 17: dtf.plugin.v1.Connector.Info:output_type -> dtf.plugin.v1.PluginInfo
-	4,  // 18: dtf.plugin.v1.Connector.Configure:output_type -> dtf.plugin.v1.ConfigureResponse
-	13, // 19: dtf.plugin.v1.Connector.Events:output_type -> dtf.plugin.v1.ConnectorEvent
-	1,  // 20: dtf.plugin.v1.Connector.Send:output_type -> dtf.plugin.v1.Empty
-	12, // 21: dtf.plugin.v1.Connector.SendBatch:output_type -> dtf.plugin.v1.SendBatchResponse
-	1,  // 22: dtf.plugin.v1.Connector.Stop:output_type -> dtf.plugin.v1.Empty
-	14, // [14:23] is the sub-list for method output_type
-	5,  // [5:14] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	7,  // 0: dtf.plugin.v1.ExecuteRequest.checkpoint:type_name -> dtf.plugin.v1.Checkpoint
+	8,  // 1: dtf.plugin.v1.ExecuteEvent.progress:type_name -> dtf.plugin.v1.Progress
+	9,  // 2: dtf.plugin.v1.ExecuteEvent.result:type_name -> dtf.plugin.v1.Result
+	7,  // 3: dtf.plugin.v1.ExecuteEvent.checkpoint:type_name -> dtf.plugin.v1.Checkpoint
+	0,  // 4: dtf.plugin.v1.Result.status:type_name -> dtf.plugin.v1.Status
+	16, // 5: dtf.plugin.v1.ConnectorConfig.labels:type_name -> dtf.plugin.v1.ConnectorConfig.LabelsEntry
+	15, // 6: dtf.plugin.v1.ConnectorEvent.state:type_name -> dtf.plugin.v1.StateChange
+	1,  // 7: dtf.plugin.v1.Executor.Info:input_type -> dtf.plugin.v1.Empty
+	3,  // 8: dtf.plugin.v1.Executor.Configure:input_type -> dtf.plugin.v1.ConfigureRequest
+	5,  // 9: dtf.plugin.v1.Executor.Execute:input_type -> dtf.plugin.v1.ExecuteRequest
+	1,  // 10: dtf.plugin.v1.Connector.Info:input_type -> dtf.plugin.v1.Empty
+	10, // 11: dtf.plugin.v1.Connector.Configure:input_type -> dtf.plugin.v1.ConnectorConfig
+	1,  // 12: dtf.plugin.v1.Connector.Events:input_type -> dtf.plugin.v1.Empty
+	11, // 13: dtf.plugin.v1.Connector.Send:input_type -> dtf.plugin.v1.SendRequest
+	12, // 14: dtf.plugin.v1.Connector.SendBatch:input_type -> dtf.plugin.v1.SendBatchRequest
+	1,  // 15: dtf.plugin.v1.Connector.Stop:input_type -> dtf.plugin.v1.Empty
+	2,  // 16: dtf.plugin.v1.Executor.Info:output_type -> dtf.plugin.v1.PluginInfo
+	4,  // 17: dtf.plugin.v1.Executor.Configure:output_type -> dtf.plugin.v1.ConfigureResponse
+	6,  // 18: dtf.plugin.v1.Executor.Execute:output_type -> dtf.plugin.v1.ExecuteEvent
+	2,  // 19: dtf.plugin.v1.Connector.Info:output_type -> dtf.plugin.v1.PluginInfo
+	4,  // 20: dtf.plugin.v1.Connector.Configure:output_type -> dtf.plugin.v1.ConfigureResponse
+	14, // 21: dtf.plugin.v1.Connector.Events:output_type -> dtf.plugin.v1.ConnectorEvent
+	1,  // 22: dtf.plugin.v1.Connector.Send:output_type -> dtf.plugin.v1.Empty
+	13, // 23: dtf.plugin.v1.Connector.SendBatch:output_type -> dtf.plugin.v1.SendBatchResponse
+	1,  // 24: dtf.plugin.v1.Connector.Stop:output_type -> dtf.plugin.v1.Empty
+	16, // [16:25] is the sub-list for method output_type
+	7,  // [7:16] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_plugin_pb_plugin_proto_init() }
@@ -1190,8 +1311,9 @@ func file_plugin_pb_plugin_proto_init() {
 	file_plugin_pb_plugin_proto_msgTypes[5].OneofWrappers = []any{
 		(*ExecuteEvent_Progress)(nil),
 		(*ExecuteEvent_Result)(nil),
+		(*ExecuteEvent_Checkpoint)(nil),
 	}
-	file_plugin_pb_plugin_proto_msgTypes[12].OneofWrappers = []any{
+	file_plugin_pb_plugin_proto_msgTypes[13].OneofWrappers = []any{
 		(*ConnectorEvent_Frame)(nil),
 		(*ConnectorEvent_State)(nil),
 	}
@@ -1201,7 +1323,7 @@ func file_plugin_pb_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_pb_plugin_proto_rawDesc), len(file_plugin_pb_plugin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -178,6 +178,9 @@ type Frame struct {
 	//	*Frame_TaskOutcome
 	//	*Frame_OutcomeAck
 	//	*Frame_CancelTask
+	//	*Frame_Checkpoint
+	//	*Frame_CheckpointAck
+	//	*Frame_Draining
 	Body          isFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -342,6 +345,33 @@ func (x *Frame) GetCancelTask() *CancelTask {
 	return nil
 }
 
+func (x *Frame) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Checkpoint); ok {
+			return x.Checkpoint
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetCheckpointAck() *CheckpointAck {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_CheckpointAck); ok {
+			return x.CheckpointAck
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetDraining() *Draining {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Draining); ok {
+			return x.Draining
+		}
+	}
+	return nil
+}
+
 type isFrame_Body interface {
 	isFrame_Body()
 }
@@ -394,6 +424,18 @@ type Frame_CancelTask struct {
 	CancelTask *CancelTask `protobuf:"bytes,27,opt,name=cancel_task,json=cancelTask,proto3,oneof"`
 }
 
+type Frame_Checkpoint struct {
+	Checkpoint *Checkpoint `protobuf:"bytes,28,opt,name=checkpoint,proto3,oneof"`
+}
+
+type Frame_CheckpointAck struct {
+	CheckpointAck *CheckpointAck `protobuf:"bytes,29,opt,name=checkpoint_ack,json=checkpointAck,proto3,oneof"`
+}
+
+type Frame_Draining struct {
+	Draining *Draining `protobuf:"bytes,30,opt,name=draining,proto3,oneof"`
+}
+
 func (*Frame_Hello) isFrame_Body() {}
 
 func (*Frame_Welcome) isFrame_Body() {}
@@ -417,6 +459,12 @@ func (*Frame_TaskOutcome) isFrame_Body() {}
 func (*Frame_OutcomeAck) isFrame_Body() {}
 
 func (*Frame_CancelTask) isFrame_Body() {}
+
+func (*Frame_Checkpoint) isFrame_Body() {}
+
+func (*Frame_CheckpointAck) isFrame_Body() {}
+
+func (*Frame_Draining) isFrame_Body() {}
 
 // Hello is the first frame a worker sends on a new connection.
 type Hello struct {
@@ -926,8 +974,11 @@ type Assign struct {
 	Type  string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	Name  string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
 	// payload is the task's JSON object, passed to the executor as is.
-	Payload       []byte `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
-	TimeoutMs     int64  `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	Payload   []byte `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
+	TimeoutMs int64  `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// checkpoint is the task's newest stored checkpoint, from an earlier
+	// attempt; the executor resumes from it. Unset for a fresh start.
+	Checkpoint    *Checkpoint `protobuf:"bytes,6,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -995,6 +1046,13 @@ func (x *Assign) GetTimeoutMs() int64 {
 		return x.TimeoutMs
 	}
 	return 0
+}
+
+func (x *Assign) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
 }
 
 type TaskStarted struct {
@@ -1115,8 +1173,20 @@ type TaskOutcome struct {
 	Result         []byte `protobuf:"bytes,6,opt,name=result,proto3" json:"result,omitempty"`
 	StartedUnixMs  int64  `protobuf:"varint,7,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
 	FinishedUnixMs int64  `protobuf:"varint,8,opt,name=finished_unix_ms,json=finishedUnixMs,proto3" json:"finished_unix_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// retryable marks a failure that the task itself did not cause, such as
+	// a crashed executor plugin; the coordinator hands the task out again
+	// while attempts remain.
+	Retryable bool `protobuf:"varint,9,opt,name=retryable,proto3" json:"retryable,omitempty"`
+	// released marks an attempt that a draining worker gave back unfinished;
+	// the task is queued again and the attempt does not count against
+	// max_attempts.
+	Released bool `protobuf:"varint,10,opt,name=released,proto3" json:"released,omitempty"`
+	// checkpoint is the attempt's newest checkpoint that the coordinator has
+	// not acknowledged yet, so that an outcome which overtakes its checkpoint
+	// frames in the send queue never leaves the newest one behind.
+	Checkpoint    *Checkpoint `protobuf:"bytes,11,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskOutcome) Reset() {
@@ -1203,6 +1273,27 @@ func (x *TaskOutcome) GetFinishedUnixMs() int64 {
 		return x.FinishedUnixMs
 	}
 	return 0
+}
+
+func (x *TaskOutcome) GetRetryable() bool {
+	if x != nil {
+		return x.Retryable
+	}
+	return false
+}
+
+func (x *TaskOutcome) GetReleased() bool {
+	if x != nil {
+		return x.Released
+	}
+	return false
+}
+
+func (x *TaskOutcome) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
 }
 
 // OutcomeAck confirms that the coordinator committed what it decided about
@@ -1320,11 +1411,227 @@ func (x *CancelTask) GetReason() string {
 	return ""
 }
 
+// Checkpoint is state an executor saved so that a later attempt can resume
+// where this one stopped. For one attempt the sequence grows with every
+// checkpoint; the coordinator keeps the newest per task and never replaces
+// it with an older one (a lower attempt, or the same attempt and a lower
+// sequence).
+type Checkpoint struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Ref      *TaskRef               `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Sequence uint64                 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Data     []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// fraction and message are the progress the executor reported with it.
+	Fraction      float64 `protobuf:"fixed64,4,opt,name=fraction,proto3" json:"fraction,omitempty"`
+	Message       string  `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	SavedUnixMs   int64   `protobuf:"varint,6,opt,name=saved_unix_ms,json=savedUnixMs,proto3" json:"saved_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Checkpoint) Reset() {
+	*x = Checkpoint{}
+	mi := &file_protocol_pb_wire_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Checkpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Checkpoint) ProtoMessage() {}
+
+func (x *Checkpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_pb_wire_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
+func (*Checkpoint) Descriptor() ([]byte, []int) {
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Checkpoint) GetRef() *TaskRef {
+	if x != nil {
+		return x.Ref
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *Checkpoint) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetFraction() float64 {
+	if x != nil {
+		return x.Fraction
+	}
+	return 0
+}
+
+func (x *Checkpoint) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Checkpoint) GetSavedUnixMs() int64 {
+	if x != nil {
+		return x.SavedUnixMs
+	}
+	return 0
+}
+
+// CheckpointAck confirms that the coordinator decided about a checkpoint:
+// stored, or rejected as stale (superseded attempt or older sequence).
+type CheckpointAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ref           *TaskRef               `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Sequence      uint64                 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Applied       bool                   `protobuf:"varint,3,opt,name=applied,proto3" json:"applied,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointAck) Reset() {
+	*x = CheckpointAck{}
+	mi := &file_protocol_pb_wire_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointAck) ProtoMessage() {}
+
+func (x *CheckpointAck) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_pb_wire_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointAck.ProtoReflect.Descriptor instead.
+func (*CheckpointAck) Descriptor() ([]byte, []int) {
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CheckpointAck) GetRef() *TaskRef {
+	if x != nil {
+		return x.Ref
+	}
+	return nil
+}
+
+func (x *CheckpointAck) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *CheckpointAck) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+func (x *CheckpointAck) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// Draining tells the coordinator that the worker stops taking tasks: it
+// assigns nothing more to this session, and when the worker leaves after
+// draining, its departure is not counted as a lost worker.
+type Draining struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// deadline_unix_ms is when the worker gives back the tasks still running.
+	DeadlineUnixMs int64  `protobuf:"varint,1,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
+	Reason         string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Draining) Reset() {
+	*x = Draining{}
+	mi := &file_protocol_pb_wire_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Draining) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Draining) ProtoMessage() {}
+
+func (x *Draining) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_pb_wire_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Draining.ProtoReflect.Descriptor instead.
+func (*Draining) Descriptor() ([]byte, []int) {
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Draining) GetDeadlineUnixMs() int64 {
+	if x != nil {
+		return x.DeadlineUnixMs
+	}
+	return 0
+}
+
+func (x *Draining) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_protocol_pb_wire_proto protoreflect.FileDescriptor
 
 const file_protocol_pb_wire_proto_rawDesc = "" +
 	"\n" +
-	"\x16protocol/pb/wire.proto\x12\vdtf.wire.v1\"\xe4\x05\n" +
+	"\x16protocol/pb/wire.proto\x12\vdtf.wire.v1\"\x99\a\n" +
 	"\x05Frame\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x10\n" +
 	"\x03ack\x18\x02 \x01(\x04R\x03ack\x12*\n" +
@@ -1343,7 +1650,12 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"\voutcome_ack\x18\x1a \x01(\v2\x17.dtf.wire.v1.OutcomeAckH\x00R\n" +
 	"outcomeAck\x12:\n" +
 	"\vcancel_task\x18\x1b \x01(\v2\x17.dtf.wire.v1.CancelTaskH\x00R\n" +
-	"cancelTaskB\x06\n" +
+	"cancelTask\x129\n" +
+	"\n" +
+	"checkpoint\x18\x1c \x01(\v2\x17.dtf.wire.v1.CheckpointH\x00R\n" +
+	"checkpoint\x12C\n" +
+	"\x0echeckpoint_ack\x18\x1d \x01(\v2\x1a.dtf.wire.v1.CheckpointAckH\x00R\rcheckpointAck\x123\n" +
+	"\bdraining\x18\x1e \x01(\v2\x15.dtf.wire.v1.DrainingH\x00R\bdrainingB\x06\n" +
 	"\x04body\"\xed\x02\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x14\n" +
@@ -1393,20 +1705,23 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"\rheld_outcomes\x18\x02 \x03(\v2\x14.dtf.wire.v1.TaskRefR\fheldOutcomes\"i\n" +
 	"\x0fStateSyncResult\x12(\n" +
 	"\x04keep\x18\x01 \x03(\v2\x14.dtf.wire.v1.TaskRefR\x04keep\x12,\n" +
-	"\x06cancel\x18\x02 \x03(\v2\x14.dtf.wire.v1.TaskRefR\x06cancel\"\x91\x01\n" +
+	"\x06cancel\x18\x02 \x03(\v2\x14.dtf.wire.v1.TaskRefR\x06cancel\"\xca\x01\n" +
 	"\x06Assign\x12&\n" +
 	"\x03ref\x18\x01 \x01(\v2\x14.dtf.wire.v1.TaskRefR\x03ref\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x18\n" +
 	"\apayload\x18\x04 \x01(\fR\apayload\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x05 \x01(\x03R\ttimeoutMs\"5\n" +
+	"timeout_ms\x18\x05 \x01(\x03R\ttimeoutMs\x127\n" +
+	"\n" +
+	"checkpoint\x18\x06 \x01(\v2\x17.dtf.wire.v1.CheckpointR\n" +
+	"checkpoint\"5\n" +
 	"\vTaskStarted\x12&\n" +
 	"\x03ref\x18\x01 \x01(\v2\x14.dtf.wire.v1.TaskRefR\x03ref\"l\n" +
 	"\fTaskProgress\x12&\n" +
 	"\x03ref\x18\x01 \x01(\v2\x14.dtf.wire.v1.TaskRefR\x03ref\x12\x1a\n" +
 	"\bfraction\x18\x02 \x01(\x01R\bfraction\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"\x9b\x02\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\x8e\x03\n" +
 	"\vTaskOutcome\x12&\n" +
 	"\x03ref\x18\x01 \x01(\v2\x14.dtf.wire.v1.TaskRefR\x03ref\x12+\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x13.dtf.wire.v1.StatusR\x06status\x12\x1b\n" +
@@ -1415,7 +1730,13 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"\x06output\x18\x05 \x01(\fR\x06output\x12\x16\n" +
 	"\x06result\x18\x06 \x01(\fR\x06result\x12&\n" +
 	"\x0fstarted_unix_ms\x18\a \x01(\x03R\rstartedUnixMs\x12(\n" +
-	"\x10finished_unix_ms\x18\b \x01(\x03R\x0efinishedUnixMs\"f\n" +
+	"\x10finished_unix_ms\x18\b \x01(\x03R\x0efinishedUnixMs\x12\x1c\n" +
+	"\tretryable\x18\t \x01(\bR\tretryable\x12\x1a\n" +
+	"\breleased\x18\n" +
+	" \x01(\bR\breleased\x127\n" +
+	"\n" +
+	"checkpoint\x18\v \x01(\v2\x17.dtf.wire.v1.CheckpointR\n" +
+	"checkpoint\"f\n" +
 	"\n" +
 	"OutcomeAck\x12&\n" +
 	"\x03ref\x18\x01 \x01(\v2\x14.dtf.wire.v1.TaskRefR\x03ref\x12\x18\n" +
@@ -1424,6 +1745,22 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"\n" +
 	"CancelTask\x12&\n" +
 	"\x03ref\x18\x01 \x01(\v2\x14.dtf.wire.v1.TaskRefR\x03ref\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xbe\x01\n" +
+	"\n" +
+	"Checkpoint\x12&\n" +
+	"\x03ref\x18\x01 \x01(\v2\x14.dtf.wire.v1.TaskRefR\x03ref\x12\x1a\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x1a\n" +
+	"\bfraction\x18\x04 \x01(\x01R\bfraction\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x12\"\n" +
+	"\rsaved_unix_ms\x18\x06 \x01(\x03R\vsavedUnixMs\"\x85\x01\n" +
+	"\rCheckpointAck\x12&\n" +
+	"\x03ref\x18\x01 \x01(\v2\x14.dtf.wire.v1.TaskRefR\x03ref\x12\x1a\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x18\n" +
+	"\aapplied\x18\x03 \x01(\bR\aapplied\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"L\n" +
+	"\bDraining\x12(\n" +
+	"\x10deadline_unix_ms\x18\x01 \x01(\x03R\x0edeadlineUnixMs\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason*u\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
@@ -1445,7 +1782,7 @@ func file_protocol_pb_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_protocol_pb_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_protocol_pb_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_protocol_pb_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_protocol_pb_wire_proto_goTypes = []any{
 	(Status)(0),             // 0: dtf.wire.v1.Status
 	(Reject_Code)(0),        // 1: dtf.wire.v1.Reject.Code
@@ -1463,7 +1800,10 @@ var file_protocol_pb_wire_proto_goTypes = []any{
 	(*TaskOutcome)(nil),     // 13: dtf.wire.v1.TaskOutcome
 	(*OutcomeAck)(nil),      // 14: dtf.wire.v1.OutcomeAck
 	(*CancelTask)(nil),      // 15: dtf.wire.v1.CancelTask
-	nil,                     // 16: dtf.wire.v1.Hello.LabelsEntry
+	(*Checkpoint)(nil),      // 16: dtf.wire.v1.Checkpoint
+	(*CheckpointAck)(nil),   // 17: dtf.wire.v1.CheckpointAck
+	(*Draining)(nil),        // 18: dtf.wire.v1.Draining
+	nil,                     // 19: dtf.wire.v1.Hello.LabelsEntry
 }
 var file_protocol_pb_wire_proto_depIdxs = []int32{
 	3,  // 0: dtf.wire.v1.Frame.hello:type_name -> dtf.wire.v1.Hello
@@ -1478,24 +1818,31 @@ var file_protocol_pb_wire_proto_depIdxs = []int32{
 	13, // 9: dtf.wire.v1.Frame.task_outcome:type_name -> dtf.wire.v1.TaskOutcome
 	14, // 10: dtf.wire.v1.Frame.outcome_ack:type_name -> dtf.wire.v1.OutcomeAck
 	15, // 11: dtf.wire.v1.Frame.cancel_task:type_name -> dtf.wire.v1.CancelTask
-	16, // 12: dtf.wire.v1.Hello.labels:type_name -> dtf.wire.v1.Hello.LabelsEntry
-	1,  // 13: dtf.wire.v1.Reject.code:type_name -> dtf.wire.v1.Reject.Code
-	7,  // 14: dtf.wire.v1.StateSync.running:type_name -> dtf.wire.v1.TaskRef
-	7,  // 15: dtf.wire.v1.StateSync.held_outcomes:type_name -> dtf.wire.v1.TaskRef
-	7,  // 16: dtf.wire.v1.StateSyncResult.keep:type_name -> dtf.wire.v1.TaskRef
-	7,  // 17: dtf.wire.v1.StateSyncResult.cancel:type_name -> dtf.wire.v1.TaskRef
-	7,  // 18: dtf.wire.v1.Assign.ref:type_name -> dtf.wire.v1.TaskRef
-	7,  // 19: dtf.wire.v1.TaskStarted.ref:type_name -> dtf.wire.v1.TaskRef
-	7,  // 20: dtf.wire.v1.TaskProgress.ref:type_name -> dtf.wire.v1.TaskRef
-	7,  // 21: dtf.wire.v1.TaskOutcome.ref:type_name -> dtf.wire.v1.TaskRef
-	0,  // 22: dtf.wire.v1.TaskOutcome.status:type_name -> dtf.wire.v1.Status
-	7,  // 23: dtf.wire.v1.OutcomeAck.ref:type_name -> dtf.wire.v1.TaskRef
-	7,  // 24: dtf.wire.v1.CancelTask.ref:type_name -> dtf.wire.v1.TaskRef
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	16, // 12: dtf.wire.v1.Frame.checkpoint:type_name -> dtf.wire.v1.Checkpoint
+	17, // 13: dtf.wire.v1.Frame.checkpoint_ack:type_name -> dtf.wire.v1.CheckpointAck
+	18, // 14: dtf.wire.v1.Frame.draining:type_name -> dtf.wire.v1.Draining
+	19, // 15: dtf.wire.v1.Hello.labels:type_name -> dtf.wire.v1.Hello.LabelsEntry
+	1,  // 16: dtf.wire.v1.Reject.code:type_name -> dtf.wire.v1.Reject.Code
+	7,  // 17: dtf.wire.v1.StateSync.running:type_name -> dtf.wire.v1.TaskRef
+	7,  // 18: dtf.wire.v1.StateSync.held_outcomes:type_name -> dtf.wire.v1.TaskRef
+	7,  // 19: dtf.wire.v1.StateSyncResult.keep:type_name -> dtf.wire.v1.TaskRef
+	7,  // 20: dtf.wire.v1.StateSyncResult.cancel:type_name -> dtf.wire.v1.TaskRef
+	7,  // 21: dtf.wire.v1.Assign.ref:type_name -> dtf.wire.v1.TaskRef
+	16, // 22: dtf.wire.v1.Assign.checkpoint:type_name -> dtf.wire.v1.Checkpoint
+	7,  // 23: dtf.wire.v1.TaskStarted.ref:type_name -> dtf.wire.v1.TaskRef
+	7,  // 24: dtf.wire.v1.TaskProgress.ref:type_name -> dtf.wire.v1.TaskRef
+	7,  // 25: dtf.wire.v1.TaskOutcome.ref:type_name -> dtf.wire.v1.TaskRef
+	0,  // 26: dtf.wire.v1.TaskOutcome.status:type_name -> dtf.wire.v1.Status
+	16, // 27: dtf.wire.v1.TaskOutcome.checkpoint:type_name -> dtf.wire.v1.Checkpoint
+	7,  // 28: dtf.wire.v1.OutcomeAck.ref:type_name -> dtf.wire.v1.TaskRef
+	7,  // 29: dtf.wire.v1.CancelTask.ref:type_name -> dtf.wire.v1.TaskRef
+	7,  // 30: dtf.wire.v1.Checkpoint.ref:type_name -> dtf.wire.v1.TaskRef
+	7,  // 31: dtf.wire.v1.CheckpointAck.ref:type_name -> dtf.wire.v1.TaskRef
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_protocol_pb_wire_proto_init() }
@@ -1516,6 +1863,9 @@ func file_protocol_pb_wire_proto_init() {
 		(*Frame_TaskOutcome)(nil),
 		(*Frame_OutcomeAck)(nil),
 		(*Frame_CancelTask)(nil),
+		(*Frame_Checkpoint)(nil),
+		(*Frame_CheckpointAck)(nil),
+		(*Frame_Draining)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1523,7 +1873,7 @@ func file_protocol_pb_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_protocol_pb_wire_proto_rawDesc), len(file_protocol_pb_wire_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   15,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

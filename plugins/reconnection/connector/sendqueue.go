@@ -18,7 +18,7 @@ const (
 	PriorityControl Priority = iota
 	// PriorityOutcome carries task_outcome.
 	PriorityOutcome
-	// PriorityCheckpoint is reserved for checkpoints.
+	// PriorityCheckpoint carries checkpoint.
 	PriorityCheckpoint
 	// PriorityProgress carries task_started and task_progress.
 	PriorityProgress
@@ -43,6 +43,8 @@ func priorityOf(frameType string) Priority {
 	switch frameType {
 	case "task_outcome":
 		return PriorityOutcome
+	case "checkpoint":
+		return PriorityCheckpoint
 	case "task_started", "task_progress":
 		return PriorityProgress
 	default:
