@@ -8,6 +8,7 @@ import (
 	"io"
 	"sync"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dtf-io/dtf/protocol/pb"
@@ -60,6 +61,33 @@ func (c Codec) Encode(frame *pb.Frame) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode %s frame: %w", TypeOf(frame), err)
 	}
+	return c.compress(raw, TypeOf(frame))
+}
+
+// EncodeStamped encodes a frame from the protobuf bytes of everything but
+// its sequence number and acknowledgement, such as the body returned by
+// ScanFrame, and the two numbers. It copies body once and decodes nothing.
+// bodyType names the frame in errors.
+func (c Codec) EncodeStamped(seq, ack uint64, body []byte, bodyType string) ([]byte, error) {
+	raw := make([]byte, 0, 1+2*(1+protowire.SizeVarint(max(seq, ack)))+len(body))
+	raw = append(raw, encodingPlain)
+	// Zero is the default of both fields, which proto3 leaves out.
+	if seq != 0 {
+		raw = protowire.AppendTag(raw, seqField, protowire.VarintType)
+		raw = protowire.AppendVarint(raw, seq)
+	}
+	if ack != 0 {
+		raw = protowire.AppendTag(raw, ackField, protowire.VarintType)
+		raw = protowire.AppendVarint(raw, ack)
+	}
+	raw = append(raw, body...)
+	return c.compress(raw, bodyType)
+}
+
+// compress returns raw, an encoding byte and the protobuf bytes, or its
+// compressed form when compression is negotiated, the frame is above the
+// threshold and the compressed form is smaller.
+func (c Codec) compress(raw []byte, bodyType string) ([]byte, error) {
 	threshold := c.CompressAbove
 	if threshold <= 0 {
 		threshold = DefaultCompressThreshold
@@ -74,10 +102,10 @@ func (c Codec) Encode(frame *pb.Frame) ([]byte, error) {
 	defer deflaters.Put(w)
 	w.Reset(&out)
 	if _, err := w.Write(raw[1:]); err != nil {
-		return nil, fmt.Errorf("compress %s frame: %w", TypeOf(frame), err)
+		return nil, fmt.Errorf("compress %s frame: %w", bodyType, err)
 	}
 	if err := w.Close(); err != nil {
-		return nil, fmt.Errorf("compress %s frame: %w", TypeOf(frame), err)
+		return nil, fmt.Errorf("compress %s frame: %w", bodyType, err)
 	}
 	if out.Len() >= len(raw) {
 		return raw, nil
@@ -87,6 +115,31 @@ func (c Codec) Encode(frame *pb.Frame) ([]byte, error) {
 
 // Decode unmarshals one message.
 func (c Codec) Decode(data []byte) (*pb.Frame, error) {
+	body, err := c.unwrap(data)
+	if err != nil {
+		return nil, err
+	}
+	frame := &pb.Frame{}
+	if err := proto.Unmarshal(body, frame); err != nil {
+		return nil, fmt.Errorf("decode frame: %w", err)
+	}
+	return frame, nil
+}
+
+// Scan checks one message with ScanFrame instead of decoding it, and
+// returns the frame's body type and its protobuf bytes without seq and
+// ack, uncompressed.
+func (c Codec) Scan(data []byte) (bodyType string, body []byte, err error) {
+	raw, err := c.unwrap(data)
+	if err != nil {
+		return "", nil, err
+	}
+	return ScanFrame(raw)
+}
+
+// unwrap checks a message's size and encoding byte and returns its
+// protobuf bytes, inflated when the message is compressed.
+func (c Codec) unwrap(data []byte) ([]byte, error) {
 	maxFrame := orDefault(c.MaxFrameBytes, DefaultMaxFrameBytes)
 	if len(data) > maxFrame {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, len(data), maxFrame)
@@ -97,19 +150,12 @@ func (c Codec) Decode(data []byte) (*pb.Frame, error) {
 	body := data[1:]
 	switch data[0] {
 	case encodingPlain:
+		return body, nil
 	case encodingDeflate:
-		var err error
-		if body, err = inflate(body, orDefault(c.MaxDecodedBytes, DefaultMaxFrameBytes)); err != nil {
-			return nil, err
-		}
+		return inflate(body, orDefault(c.MaxDecodedBytes, DefaultMaxFrameBytes))
 	default:
 		return nil, fmt.Errorf("decode frame: unknown encoding byte %d", data[0])
 	}
-	frame := &pb.Frame{}
-	if err := proto.Unmarshal(body, frame); err != nil {
-		return nil, fmt.Errorf("decode frame: %w", err)
-	}
-	return frame, nil
 }
 
 func inflate(data []byte, limit int) ([]byte, error) {

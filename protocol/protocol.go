@@ -78,6 +78,12 @@ func Decode(data []byte, maxBytes int) (*pb.Frame, error) {
 	return Codec{MaxFrameBytes: maxBytes, MaxDecodedBytes: maxBytes}.Decode(data)
 }
 
+// Scan checks one binary WebSocket message with the bounds of Decode, as
+// Codec.Scan does.
+func Scan(data []byte, maxBytes int) (bodyType string, body []byte, err error) {
+	return Codec{MaxFrameBytes: maxBytes, MaxDecodedBytes: maxBytes}.Scan(data)
+}
+
 // TypeUnknown is the type name of a frame whose body this build does not know.
 const TypeUnknown = "unknown"
 

@@ -34,7 +34,8 @@ var ErrSequenceGap = errors.New("sequence gap")
 
 // Sequenced reports whether frames of the body type carry a sequence number
 // and are replayed after a resume. Session frames are not: they belong to
-// one connection.
+// one connection. A frame whose body this build does not know, such as a
+// relayed frame that keeps its body as bytes, is sequenced.
 func Sequenced(frame *pb.Frame) bool {
 	return !SessionTypes[TypeOf(frame)]
 }

@@ -40,9 +40,14 @@ var (
 	buildErr  error
 )
 
+// keepBinariesEnv, when set to a folder, makes the benchmarks build the dtf
+// binaries there and keep them, so that a profiler such as perf, run
+// around the benchmark, can still read their symbols afterwards.
+const keepBinariesEnv = "DTF_BENCH_BINARIES"
+
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
+	if buildDir != "" && os.Getenv(keepBinariesEnv) == "" {
 		_ = os.RemoveAll(buildDir)
 	}
 	os.Exit(code)
@@ -59,7 +64,11 @@ func pluginBinary(b *testing.B) string {
 			buildErr = err
 			return
 		}
-		buildDir, buildErr = os.MkdirTemp("", "dtf-bench-bin-")
+		if buildDir = os.Getenv(keepBinariesEnv); buildDir != "" {
+			buildErr = os.MkdirAll(buildDir, 0o755)
+		} else {
+			buildDir, buildErr = os.MkdirTemp("", "dtf-bench-bin-")
+		}
 		if buildErr != nil {
 			return
 		}

@@ -314,33 +314,37 @@ func (c *Connector) openLink() (*Config, *link, error) {
 	return cfg, link, nil
 }
 
-// parseTaskFrame decodes a frame from the host and checks that it is a task
-// frame within max_frame_bytes. It clears the sequence number and the
-// acknowledgement, which the writer sets. The error is an InvalidArgument
-// status.
+// parseTaskFrame checks that data is a task frame within max_frame_bytes
+// that the coordinator can decode, and returns it as a frame that carries
+// the host's bytes, without the sequence number and acknowledgement, which
+// the writer sets. The frame is not decoded: the writer sends the bytes on
+// as they came. The error is an InvalidArgument status.
 func parseTaskFrame(cfg *Config, data []byte) (*wirepb.Frame, string, error) {
 	if len(data) > cfg.MaxFrameBytes {
 		return nil, "", status.Errorf(codes.InvalidArgument,
 			"frame of %d bytes exceeds max_frame_bytes %d; shrink the frame or raise max_frame_bytes",
 			len(data), cfg.MaxFrameBytes)
 	}
-	// NOTE: every frame is decoded here and encoded again by the writer,
-	// the largest part of the plugin's CPU per small frame, which keeps the
-	// plugin hop above its 25 % target (docs/benchmarks.md). Keeping the
-	// host's bytes and appending the sequence number and acknowledgement
-	// fields would avoid both, once malformed frames are still caught here.
-	frame, err := protocol.Decode(data, cfg.MaxFrameBytes)
+	frameType, body, err := protocol.Scan(data, cfg.MaxFrameBytes)
 	if err != nil {
 		return nil, "", status.Errorf(codes.InvalidArgument, "invalid frame: %v", err)
 	}
-	frameType := protocol.TypeOf(frame)
 	if frameType == protocol.TypeUnknown || protocol.SessionTypes[frameType] {
 		return nil, "", status.Errorf(codes.InvalidArgument,
 			"cannot send a %s frame: the host sends only task frames, the plugin sends session frames",
 			frameType)
 	}
-	frame.Seq, frame.Ack = 0, 0
-	return frame, frameType, nil
+	return relayedFrame(body), frameType, nil
+}
+
+// relayedFrame returns a frame that holds body, the bytes of a checked
+// task frame, as its unknown fields. Its Body stays nil, and write sends
+// the bytes as they are with the frame's sequence number and the current
+// acknowledgement in front of them.
+func relayedFrame(body []byte) *wirepb.Frame {
+	frame := &wirepb.Frame{}
+	frame.ProtoReflect().SetUnknown(body)
+	return frame
 }
 
 // pushError converts an error of sendQueue.Push into the status that Send

@@ -229,8 +229,7 @@ func (s *session) write(item outbound) error {
 	}
 	data := item.data
 	if item.frame != nil {
-		stamped := &pb.Frame{Seq: item.frame.GetSeq(), Ack: s.received(), Body: item.frame.Body}
-		encoded, err := s.writeCodec().Encode(stamped)
+		encoded, err := s.encode(item.frame)
 		if err != nil {
 			return err
 		}
@@ -245,6 +244,19 @@ func (s *session) write(item outbound) error {
 	s.unacked.Store(0)
 	s.hooks.stats.framesOut.Add(1)
 	return nil
+}
+
+// encode stamps frame with the current acknowledgement and encodes it. A
+// frame relayed from the host carries its body as bytes (see
+// relayedFrame), which go out unchanged behind the two numbers. The frame
+// itself is left alone, because the replay buffer may hold it.
+func (s *session) encode(frame *pb.Frame) ([]byte, error) {
+	if frame.Body == nil {
+		body := frame.ProtoReflect().GetUnknown()
+		return s.writeCodec().EncodeStamped(frame.GetSeq(), s.received(), body, "task")
+	}
+	stamped := &pb.Frame{Seq: frame.GetSeq(), Ack: s.received(), Body: frame.Body}
+	return s.writeCodec().Encode(stamped)
 }
 
 // received returns the ack to stamp: the highest coordinator frame received
