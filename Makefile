@@ -24,6 +24,7 @@ build:
 	$(GOBUILD) -o $(BIN)/dtf-reconnection ./plugins/reconnection
 	$(GOBUILD) -o $(BIN)/dtf-exec-command ./examples/command
 	$(GOBUILD) -o $(BIN)/dtf-exec-gotest ./examples/gotest
+	$(GOBUILD) -o $(BIN)/dtf-exec-checkpoint ./examples/checkpoint
 	$(GOBUILD) -o $(BIN)/dtf-demo ./test/demo
 	$(GOBUILD) -o $(BIN)/dtf-load ./test/load
 

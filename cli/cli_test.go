@@ -17,14 +17,15 @@ import (
 func TestWriteTaskTable(t *testing.T) {
 	var buf bytes.Buffer
 	require.NoError(t, writeTaskTable(&buf, []api.Task{
-		{ID: "t1", Name: "unit", Type: "gotest", State: api.StateRunning, Attempt: 2, WorkerID: "worker-1"},
+		{ID: "t1", Name: "unit", Type: "gotest", State: api.StateRunning, Attempt: 2, WorkerID: "worker-1",
+			Checkpoint: &api.Checkpoint{Attempt: 1, Sequence: 37, Fraction: 0.617, SizeBytes: 12}},
 		{ID: "t22", Name: "lint\tall", Type: "command", State: api.StateQueued,
 			QueuedReason: "waiting for a free slot"},
 	}))
 	want := "" +
-		"ID   NAME      TYPE     STATE    ATTEMPT  WORKER    QUEUED_REASON\n" +
-		"t1   unit      gotest   running  2        worker-1  -\n" +
-		"t22  lint all  command  queued   0        -         waiting for a free slot\n"
+		"ID   NAME      TYPE     STATE    ATTEMPT  WORKER    CHECKPOINT    QUEUED_REASON\n" +
+		"t1   unit      gotest   running  2        worker-1  1/37 62% 12B  -\n" +
+		"t22  lint all  command  queued   0        -         -             waiting for a free slot\n"
 	assert.Equal(t, want, buf.String())
 }
 

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/dtf-io/dtf/coordinator/api"
 )
@@ -21,16 +22,39 @@ type submitFlags struct {
 	maxAttempts *int
 	payload     *string
 	dir         *string
+	labels      labelFlag
+}
+
+// labelFlag collects repeated -label name=value flags.
+type labelFlag map[string]string
+
+func (l labelFlag) String() string { return formatLabels(l) }
+
+func (l labelFlag) Set(text string) error {
+	name, value, ok := strings.Cut(text, "=")
+	if !ok || name == "" {
+		return fmt.Errorf("label %q is not name=value, such as gpu=true", text)
+	}
+	if _, dup := l[name]; dup {
+		return fmt.Errorf("label %q is given twice; give each label once", name)
+	}
+	l[name] = value
+	return nil
 }
 
 const submitUsage = "[-batch ID] -f FILE\n" +
-	"       dtf %[1]s [-batch ID] -type TYPE [-name NAME] [-timeout D] [-payload JSON] [-dir DIR] [-- ARGS...]\n\n" +
-	"A task file is HCL with task \"NAME\" { type = ... payload = { ... } timeout = \"5m\" max_attempts = 3 }\n" +
+	"       dtf %[1]s [-batch ID] -type TYPE [-name NAME] [-timeout D] [-label NAME=VALUE]... [-payload JSON] " +
+	"[-dir DIR] [-- ARGS...]\n\n" +
+	"A task file is HCL with task \"NAME\" { type = ... payload = { ... } timeout = \"5m\" max_attempts = 3\n" +
+	"labels = { gpu = \"true\" } }\n" +
 	"blocks, or a JSON submit request. With -type command, ARGS are the argv of the command;\n" +
 	"with -type gotest, ARGS are the packages to test."
 
 func (a *App) addSubmitFlags(fs *flag.FlagSet) *submitFlags {
+	labels := labelFlag{}
+	fs.Var(labels, "label", "worker label NAME=VALUE the task given by flags requires; repeat for several")
 	return &submitFlags{
+		labels:      labels,
 		addr:        a.addrFlag(fs),
 		file:        fs.String("f", "", "task file in HCL or JSON; - reads standard input"),
 		batch:       fs.String("batch", "", "batch id that groups the tasks (default: chosen by the coordinator)"),
@@ -47,9 +71,9 @@ func (a *App) addSubmitFlags(fs *flag.FlagSet) *submitFlags {
 // positional arguments.
 func (f *submitFlags) request(a *App, args []string) (api.SubmitRequest, error) {
 	if *f.file != "" {
-		if *f.taskType != "" || *f.payload != "" || *f.dir != "" || len(args) > 0 {
+		if *f.taskType != "" || *f.payload != "" || *f.dir != "" || len(f.labels) > 0 || len(args) > 0 {
 			return api.SubmitRequest{}, fmt.Errorf("-f cannot be combined with -type, -payload, " +
-				"-dir or arguments; put the tasks in the file")
+				"-dir, -label or arguments; put the tasks in the file")
 		}
 		req, err := ReadTaskFile(*f.file, a.Stdin)
 		if err != nil {
@@ -74,6 +98,9 @@ func (f *submitFlags) request(a *App, args []string) (api.SubmitRequest, error) 
 		Payload:     payload,
 		Timeout:     *f.timeout,
 		MaxAttempts: *f.maxAttempts,
+	}
+	if len(f.labels) > 0 {
+		spec.Labels = f.labels
 	}
 	if err := checkSpec(spec); err != nil {
 		return api.SubmitRequest{}, fmt.Errorf("invalid task: %w", err)

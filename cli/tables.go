@@ -45,11 +45,21 @@ func row(w io.Writer, cells ...string) {
 // writeTaskTable prints tasks as an aligned table in the given order.
 func writeTaskTable(w io.Writer, tasks []api.Task) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ID\tNAME\tTYPE\tSTATE\tATTEMPT\tWORKER\tQUEUED_REASON")
+	fmt.Fprintln(tw, "ID\tNAME\tTYPE\tSTATE\tATTEMPT\tWORKER\tCHECKPOINT\tQUEUED_REASON")
 	for _, t := range tasks {
-		row(tw, t.ID, t.Name, t.Type, t.State, strconv.Itoa(t.Attempt), t.WorkerID, t.QueuedReason)
+		row(tw, t.ID, t.Name, t.Type, t.State, strconv.Itoa(t.Attempt), t.WorkerID, formatCheckpoint(t.Checkpoint),
+			t.QueuedReason)
 	}
 	return tw.Flush()
+}
+
+// formatCheckpoint shows a task's newest checkpoint as attempt/sequence,
+// progress and data size, such as "1/37 62% 12B"; "" when there is none.
+func formatCheckpoint(cp *api.Checkpoint) string {
+	if cp == nil {
+		return ""
+	}
+	return fmt.Sprintf("%d/%d %.0f%% %dB", cp.Attempt, cp.Sequence, cp.Fraction*100, cp.SizeBytes)
 }
 
 // writeWorkerTable prints workers as an aligned table; now is used for the
@@ -58,9 +68,14 @@ func writeWorkerTable(w io.Writer, workers []api.Worker, now time.Time) error {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "ID\tSTATE\tSLOTS\tRUNNING\tTASK_TYPES\tLABELS\tCONNECTS\tLAST_SEEN\tVERSION")
 	for _, wk := range workers {
-		state := "disconnected"
-		if wk.Connected {
-			state = "connected"
+		state := wk.State
+		switch {
+		case state != "":
+		case wk.Connected:
+			// A coordinator without worker states sends only Connected.
+			state = api.WorkerConnected
+		default:
+			state = api.WorkerDisconnected
 		}
 		row(tw, wk.ID, state, strconv.Itoa(wk.Slots), strconv.Itoa(wk.Running),
 			strings.Join(wk.TaskTypes, ","), formatLabels(wk.Labels), strconv.Itoa(wk.Connects),

@@ -13,6 +13,8 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/gocty"
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
@@ -67,6 +69,7 @@ func ReadTaskFile(path string, stdin io.Reader) (api.SubmitRequest, error) {
 //	  payload      = { dir = "/src/app", packages = ["./..."] }
 //	  timeout      = "5m"
 //	  max_attempts = 3
+//	  labels       = { gpu = "true" }
 //	}
 //
 // Unknown attributes and fields are errors.
@@ -89,6 +92,7 @@ var taskBlockSchema = &hcl.BodySchema{
 		{Name: "payload", Required: true},
 		{Name: "timeout"},
 		{Name: "max_attempts"},
+		{Name: "labels"},
 	},
 }
 
@@ -185,7 +189,46 @@ func decodeTaskBlock(block *hcl.Block, ctx *hcl.EvalContext) (api.TaskSpec, hcl.
 			}
 		}
 	}
+
+	if attr, ok := content.Attributes["labels"]; ok {
+		labels, labelDiags := decodeLabels(attr, ctx)
+		diags = append(diags, labelDiags...)
+		spec.Labels = labels
+	}
 	return spec, diags
+}
+
+// decodeLabels evaluates the labels attribute, an object of strings such as
+// { gpu = "true", os = "linux" }.
+func decodeLabels(attr *hcl.Attribute, ctx *hcl.EvalContext) (map[string]string, hcl.Diagnostics) {
+	value, diags := attr.Expr.Value(ctx)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	// An HCL object literal has an object type, which gocty decodes into a
+	// map only after conversion to a map of strings.
+	var labels map[string]string
+	asMap, err := convert.Convert(value, cty.Map(cty.String))
+	if err != nil || value.IsNull() || gocty.FromCtyValue(asMap, &labels) != nil {
+		return nil, hcl.Diagnostics{attrError(attr, "Invalid labels",
+			"labels must be an object of strings, such as { gpu = \"true\" }; got "+
+				value.Type().FriendlyName()+".")}
+	}
+	if err := checkLabelNames(labels); err != nil {
+		return nil, hcl.Diagnostics{attrError(attr, "Invalid labels", err.Error()+".")}
+	}
+	return labels, nil
+}
+
+// checkLabelNames reports an empty label name or one with '=' or ',',
+// which the coordinator rejects too.
+func checkLabelNames(labels map[string]string) error {
+	for name := range labels {
+		if name == "" || strings.ContainsAny(name, "=,") {
+			return fmt.Errorf("label name %q is invalid; use a non-empty name without '=' or ','", name)
+		}
+	}
+	return nil
 }
 
 // decodePayload evaluates the payload attribute, which must be an object,
@@ -319,6 +362,9 @@ func checkSpec(spec api.TaskSpec) error {
 	if spec.MaxAttempts < 0 {
 		return fmt.Errorf("max_attempts: %d is negative; use 1 or more, or leave it out", spec.MaxAttempts)
 	}
+	if err := checkLabelNames(spec.Labels); err != nil {
+		return fmt.Errorf("labels: %w", err)
+	}
 	return nil
 }
 
@@ -344,7 +390,7 @@ func jsonError(name string, data []byte, err error) error {
 	}
 	msg := strings.TrimPrefix(err.Error(), "json: ")
 	if strings.HasPrefix(msg, "unknown field") {
-		msg += "; known fields: batch, tasks[].name, type, payload, timeout, max_attempts"
+		msg += "; known fields: batch, tasks[].name, type, payload, timeout, max_attempts, labels"
 	}
 	return &TaskFileError{File: name, text: fmt.Sprintf("invalid task file %s: %s", where, msg)}
 }

@@ -2,6 +2,10 @@ package cli
 
 import (
 	"context"
+	"errors"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -38,10 +42,61 @@ func (a *App) runWorker(ctx context.Context, args []string) int {
 	if err != nil {
 		return a.errorf("start worker: %v", err)
 	}
-	if err := h.Run(ctx); err != nil {
+	if err := runUntilSignalled(ctx, h, logger); err != nil {
 		return a.errorf("worker stopped: %v", err)
 	}
 	return ExitOK
+}
+
+// runUntilSignalled runs the host and handles the stop signals itself: the
+// first SIGTERM starts a drain, and SIGINT or a second SIGTERM stops the
+// worker at once. Main's context also ends on these signals, so its end
+// stops the worker only when it was cancelled for another reason.
+func runUntilSignalled(ctx context.Context, h *host.Host, logger hclog.Logger) error {
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(signals)
+
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		parentDone := ctx.Done()
+		draining := false
+		for {
+			select {
+			case <-finished:
+				return
+			case sig := <-signals:
+				if sig == syscall.SIGTERM && !draining {
+					draining = true
+					logger.Info("SIGTERM received, draining: send SIGINT or SIGTERM again to stop at once")
+					h.Drain("SIGTERM received")
+					continue
+				}
+				logger.Info("stopping at once", "signal", sig.String())
+				stop()
+				return
+			case <-parentDone:
+				if causedBySignal(ctx) {
+					parentDone = nil // the signal arrives on signals too
+					continue
+				}
+				stop()
+				return
+			}
+		}
+	}()
+	return h.Run(runCtx)
+}
+
+// causedBySignal reports whether ctx was cancelled by signal.NotifyContext.
+// Since Go 1.26 its cause is an error that names the signal and matches
+// context.Canceled, while a plain cancel's cause is context.Canceled itself.
+func causedBySignal(ctx context.Context) bool {
+	cause := context.Cause(ctx)
+	return cause != context.Canceled && errors.Is(cause, context.Canceled)
 }
 
 // logger returns the server's root logger on Stderr at the configured level.

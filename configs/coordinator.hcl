@@ -25,11 +25,29 @@ log_level  = "info"
 
 # Task types that submissions may use; a task of another type is rejected
 # with 400. Default ["command", "gotest"], the executors shipped with dtf.
-task_types = ["command", "gotest"]
+# "checkpoint" is the example executor that resumes from its checkpoints.
+task_types = ["command", "gotest", "checkpoint"]
 
 # Hand-outs of a task before it fails, counting attempts lost with their
-# worker. Default 3, range 1 to 100. A submission may set its own.
+# worker, timed out or failed with a retryable error. Attempts that a
+# draining worker released do not count. Default 3, range 1 to 100. A
+# submission may set its own.
 max_attempts = 3
+
+# Delay before a task whose attempt failed is handed out again. It doubles
+# with each failed attempt from the base up to the max, and a random half of
+# it is jitter, so tasks that failed together do not return together.
+# "0s" as the base retries at once. Defaults "1s" (range "0s" to "1h") and
+# "5m" (range "0s" to "24h").
+# retry_backoff_base = "1s"
+# retry_backoff_max  = "5m"
+
+# How long an attempt may run past its task's timeout before the
+# coordinator ends it as timed out, sends its worker a CancelTask and
+# retries the task or, after its last attempt, ends it as timed_out. The
+# worker enforces the timeout itself; this catches a worker whose host
+# hangs. Default "30s", range "1s" to "24h".
+# task_timeout_grace = "30s"
 
 # Bound on the graceful shutdown: workers are told to retry later, open
 # sessions are closed and the store is closed. Default "10s".

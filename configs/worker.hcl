@@ -18,9 +18,22 @@ log_level = "info"
 # Free-form labels sent to the coordinator with the worker's hello.
 labels    = { os = "linux" }
 
-# How long the host waits on shutdown for the connector to close its session
-# and for running tasks to stop. Default "10s".
+# How long the host waits on shutdown for running tasks to stop, and at the
+# end of a drain for released tasks and then for the coordinator's
+# acknowledgements. Default "10s".
 # shutdown_timeout = "10s"
+
+# After SIGTERM the worker drains: it takes no new tasks and lets running
+# ones finish for this long, then releases the rest to the coordinator,
+# which queues them again without counting the attempt. A second SIGTERM or
+# a SIGINT stops it at once. Default "20s", at most "24h".
+# drain_timeout = "20s"
+
+# A crashed plugin is launched again after a random delay of up to
+# restart_backoff_base, doubled per further crash up to restart_backoff_cap.
+# The worker never gives up on a plugin. Defaults "500ms" and "30s".
+# restart_backoff_base = "500ms"
+# restart_backoff_cap  = "30s"
 
 coordinator {
   # Base URL of the coordinator; ws:// and http:// are equivalent, wss:// and
@@ -74,4 +87,11 @@ plugin "gotest" {
   path = "../bin/dtf-exec-gotest"
   # The go tool needs its own settings to find the module and build cache.
   env  = ["PATH", "HOME", "GOPATH", "GOCACHE", "GOMODCACHE", "GOFLAGS", "GOTOOLCHAIN", "GOPROXY"]
+}
+
+# An example executor that counts to payload.steps and saves a checkpoint
+# after each step, so a retried attempt resumes where the last one stopped.
+plugin "checkpoint" {
+  kind = "executor"
+  path = "../bin/dtf-exec-checkpoint"
 }

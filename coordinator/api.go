@@ -65,6 +65,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 			Payload:     spec.Payload,
 			TimeoutMS:   timeout.Milliseconds(),
 			MaxAttempts: maxAttempts,
+			Labels:      spec.Labels,
 		}
 	}
 	if err := s.store.CreateTasks(r.Context(), tasks, time.Now()); err != nil {
@@ -197,10 +198,20 @@ func (s *Server) handleListWorkers(w http.ResponseWriter, r *http.Request) {
 			wk.Connects = state.connects
 			wk.RTTMs = float64(state.rtt.Microseconds()) / 1000
 		}
+		wk.State = api.WorkerDisconnected
+		if state := s.workers[rec.ID]; state != nil && state.drained {
+			wk.State = api.WorkerDrained
+		}
 		if ss := s.sessions[rec.ID]; ss != nil {
 			wk.Connected = ss.attached() != nil
 			wk.SessionID = ss.id
 			wk.LastSeen = time.Unix(0, ss.lastFrame.Load()).UTC()
+			switch {
+			case wk.Connected && ss.draining.Load():
+				wk.State = api.WorkerDraining
+			case wk.Connected:
+				wk.State = api.WorkerConnected
+			}
 		}
 		workers = append(workers, wk)
 	}
@@ -212,7 +223,7 @@ func (s *Server) handleListWorkers(w http.ResponseWriter, r *http.Request) {
 // withReason sets QueuedReason on a queued task.
 func (s *Server) withReason(task api.Task) api.Task {
 	if task.State == api.StateQueued {
-		task.QueuedReason = s.queuedReason(task.Type)
+		task.QueuedReason = s.queuedReason(task, time.Now())
 	}
 	return task
 }

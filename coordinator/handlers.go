@@ -8,6 +8,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/dtf-io/dtf/coordinator/api"
 	"github.com/dtf-io/dtf/coordinator/store"
 	"github.com/dtf-io/dtf/protocol"
@@ -26,6 +28,8 @@ var frameHandlers = map[string]frameHandler{
 	"task_started":  (*Server).handleTaskStarted,
 	"task_progress": (*Server).handleTaskProgress,
 	"task_outcome":  (*Server).handleTaskOutcome,
+	"checkpoint":    (*Server).handleCheckpoint,
+	"draining":      (*Server).handleDraining,
 }
 
 // HandledFrameTypes returns the frame types the coordinator handles, sorted.
@@ -186,23 +190,7 @@ func (s *Server) requeueMissing(ctx context.Context, ss *session, reported map[r
 
 // loseAttempt ends an attempt as lost and logs where its task went.
 func (s *Server) loseAttempt(ctx context.Context, r store.RunningAttempt, reason string) {
-	log := s.log.Named("scheduler").With("task_id", r.TaskID, "attempt", r.Attempt, "worker_id", r.WorkerID)
-	task, err := s.store.LoseAttempt(ctx, r.TaskID, r.Attempt, reason, time.Now())
-	if errors.Is(err, store.ErrConflict) {
-		log.Debug("attempt already ended", "error", err)
-		return
-	}
-	if err != nil {
-		log.Error("requeue failed", "error", err)
-		return
-	}
-	if task.State == api.StateQueued {
-		log.Info("attempt lost; task requeued", "reason", reason)
-	} else {
-		log.Warn("attempt lost; task failed after its last attempt", "reason", reason,
-			"max_attempts", task.MaxAttempts)
-	}
-	s.kickScheduler()
+	s.endAttempt(ctx, r, store.AttemptLost, reason)
 }
 
 func (s *Server) handleTaskStarted(ss *session, _ *connection, frame *pb.Frame) {
@@ -228,6 +216,8 @@ func (s *Server) handleTaskOutcome(ss *session, _ *connection, frame *pb.Frame) 
 	}
 
 	outcome := outcomeFromFrame(ss.workerID, o)
+	outcome.RetryBackoff = s.retryBackoff
+	outcome.Checkpoint = s.outcomeCheckpoint(log, ss.workerID, o)
 	ctx, cancel := storeContext()
 	defer cancel()
 	res, err := s.store.ApplyOutcome(ctx, outcome, time.Now())
@@ -243,12 +233,53 @@ func (s *Server) handleTaskOutcome(ss *session, _ *connection, frame *pb.Frame) 
 		Applied: res.Applied,
 		Reason:  res.Reason,
 	}}})
-	if res.Applied {
-		log.Info("task finished", "status", outcome.Status, "exit_code", outcome.ExitCode)
+	if res.Checkpoint != nil {
+		s.logCheckpoint(log.With("sequence", o.GetCheckpoint().GetSequence()), len(o.GetCheckpoint().GetData()),
+			*res.Checkpoint)
+	}
+	s.logOutcome(log, outcome, res)
+}
+
+// logOutcome logs the decision on an outcome and counts the rejected ones.
+// A duplicate, as after a replay, is expected and logged at debug; any
+// other rejection is an outcome of a superseded attempt.
+func (s *Server) logOutcome(log hclog.Logger, o store.Outcome, res store.OutcomeResult) {
+	switch {
+	case res.Applied && res.Requeued:
+		log.Info("attempt ended; task requeued", "status", o.Status, "retryable", o.Retryable,
+			"released", o.Released, "message", o.Message)
 		s.kickScheduler()
+	case res.Applied:
+		log.Info("task finished", "status", o.Status, "exit_code", o.ExitCode)
+		s.kickScheduler()
+	case res.Duplicate:
+		s.duplicateOutcomes.Add(1)
+		log.Debug("duplicate outcome ignored", "reason", res.Reason)
+	default:
+		s.staleOutcomes.Add(1)
+		current, state := 0, ""
+		if res.Task != nil {
+			current, state = res.Task.Attempt, res.Task.State
+		}
+		log.Warn("outcome rejected", "reason", res.Reason, "current_attempt", current, "task_state", state)
+	}
+}
+
+// handleDraining marks the session as draining: the scheduler assigns it
+// nothing more, and when the worker leaves, the coordinator records it as
+// drained rather than lost. Attempts still running when it leaves get the
+// grace period of any disconnected worker.
+func (s *Server) handleDraining(ss *session, _ *connection, frame *pb.Frame) {
+	d := frame.GetDraining()
+	if ss.draining.Swap(true) {
 		return
 	}
-	log.Warn("outcome rejected", "reason", res.Reason)
+	deadline := ""
+	if ms := d.GetDeadlineUnixMs(); ms > 0 {
+		deadline = time.UnixMilli(ms).UTC().Format(time.RFC3339)
+	}
+	ss.log.Info("worker draining; assigning it no more tasks", "reason", d.GetReason(),
+		"release_deadline", deadline)
 }
 
 func outcomeFromFrame(workerID string, o *pb.TaskOutcome) store.Outcome {
@@ -259,6 +290,10 @@ func outcomeFromFrame(workerID string, o *pb.TaskOutcome) store.Outcome {
 		ExitCode: int(o.GetExitCode()),
 		Message:  o.GetMessage(),
 		Output:   string(o.GetOutput()),
+		// A retryable or released outcome changes how the task continues,
+		// never which attempt it belongs to, so the fence applies as usual.
+		Retryable: o.GetRetryable(),
+		Released:  o.GetReleased(),
 	}
 	switch o.GetStatus() {
 	case pb.Status_STATUS_SUCCEEDED:

@@ -173,6 +173,9 @@ func (s *Server) checkHello(hello *pb.Hello) *pb.Frame {
 		return rejectFrame(rejectProtocolError,
 			fmt.Sprintf("worker_id must have 1 to %d bytes, got %d", maxWorkerIDBytes, len(id)), 0)
 	}
+	if problem := checkLabels(hello.GetLabels()); problem != "" {
+		return rejectFrame(rejectProtocolError, "invalid labels: "+problem+"; fix labels in worker.hcl", 0)
+	}
 	return nil
 }
 

@@ -39,6 +39,10 @@ func testConfig(t *testing.T, dataDir string) *config.Config {
 	cfg.Workers.HeartbeatInterval = 200 * time.Millisecond
 	cfg.Workers.HeartbeatTimeout = 5 * time.Second
 	cfg.Workers.HandshakeTimeout = 2 * time.Second
+	// Retries wait a few milliseconds, so tests that requeue stay quick;
+	// the backoff tests set their own.
+	cfg.RetryBackoffBase = 5 * time.Millisecond
+	cfg.RetryBackoffMax = 20 * time.Millisecond
 	return cfg
 }
 
@@ -52,7 +56,13 @@ type testServer struct {
 
 func startServer(t *testing.T, cfg *config.Config) *testServer {
 	t.Helper()
-	logger := hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Debug, Output: testLogWriter{t}})
+	return startServerLogging(t, cfg, testLogWriter{t})
+}
+
+// startServerLogging starts a coordinator that writes its log to output.
+func startServerLogging(t *testing.T, cfg *config.Config, output io.Writer) *testServer {
+	t.Helper()
+	logger := hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Debug, Output: output})
 	srv, err := New(cfg, logger)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

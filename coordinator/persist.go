@@ -29,8 +29,11 @@ type savedSession struct {
 	PeerAcked  uint64    `json:"peer_acked"`
 	// Unacked are the frames to the worker that it has not acknowledged,
 	// each in protobuf encoding, in sequence order.
-	Unacked  [][]byte   `json:"unacked"`
-	Synced   bool       `json:"synced"`
+	Unacked [][]byte `json:"unacked"`
+	Synced  bool     `json:"synced"`
+	// Draining keeps a draining worker's session free of assignments after
+	// a restart.
+	Draining bool       `json:"draining,omitempty"`
 	Assigned []savedRef `json:"assigned,omitempty"`
 	Version  int        `json:"version"`
 }
@@ -104,6 +107,7 @@ func (ss *session) encode() ([]byte, bool, error) {
 		Received:   state.Received,
 		PeerAcked:  ss.peerAcked.Load(),
 		Synced:     ss.synced.Load(),
+		Draining:   ss.draining.Load(),
 	}
 	for _, frame := range state.Unacked {
 		b, err := proto.Marshal(frame)
@@ -208,6 +212,7 @@ func (s *Server) decodeSession(rec store.SavedSession) (*session, error) {
 	ss.window = window
 	ss.peerAcked.Store(in.PeerAcked)
 	ss.synced.Store(in.Synced)
+	ss.draining.Store(in.Draining)
 	for _, ref := range in.Assigned {
 		ss.assigned[refKey{ref.TaskID, ref.Attempt}] = true
 	}

@@ -4,15 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/dtf-io/dtf/coordinator/api"
 	"github.com/dtf-io/dtf/coordinator/store"
 	"github.com/dtf-io/dtf/protocol/pb"
 )
 
-// runScheduler assigns queued tasks and ends grace periods. Submissions,
-// outcomes, syncs, requeues and disconnects wake it through kick; the tick
-// catches everything else, such as a grace period that ran out.
+// runScheduler assigns queued tasks, ends grace periods and attempts past
+// their timeout. Submissions, outcomes, syncs, requeues and disconnects wake
+// it through kick. The tick catches everything else, such as a grace period
+// that ran out or a retry backoff that passed.
 func (s *Server) runScheduler(ctx context.Context) {
 	ticker := time.NewTicker(s.cfg.ScheduleInterval)
 	defer ticker.Stop()
@@ -23,6 +28,7 @@ func (s *Server) runScheduler(ctx context.Context) {
 		case <-ticker.C:
 			s.watchOrphans()
 			s.expireGracePeriods()
+			s.expireTimeouts()
 			s.expireSessions()
 			s.schedule()
 		case <-s.kick:
@@ -86,6 +92,10 @@ func (s *Server) expireGracePeriods() {
 		}
 		reason := fmt.Sprintf("worker %s did not reconnect within reassign_after %s",
 			workerID, s.cfg.Workers.ReassignAfter)
+		if s.countLost(workerID, len(running)) {
+			reason = fmt.Sprintf("worker %s left after draining with the attempt still running, and did "+
+				"not return within reassign_after %s", workerID, s.cfg.Workers.ReassignAfter)
+		}
 		// A session kept for resume gets a cancellation for each lost
 		// attempt, so a worker that resumes late stops running it.
 		ss := s.sessionFor(workerID)
@@ -97,6 +107,21 @@ func (s *Server) expireGracePeriods() {
 		}
 		cancel()
 	}
+}
+
+// countLost counts a worker whose grace period ended as lost, unless it left
+// after draining, and reports whether it did. A worker without running
+// attempts lost nothing and is not counted.
+func (s *Server) countLost(workerID string, running int) (drained bool) {
+	s.mu.Lock()
+	if state := s.workers[workerID]; state != nil {
+		drained = state.drained
+	}
+	s.mu.Unlock()
+	if !drained && running > 0 {
+		s.lostWorkers.Add(1)
+	}
+	return drained
 }
 
 // schedule assigns queued tasks to attached, synced sessions with free slots
@@ -158,7 +183,12 @@ func (s *Server) assignOne(ctx context.Context, ss *session) (bool, error) {
 			types = append(types, t)
 		}
 	}
-	tasks, err := s.store.QueuedTasks(ctx, types, 1)
+	tasks, err := s.store.QueuedTasks(ctx, store.QueuedQuery{
+		Types:  types,
+		Labels: ss.hello.GetLabels(),
+		Now:    time.Now(),
+		Limit:  1,
+	})
 	if err != nil || len(tasks) == 0 {
 		return false, err
 	}
@@ -172,12 +202,21 @@ func (s *Server) assignOne(ctx context.Context, ss *session) (bool, error) {
 	}
 
 	log := ss.log.With("task_id", task.ID, "attempt", task.Attempt)
+	// The attempt resumes from the stored checkpoint, the one StartAttempt
+	// recorded as its resume point: only this attempt may store a newer one.
+	checkpoint, err := s.store.GetCheckpoint(ctx, task.ID)
+	if err != nil {
+		s.loseAttempt(ctx, store.RunningAttempt{TaskID: task.ID, Attempt: task.Attempt, WorkerID: ss.workerID},
+			"its checkpoint could not be read for the assignment")
+		return false, err
+	}
 	assign := &pb.Frame{Body: &pb.Frame_Assign{Assign: &pb.Assign{
-		Ref:       &pb.TaskRef{TaskId: task.ID, Attempt: uint32(task.Attempt)},
-		Type:      task.Type,
-		Name:      task.Name,
-		Payload:   task.Payload,
-		TimeoutMs: task.TimeoutMS,
+		Ref:        &pb.TaskRef{TaskId: task.ID, Attempt: uint32(task.Attempt)},
+		Type:       task.Type,
+		Name:       task.Name,
+		Payload:    task.Payload,
+		TimeoutMs:  task.TimeoutMS,
+		Checkpoint: assignCheckpoint(checkpoint),
 	}}}
 	ss.markAssigned(task.ID, task.Attempt)
 	if !ss.enqueue(assign) {
@@ -187,26 +226,82 @@ func (s *Server) assignOne(ctx context.Context, ss *session) (bool, error) {
 			"the session closed before the assignment was sent")
 		return false, nil
 	}
-	log.Info("task assigned", "type", task.Type)
+	if checkpoint != nil {
+		log.Info("task assigned", "type", task.Type, "resume_attempt", checkpoint.Attempt,
+			"resume_sequence", checkpoint.Sequence)
+	} else {
+		log.Info("task assigned", "type", task.Type)
+	}
 	return true, nil
 }
 
-// queuedReason explains why a queued task of taskType is not running.
-func (s *Server) queuedReason(taskType string) string {
+// queuedReason explains why a queued task is not running. It names the
+// first obstacle in the order the scheduler meets them: the retry backoff,
+// then the task type, the required labels, state syncs and draining of the
+// workers that could run it, and last the free slots.
+func (s *Server) queuedReason(task api.Task, now time.Time) string {
+	if task.NotBefore.After(now) {
+		return "retry backoff until " + task.NotBefore.UTC().Format("15:04:05 UTC")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	syncing := ""
+	var serving, matching []*session
 	for _, ss := range s.sessions {
-		if !ss.serves(taskType) || ss.attached() == nil {
-			continue
+		if ss.serves(task.Type) && ss.attached() != nil {
+			serving = append(serving, ss)
 		}
-		if ss.synced.Load() {
+	}
+	if len(serving) == 0 {
+		return fmt.Sprintf("no connected worker serves type %q", task.Type)
+	}
+	for _, ss := range serving {
+		if hasLabels(ss.hello.GetLabels(), task.Labels) {
+			matching = append(matching, ss)
+		}
+	}
+	if len(matching) == 0 {
+		return missingLabelReason(serving, task)
+	}
+
+	syncing, draining := "", ""
+	for _, ss := range matching {
+		switch {
+		case ss.draining.Load():
+			draining = ss.workerID
+		case !ss.synced.Load():
+			syncing = ss.workerID
+		default:
 			return "waiting for a free slot"
 		}
-		syncing = ss.workerID
 	}
 	if syncing != "" {
 		return fmt.Sprintf("waiting for worker %s to sync its state", syncing)
 	}
-	return fmt.Sprintf("no connected worker serves type %q", taskType)
+	return fmt.Sprintf("every connected worker that can run it is draining, such as %s", draining)
+}
+
+// missingLabelReason returns a reason that names a required label no
+// worker in serving has, or, when each exists somewhere, states that no
+// worker has all of them.
+func missingLabelReason(serving []*session, task api.Task) string {
+	for _, name := range slices.Sorted(maps.Keys(task.Labels)) {
+		value := task.Labels[name]
+		found := false
+		for _, ss := range serving {
+			if got, ok := ss.hello.GetLabels()[name]; ok && got == value {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return fmt.Sprintf("no connected worker serving type %q has label %s", task.Type,
+				formatLabel(name, value))
+		}
+	}
+	pairs := make([]string, 0, len(task.Labels))
+	for _, name := range slices.Sorted(maps.Keys(task.Labels)) {
+		pairs = append(pairs, formatLabel(name, task.Labels[name]))
+	}
+	return fmt.Sprintf("no connected worker serving type %q has all of the labels %s", task.Type,
+		strings.Join(pairs, ","))
 }

@@ -116,6 +116,11 @@ type Server struct {
 	overloadedRejects atomic.Uint64
 	framesSent        atomic.Uint64
 	bytesSent         atomic.Uint64
+	staleOutcomes     atomic.Uint64
+	duplicateOutcomes atomic.Uint64
+	lostWorkers       atomic.Uint64
+	drainedWorkers    atomic.Uint64
+	checkpoints       checkpointStats
 }
 
 // workerState is the in-memory part of a worker's record.
@@ -123,6 +128,9 @@ type workerState struct {
 	connects int
 	// rtt is the smoothed round-trip time of the worker's latest session.
 	rtt time.Duration
+	// drained is set when the worker's session ended after it announced
+	// draining, until the worker starts a new session.
+	drained bool
 }
 
 // Stats are counters for metrics and tests.
@@ -149,6 +157,25 @@ type Stats struct {
 	DetachedSessions int
 	// PendingHandshakes is the number of connections without a hello yet.
 	PendingHandshakes int
+	// StaleOutcomes counts outcomes rejected because their attempt was
+	// superseded: requeued, timed out, cancelled or run elsewhere.
+	StaleOutcomes uint64
+	// DuplicateOutcomes counts outcomes rejected because the same attempt's
+	// outcome was applied before, as after a replay.
+	DuplicateOutcomes uint64
+	// LostWorkers counts grace periods that ended without the worker's
+	// return, so its running attempts were lost. A worker that left after
+	// draining is not counted.
+	LostWorkers uint64
+	// DrainedWorkers counts sessions that ended after the worker announced
+	// draining.
+	DrainedWorkers uint64
+	// StaleCheckpoints counts checkpoints rejected as stale: from an
+	// attempt that no longer runs, or older than the stored checkpoint.
+	StaleCheckpoints uint64
+	// RejectedCheckpoints counts checkpoints rejected for other reasons,
+	// such as data over the size limit or an unknown task or attempt.
+	RejectedCheckpoints uint64
 }
 
 // New validates cfg, opens the store in cfg.DataDir and binds cfg.Listen, so
@@ -248,13 +275,19 @@ func (s *Server) Addr() string {
 // Stats returns the current counters.
 func (s *Server) Stats() Stats {
 	st := Stats{
-		UnknownFrames:     s.unknownFrames.Load(),
-		UnexpectedFrames:  s.unexpectedFrames.Load(),
-		DuplicateFrames:   s.duplicateFrames.Load(),
-		OverloadedRejects: s.overloadedRejects.Load(),
-		FramesSent:        s.framesSent.Load(),
-		BytesSent:         s.bytesSent.Load(),
-		PendingHandshakes: int(s.pendingHandshakes.Load()),
+		UnknownFrames:       s.unknownFrames.Load(),
+		UnexpectedFrames:    s.unexpectedFrames.Load(),
+		DuplicateFrames:     s.duplicateFrames.Load(),
+		OverloadedRejects:   s.overloadedRejects.Load(),
+		FramesSent:          s.framesSent.Load(),
+		BytesSent:           s.bytesSent.Load(),
+		PendingHandshakes:   int(s.pendingHandshakes.Load()),
+		StaleOutcomes:       s.staleOutcomes.Load(),
+		DuplicateOutcomes:   s.duplicateOutcomes.Load(),
+		LostWorkers:         s.lostWorkers.Load(),
+		DrainedWorkers:      s.drainedWorkers.Load(),
+		StaleCheckpoints:    s.checkpoints.stale.Load(),
+		RejectedCheckpoints: s.checkpoints.rejected.Load(),
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

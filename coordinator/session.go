@@ -67,6 +67,10 @@ type session struct {
 	// synced is set once the StateSyncResult was queued; the scheduler
 	// assigns nothing to a session before.
 	synced atomic.Bool
+	// draining is set by the worker's Draining frame; the scheduler assigns
+	// nothing more to the session. It lasts for the session, resumes
+	// included.
+	draining atomic.Bool
 	// lastFrame is the Unix time in nanoseconds of the last frame received.
 	lastFrame atomic.Int64
 }
@@ -212,6 +216,7 @@ func (s *Server) register(ss *session, c *connection) {
 	s.sessions[ss.workerID] = ss
 	delete(s.graceDeadlines, ss.workerID)
 	s.countConnect(ss.workerID)
+	s.workers[ss.workerID].drained = false
 	s.mu.Unlock()
 
 	switch {
@@ -314,16 +319,26 @@ func (s *Server) detach(ss *session, c *connection) {
 	keep := !ended && ttl > 0
 	s.mu.Lock()
 	registered := s.sessions[ss.workerID] == ss
+	draining := ss.draining.Load()
 	if registered {
 		if !keep {
 			delete(s.sessions, ss.workerID)
 		}
 		s.graceDeadlines[ss.workerID] = time.Now().Add(s.cfg.Workers.ReassignAfter)
+		if state := s.workers[ss.workerID]; state != nil && draining {
+			state.drained = true
+		}
 	}
 	s.mu.Unlock()
 	switch {
 	case !registered:
 		ss.log.Info("replaced session closed", "reason", c.reason)
+	case draining:
+		// Its tasks were released or finished; any still running get the
+		// grace period like those of any disconnected worker.
+		s.drainedWorkers.Add(1)
+		ss.log.Info("worker left after draining", "reason", c.reason,
+			"reassign_after", s.cfg.Workers.ReassignAfter)
 	case keep:
 		ss.log.Info("worker disconnected; session kept for resume", "reason", c.reason,
 			"session_ttl", ttl, "reassign_after", s.cfg.Workers.ReassignAfter)
@@ -366,13 +381,13 @@ func (s *Server) sessionFor(workerID string) *session {
 }
 
 // schedulableSessions returns the attached sessions that finished their
-// state sync and have room in their replay buffer.
+// state sync, are not draining and have room in their replay buffer.
 func (s *Server) schedulableSessions() []*session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []*session
 	for _, ss := range s.sessions {
-		if ss.synced.Load() && ss.attached() != nil && ss.hasRoom() {
+		if ss.synced.Load() && !ss.draining.Load() && ss.attached() != nil && ss.hasRoom() {
 			out = append(out, ss)
 		}
 	}

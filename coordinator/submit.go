@@ -108,9 +108,9 @@ func decodeTaskSpec(path string, raw json.RawMessage, taskTypes []string) (api.T
 	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
 		return spec, badField(path, "must be a JSON object with type and payload")
 	}
-	if field := unknownKey(fields, "name", "type", "payload", "timeout", "max_attempts"); field != "" {
-		return spec, badField(path+"."+field, "unknown field; a task has name, type, payload, timeout "+
-			"and max_attempts")
+	if field := unknownKey(fields, "name", "type", "payload", "timeout", "max_attempts", "labels"); field != "" {
+		return spec, badField(path+"."+field, "unknown field; a task has name, type, payload, timeout, "+
+			"max_attempts and labels")
 	}
 
 	stringField := func(name string, dst *string) *requestError {
@@ -161,6 +161,14 @@ func decodeTaskSpec(path string, raw json.RawMessage, taskTypes []string) (api.T
 		if spec.MaxAttempts < 0 || spec.MaxAttempts > maxTaskMaxAttempts {
 			return spec, badField(path+".max_attempts", "%d is out of range; use 1 to %d, or 0 for the default",
 				spec.MaxAttempts, maxTaskMaxAttempts)
+		}
+	}
+	if value, ok := fields["labels"]; ok {
+		if err := json.Unmarshal(value, &spec.Labels); err != nil {
+			return spec, badField(path+".labels", "must be an object of strings, such as {\"gpu\": \"true\"}")
+		}
+		if problem := checkLabels(spec.Labels); problem != "" {
+			return spec, badField(path+".labels", "%s", problem)
 		}
 	}
 	return spec, nil

@@ -13,5 +13,13 @@ task "protocol-tests" {
   # to the worker's working directory.
   payload = { dir = ".", packages = ["./protocol/..."], args = ["-count=1"] }
   timeout = "5m"
+  # Attempts before the task fails. An attempt counts when its worker is
+  # lost, when it runs past timeout plus the coordinator's
+  # task_timeout_grace, or when its executor crashes; an attempt that a
+  # draining worker gives back does not count.
   max_attempts = 2
+  # Worker labels the task requires: it runs only on a worker whose labels
+  # (labels in worker.hcl) include each of these with the same value, and
+  # `dtf tasks` says which one no connected worker has.
+  # labels = { os = "linux", arch = "amd64" }
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -16,15 +15,6 @@ import (
 	"github.com/dtf-io/dtf/plugin/pb"
 	"github.com/dtf-io/dtf/protocol"
 	wirepb "github.com/dtf-io/dtf/protocol/pb"
-)
-
-// Restart backoff of a crashed connector plugin. A crash caused by a bad
-// binary or config repeats at once, so the delay grows quickly. A connector
-// that then ran for restartHealthyAfter counts as healthy again.
-const (
-	restartBackoffBase  = 500 * time.Millisecond
-	restartBackoffCap   = 30 * time.Second
-	restartHealthyAfter = time.Minute
 )
 
 // Timeouts of single calls to the connector.
@@ -49,10 +39,14 @@ const (
 var errNotConnected = errors.New("no connector plugin running")
 
 // superviseConnector runs the connector until ctx ends, relaunching the
-// plugin with backoff whenever its Events stream breaks. A go-plugin client
-// cannot be restarted, so each relaunch is a new process and client.
+// plugin with the restart backoff whenever its Events stream breaks. A
+// go-plugin client cannot be restarted, so each relaunch is a new process
+// and client. The new process opens a new session, so the host sends a
+// state sync and then every outcome that the coordinator has not
+// acknowledged.
 func (h *Host) superviseConnector(ctx context.Context, proc pluginProcess) error {
-	failures := 0
+	backoff := newRestartBackoff(h.cfg.RestartBackoffBase, h.cfg.RestartBackoffCap)
+	logger := h.logger.With("plugin", h.cfg.Connector().Name)
 	for {
 		started := time.Now()
 		var err error
@@ -65,33 +59,30 @@ func (h *Host) superviseConnector(ctx context.Context, proc pluginProcess) error
 		if errors.Is(err, ErrConnectorFatal) {
 			return err
 		}
+		ran, exit := time.Duration(0), ""
 		if proc != nil {
-			h.logger.Warn("connector plugin stopped, restarting it", "error", err, "exited", proc.Exited())
+			ran = time.Since(started)
+			exit = awaitExit(proc, exitAwait)
 			h.dropConnector(proc)
 		}
-		if time.Since(started) >= restartHealthyAfter {
-			failures = 0
+		delay, recent, looping := backoff.crashed(time.Now(), ran)
+		if proc != nil {
+			logger.Warn("connector plugin stopped, restarting it", "error", err, "exit", exit,
+				"ran_for", ran.Round(time.Millisecond), "restart_in", delay.Round(time.Millisecond))
 		}
-		failures++
-		if !sleepCtx(ctx, restartDelay(failures)) {
+		if looping {
+			logger.Warn("connector plugin is crash looping; the worker is offline while it is down, "+
+				"check its log", "crashes", recent, "window", restartWarnWindow)
+		}
+		if !sleepCtx(ctx, delay) {
 			return nil
 		}
 		proc, err = h.launchConnector(ctx)
 		if err != nil {
-			h.logger.Error("connector plugin restart failed", "error", err, "attempt", failures)
+			logger.Error("connector plugin restart failed, trying again", "error", err)
 			proc = nil
 		}
 	}
-}
-
-// restartDelay is exponential in failures with full jitter after the cap.
-func restartDelay(failures int) time.Duration {
-	delay := restartBackoffBase
-	for i := 1; i < failures && delay < restartBackoffCap; i++ {
-		delay *= 2
-	}
-	delay = min(delay, restartBackoffCap)
-	return time.Duration(rand.Int64N(int64(delay)) + 1)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

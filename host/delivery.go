@@ -76,6 +76,9 @@ func (h *Host) startSession(resumed bool) {
 	if !resumed {
 		h.session++
 		h.syncPending = true
+		if h.draining != nil {
+			h.draining.pending = true
+		}
 		for _, ref := range h.unsent {
 			if entry := h.held[ref]; entry != nil {
 				entry.queued = false
@@ -214,8 +217,8 @@ func resendDelay(failures int, base, limit time.Duration) time.Duration {
 	return half + time.Duration(rand.Int64N(int64(half)+1))
 }
 
-// resendPending sends the pending state sync and then the outcomes queued
-// when the call began, oldest first. It stops at the first Send that fails
+// resendPending sends the pending state sync, the pending Draining frame
+// and then the outcomes queued when the call began, oldest first. It stops at the first Send that fails
 // for a reason that may pass, leaves that outcome at the head of the queue
 // and returns the error. Outcomes queued during the call wait for the next
 // signal, so one call is bounded.
@@ -228,6 +231,9 @@ func (h *Host) resendPending(ctx context.Context) error {
 		if err := h.sendStateSync(ctx); err != nil {
 			return err
 		}
+	}
+	if err := h.sendDraining(ctx); err != nil {
+		return err
 	}
 	for range count {
 		ref, entry, session, ok := h.nextUnsent()

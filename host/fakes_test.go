@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -55,6 +56,14 @@ func (p *fakeProcess) Info() *pb.PluginInfo          { return p.info }
 func (p *fakeProcess) Executor() pb.ExecutorClient   { return p.executor }
 func (p *fakeProcess) Connector() pb.ConnectorClient { return p.connector }
 func (p *fakeProcess) Exited() bool                  { return p.killed.Load() }
+
+// ExitStatus describes a fake's end as a killed process.
+func (p *fakeProcess) ExitStatus() string {
+	if !p.killed.Load() {
+		return ""
+	}
+	return "signal: killed"
+}
 func (p *fakeProcess) Kill() {
 	p.killOnce.Do(func() {
 		p.killed.Store(true)
@@ -219,8 +228,13 @@ type fakePlugins struct {
 	t          *testing.T
 	connectors chan *fakeConnector
 	executors  map[string]sdk.Executor
-	mu         sync.Mutex
-	launched   []*fakeProcess
+	// failExecutors makes every executor launch fail, as a binary that
+	// crashes at start does.
+	failExecutors atomic.Bool
+	mu            sync.Mutex
+	launched      []*fakeProcess
+	// byName lists the processes launched per plugin block name.
+	byName map[string][]*fakeProcess
 }
 
 func (f *fakePlugins) launch(_ context.Context, cfg dtfplugin.LaunchConfig) (pluginProcess, error) {
@@ -234,6 +248,9 @@ func (f *fakePlugins) launch(_ context.Context, cfg dtfplugin.LaunchConfig) (plu
 		proc.connector = pb.NewConnectorClient(proc.conn)
 		f.connectors <- fake
 	case dtfplugin.KindExecutor:
+		if f.failExecutors.Load() {
+			return nil, fmt.Errorf("start plugin %s: exited before it reported its address", cfg.Name)
+		}
 		exec := f.executors[cfg.Name]
 		info := exec.Info()
 		proc = newFakeProcess(f.t, &pb.PluginInfo{Name: info.Name, TaskTypes: info.TaskTypes},
@@ -242,8 +259,20 @@ func (f *fakePlugins) launch(_ context.Context, cfg dtfplugin.LaunchConfig) (plu
 	}
 	f.mu.Lock()
 	f.launched = append(f.launched, proc)
+	if f.byName == nil {
+		f.byName = make(map[string][]*fakeProcess)
+	}
+	f.byName[cfg.Name] = append(f.byName[cfg.Name], proc)
 	f.mu.Unlock()
 	return proc, nil
+}
+
+// processes returns the processes launched for the plugin block name, oldest
+// first.
+func (f *fakePlugins) processes(name string) []*fakeProcess {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*fakeProcess(nil), f.byName[name]...)
 }
 
 func (f *fakePlugins) allKilled() bool {

@@ -40,6 +40,9 @@ type pluginProcess interface {
 	Connector() pb.ConnectorClient
 	Kill()
 	Exited() bool
+	// ExitStatus describes how the process ended, such as "signal:
+	// killed", or is "" while it runs.
+	ExitStatus() string
 }
 
 type launchFunc func(ctx context.Context, cfg dtfplugin.LaunchConfig) (pluginProcess, error)
@@ -70,6 +73,20 @@ type Host struct {
 	cancelTasks context.CancelFunc
 	tasks       sync.WaitGroup
 
+	// supervisors are the goroutines that restart crashed executor
+	// plugins. stopSupervisors ends them before shutdown kills the
+	// plugins.
+	supervisors     sync.WaitGroup
+	stopSupervisors context.CancelFunc
+
+	// drainRequested is closed by the first Drain call, and drainReason
+	// is that call's reason.
+	drainRequested chan struct{}
+	drainOnce      sync.Once
+	drainReason    string
+	// acked wakes a drain that waits for outcome acknowledgements.
+	acked chan struct{}
+
 	// sendTimeout bounds each Send of a state sync or an outcome, and
 	// resendBase and resendCap the resender's backoff; tests change them.
 	sendTimeout time.Duration
@@ -99,6 +116,11 @@ type Host struct {
 	// connected event, so that one outage warns once.
 	offline       bool
 	unknownFrames map[string]uint64
+	// stopping is set when the host stops taking tasks, at the start of a
+	// drain or of an immediate stop; assignments are then released.
+	stopping bool
+	// draining is the drain under way, or nil.
+	draining *drainState
 }
 
 // New checks cfg and returns a host; it starts nothing. logger is the root
@@ -117,30 +139,33 @@ func New(cfg *config.Config, logger hclog.Logger) (*Host, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
+	cfg = withDefaults(cfg)
 	return &Host{
-		cfg:           cfg,
-		rootLogger:    logger,
-		logger:        logger.Named("host").With("worker_id", cfg.Coordinator.WorkerID),
-		launch:        launchPlugin,
-		routes:        make(map[string]*executorPlugin),
-		slots:         make(chan struct{}, cfg.Slots),
-		sendTimeout:   defaultSendTimeout,
-		resendBase:    defaultResendBase,
-		resendCap:     defaultResendCap,
-		resendNow:     make(chan struct{}, 1),
-		resendReady:   make(chan struct{}, 1),
-		running:       make(map[taskRef]*runningTask),
-		held:          make(map[taskRef]*heldOutcome),
-		session:       1,
-		unknownFrames: make(map[string]uint64),
+		cfg:            cfg,
+		rootLogger:     logger,
+		logger:         logger.Named("host").With("worker_id", cfg.Coordinator.WorkerID),
+		launch:         launchPlugin,
+		routes:         make(map[string]*executorPlugin),
+		slots:          make(chan struct{}, cfg.Slots),
+		sendTimeout:    defaultSendTimeout,
+		resendBase:     defaultResendBase,
+		resendCap:      defaultResendCap,
+		resendNow:      make(chan struct{}, 1),
+		resendReady:    make(chan struct{}, 1),
+		running:        make(map[taskRef]*runningTask),
+		held:           make(map[taskRef]*heldOutcome),
+		session:        1,
+		unknownFrames:  make(map[string]uint64),
+		drainRequested: make(chan struct{}),
+		acked:          make(chan struct{}, 1),
 	}, nil
 }
 
-// Run starts the plugins and serves tasks until ctx ends, then stops the
-// connector, cancels running tasks and kills every plugin process before
-// it returns. It returns an error if startup fails or the connector gives
-// up for good (ErrConnectorFatal); a crashed connector plugin is
-// restarted instead.
+// Run starts the plugins and serves tasks until ctx ends or a drain (see
+// Drain) is done. When ctx ends it releases the running tasks at once. It
+// then stops the connector and kills every plugin process before it
+// returns. It returns an error if startup fails or the connector gives up
+// for good (ErrConnectorFatal); a crashed plugin is restarted instead.
 func (h *Host) Run(ctx context.Context) error {
 	h.tasksCtx, h.cancelTasks = context.WithCancel(context.Background())
 	defer h.shutdown()
@@ -153,7 +178,9 @@ func (h *Host) Run(ctx context.Context) error {
 	if err := h.openOutbox(); err != nil {
 		return err
 	}
-	resendCtx, stopResender := context.WithCancel(ctx)
+	// The resender outlives ctx, so that a stopping host can still hand
+	// released outcomes to the connector.
+	resendCtx, stopResender := context.WithCancel(context.Background())
 	resenderDone := make(chan struct{})
 	go func() {
 		defer close(resenderDone)
@@ -173,9 +200,26 @@ func (h *Host) Run(ctx context.Context) error {
 	if err := h.startExecutors(ctx); err != nil {
 		return err
 	}
+	h.startSupervisors()
 	h.logger.Info("worker host started", "slots", h.cfg.Slots, "task_types", h.taskTypes(),
 		"held_outcomes", len(h.held))
-	return h.superviseConnector(ctx, connector)
+	return h.serve(ctx, connector)
+}
+
+// withDefaults returns a copy of cfg whose unset supervision settings have
+// their defaults, for callers that build a Config without config.Load.
+func withDefaults(cfg *config.Config) *config.Config {
+	c := *cfg
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = config.DefaultDrainTimeout
+	}
+	if c.RestartBackoffBase <= 0 {
+		c.RestartBackoffBase = config.DefaultRestartBackoffBase
+	}
+	if c.RestartBackoffCap < c.RestartBackoffBase {
+		c.RestartBackoffCap = max(config.DefaultRestartBackoffCap, c.RestartBackoffBase)
+	}
+	return &c
 }
 
 // workerLockFile is the file in data_dir that the running worker host
@@ -262,12 +306,12 @@ func (h *Host) launchConnector(ctx context.Context) (pluginProcess, error) {
 // task types they declare and configures them.
 func (h *Host) startExecutors(ctx context.Context) error {
 	for _, p := range h.cfg.Executors() {
-		ex := &executorPlugin{cfg: p, host: h}
+		ex := &executorPlugin{cfg: p, host: h, crashed: make(chan struct{}, 1)}
 		proc, err := h.launch(ctx, h.launchConfig(p))
 		if err != nil {
 			return err
 		}
-		ex.proc = proc
+		ex.up(proc)
 		h.executors = append(h.executors, ex)
 		if err := h.route(ex, proc.Info()); err != nil {
 			return err
@@ -310,6 +354,7 @@ func (h *Host) taskTypes() []string {
 // shutdown cancels the running tasks, waits for them up to the shutdown
 // timeout and kills every plugin process.
 func (h *Host) shutdown() {
+	h.endSupervisors()
 	h.cancelTasks()
 	done := make(chan struct{})
 	go func() {

@@ -35,10 +35,12 @@ const chattyReports = 20
 
 // testExecutor serves the types it is given: "echo" returns the payload,
 // "block" runs until cancelled, "chatty" reports progress chattyReports
-// times and succeeds.
+// times and succeeds, "gate" reports progress and succeeds once gate is
+// closed.
 type testExecutor struct {
 	name  string
 	types []string
+	gate  chan struct{}
 }
 
 func (e *testExecutor) Info() sdk.Info {
@@ -53,6 +55,14 @@ func (e *testExecutor) Execute(ctx context.Context, task sdk.Task, r sdk.Reporte
 		r.Progress(0.1, "blocking")
 		<-ctx.Done()
 		return sdk.Result{Status: sdk.StatusCancelled, Message: "stopped"}, nil
+	case "gate":
+		r.Progress(0.1, "waiting for the gate")
+		select {
+		case <-e.gate:
+			return sdk.Result{Status: sdk.StatusSucceeded, Message: "gate opened"}, nil
+		case <-ctx.Done():
+			return sdk.Result{Status: sdk.StatusCancelled, Message: "stopped"}, nil
+		}
 	case "chatty":
 		for i := range chattyReports {
 			r.Progress(float64(i)/chattyReports, fmt.Sprintf("step %d", i))
@@ -270,7 +280,7 @@ func TestHostCancelTask(t *testing.T) {
 	assert.EqualValues(t, 3, outcome.GetRef().GetAttempt())
 }
 
-func TestHostShutdownDropsInterruptedTask(t *testing.T) {
+func TestHostStopReleasesRunningTask(t *testing.T) {
 	cfg := testConfig(t, "runner")
 	hs := startHost(t, cfg, map[string]sdk.Executor{"runner": &testExecutor{name: "r", types: []string{"block"}}})
 	c := nextConnector(t, hs)
@@ -280,7 +290,15 @@ func TestHostShutdownDropsInterruptedTask(t *testing.T) {
 	expectFrame(t, c, "task_progress")
 
 	require.NoError(t, hs.stop(t))
-	assert.Empty(t, outboxFiles(t, cfg), "an attempt interrupted by shutdown must be requeued, not reported")
+	draining := expectFrame(t, c, "draining").GetDraining()
+	assert.Equal(t, "stopping", draining.GetReason())
+	outcome := expectFrame(t, c, "task_outcome").GetTaskOutcome()
+	assert.Equal(t, "t1", outcome.GetRef().GetTaskId())
+	assert.True(t, outcome.GetReleased(), "an attempt cut short by a stop is released")
+	assert.True(t, outcome.GetRetryable())
+	assert.Equal(t, wirepb.Status_STATUS_FAILED, outcome.GetStatus())
+	assert.Equal(t, []string{"t1-1.json"}, outboxFiles(t, cfg),
+		"the released outcome stays in the outbox until it is acknowledged")
 	assert.True(t, hs.plugins.allKilled())
 }
 

@@ -17,6 +17,7 @@ var frameHandlers = map[string]func(*Host, *wirepb.Frame){
 	"assign":            (*Host).handleAssign,
 	"outcome_ack":       (*Host).handleOutcomeAck,
 	"cancel_task":       (*Host).handleCancelTask,
+	"checkpoint_ack":    (*Host).handleCheckpointAck,
 }
 
 // HandledFrameTypes lists the frame types the host handles, sorted.
@@ -100,13 +101,14 @@ func (h *Host) sendStateSync(ctx context.Context) error {
 }
 
 // handleStateSyncResult cancels the attempts the coordinator no longer
-// wants and then queues every held outcome that the connector has not
-// accepted in this session.
+// wants, sends the pending checkpoints of the others again and then queues
+// every held outcome that the connector has not accepted in this session.
 func (h *Host) handleStateSyncResult(frame *wirepb.Frame) {
 	result := frame.GetStateSyncResult()
 	for _, ref := range result.GetCancel() {
 		h.cancelTask(refOf(ref), "cancelled by coordinator after state sync")
 	}
+	h.resendPendingCheckpoints()
 	h.queueAfterSync()
 }
 
@@ -119,6 +121,7 @@ func (h *Host) handleOutcomeAck(frame *wirepb.Frame) {
 	_, held := h.held[ref]
 	delete(h.held, ref)
 	h.mu.Unlock()
+	wake(h.acked)
 
 	logger := h.logger.With("task_id", ref.TaskID, "attempt", ref.Attempt)
 	if err := h.outbox.Delete(ref); err != nil {

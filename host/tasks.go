@@ -18,14 +18,24 @@ import (
 // and report timed_out, so the grace only leaves them time to kill the task.
 const executorGrace = 10 * time.Second
 
-// executorPlugin is one executor plugin and its current process. A process
-// that exited is relaunched on the next task.
+// executorPlugin is one executor plugin and its current process. Its
+// supervisor (supervisor.go) relaunches a process that crashed.
 type executorPlugin struct {
 	cfg  config.Plugin
 	host *Host
+	// crashed wakes the supervisor when a task's call broke.
+	crashed chan struct{}
 
 	mu   sync.Mutex
 	proc pluginProcess
+	// launches counts the processes started, so the current one has
+	// number launches. started is when it started.
+	launches uint64
+	started  time.Time
+	// down is the exit of the crashed process while proc is nil, and
+	// exits maps the launch numbers of recent crashes to their exits.
+	down  string
+	exits map[uint64]string
 }
 
 func (e *executorPlugin) current() pluginProcess {
@@ -43,31 +53,6 @@ func (e *executorPlugin) configure(ctx context.Context, proc pluginProcess) erro
 	return nil
 }
 
-// client returns the executor's service client, relaunching the plugin
-// first if its process exited.
-func (e *executorPlugin) client(ctx context.Context) (pb.ExecutorClient, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.proc != nil && !e.proc.Exited() {
-		return e.proc.Executor(), nil
-	}
-	if e.proc != nil {
-		e.host.logger.Warn("executor plugin exited, restarting it", "plugin", e.cfg.Name)
-		e.proc.Kill()
-		e.proc = nil
-	}
-	proc, err := e.host.launch(ctx, e.host.launchConfig(e.cfg))
-	if err != nil {
-		return nil, err
-	}
-	if err := e.configure(ctx, proc); err != nil {
-		proc.Kill()
-		return nil, err
-	}
-	e.proc = proc
-	return proc.Executor(), nil
-}
-
 // runningTask is an attempt that runs on this worker.
 type runningTask struct {
 	ref    taskRef
@@ -75,6 +60,13 @@ type runningTask struct {
 
 	mu           sync.Mutex
 	cancelReason string
+	// releaseReason is set when a stopping host gives the attempt back
+	// (drain.go). started is set once the attempt holds a slot, and launch
+	// numbers the executor process that runs it (supervisor.go).
+	releaseReason string
+	started       bool
+	launch        uint64
+	checkpoints   attemptCheckpoints
 }
 
 // handleAssign starts an assigned attempt on the executor of its type.
@@ -110,11 +102,26 @@ func (h *Host) handleAssign(frame *wirepb.Frame) {
 		return
 	}
 
+	if down := ex.downMessage(); down != "" {
+		logger.Warn("rejecting task: its executor plugin is down", "plugin", ex.cfg.Name)
+		h.complete(ref, rejectedOutcome(ref, down, false))
+		return
+	}
+
 	ctx, cancel := context.WithCancel(h.tasksCtx)
 	task := &runningTask{ref: ref, cancel: cancel}
 	h.mu.Lock()
-	h.running[ref] = task
+	stopping := h.stopping
+	if !stopping {
+		h.running[ref] = task
+	}
 	h.mu.Unlock()
+	if stopping {
+		cancel()
+		logger.Info("releasing task: the worker is stopping")
+		h.complete(ref, rejectedOutcome(ref, "not started before the worker began stopping", true))
+		return
+	}
 	h.tasks.Add(1)
 	go func() {
 		defer h.tasks.Done()
@@ -136,6 +143,9 @@ func (h *Host) runTask(ctx context.Context, task *runningTask, ex *executorPlugi
 		h.finishCancelled(task, time.Now())
 		return
 	}
+	task.mu.Lock()
+	task.started = true
+	task.mu.Unlock()
 
 	started := time.Now()
 	h.sendBestEffort(&wirepb.Frame{Body: &wirepb.Frame_TaskStarted{
@@ -143,7 +153,7 @@ func (h *Host) runTask(ctx context.Context, task *runningTask, ex *executorPlugi
 	}})
 	result, err := h.execute(ctx, task, ex, assign)
 	interrupted := result == nil || result.GetStatus() == pb.Status_STATUS_CANCELLED
-	if h.tasksCtx.Err() != nil && task.reason() == "" && interrupted {
+	if h.tasksCtx.Err() != nil && task.reason() == "" && task.released() == "" && interrupted {
 		h.mu.Lock()
 		delete(h.running, task.ref)
 		h.mu.Unlock()
@@ -167,18 +177,26 @@ func (h *Host) runTask(ctx context.Context, task *runningTask, ex *executorPlugi
 	case task.reason() != "":
 		outcome.Status = wirepb.Status_STATUS_CANCELLED
 		outcome.Message = task.reason()
+	case task.released() != "":
+		// markReleased fills in the outcome.
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		outcome.Status = wirepb.Status_STATUS_TIMED_OUT
 		outcome.Message = fmt.Sprintf("executor %s did not stop within the task timeout plus %s", ex.cfg.Name, executorGrace)
 	default:
 		outcome.Status = wirepb.Status_STATUS_FAILED
 		outcome.Message = fmt.Sprintf("executor plugin %s failed: %v", ex.cfg.Name, err)
+		if crash := ex.crashMessage(task, err); crash != "" {
+			outcome.Message, outcome.Retryable = crash, true
+		}
 	}
+	markReleased(task, outcome)
+	h.attachCheckpoint(task, outcome)
 	h.complete(task.ref, outcome)
 }
 
-// execute calls the executor and forwards its progress; it returns the
-// result, or nil and the error when the call failed before a result.
+// execute calls the executor and forwards its progress and checkpoints. It
+// returns the result, or nil and the error when the call failed before a
+// result.
 func (h *Host) execute(
 	ctx context.Context,
 	task *runningTask,
@@ -190,16 +208,17 @@ func (h *Host) execute(
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(timeout)*time.Millisecond+executorGrace)
 		defer cancel()
 	}
-	client, err := ex.client(ctx)
+	client, err := ex.clientFor(task)
 	if err != nil {
 		return nil, err
 	}
 	stream, err := client.Execute(ctx, &pb.ExecuteRequest{
-		TaskId:    task.ref.TaskID,
-		Attempt:   task.ref.Attempt,
-		Type:      assign.GetType(),
-		Payload:   assign.GetPayload(),
-		TimeoutMs: assign.GetTimeoutMs(),
+		TaskId:     task.ref.TaskID,
+		Attempt:    task.ref.Attempt,
+		Type:       assign.GetType(),
+		Payload:    assign.GetPayload(),
+		TimeoutMs:  assign.GetTimeoutMs(),
+		Checkpoint: executeCheckpoint(assign.GetCheckpoint()),
 	})
 	if err != nil {
 		return nil, err
@@ -218,14 +237,23 @@ func (h *Host) execute(
 			}}})
 			continue
 		}
+		if cp := event.GetCheckpoint(); cp != nil {
+			h.saveCheckpoint(task, cp)
+			continue
+		}
 		if result := event.GetResult(); result != nil {
 			return result, nil
 		}
 	}
 }
 
-// finishCancelled records an attempt cancelled before it got a slot.
+// finishCancelled records an attempt cancelled or released before it got a
+// slot.
 func (h *Host) finishCancelled(task *runningTask, at time.Time) {
+	if reason := task.released(); reason != "" && task.reason() == "" {
+		h.complete(task.ref, rejectedOutcome(task.ref, reason, true))
+		return
+	}
 	if task.reason() == "" {
 		h.mu.Lock()
 		delete(h.running, task.ref)

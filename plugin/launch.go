@@ -67,6 +67,7 @@ type Client struct {
 	name      string
 	kind      string
 	raw       *goplugin.Client
+	cmd       *exec.Cmd
 	executor  pb.ExecutorClient
 	connector pb.ConnectorClient
 	info      *pb.PluginInfo
@@ -120,7 +121,7 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 			),
 		},
 	})
-	client := &Client{name: cfg.Name, kind: cfg.Kind, raw: raw}
+	client := &Client{name: cfg.Name, kind: cfg.Kind, raw: raw, cmd: cmd}
 	if err := client.connect(ctx, cfg, timeout); err != nil {
 		raw.Kill()
 		return nil, err
@@ -294,6 +295,20 @@ func (c *Client) Pid() int {
 
 // Exited reports whether the plugin process has exited.
 func (c *Client) Exited() bool { return c.raw.Exited() }
+
+// ExitStatus describes how the plugin process ended, such as "exit status 2"
+// or "signal: killed", and returns "" while it runs. go-plugin (v1.8.0) sets
+// its exited flag under a lock after cmd.Wait returned, so once Exited
+// reports true the process state is complete and safe to read.
+func (c *Client) ExitStatus() string {
+	if !c.raw.Exited() {
+		return ""
+	}
+	if c.cmd.ProcessState == nil {
+		return "exited"
+	}
+	return c.cmd.ProcessState.String()
+}
 
 // Kill requests a graceful shutdown of the plugin and kills it if it still
 // runs after two seconds (a go-plugin v1.8.0 constant). It returns once the

@@ -7,7 +7,25 @@ package sdk
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
+
+	"github.com/dtf-io/dtf/protocol"
+)
+
+// MaxCheckpointBytes bounds the data of one checkpoint: 1 MiB. The
+// coordinator enforces the same limit, so larger state belongs in the
+// executor's own storage, with only a reference to it in the checkpoint.
+const MaxCheckpointBytes = protocol.MaxCheckpointBytes
+
+// Errors of Reporter.Checkpoint that callers test with errors.Is.
+var (
+	// ErrCheckpointTooLarge is wrapped by the error for data over
+	// MaxCheckpointBytes, which names both sizes.
+	ErrCheckpointTooLarge = errors.New("checkpoint too large")
+	// ErrAttemptFinished is returned for a checkpoint saved after Execute
+	// returned, when the attempt's result is already sent.
+	ErrAttemptFinished = errors.New("attempt already finished")
 )
 
 // Status is the terminal state of one task attempt.
@@ -42,6 +60,24 @@ type Task struct {
 	Payload json.RawMessage
 	// Timeout is the task's time limit; zero means the executor's default.
 	Timeout time.Duration
+	// Checkpoint is the newest checkpoint that an earlier attempt saved and
+	// the coordinator stored. The attempt resumes from it. It is nil for a
+	// fresh start.
+	Checkpoint *Checkpoint
+}
+
+// Checkpoint is state that an attempt saved so that a later attempt of the
+// same task can resume where it stopped.
+type Checkpoint struct {
+	// Data is the executor's own encoding of its state.
+	Data []byte
+	// Fraction and Message are the progress reported with the checkpoint.
+	Fraction float64
+	Message  string
+	// Attempt is the attempt that saved the checkpoint, and Sequence its
+	// number among that attempt's checkpoints, from 1.
+	Attempt  int
+	Sequence uint64
 }
 
 // Result is what an attempt produced.
@@ -61,6 +97,15 @@ type Result struct {
 type Reporter interface {
 	// Progress reports a completed fraction between 0 and 1 and a short note.
 	Progress(fraction float64, message string)
+	// Checkpoint saves data from which a later attempt can resume, with the
+	// progress reached. It returns once the host has the checkpoint. The
+	// coordinator stores it shortly after, or stores it from the attempt's
+	// outcome when the attempt ends first. Only the newest checkpoint of a
+	// task is kept, so each must contain the whole state.
+	// It returns an error wrapping ErrCheckpointTooLarge for data over
+	// MaxCheckpointBytes, ErrAttemptFinished after Execute returned, or
+	// the error of the stream to the host.
+	Checkpoint(data []byte, fraction float64, message string) error
 }
 
 // Executor runs tasks. Execute must return when ctx is cancelled, after

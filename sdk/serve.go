@@ -125,6 +125,9 @@ func (s *ExecutorServer) Execute(req *pb.ExecuteRequest, stream grpc.ServerStrea
 		Payload: req.GetPayload(),
 		Timeout: time.Duration(req.GetTimeoutMs()) * time.Millisecond,
 	}
+	if cp := req.GetCheckpoint(); cp != nil {
+		task.Checkpoint = CheckpointFromProto(cp)
+	}
 	logger := s.logger.With("task_id", task.ID, "attempt", task.Attempt)
 	reporter := &streamReporter{stream: stream, logger: logger}
 
@@ -204,9 +207,11 @@ func (s *ExecutorServer) Shutdown(timeout time.Duration) bool {
 	}
 }
 
-// streamReporter sends progress events on the Execute stream. gRPC streams
-// do not allow concurrent sends, and executors may report from several
-// goroutines, so sends are serialized; reports after the result are dropped.
+// streamReporter sends progress and checkpoint events on the Execute
+// stream. gRPC streams do not allow concurrent sends, and executors may
+// report from several goroutines, so sends are serialized. Progress after
+// the result is dropped, and a checkpoint after it returns
+// ErrAttemptFinished.
 type streamReporter struct {
 	stream grpc.ServerStreamingServer[pb.ExecuteEvent]
 	logger hclog.Logger
@@ -227,6 +232,65 @@ func (r *streamReporter) Progress(fraction float64, message string) {
 	if err != nil {
 		// Progress is best effort; the host learns the result either way.
 		r.logger.Debug("progress not sent", "error", err)
+	}
+}
+
+// Checkpoint sends one checkpoint on the stream. Unlike progress it is not
+// best effort: the executor learns when the host did not get it.
+func (r *streamReporter) Checkpoint(data []byte, fraction float64, message string) error {
+	if err := CheckCheckpointSize(len(data)); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return fmt.Errorf("save checkpoint: %w", ErrAttemptFinished)
+	}
+	err := r.stream.Send(&pb.ExecuteEvent{Event: &pb.ExecuteEvent_Checkpoint{
+		Checkpoint: &pb.Checkpoint{Data: data, Fraction: clampFraction(fraction), Message: message},
+	}})
+	if err != nil {
+		return fmt.Errorf("send checkpoint to worker host: %w", err)
+	}
+	return nil
+}
+
+// CheckCheckpointSize returns an error wrapping ErrCheckpointTooLarge when
+// size bytes of checkpoint data exceed MaxCheckpointBytes.
+func CheckCheckpointSize(size int) error {
+	if size > MaxCheckpointBytes {
+		return fmt.Errorf("save checkpoint: %w: %d bytes of data, the limit is %d bytes; "+
+			"keep large state in the executor's own storage and checkpoint a reference to it",
+			ErrCheckpointTooLarge, size, MaxCheckpointBytes)
+	}
+	return nil
+}
+
+// CheckpointFromProto converts a checkpoint of the plugin API; nil stays nil.
+func CheckpointFromProto(cp *pb.Checkpoint) *Checkpoint {
+	if cp == nil {
+		return nil
+	}
+	return &Checkpoint{
+		Data:     cp.GetData(),
+		Fraction: cp.GetFraction(),
+		Message:  cp.GetMessage(),
+		Attempt:  int(cp.GetAttempt()),
+		Sequence: cp.GetSequence(),
+	}
+}
+
+// CheckpointToProto converts a checkpoint to the plugin API; nil stays nil.
+func CheckpointToProto(cp *Checkpoint) *pb.Checkpoint {
+	if cp == nil {
+		return nil
+	}
+	return &pb.Checkpoint{
+		Data:     cp.Data,
+		Fraction: cp.Fraction,
+		Message:  cp.Message,
+		Attempt:  uint32(cp.Attempt),
+		Sequence: cp.Sequence,
 	}
 }
 

@@ -17,6 +17,14 @@ const (
 	StateTimedOut  = "timed_out"
 )
 
+// Worker states in the API's worker view.
+const (
+	WorkerConnected    = "connected"
+	WorkerDraining     = "draining"
+	WorkerDisconnected = "disconnected"
+	WorkerDrained      = "drained"
+)
+
 // Terminal reports whether a task state is final.
 func Terminal(state string) bool {
 	switch state {
@@ -38,8 +46,13 @@ type TaskSpec struct {
 	// Timeout is a Go duration string such as "5m"; empty means none.
 	Timeout string `json:"timeout,omitempty"`
 	// MaxAttempts bounds how often the task is handed out; 0 means the
-	// coordinator's default.
+	// coordinator's default. Attempts that a draining worker released do
+	// not count.
 	MaxAttempts int `json:"max_attempts,omitempty"`
+	// Labels are the worker labels the task requires: it runs only on a
+	// worker whose labels include each of them with the same value, such
+	// as {"gpu": "true"}.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // SubmitRequest is the body of POST /v1/tasks.
@@ -67,17 +80,52 @@ type Task struct {
 	MaxAttempts int             `json:"max_attempts"`
 	State       string          `json:"state"`
 	// Attempt is the current attempt number, 0 before the first assignment.
-	Attempt  int       `json:"attempt"`
-	WorkerID string    `json:"worker_id,omitempty"`
-	Created  time.Time `json:"created"`
-	Updated  time.Time `json:"updated"`
+	// It is also the attempt's fencing token: the coordinator applies an
+	// outcome only when it carries the task's current attempt.
+	Attempt int `json:"attempt"`
+	// Released counts the attempts that draining workers gave back; they
+	// do not count against MaxAttempts.
+	Released int               `json:"released,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	WorkerID string            `json:"worker_id,omitempty"`
+	Created  time.Time         `json:"created"`
+	Updated  time.Time         `json:"updated"`
+	// NotBefore is set on a queued task in retry backoff: it is not handed
+	// out before this time.
+	NotBefore time.Time `json:"not_before,omitzero"`
 	// QueuedReason says why a queued task is not running yet.
 	QueuedReason string    `json:"queued_reason,omitempty"`
 	Attempts     []Attempt `json:"attempts,omitempty"`
 	Outcome      *Outcome  `json:"outcome,omitempty"`
+	// Checkpoint is the newest stored checkpoint, from which the next
+	// attempt resumes; nil when the task saved none.
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
 }
 
-// Attempt is one hand-out of a task to a worker.
+// Checkpoint describes a task's newest stored checkpoint without its data.
+type Checkpoint struct {
+	// Attempt saved the checkpoint, and Sequence numbers it among that
+	// attempt's checkpoints from 1.
+	Attempt  int     `json:"attempt"`
+	Sequence uint64  `json:"sequence"`
+	Fraction float64 `json:"fraction"`
+	Message  string  `json:"message,omitempty"`
+	// SizeBytes is the size of the checkpoint's data.
+	SizeBytes int `json:"size_bytes"`
+	// Saved is when the worker received the checkpoint from its executor,
+	// by the worker's clock; Stored is when the coordinator stored it.
+	Saved  time.Time `json:"saved"`
+	Stored time.Time `json:"stored"`
+}
+
+// CheckpointRef names one checkpoint of a task.
+type CheckpointRef struct {
+	Attempt  int    `json:"attempt"`
+	Sequence uint64 `json:"sequence"`
+}
+
+// Attempt is one hand-out of a task to a worker. State is running, an
+// outcome's status, lost, released or timed_out.
 type Attempt struct {
 	Attempt  int       `json:"attempt"`
 	WorkerID string    `json:"worker_id"`
@@ -85,6 +133,9 @@ type Attempt struct {
 	Reason   string    `json:"reason,omitempty"`
 	Started  time.Time `json:"started"`
 	Ended    time.Time `json:"ended,omitzero"`
+	// ResumedFrom is the checkpoint the attempt was handed when it
+	// started; nil for a fresh start.
+	ResumedFrom *CheckpointRef `json:"resumed_from,omitempty"`
 }
 
 // Outcome is the accepted result of a task's attempt.
@@ -102,8 +153,11 @@ type Outcome struct {
 
 // Worker is a worker the coordinator has seen.
 type Worker struct {
-	ID        string            `json:"id"`
-	Connected bool              `json:"connected"`
+	ID        string `json:"id"`
+	Connected bool   `json:"connected"`
+	// State is connected, draining (connected, but taking no new tasks),
+	// disconnected, or drained (left after draining).
+	State     string            `json:"state"`
 	SessionID string            `json:"session_id,omitempty"`
 	TaskTypes []string          `json:"task_types"`
 	Slots     int               `json:"slots"`

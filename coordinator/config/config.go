@@ -41,6 +41,17 @@ const (
 	DefaultReplayFrames      = protocol.DefaultReplayFrames
 	DefaultReplayBytes       = protocol.DefaultReplayBytes
 	DefaultSessionTTL        = 60 * time.Second
+	// DefaultRetryBackoffBase and DefaultRetryBackoffMax space the attempts
+	// of a failing task, with delays of at most 1s, 2s, 4s and so on up to
+	// 5m, so a task that crashes its executor does not cycle through the
+	// fleet.
+	DefaultRetryBackoffBase = time.Second
+	DefaultRetryBackoffMax  = 5 * time.Minute
+	// DefaultTaskTimeoutGrace is how long past its task's timeout the
+	// coordinator lets an attempt run before it ends the attempt itself.
+	// The worker enforces the timeout first; the grace leaves it time to
+	// kill the task's processes and deliver the outcome.
+	DefaultTaskTimeoutGrace = 30 * time.Second
 	// DefaultMaxSessionsPerSecond and DefaultSessionBurst let a fleet of a
 	// thousand workers reconnect at once after a coordinator restart, and
 	// spread a larger fleet over a few seconds.
@@ -80,6 +91,16 @@ type Config struct {
 	// MaxAttempts is how often a task is handed out before it fails, unless
 	// the submission sets its own.
 	MaxAttempts int
+	// RetryBackoffBase and RetryBackoffMax bound the delay before a failed
+	// attempt's task is handed out again: the delay doubles with each
+	// failed attempt from the base up to the max, and a random half of it
+	// is jitter. Defaults 1s and 5m; a base of 0 retries at once.
+	RetryBackoffBase time.Duration
+	RetryBackoffMax  time.Duration
+	// TaskTimeoutGrace is how long an attempt may run past its task's
+	// timeout before the coordinator ends it as timed out and sends its
+	// worker a CancelTask. Default 30s.
+	TaskTimeoutGrace time.Duration
 	// ShutdownTimeout bounds the graceful shutdown after Run's context ends.
 	ShutdownTimeout time.Duration
 	// MaxBodyBytes bounds the body of one HTTP API request, in bytes.
@@ -150,6 +171,9 @@ type fileConfig struct {
 	LogLevel         *string        `hcl:"log_level,optional"`
 	TaskTypes        *[]string      `hcl:"task_types,optional"`
 	MaxAttempts      hcl.Expression `hcl:"max_attempts,optional"`
+	RetryBackoffBase hcl.Expression `hcl:"retry_backoff_base,optional"`
+	RetryBackoffMax  hcl.Expression `hcl:"retry_backoff_max,optional"`
+	TaskTimeoutGrace hcl.Expression `hcl:"task_timeout_grace,optional"`
 	ShutdownTimeout  hcl.Expression `hcl:"shutdown_timeout,optional"`
 	ScheduleInterval hcl.Expression `hcl:"schedule_interval,optional"`
 	Workers          *fileWorkers   `hcl:"workers,block"`
@@ -183,6 +207,9 @@ func Default(listen, dataDir string) *Config {
 		LogLevel:         DefaultLogLevel,
 		TaskTypes:        append([]string(nil), DefaultTaskTypes...),
 		MaxAttempts:      DefaultMaxAttempts,
+		RetryBackoffBase: DefaultRetryBackoffBase,
+		RetryBackoffMax:  DefaultRetryBackoffMax,
+		TaskTimeoutGrace: DefaultTaskTimeoutGrace,
 		ShutdownTimeout:  DefaultShutdownTimeout,
 		ScheduleInterval: DefaultScheduleInterval,
 		MaxBodyBytes:     DefaultMaxBodyBytes,
@@ -260,6 +287,9 @@ func (raw *fileConfig) resolve(dir string) (*Config, hcl.Diagnostics) {
 	diags = append(diags, decodeCount(raw.MaxBodyBytes, "max_body_bytes", &cfg.MaxBodyBytes)...)
 	diags = append(diags, decodeDuration(raw.ShutdownTimeout, "shutdown_timeout", &cfg.ShutdownTimeout)...)
 	diags = append(diags, decodeDuration(raw.ScheduleInterval, "schedule_interval", &cfg.ScheduleInterval)...)
+	diags = append(diags, decodeDuration(raw.RetryBackoffBase, "retry_backoff_base", &cfg.RetryBackoffBase)...)
+	diags = append(diags, decodeDuration(raw.RetryBackoffMax, "retry_backoff_max", &cfg.RetryBackoffMax)...)
+	diags = append(diags, decodeDuration(raw.TaskTimeoutGrace, "task_timeout_grace", &cfg.TaskTimeoutGrace)...)
 
 	if w := raw.Workers; w != nil {
 		setString(&cfg.Workers.Token, w.Token)
@@ -307,6 +337,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, positive("shutdown_timeout", c.ShutdownTimeout))
 	errs = append(errs, positive("schedule_interval", c.ScheduleInterval))
 	errs = append(errs, checkCount("max_body_bytes", c.MaxBodyBytes))
+	errs = append(errs, validateRetries(c)...)
 
 	w := c.Workers
 	if w.HeartbeatInterval < minCodeHeartbeatInterval {
@@ -326,6 +357,21 @@ func (c *Config) Validate() error {
 	errs = append(errs, checkCount("workers.send_queue", w.SendQueue))
 	errs = append(errs, validateSessions(w)...)
 	return errors.Join(errs...)
+}
+
+// validateRetries checks the retry backoff and the timeout grace.
+func validateRetries(c *Config) []error {
+	var errs []error
+	if c.RetryBackoffBase < 0 {
+		errs = append(errs, fmt.Errorf("retry_backoff_base %s is negative; use 0 to retry at once", c.RetryBackoffBase))
+	}
+	if c.RetryBackoffMax < c.RetryBackoffBase {
+		errs = append(errs, fmt.Errorf("retry_backoff_max %s is shorter than retry_backoff_base %s; "+
+			"raise retry_backoff_max to at least %s", c.RetryBackoffMax, c.RetryBackoffBase,
+			formatDuration(c.RetryBackoffBase)))
+	}
+	errs = append(errs, positive("task_timeout_grace", c.TaskTimeoutGrace))
+	return errs
 }
 
 // resolveSessions fills the settings of resumable sessions, storm shedding

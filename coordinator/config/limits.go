@@ -118,7 +118,14 @@ type durationRange struct {
 // benchmarks build configurations in code with heartbeats of milliseconds
 // or of many minutes, and Validate accepts those.
 var durationRanges = map[string]durationRange{
-	"shutdown_timeout":           {100 * time.Millisecond, time.Hour},
+	"shutdown_timeout": {100 * time.Millisecond, time.Hour},
+	// A retry delay past an hour or a day looks like a stuck queue, not a
+	// backoff; 0 for the base retries at once.
+	"retry_backoff_base": {0, time.Hour},
+	"retry_backoff_max":  {0, 24 * time.Hour},
+	// The grace must cover killing a task's processes and delivering the
+	// outcome over a slow link, but a day past the timeout is a hung task.
+	"task_timeout_grace":         {time.Second, 24 * time.Hour},
 	"schedule_interval":          {10 * time.Millisecond, time.Minute},
 	"workers.heartbeat_interval": {minHeartbeatInterval, maxHeartbeatInterval},
 	"workers.heartbeat_timeout":  {minHeartbeatTimeout, maxHeartbeatTimeout},

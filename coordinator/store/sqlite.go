@@ -118,12 +118,19 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		return err
 	}
 	sort.Strings(names)
+	seen := map[int]string{}
 	for _, name := range names {
 		base := strings.TrimPrefix(name, "migrations/")
 		version, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
 		if err != nil {
 			return fmt.Errorf("migration %s: name must start with a version number: %w", base, err)
 		}
+		// Two files with one version would apply only the first, silently.
+		if other, dup := seen[version]; dup {
+			return fmt.Errorf("migrations %s and %s share version %d; give each its own number",
+				other, base, version)
+		}
+		seen[version] = base
 		if err := applyMigration(ctx, db, version, base, name); err != nil {
 			return fmt.Errorf("migration %s: %w", base, err)
 		}

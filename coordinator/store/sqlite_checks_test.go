@@ -129,7 +129,7 @@ func TestInvalidInput(t *testing.T) {
 			return err
 		}, "worker id is empty"},
 		{"lose empty id", func() error {
-			_, err := st.LoseAttempt(ctx, "", 1, "gone", testNow)
+			_, err := st.EndAttempt(ctx, AttemptEnd{TaskID: "", Attempt: 1, State: AttemptLost, Reason: "gone"}, testNow)
 			return err
 		}, "task id is empty"},
 		{"outcome unknown status", func() error {

@@ -13,22 +13,30 @@ import (
 )
 
 const taskColumns = `id, batch, name, type, payload, timeout_ms, max_attempts, state, attempt,
-	worker_id, created_ms, updated_ms`
+	worker_id, created_ms, updated_ms, not_before_ms, released, labels`
 
 func scanTask(row interface{ Scan(...any) error }) (*api.Task, error) {
 	var (
-		t                api.Task
-		payload          string
-		created, updated int64
+		t                           api.Task
+		payload, labels             string
+		created, updated, notBefore int64
 	)
 	err := row.Scan(&t.ID, &t.Batch, &t.Name, &t.Type, &payload, &t.TimeoutMS, &t.MaxAttempts,
-		&t.State, &t.Attempt, &t.WorkerID, &created, &updated)
+		&t.State, &t.Attempt, &t.WorkerID, &created, &updated, &notBefore, &t.Released, &labels)
 	if err != nil {
 		return nil, err
 	}
 	t.Payload = json.RawMessage(payload)
 	t.Created = fromMillis(created)
 	t.Updated = fromMillis(updated)
+	if t.State == api.StateQueued {
+		t.NotBefore = fromMillis(notBefore)
+	}
+	if labels != "" && labels != "{}" {
+		if err := json.Unmarshal([]byte(labels), &t.Labels); err != nil {
+			return nil, fmt.Errorf("read labels of task %s: %w", t.ID, err)
+		}
+	}
 	return &t, nil
 }
 
@@ -49,17 +57,37 @@ func (s *SQLite) CreateTasks(ctx context.Context, tasks []NewTask, now time.Time
 		ms := now.UnixMilli()
 		for _, t := range tasks {
 			seq++
-			_, err := tx.ExecContext(ctx, `INSERT INTO tasks (id, seq, batch, name, type, payload,
-				timeout_ms, max_attempts, state, attempt, worker_id, created_ms, updated_ms)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, '', ?, ?)`,
+			labels, err := json.Marshal(t.Labels)
+			if err != nil || len(t.Labels) == 0 {
+				labels = []byte("{}")
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO tasks (id, seq, batch, name, type, payload,
+				timeout_ms, max_attempts, state, attempt, worker_id, created_ms, updated_ms, labels)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, '', ?, ?, ?)`,
 				t.ID, seq, t.Batch, t.Name, t.Type, string(t.Payload), t.TimeoutMS, t.MaxAttempts,
-				api.StateQueued, ms, ms)
+				api.StateQueued, ms, ms, string(labels))
 			if err != nil {
 				return fmt.Errorf("insert task %s: %w", t.ID, err)
+			}
+			if err := insertLabels(ctx, tx, t.ID, t.Labels); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
+}
+
+// insertLabels records a task's required labels one row each, the form
+// that QueuedTasks matches against a worker's labels.
+func insertLabels(ctx context.Context, tx *sql.Tx, taskID string, labels map[string]string) error {
+	for name, value := range labels {
+		_, err := tx.ExecContext(ctx, `INSERT INTO task_labels (task_id, name, value) VALUES (?, ?, ?)`,
+			taskID, name, value)
+		if err != nil {
+			return fmt.Errorf("insert label %s of task %s: %w", name, taskID, err)
+		}
+	}
+	return nil
 }
 
 // GetTask returns a task with its attempts and outcome.
@@ -85,6 +113,9 @@ func getTask(ctx context.Context, q queryer, id string, details bool) (*api.Task
 		return nil, err
 	}
 	if task.Outcome, err = getOutcome(ctx, q, id); err != nil {
+		return nil, err
+	}
+	if err := addCheckpointDetails(ctx, q, task); err != nil {
 		return nil, err
 	}
 	return task, nil
@@ -147,22 +178,42 @@ func (s *SQLite) ListTasks(ctx context.Context, filter TaskFilter) ([]api.Task, 
 		query += ` AND state = ?`
 		args = append(args, filter.State)
 	}
-	return s.queryTasks(ctx, query+` ORDER BY seq`, args...)
+	tasks, err := s.queryTasks(ctx, query+` ORDER BY seq`, args...)
+	if err != nil {
+		return nil, err
+	}
+	if err := addCheckpointInfos(ctx, s.read, tasks); err != nil {
+		return nil, err
+	}
+	return tasks, nil
 }
 
-// QueuedTasks returns up to limit queued tasks of the given types, oldest
-// first.
-func (s *SQLite) QueuedTasks(ctx context.Context, types []string, limit int) ([]api.Task, error) {
-	if len(types) == 0 || limit <= 0 {
+// QueuedTasks returns up to q.Limit queued tasks of q.Types that are past
+// their retry backoff and whose required labels the worker has, oldest
+// first. A task qualifies when none of its required labels is missing from
+// q.Labels, which the NOT EXISTS clause checks row by row.
+func (s *SQLite) QueuedTasks(ctx context.Context, q QueuedQuery) ([]api.Task, error) {
+	if len(q.Types) == 0 || q.Limit <= 0 {
 		return nil, nil
 	}
 	args := []any{api.StateQueued}
-	for _, t := range types {
+	for _, t := range q.Types {
 		args = append(args, t)
 	}
-	args = append(args, limit)
-	query := `SELECT ` + taskColumns + ` FROM tasks WHERE state = ? AND type IN (` +
-		placeholders(len(types)) + `) ORDER BY seq LIMIT ?`
+	args = append(args, q.Now.UnixMilli())
+	query := `SELECT ` + taskColumns + ` FROM tasks t WHERE t.state = ? AND t.type IN (` +
+		placeholders(len(q.Types)) + `) AND t.not_before_ms <= ?
+		AND NOT EXISTS (SELECT 1 FROM task_labels l WHERE l.task_id = t.id`
+	if len(q.Labels) > 0 {
+		pairs := make([]string, 0, len(q.Labels))
+		for name, value := range q.Labels {
+			pairs = append(pairs, `(l.name = ? AND l.value = ?)`)
+			args = append(args, name, value)
+		}
+		query += ` AND NOT (` + strings.Join(pairs, " OR ") + `)`
+	}
+	query += `) ORDER BY t.seq LIMIT ?`
+	args = append(args, q.Limit)
 	return s.queryTasks(ctx, query, args...)
 }
 
@@ -208,7 +259,7 @@ func (s *SQLite) StartAttempt(ctx context.Context, taskID, workerID string, now 
 		if err != nil {
 			return fmt.Errorf("record attempt %d of task %s: %w", task.Attempt, taskID, err)
 		}
-		return nil
+		return recordResumePoint(ctx, tx, taskID, task.Attempt)
 	})
 	if err != nil {
 		return nil, err
@@ -216,44 +267,96 @@ func (s *SQLite) StartAttempt(ctx context.Context, taskID, workerID string, now 
 	return task, nil
 }
 
-// LoseAttempt ends a running attempt as lost and queues the task again, or
-// fails it when the attempt was its last.
-func (s *SQLite) LoseAttempt(ctx context.Context, taskID string, attempt int, reason string,
-	now time.Time) (*api.Task, error) {
-	if err := requireID("task id", taskID); err != nil {
-		return nil, fmt.Errorf("lose attempt %d: %w", attempt, err)
+// EndAttempt ends a running attempt as lost or timed out and queues the
+// task again after end.Backoff, or ends the task when the attempt was its
+// last counted one.
+func (s *SQLite) EndAttempt(ctx context.Context, end AttemptEnd, now time.Time) (*api.Task, error) {
+	if err := requireID("task id", end.TaskID); err != nil {
+		return nil, fmt.Errorf("end attempt %d: %w", end.Attempt, err)
+	}
+	final := api.StateFailed
+	reason := end.Reason
+	switch end.State {
+	case AttemptLost:
+		reason = lostReason(reason)
+	case AttemptTimedOut:
+		final = api.StateTimedOut
+	default:
+		return nil, fmt.Errorf("end attempt %d of task %s: state %q is invalid; use %s or %s",
+			end.Attempt, end.TaskID, end.State, AttemptLost, AttemptTimedOut)
 	}
 	var task *api.Task
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		current, err := getTask(ctx, tx, taskID, false)
+		current, err := getTask(ctx, tx, end.TaskID, false)
 		if err != nil {
 			return err
 		}
-		if current.State != api.StateRunning || current.Attempt != attempt {
-			return fmt.Errorf("lose attempt %d of task %s: %w: task is %s at attempt %d",
-				attempt, taskID, ErrConflict, current.State, current.Attempt)
+		if current.State != api.StateRunning || current.Attempt != end.Attempt {
+			return fmt.Errorf("end attempt %d of task %s: %w: task is %s at attempt %d",
+				end.Attempt, end.TaskID, ErrConflict, current.State, current.Attempt)
 		}
 		ms := now.UnixMilli()
-		next := api.StateQueued
-		reason = lostReason(reason)
-		if attempt >= current.MaxAttempts {
-			next = api.StateFailed
-			reason += fmt.Sprintf("; task failed after %d of %d attempts", attempt, current.MaxAttempts)
+		failures := current.Attempt - current.Released
+		if failures >= current.MaxAttempts {
+			reason += fmt.Sprintf("; task %s after %d of %d attempts", final, failures, current.MaxAttempts)
+			if err := endAttempt(ctx, tx, end.TaskID, end.Attempt, end.State, reason, false, ms); err != nil {
+				return err
+			}
+			if err := setTaskState(ctx, tx, end.TaskID, final, ms); err != nil {
+				return err
+			}
+		} else {
+			if err := endAttempt(ctx, tx, end.TaskID, end.Attempt, end.State, reason, false, ms); err != nil {
+				return err
+			}
+			if err := requeue(ctx, tx, end.TaskID, retryAt(now, end.Backoff, failures), false, ms); err != nil {
+				return err
+			}
 		}
-		if err := endAttempt(ctx, tx, taskID, attempt, AttemptLost, reason, ms); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET state = ?, worker_id = '', updated_ms = ?
-			WHERE id = ?`, next, ms, taskID); err != nil {
-			return fmt.Errorf("requeue task %s: %w", taskID, err)
-		}
-		task, err = getTask(ctx, tx, taskID, false)
+		task, err = getTask(ctx, tx, end.TaskID, false)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return task, nil
+}
+
+// retryAt returns when a task whose attempts failed failures times may be
+// handed out again, or 0 for at once.
+func retryAt(now time.Time, backoff Backoff, failures int) int64 {
+	if backoff == nil {
+		return 0
+	}
+	delay := backoff(failures)
+	if delay <= 0 {
+		return 0
+	}
+	return now.Add(delay).UnixMilli()
+}
+
+// requeue queues a task again, not before notBeforeMS. A released attempt
+// is counted in released, so that it does not use up max_attempts.
+func requeue(ctx context.Context, tx *sql.Tx, taskID string, notBeforeMS int64, released bool, ms int64) error {
+	releasedInc := 0
+	if released {
+		releasedInc = 1
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE tasks SET state = ?, worker_id = '', not_before_ms = ?,
+		released = released + ?, updated_ms = ? WHERE id = ?`,
+		api.StateQueued, notBeforeMS, releasedInc, ms, taskID)
+	if err != nil {
+		return fmt.Errorf("requeue task %s: %w", taskID, err)
+	}
+	return nil
+}
+
+func setTaskState(ctx context.Context, tx *sql.Tx, taskID, state string, ms int64) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE tasks SET state = ?, updated_ms = ? WHERE id = ?`,
+		state, ms, taskID); err != nil {
+		return fmt.Errorf("set task %s to %s: %w", taskID, state, err)
+	}
+	return nil
 }
 
 // lostReason prefixes the reason of a lost attempt with "lost: ", so every
@@ -270,10 +373,13 @@ func lostReason(reason string) string {
 	}
 }
 
+// endAttempt records how an attempt ended; byOutcome marks an end that its
+// worker's outcome caused, which lets fence recognise that outcome when
+// it arrives again.
 func endAttempt(ctx context.Context, tx *sql.Tx, taskID string, attempt int, state, reason string,
-	ms int64) error {
-	_, err := tx.ExecContext(ctx, `UPDATE attempts SET state = ?, reason = ?, ended_ms = ?
-		WHERE task_id = ? AND attempt = ?`, state, reason, ms, taskID, attempt)
+	byOutcome bool, ms int64) error {
+	_, err := tx.ExecContext(ctx, `UPDATE attempts SET state = ?, reason = ?, ended_ms = ?, by_outcome = ?
+		WHERE task_id = ? AND attempt = ?`, state, reason, ms, byOutcome, taskID, attempt)
 	if err != nil {
 		return fmt.Errorf("end attempt %d of task %s: %w", attempt, taskID, err)
 	}
@@ -288,6 +394,7 @@ func (s *SQLite) ApplyOutcome(ctx context.Context, o Outcome, now time.Time) (Ou
 		return OutcomeResult{}, err
 	}
 	var result OutcomeResult
+	var checkpoint *CheckpointResult
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		current, err := getTask(ctx, tx, o.TaskID, false)
 		if errors.Is(err, ErrNotFound) {
@@ -297,65 +404,131 @@ func (s *SQLite) ApplyOutcome(ctx context.Context, o Outcome, now time.Time) (Ou
 		if err != nil {
 			return err
 		}
-		reason, err := fence(ctx, tx, current, o)
+		// The carried checkpoint goes first, under its own rules, so that
+		// the attempt's newest one is stored before the task moves on.
+		if checkpoint, err = applyOutcomeCheckpoint(ctx, tx, current, o, now); err != nil {
+			return err
+		}
+		reason, duplicate, err := fence(ctx, tx, current, o)
 		if err != nil {
 			return err
 		}
 		if reason != "" {
-			result = OutcomeResult{Reason: reason, Task: current}
+			result = OutcomeResult{Reason: reason, Duplicate: duplicate, Task: current}
 			return nil
 		}
 
-		ms := now.UnixMilli()
-		_, err = tx.ExecContext(ctx, `INSERT INTO outcomes (task_id, attempt, worker_id, status,
-			exit_code, message, output, result, started_ms, finished_ms, received_ms)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			o.TaskID, o.Attempt, o.WorkerID, o.Status, o.ExitCode, o.Message, o.Output,
-			string(o.Result), toMillis(o.Started), toMillis(o.Finished), ms)
+		requeued, err := applyFencedOutcome(ctx, tx, current, o, now)
 		if err != nil {
-			return fmt.Errorf("insert outcome of task %s: %w", o.TaskID, err)
-		}
-		if err := endAttempt(ctx, tx, o.TaskID, o.Attempt, o.Status, "", ms); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET state = ?, updated_ms = ? WHERE id = ?`,
-			o.Status, ms, o.TaskID); err != nil {
-			return fmt.Errorf("finish task %s: %w", o.TaskID, err)
-		}
 		task, err := getTask(ctx, tx, o.TaskID, false)
-		result = OutcomeResult{Applied: true, Task: task}
+		result = OutcomeResult{Applied: true, Requeued: requeued, Task: task}
 		return err
 	})
 	if err != nil {
 		return OutcomeResult{}, err
 	}
+	result.Checkpoint = checkpoint
 	return result, nil
+}
+
+// applyFencedOutcome applies an outcome that passed the fence and reports
+// whether the task was queued again. A released attempt requeues the task
+// at once without using up an attempt. A retryable failure requeues it
+// after the backoff while attempts remain. Any other outcome, and a
+// retryable failure of the last attempt, is the task's terminal outcome.
+func applyFencedOutcome(ctx context.Context, tx *sql.Tx, task *api.Task, o Outcome, now time.Time) (bool, error) {
+	ms := now.UnixMilli()
+	failures := task.Attempt - task.Released
+	switch {
+	case o.Released:
+		reason := "released by its draining worker"
+		if o.Message != "" {
+			reason += ": " + o.Message
+		}
+		if err := endAttempt(ctx, tx, o.TaskID, o.Attempt, AttemptReleased, reason, true, ms); err != nil {
+			return false, err
+		}
+		return true, requeue(ctx, tx, o.TaskID, 0, true, ms)
+	case o.Retryable && o.Status != api.StateSucceeded && failures < task.MaxAttempts:
+		reason := "retryable failure: " + o.Message
+		if err := endAttempt(ctx, tx, o.TaskID, o.Attempt, o.Status, reason, true, ms); err != nil {
+			return false, err
+		}
+		return true, requeue(ctx, tx, o.TaskID, retryAt(now, o.RetryBackoff, failures), false, ms)
+	}
+
+	_, err := tx.ExecContext(ctx, `INSERT INTO outcomes (task_id, attempt, worker_id, status,
+		exit_code, message, output, result, started_ms, finished_ms, received_ms)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		o.TaskID, o.Attempt, o.WorkerID, o.Status, o.ExitCode, o.Message, o.Output,
+		string(o.Result), toMillis(o.Started), toMillis(o.Finished), ms)
+	if err != nil {
+		return false, fmt.Errorf("insert outcome of task %s: %w", o.TaskID, err)
+	}
+	reason := ""
+	if o.Retryable && o.Status != api.StateSucceeded {
+		reason = fmt.Sprintf("retryable failure of the last attempt, %d of %d", failures, task.MaxAttempts)
+	}
+	if err := endAttempt(ctx, tx, o.TaskID, o.Attempt, o.Status, reason, true, ms); err != nil {
+		return false, err
+	}
+	return false, setTaskState(ctx, tx, o.TaskID, o.Status, ms)
 }
 
 // fence returns why an outcome may not change the task, or "" when the
 // outcome is from the task's running attempt on the worker that runs it.
+// duplicate is set when that worker's outcome already ended the attempt.
 // The checks run in the transaction that applies the outcome, which holds
 // the write lock from BEGIN, so no change lands between check and write.
-func fence(ctx context.Context, tx *sql.Tx, task *api.Task, o Outcome) (string, error) {
+func fence(ctx context.Context, tx *sql.Tx, task *api.Task, o Outcome) (reason string, duplicate bool, err error) {
 	switch {
-	case o.Attempt < task.Attempt:
-		return fmt.Sprintf("stale attempt %d, current attempt is %d", o.Attempt, task.Attempt), nil
 	case o.Attempt > task.Attempt:
-		return fmt.Sprintf("unknown attempt %d, current attempt is %d", o.Attempt, task.Attempt), nil
-	case task.State == api.StateRunning && task.WorkerID != o.WorkerID:
-		return fmt.Sprintf("attempt %d runs on worker %s, not %s", o.Attempt, task.WorkerID, o.WorkerID), nil
-	case task.State == api.StateRunning:
-		return "", nil
+		return fmt.Sprintf("unknown attempt %d, current attempt is %d", o.Attempt, task.Attempt), false, nil
+	case o.Attempt == task.Attempt && task.State == api.StateRunning && task.WorkerID != o.WorkerID:
+		return fmt.Sprintf("attempt %d runs on worker %s, not %s", o.Attempt, task.WorkerID, o.WorkerID),
+			false, nil
+	case o.Attempt == task.Attempt && task.State == api.StateRunning:
+		return "", false, nil
 	}
 
-	existing, err := getOutcome(ctx, tx, task.ID)
+	// The attempt ended: by this outcome, sent again after a replay, or by
+	// the coordinator, which superseded it.
+	duplicate, err = endedByOutcome(ctx, tx, task.ID, o)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
-	if existing != nil && existing.Attempt == o.Attempt && existing.WorkerID == o.WorkerID {
-		return fmt.Sprintf("duplicate: outcome of attempt %d already applied", o.Attempt), nil
+	switch {
+	case duplicate:
+		return fmt.Sprintf("duplicate: outcome of attempt %d already applied", o.Attempt), true, nil
+	case o.Attempt < task.Attempt:
+		return fmt.Sprintf("stale attempt %d, current attempt is %d", o.Attempt, task.Attempt), false, nil
 	}
-	return fmt.Sprintf("task is %s", task.State), nil
+	return fmt.Sprintf("task is %s", task.State), false, nil
+}
+
+// endedByOutcome reports whether o's worker ended o's attempt with an
+// outcome before. Attempts ended before the by_outcome column existed are
+// recognised through the task's terminal outcome.
+func endedByOutcome(ctx context.Context, tx *sql.Tx, taskID string, o Outcome) (bool, error) {
+	var byOutcome bool
+	var workerID string
+	err := tx.QueryRowContext(ctx, `SELECT by_outcome, worker_id FROM attempts WHERE task_id = ? AND attempt = ?`,
+		taskID, o.Attempt).Scan(&byOutcome, &workerID)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("read attempt %d of task %s: %w", o.Attempt, taskID, err)
+	case byOutcome:
+		return workerID == o.WorkerID, nil
+	}
+	existing, err := getOutcome(ctx, tx, taskID)
+	if err != nil {
+		return false, err
+	}
+	return existing != nil && existing.Attempt == o.Attempt && existing.WorkerID == o.WorkerID, nil
 }
 
 // CancelTask cancels a queued or running task; a running attempt ends as
@@ -375,7 +548,7 @@ func (s *SQLite) CancelTask(ctx context.Context, id, reason string, now time.Tim
 		}
 		ms := now.UnixMilli()
 		if before.State == api.StateRunning {
-			if err := endAttempt(ctx, tx, id, before.Attempt, api.StateCancelled, reason, ms); err != nil {
+			if err := endAttempt(ctx, tx, id, before.Attempt, api.StateCancelled, reason, false, ms); err != nil {
 				return err
 			}
 		}
@@ -394,7 +567,7 @@ func (s *SQLite) CancelTask(ctx context.Context, id, reason string, now time.Tim
 
 // RunningAttempts returns the running attempts of one worker or of all.
 func (s *SQLite) RunningAttempts(ctx context.Context, workerID string) ([]RunningAttempt, error) {
-	query := `SELECT a.task_id, a.attempt, a.worker_id, a.started_ms FROM attempts a
+	query := `SELECT a.task_id, a.attempt, a.worker_id, a.started_ms, t.timeout_ms FROM attempts a
 		JOIN tasks t ON t.id = a.task_id AND t.attempt = a.attempt
 		WHERE t.state = ? AND a.state = ?`
 	args := []any{api.StateRunning, AttemptRunning}
@@ -411,7 +584,7 @@ func (s *SQLite) RunningAttempts(ctx context.Context, workerID string) ([]Runnin
 	for rows.Next() {
 		var r RunningAttempt
 		var started int64
-		if err := rows.Scan(&r.TaskID, &r.Attempt, &r.WorkerID, &started); err != nil {
+		if err := rows.Scan(&r.TaskID, &r.Attempt, &r.WorkerID, &started, &r.TimeoutMS); err != nil {
 			return nil, fmt.Errorf("list running attempts: %w", err)
 		}
 		r.Started = fromMillis(started)

@@ -71,12 +71,12 @@ func TestCreateGetList(t *testing.T) {
 	require.Len(t, batch, 1)
 	assert.Equal(t, "t3", batch[0].ID)
 
-	queued, err := st.QueuedTasks(ctx, []string{"gotest"}, 10)
+	queued, err := st.QueuedTasks(ctx, QueuedQuery{Types: []string{"gotest"}, Now: testNow, Limit: 10})
 	require.NoError(t, err)
 	require.Len(t, queued, 1)
 	assert.Equal(t, "t3", queued[0].ID)
 
-	limited, err := st.QueuedTasks(ctx, []string{"command", "gotest"}, 2)
+	limited, err := st.QueuedTasks(ctx, QueuedQuery{Types: []string{"command", "gotest"}, Now: testNow, Limit: 2})
 	require.NoError(t, err)
 	assert.Len(t, limited, 2)
 
@@ -103,7 +103,8 @@ func TestStartAttemptAndOutcome(t *testing.T) {
 	running, err := st.RunningAttempts(ctx, "w1")
 	require.NoError(t, err)
 	require.Len(t, running, 1)
-	assert.Equal(t, RunningAttempt{TaskID: "t1", Attempt: 1, WorkerID: "w1", Started: testNow}, running[0])
+	assert.Equal(t, RunningAttempt{TaskID: "t1", Attempt: 1, WorkerID: "w1", Started: testNow,
+		TimeoutMS: 1000}, running[0])
 
 	outcome := Outcome{
 		TaskID: "t1", Attempt: 1, WorkerID: "w1", Status: api.StateSucceeded,
@@ -136,7 +137,7 @@ func TestOutcomeFencing(t *testing.T) {
 
 	_, err := st.StartAttempt(ctx, "t1", "w1", testNow)
 	require.NoError(t, err)
-	_, err = st.LoseAttempt(ctx, "t1", 1, "worker w1 did not come back", testNow)
+	_, err = st.EndAttempt(ctx, AttemptEnd{TaskID: "t1", Attempt: 1, State: AttemptLost, Reason: "worker w1 did not come back"}, testNow)
 	require.NoError(t, err)
 	_, err = st.StartAttempt(ctx, "t1", "w2", testNow)
 	require.NoError(t, err)
@@ -189,24 +190,24 @@ func TestOutcomeFencing(t *testing.T) {
 	require.Error(t, err, "a non-terminal status is invalid")
 }
 
-func TestLoseAttemptMaxAttempts(t *testing.T) {
+func TestEndAttemptMaxAttempts(t *testing.T) {
 	ctx := context.Background()
 	st := openTestStore(t, filepath.Join(t.TempDir(), "dtf.db"))
 	require.NoError(t, st.CreateTasks(ctx, []NewTask{newTask("t1", 2)}, testNow))
 
 	_, err := st.StartAttempt(ctx, "t1", "w1", testNow)
 	require.NoError(t, err)
-	task, err := st.LoseAttempt(ctx, "t1", 1, "lost", testNow)
+	task, err := st.EndAttempt(ctx, AttemptEnd{TaskID: "t1", Attempt: 1, State: AttemptLost, Reason: "lost"}, testNow)
 	require.NoError(t, err)
 	assert.Equal(t, api.StateQueued, task.State)
 	assert.Empty(t, task.WorkerID)
 
-	_, err = st.LoseAttempt(ctx, "t1", 1, "lost again", testNow)
+	_, err = st.EndAttempt(ctx, AttemptEnd{TaskID: "t1", Attempt: 1, State: AttemptLost, Reason: "lost again"}, testNow)
 	require.ErrorIs(t, err, ErrConflict, "a queued task has no attempt to lose")
 
 	_, err = st.StartAttempt(ctx, "t1", "w1", testNow)
 	require.NoError(t, err)
-	task, err = st.LoseAttempt(ctx, "t1", 2, "lost", testNow)
+	task, err = st.EndAttempt(ctx, AttemptEnd{TaskID: "t1", Attempt: 2, State: AttemptLost, Reason: "lost"}, testNow)
 	require.NoError(t, err)
 	assert.Equal(t, api.StateFailed, task.State, "the second lost attempt uses up max_attempts 2")
 	assert.Equal(t, 2, task.Attempt)

@@ -25,6 +25,12 @@ const (
 	// AttemptLost is an attempt whose worker did not come back within the
 	// grace period or no longer had the attempt when it synced.
 	AttemptLost = "lost"
+	// AttemptReleased is an attempt that a draining worker gave back
+	// unfinished. It does not count against the task's max_attempts.
+	AttemptReleased = "released"
+	// AttemptTimedOut is an attempt that ran past its task's timeout plus
+	// the coordinator's grace, which the coordinator ended itself.
+	AttemptTimedOut = "timed_out"
 )
 
 // Errors that callers test with errors.Is.
@@ -48,6 +54,8 @@ type NewTask struct {
 	Payload     json.RawMessage
 	TimeoutMS   int64
 	MaxAttempts int
+	// Labels are the worker labels the task requires, name to value.
+	Labels map[string]string
 }
 
 // TaskFilter selects tasks in ListTasks; empty fields match all tasks.
@@ -62,6 +70,37 @@ type RunningAttempt struct {
 	Attempt  int
 	WorkerID string
 	Started  time.Time
+	// TimeoutMS is the task's timeout in milliseconds; 0 means none.
+	TimeoutMS int64
+}
+
+// QueuedQuery selects the queued tasks that one worker may run.
+type QueuedQuery struct {
+	// Types are the task types the worker serves; none selects no task.
+	Types []string
+	// Labels are the worker's labels. A task matches when every label it
+	// requires is among them with the same value.
+	Labels map[string]string
+	// Now excludes the tasks whose retry backoff lasts past it.
+	Now   time.Time
+	Limit int
+}
+
+// Backoff returns the delay before the next attempt of a task whose
+// attempts failed failures times, counting only attempts that count
+// against max_attempts.
+type Backoff func(failures int) time.Duration
+
+// AttemptEnd ends a running attempt that has no outcome of its own.
+type AttemptEnd struct {
+	TaskID  string
+	Attempt int
+	// State is AttemptLost or AttemptTimedOut.
+	State  string
+	Reason string
+	// Backoff sets the delay before the requeued task is handed out again;
+	// nil requeues it for at once.
+	Backoff Backoff
 }
 
 // Outcome is the final report of one attempt, as received from a worker.
@@ -78,6 +117,20 @@ type Outcome struct {
 	Result   json.RawMessage
 	Started  time.Time
 	Finished time.Time
+	// Retryable marks a failure the task did not cause, such as a crashed
+	// executor: the task is queued again while attempts remain.
+	Retryable bool
+	// Released marks an attempt a draining worker gave back unfinished:
+	// the task is queued again and the attempt does not count against
+	// max_attempts.
+	Released bool
+	// RetryBackoff sets the delay before a retryable failure's next
+	// attempt; nil means at once.
+	RetryBackoff Backoff
+	// Checkpoint is the attempt's newest checkpoint that the worker had no
+	// acknowledgement for; ApplyOutcome stores it first, under the rules
+	// of CheckpointStore. Nil when the outcome carries none.
+	Checkpoint *Checkpoint
 }
 
 // OutcomeResult is the store's decision on an outcome. Reason explains
@@ -85,8 +138,17 @@ type Outcome struct {
 type OutcomeResult struct {
 	Applied bool
 	Reason  string
+	// Duplicate is set when the same attempt's outcome was applied before,
+	// as after a replay; the rejection is then harmless.
+	Duplicate bool
+	// Requeued is set when the applied outcome queued the task again: a
+	// released attempt, or a retryable failure with attempts left.
+	Requeued bool
 	// Task is the task after the decision; nil when the task is unknown.
 	Task *api.Task
+	// Checkpoint is the decision on the outcome's checkpoint; nil when the
+	// outcome carried none.
+	Checkpoint *CheckpointResult
 }
 
 // WorkerRecord is the stored declaration of a worker, kept between sessions.
@@ -113,6 +175,8 @@ type SavedSession struct {
 // Store is the coordinator's durable state. Every method that changes state
 // commits before it returns. Implementations are safe for concurrent use.
 type Store interface {
+	CheckpointStore
+
 	// CreateTasks inserts queued tasks in one transaction, in order.
 	CreateTasks(ctx context.Context, tasks []NewTask, now time.Time) error
 	// GetTask returns a task with its attempts and outcome, or ErrNotFound.
@@ -120,20 +184,25 @@ type Store interface {
 	// ListTasks returns the tasks that match filter in creation order,
 	// without attempts and outcomes.
 	ListTasks(ctx context.Context, filter TaskFilter) ([]api.Task, error)
-	// QueuedTasks returns up to limit queued tasks whose type is one of
-	// types, oldest first.
-	QueuedTasks(ctx context.Context, types []string, limit int) ([]api.Task, error)
+	// QueuedTasks returns up to query.Limit queued tasks that a worker with
+	// query's types and labels may run and whose retry backoff has passed,
+	// oldest first.
+	QueuedTasks(ctx context.Context, query QueuedQuery) ([]api.Task, error)
 	// StartAttempt moves a queued task to running on workerID with the next
 	// attempt number and records the attempt. It returns ErrConflict when
 	// the task is no longer queued.
 	StartAttempt(ctx context.Context, taskID, workerID string, now time.Time) (*api.Task, error)
-	// LoseAttempt ends a running attempt as lost with reason and queues the
-	// task again, or fails it when it used all its attempts. It returns
-	// ErrConflict when attempt is not the task's running attempt.
-	LoseAttempt(ctx context.Context, taskID string, attempt int, reason string, now time.Time) (*api.Task, error)
+	// EndAttempt ends a running attempt as lost or timed out and queues the
+	// task again after the backoff. When the attempt was the task's last,
+	// the task ends instead: failed after a lost attempt, timed_out after a
+	// timed out one. It returns ErrConflict when the attempt is not the
+	// task's running attempt.
+	EndAttempt(ctx context.Context, end AttemptEnd, now time.Time) (*api.Task, error)
 	// ApplyOutcome records an outcome and the task's terminal state in one
 	// transaction when (task, attempt, worker) is the task's running
-	// attempt; otherwise it changes nothing and returns the reason.
+	// attempt; otherwise it changes nothing and returns the reason. A
+	// released outcome, or a retryable one with attempts left, ends the
+	// attempt and queues the task again instead.
 	ApplyOutcome(ctx context.Context, outcome Outcome, now time.Time) (OutcomeResult, error)
 	// CancelTask cancels a queued or running task and returns it as it was
 	// before, so the caller can tell the worker of a running attempt. It

@@ -32,6 +32,11 @@ func validateNewTasks(tasks []NewTask) error {
 		if len(t.Payload) > 0 && !json.Valid(t.Payload) {
 			return fmt.Errorf("tasks[%d] %s: payload is not valid JSON", i, t.ID)
 		}
+		for name := range t.Labels {
+			if name == "" {
+				return fmt.Errorf("tasks[%d] %s: a label name is empty; name every required label", i, t.ID)
+			}
+		}
 	}
 	return nil
 }

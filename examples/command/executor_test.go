@@ -28,6 +28,8 @@ type nopReporter struct{}
 
 func (nopReporter) Progress(float64, string) {}
 
+func (nopReporter) Checkpoint([]byte, float64, string) error { return nil }
+
 func payload(t *testing.T, v map[string]any) json.RawMessage {
 	t.Helper()
 	raw, err := json.Marshal(v)

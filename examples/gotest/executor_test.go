@@ -33,6 +33,8 @@ func (r *progressRecorder) Progress(_ float64, message string) {
 	r.messages = append(r.messages, message)
 }
 
+func (r *progressRecorder) Checkpoint([]byte, float64, string) error { return nil }
+
 // writeModule creates a Go module in a temporary folder from file contents
 // keyed by relative path.
 func writeModule(t *testing.T, files map[string]string) string {

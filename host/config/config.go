@@ -29,6 +29,17 @@ const (
 	DefaultSlots           = 1
 	DefaultLogLevel        = "info"
 	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultDrainTimeout leaves 10s of the 30s that Kubernetes and
+	// similar supervisors wait after SIGTERM by default for releasing
+	// the tasks still running, waiting for acknowledgements and stopping
+	// the plugins.
+	DefaultDrainTimeout = 20 * time.Second
+	// DefaultRestartBackoffBase and DefaultRestartBackoffCap bound the
+	// delay before a crashed plugin is launched again. A crash caused by
+	// a bad binary or config repeats at once, so the delay doubles per
+	// crash up to the cap.
+	DefaultRestartBackoffBase = 500 * time.Millisecond
+	DefaultRestartBackoffCap  = 30 * time.Second
 )
 
 // Config is a loaded and validated worker configuration. Paths in it are
@@ -44,9 +55,21 @@ type Config struct {
 	LogLevel string
 	// Labels describe the worker to the coordinator, for example os=linux.
 	Labels map[string]string
-	// ShutdownTimeout bounds the host's shutdown after its context ends.
+	// ShutdownTimeout bounds the host's shutdown after its context ends,
+	// and each of the two waits at the end of a drain: for released tasks
+	// to stop and for the coordinator's acknowledgements.
 	ShutdownTimeout time.Duration
-	Coordinator     Coordinator
+	// DrainTimeout is how long a draining worker (after SIGTERM) lets its
+	// running tasks finish before it cancels them and releases them to
+	// the coordinator.
+	DrainTimeout time.Duration
+	// RestartBackoffBase is the delay before the first relaunch of a
+	// crashed plugin; it doubles per further crash, with full jitter, up
+	// to RestartBackoffCap. A plugin that ran for a minute counts as
+	// healthy again.
+	RestartBackoffBase time.Duration
+	RestartBackoffCap  time.Duration
+	Coordinator        Coordinator
 	// Plugins are in file order; exactly one has kind "connector".
 	Plugins []Plugin
 }
@@ -211,6 +234,7 @@ func decode(body hcl.Body, dir string) (*Config, hcl.Diagnostics) {
 	cfg.ShutdownTimeout, timeoutDiags = parseDuration(raw.ShutdownTimeout, raw.ShutdownTimeoutRange,
 		"shutdown_timeout", DefaultShutdownTimeout, maxShutdownTimeout)
 	diags = append(diags, timeoutDiags...)
+	diags = append(diags, decodeSupervision(&raw, cfg)...)
 
 	for _, block := range raw.Plugins {
 		plugin, more := decodePlugin(block, dir, ctx)

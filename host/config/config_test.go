@@ -67,6 +67,9 @@ func TestLoadValid(t *testing.T) {
 	assert.Equal(t, 2, cfg.Slots)
 	assert.Equal(t, map[string]string{"os": "linux"}, cfg.Labels)
 	assert.Equal(t, DefaultShutdownTimeout, cfg.ShutdownTimeout)
+	assert.Equal(t, DefaultDrainTimeout, cfg.DrainTimeout)
+	assert.Equal(t, DefaultRestartBackoffBase, cfg.RestartBackoffBase)
+	assert.Equal(t, DefaultRestartBackoffCap, cfg.RestartBackoffCap)
 	assert.Equal(t, "s3cret", cfg.Coordinator.Token)
 	assert.Equal(t, "worker-1", cfg.Coordinator.WorkerID)
 
@@ -140,6 +143,22 @@ func TestLoadErrors(t *testing.T) {
 			[]string{"worker.hcl:14:19", `start_timeout "100000000h" is too large; use at most "10m"`}},
 		{"shutdown timeout too long", replace(`log_level = "info"`, "log_level = \"info\"\nshutdown_timeout = \"2h\""),
 			[]string{"worker.hcl:5:20", `shutdown_timeout "2h" is too long; use at most "1h", default "10s"`}},
+		{"drain timeout too long", replace(`log_level = "info"`, "log_level = \"info\"\ndrain_timeout = \"25h\""),
+			[]string{"worker.hcl:5:17", `drain_timeout "25h" is too long; use at most "24h", default "20s"`}},
+		{"drain timeout zero", replace(`log_level = "info"`, "log_level = \"info\"\ndrain_timeout = \"0s\""),
+			[]string{"worker.hcl:5:17", `drain_timeout must be positive, got "0s"`}},
+		{"restart backoff base too short", replace(`log_level = "info"`,
+			"log_level = \"info\"\nrestart_backoff_base = \"1ms\""),
+			[]string{"worker.hcl:5:24", `restart_backoff_base "1ms" is too short; use at least "10ms", default "500ms"`}},
+		{"restart backoff cap below base", replace(`log_level = "info"`,
+			"log_level = \"info\"\nrestart_backoff_base = \"2s\"\nrestart_backoff_cap = \"1s\""),
+			[]string{"worker.hcl:6:23", "restart_backoff_cap 1s is below restart_backoff_base 2s"}},
+		{"restart backoff base above default cap", replace(`log_level = "info"`,
+			"log_level = \"info\"\nrestart_backoff_base = \"1m\""),
+			[]string{"worker.hcl:5:24", "restart_backoff_cap 30s is below restart_backoff_base 1m"}},
+		{"restart backoff cap too long", replace(`log_level = "info"`,
+			"log_level = \"info\"\nrestart_backoff_cap = \"2h\""),
+			[]string{"worker.hcl:5:23", `restart_backoff_cap "2h" is too long; use at most "1h", default "30s"`}},
 		{"bad url", replace(`ws://127.0.0.1:7070`, `ftp://127.0.0.1:7070`),
 			[]string{"worker.hcl:7:15", "Invalid coordinator url", "scheme must be"}},
 		{"empty worker id", replace(`worker_id = "worker-1"`, `worker_id = ""`),
@@ -179,12 +198,16 @@ func TestLoadErrors(t *testing.T) {
 // TestLoadLimitsInclusive loads a file with slots and the durations at the
 // high end of their ranges.
 func TestLoadLimitsInclusive(t *testing.T) {
-	body := strings.Replace(validConfig, `slots     = 2`, "slots     = 1024\nshutdown_timeout = \"1h\"", 1)
+	body := strings.Replace(validConfig, `slots     = 2`, "slots     = 1024\nshutdown_timeout = \"1h\"\n"+
+		"drain_timeout = \"24h\"\nrestart_backoff_base = \"1m\"\nrestart_backoff_cap = \"1h\"", 1)
 	body = strings.Replace(body, `start_timeout = "10s"`, `start_timeout = "10m"`, 1)
 	cfg, err := Load(writeWorkerConfig(t, body))
 	require.NoError(t, err)
 	assert.Equal(t, 1024, cfg.Slots)
 	assert.Equal(t, time.Hour, cfg.ShutdownTimeout)
+	assert.Equal(t, 24*time.Hour, cfg.DrainTimeout)
+	assert.Equal(t, time.Minute, cfg.RestartBackoffBase)
+	assert.Equal(t, time.Hour, cfg.RestartBackoffCap)
 	assert.Equal(t, 10*time.Minute, cfg.Connector().StartTimeout)
 }
 

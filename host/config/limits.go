@@ -28,6 +28,18 @@ const (
 	maxStartTimeout    = 10 * time.Minute
 )
 
+// Bounds of the drain and the plugin restart backoff. A drain may wait for
+// a test that runs for hours, but one longer than a day is a typo. A
+// restart delay under minRestartBackoffBase lets a plugin that crashes at
+// start keep a core busy, and one over an hour leaves the worker without
+// an executor for longer than a person would wait.
+const (
+	maxDrainTimeout       = 24 * time.Hour
+	minRestartBackoffBase = 10 * time.Millisecond
+	maxRestartBackoffBase = time.Minute
+	maxRestartBackoffCap  = time.Hour
+)
+
 // durationSyntax matches the texts that time.ParseDuration accepts apart
 // from "0", so a text that matches and still fails to parse is a duration
 // too large for time.Duration, which ends near 292 years.
@@ -76,4 +88,39 @@ func decodeSlots(expr hcl.Expression, dst *int) hcl.Diagnostics {
 	n, _ := exact.Int64()
 	*dst = int(n)
 	return nil
+}
+
+// decodeSupervision parses drain_timeout, restart_backoff_base and
+// restart_backoff_cap into cfg and checks that the base is at least
+// minRestartBackoffBase and not above the cap.
+func decodeSupervision(raw *fileSchema, cfg *Config) hcl.Diagnostics {
+	var diags, more hcl.Diagnostics
+	cfg.DrainTimeout, more = parseDuration(raw.DrainTimeout, raw.DrainTimeoutRange,
+		"drain_timeout", DefaultDrainTimeout, maxDrainTimeout)
+	diags = append(diags, more...)
+	cfg.RestartBackoffBase, more = parseDuration(raw.RestartBase, raw.RestartBaseRange,
+		"restart_backoff_base", DefaultRestartBackoffBase, maxRestartBackoffBase)
+	diags = append(diags, more...)
+	cfg.RestartBackoffCap, more = parseDuration(raw.RestartCap, raw.RestartCapRange,
+		"restart_backoff_cap", DefaultRestartBackoffCap, maxRestartBackoffCap)
+	diags = append(diags, more...)
+	if diags.HasErrors() {
+		return diags
+	}
+	if cfg.RestartBackoffBase < minRestartBackoffBase {
+		diags = append(diags, errorAt(raw.RestartBaseRange, "Invalid duration",
+			fmt.Sprintf("restart_backoff_base %q is too short; use at least %q, default %q.",
+				*raw.RestartBase, formatDuration(minRestartBackoffBase), formatDuration(DefaultRestartBackoffBase))))
+	}
+	if cfg.RestartBackoffCap < cfg.RestartBackoffBase {
+		rng := raw.RestartCapRange
+		if raw.RestartCap == nil {
+			rng = raw.RestartBaseRange
+		}
+		diags = append(diags, errorAt(rng, "Invalid duration",
+			fmt.Sprintf("restart_backoff_cap %s is below restart_backoff_base %s; "+
+				"raise the cap or lower the base.",
+				formatDuration(cfg.RestartBackoffCap), formatDuration(cfg.RestartBackoffBase))))
+	}
+	return diags
 }

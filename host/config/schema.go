@@ -15,6 +15,12 @@ type fileSchema struct {
 	Labels               map[string]string `hcl:"labels,optional"`
 	ShutdownTimeout      *string           `hcl:"shutdown_timeout,optional"`
 	ShutdownTimeoutRange hcl.Range         `hcl:"shutdown_timeout,attr_value_range"`
+	DrainTimeout         *string           `hcl:"drain_timeout,optional"`
+	DrainTimeoutRange    hcl.Range         `hcl:"drain_timeout,attr_value_range"`
+	RestartBase          *string           `hcl:"restart_backoff_base,optional"`
+	RestartBaseRange     hcl.Range         `hcl:"restart_backoff_base,attr_value_range"`
+	RestartCap           *string           `hcl:"restart_backoff_cap,optional"`
+	RestartCapRange      hcl.Range         `hcl:"restart_backoff_cap,attr_value_range"`
 	Coordinator          coordinatorBlock  `hcl:"coordinator,block"`
 	Plugins              []pluginBlock     `hcl:"plugin,block"`
 }

@@ -99,39 +99,82 @@ func (h *Harness) Configure(ctx context.Context, config json.RawMessage) error {
 // Run executes task and returns its result and every progress report.
 // Cancelling ctx cancels the task, as the host does on a CancelTask from the
 // coordinator, and Run then returns the context's error. The error is set
-// only when the call failed before a result arrived.
+// only when the call failed before a result arrived. Execute also returns
+// the checkpoints.
 func (h *Harness) Run(ctx context.Context, task sdk.Task) (sdk.Result, []Progress, error) {
+	report, err := h.Execute(ctx, task)
+	return report.Result, report.Progress, err
+}
+
+// Report is the record of everything one attempt sent, its result last.
+type Report struct {
+	Result   sdk.Result
+	Progress []Progress
+	// Checkpoints are the saved checkpoints in order. As the worker host
+	// does, the harness sets Attempt to the task's attempt and numbers
+	// Sequence from 1.
+	Checkpoints []sdk.Checkpoint
+}
+
+// LastCheckpoint returns the newest checkpoint, or nil when the attempt
+// saved none. Set it as the Checkpoint of the next attempt's Task to test
+// resuming.
+func (r Report) LastCheckpoint() *sdk.Checkpoint {
+	if len(r.Checkpoints) == 0 {
+		return nil
+	}
+	last := r.Checkpoints[len(r.Checkpoints)-1]
+	return &last
+}
+
+// Execute runs task, passing task.Checkpoint to the executor as the host
+// passes the coordinator's stored checkpoint, and returns everything the
+// attempt reported. Errors are those of Run; the report then holds what
+// arrived before the failure.
+func (h *Harness) Execute(ctx context.Context, task sdk.Task) (Report, error) {
 	stream, err := h.client.Execute(ctx, &pb.ExecuteRequest{
-		TaskId:    task.ID,
-		Attempt:   uint32(task.Attempt),
-		Type:      task.Type,
-		Payload:   task.Payload,
-		TimeoutMs: task.Timeout.Milliseconds(),
+		TaskId:     task.ID,
+		Attempt:    uint32(task.Attempt),
+		Type:       task.Type,
+		Payload:    task.Payload,
+		TimeoutMs:  task.Timeout.Milliseconds(),
+		Checkpoint: sdk.CheckpointToProto(task.Checkpoint),
 	})
 	if err != nil {
-		return sdk.Result{}, nil, err
+		return Report{}, err
 	}
-	var progress []Progress
+	var report Report
 	for {
 		event, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return sdk.Result{}, progress, fmt.Errorf("executor stream ended without a result")
+			return report, fmt.Errorf("executor stream ended without a result")
 		}
 		if err != nil {
-			return sdk.Result{}, progress, err
+			return report, err
 		}
 		if p := event.GetProgress(); p != nil {
-			progress = append(progress, Progress{Fraction: p.GetFraction(), Message: p.GetMessage()})
+			report.Progress = append(report.Progress, Progress{Fraction: p.GetFraction(), Message: p.GetMessage()})
+			continue
+		}
+		if cp := event.GetCheckpoint(); cp != nil {
+			report.Checkpoints = append(report.Checkpoints, sdk.Checkpoint{
+				Data:     cp.GetData(),
+				Fraction: cp.GetFraction(),
+				Message:  cp.GetMessage(),
+				Attempt:  task.Attempt,
+				Sequence: uint64(len(report.Checkpoints) + 1),
+			})
 			continue
 		}
 		if r := event.GetResult(); r != nil {
-			return sdk.Result{
+			report.Result = sdk.Result{
 				Status:   sdk.StatusFromProto(r.GetStatus()),
 				ExitCode: int(r.GetExitCode()),
 				Message:  r.GetMessage(),
 				Output:   r.GetOutput(),
 				Data:     r.GetResultJson(),
-			}, progress, nil
+			}
+			return report, nil
 		}
 	}
 }

@@ -24,8 +24,11 @@ func TestMain(m *testing.M) {
 // scriptedExecutor runs the function named by the task's type.
 type scriptedExecutor struct {
 	configured json.RawMessage
-	started    chan struct{}
-	stopped    chan struct{}
+	// reporter and oversizeErr are what the "checkpoint" task left behind.
+	reporter    sdk.Reporter
+	oversizeErr error
+	started     chan struct{}
+	stopped     chan struct{}
 }
 
 func newScripted() *scriptedExecutor {
@@ -33,7 +36,7 @@ func newScripted() *scriptedExecutor {
 }
 
 func (e *scriptedExecutor) Info() sdk.Info {
-	return sdk.Info{Name: "scripted", Version: "1.0.0", TaskTypes: []string{"ok", "error", "panic", "block"}}
+	return sdk.Info{Name: "scripted", Version: "1.0.0", TaskTypes: []string{"ok", "error", "panic", "block", "checkpoint"}}
 }
 
 func (e *scriptedExecutor) Configure(config json.RawMessage) error {
@@ -55,6 +58,8 @@ func (e *scriptedExecutor) Execute(ctx context.Context, task sdk.Task, r sdk.Rep
 		return sdk.Result{}, errors.New("payload is not an object")
 	case "panic":
 		panic("boom")
+	case "checkpoint":
+		return e.checkpoint(task, r)
 	case "block":
 		e.started <- struct{}{}
 		<-ctx.Done()
@@ -62,6 +67,25 @@ func (e *scriptedExecutor) Execute(ctx context.Context, task sdk.Task, r sdk.Rep
 		return sdk.Result{}, ctx.Err()
 	}
 	return sdk.Result{Status: "", Message: "no status"}, nil
+}
+
+// checkpoint saves three checkpoints after the one it resumes from, then
+// tries one over the size limit, and returns where it started.
+func (e *scriptedExecutor) checkpoint(task sdk.Task, r sdk.Reporter) (sdk.Result, error) {
+	start := 0
+	if task.Checkpoint != nil {
+		if err := json.Unmarshal(task.Checkpoint.Data, &start); err != nil {
+			return sdk.Result{}, err
+		}
+	}
+	for step := start + 1; step <= start+3; step++ {
+		if err := r.Checkpoint([]byte(jsonInt(step)), float64(step)/10, "step "+jsonInt(step)); err != nil {
+			return sdk.Result{}, err
+		}
+	}
+	e.oversizeErr = r.Checkpoint(make([]byte, sdk.MaxCheckpointBytes+1), 1, "too large")
+	e.reporter = r
+	return sdk.Result{Status: sdk.StatusSucceeded, Message: "started at " + jsonInt(start)}, nil
 }
 
 func jsonInt(i int) string {
@@ -77,7 +101,7 @@ func TestHarnessInfoAndConfigure(t *testing.T) {
 	info, err := h.Info(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, "scripted", info.Name)
-	assert.Equal(t, []string{"ok", "error", "panic", "block"}, info.TaskTypes)
+	assert.Equal(t, []string{"ok", "error", "panic", "block", "checkpoint"}, info.TaskTypes)
 
 	require.NoError(t, h.Configure(ctx, json.RawMessage(`{"a":1}`)))
 	assert.JSONEq(t, `{"a":1}`, string(exec.configured))
@@ -160,4 +184,40 @@ func waitFor(t *testing.T, ch <-chan struct{}, what string) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("timed out waiting for %s", what)
 	}
+}
+
+func TestHarnessCheckpointsAndResume(t *testing.T) {
+	exec := newScripted()
+	h := sdktest.New(t, exec)
+	ctx := context.Background()
+
+	first, err := h.Execute(ctx, sdk.Task{ID: "t-1", Attempt: 1, Type: "checkpoint"})
+	require.NoError(t, err)
+	assert.Equal(t, "started at 0", first.Result.Message)
+	require.Len(t, first.Checkpoints, 3)
+	for i, cp := range first.Checkpoints {
+		assert.Equal(t, 1, cp.Attempt, "checkpoint %d attempt", i)
+		assert.Equal(t, uint64(i+1), cp.Sequence, "checkpoint %d sequence", i)
+	}
+	last := first.LastCheckpoint()
+	require.NotNil(t, last)
+	assert.Equal(t, "3", string(last.Data))
+	assert.InDelta(t, 0.3, last.Fraction, 1e-9)
+	assert.Equal(t, "step 3", last.Message)
+
+	// The oversized checkpoint failed in the executor and was never sent.
+	require.ErrorIs(t, exec.oversizeErr, sdk.ErrCheckpointTooLarge)
+	assert.Contains(t, exec.oversizeErr.Error(), "1048577 bytes")
+	assert.Contains(t, exec.oversizeErr.Error(), "limit is 1048576 bytes")
+
+	// After the result, a checkpoint fails instead of vanishing.
+	err = exec.reporter.Checkpoint([]byte("late"), 1, "late")
+	require.ErrorIs(t, err, sdk.ErrAttemptFinished)
+
+	second, err := h.Execute(ctx, sdk.Task{ID: "t-1", Attempt: 2, Type: "checkpoint", Checkpoint: last})
+	require.NoError(t, err)
+	assert.Equal(t, "started at 3", second.Result.Message)
+	require.NotNil(t, second.LastCheckpoint())
+	assert.Equal(t, "6", string(second.LastCheckpoint().Data))
+	assert.Equal(t, 2, second.LastCheckpoint().Attempt)
 }

@@ -34,10 +34,11 @@ func (b Binaries) Path(name string) string {
 
 // binaryPackages maps each binary to the package it is built from.
 var binaryPackages = map[string]string{
-	"dtf":              "./cmd/dtf",
-	"dtf-reconnection": "./plugins/reconnection",
-	"dtf-exec-command": "./examples/command",
-	"dtf-exec-gotest":  "./examples/gotest",
+	"dtf":                 "./cmd/dtf",
+	"dtf-reconnection":    "./plugins/reconnection",
+	"dtf-exec-command":    "./examples/command",
+	"dtf-exec-gotest":     "./examples/gotest",
+	"dtf-exec-checkpoint": "./examples/checkpoint",
 }
 
 // Build compiles every dtf binary from the module at repo into dir.
@@ -135,6 +136,9 @@ func (p *Process) Stop(timeout time.Duration) error {
 	}
 }
 
+// Signal sends sig to the process without waiting.
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Kill sends SIGKILL and waits for the process to exit.
 func (p *Process) Kill() {
 	_ = p.cmd.Process.Kill()
@@ -205,6 +209,12 @@ type WorkerConfig struct {
 	// Reconnection holds more attributes of the reconnection plugin's
 	// config block, as HCL expressions such as `"2s"` or `8`.
 	Reconnection map[string]string
+	// Top holds more top-level attributes, as HCL expressions such as
+	// `"5s"`, for example drain_timeout or restart_backoff_base.
+	Top map[string]string
+	// Checkpoint adds the example checkpoint executor, which serves the
+	// task type "checkpoint".
+	Checkpoint bool
 }
 
 // WriteWorkerConfig writes an HCL worker config to path.
@@ -212,7 +222,7 @@ func WriteWorkerConfig(path string, c WorkerConfig) error {
 	text := fmt.Sprintf(`data_dir  = %q
 slots     = %d
 log_level = "debug"
-
+%s
 coordinator {
   url       = %q
   worker_id = %q
@@ -243,10 +253,14 @@ plugin "gotest" {
   path = %q
   env  = [%s]
 }
-`, c.DataDir, c.Slots, c.URL, c.WorkerID, c.Token, c.Bin.Path("dtf-reconnection"),
+`, c.DataDir, c.Slots, attributeLines(c.Top, ""), c.URL, c.WorkerID, c.Token, c.Bin.Path("dtf-reconnection"),
 		c.HeartbeatInterval, c.HeartbeatTimeout, c.BackoffBase, c.BackoffCap, c.HealthyAfter,
 		attributeLines(c.Reconnection, "    "),
 		c.Bin.Path("dtf-exec-command"), c.Bin.Path("dtf-exec-gotest"), quoteList(GoEnv))
+	if c.Checkpoint {
+		text += fmt.Sprintf("\nplugin \"checkpoint\" {\n  kind = \"executor\"\n  path = %q\n}\n",
+			c.Bin.Path("dtf-exec-checkpoint"))
+	}
 	return os.WriteFile(path, []byte(text), 0o644)
 }
 
@@ -371,6 +385,19 @@ func ChildrenOf(pid int) []int {
 		}
 	}
 	return children
+}
+
+// ChildNamed returns the pid of a running child of pid whose executable
+// file is named name, such as the dtf-exec-command plugin of a worker host,
+// or 0 when there is none.
+func ChildNamed(pid int, name string) int {
+	for _, child := range ChildrenOf(pid) {
+		exe, err := os.Readlink(filepath.Join("/proc", fmt.Sprint(child), "exe"))
+		if err == nil && filepath.Base(exe) == name {
+			return child
+		}
+	}
+	return 0
 }
 
 // Alive reports which of pids still run.

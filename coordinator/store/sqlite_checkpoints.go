@@ -1,0 +1,308 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dtf-io/dtf/coordinator/api"
+	"github.com/dtf-io/dtf/protocol"
+)
+
+var _ CheckpointStore = (*SQLite)(nil)
+
+// SaveCheckpoint stores a checkpoint when the rules of CheckpointStore
+// allow it, in one transaction with its history entry.
+func (s *SQLite) SaveCheckpoint(ctx context.Context, cp Checkpoint, now time.Time) (CheckpointResult, error) {
+	if err := errors.Join(requireID("task id", cp.TaskID), requireID("worker id", cp.WorkerID)); err != nil {
+		return CheckpointResult{}, fmt.Errorf("save checkpoint of task %q: %w", cp.TaskID, err)
+	}
+	var result CheckpointResult
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		task, err := getTask(ctx, tx, cp.TaskID, false)
+		if errors.Is(err, ErrNotFound) {
+			result = CheckpointResult{Reason: fmt.Sprintf("unknown task %s", cp.TaskID)}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		result, err = saveCheckpointTx(ctx, tx, task, cp, now)
+		return err
+	})
+	if err != nil {
+		return CheckpointResult{}, err
+	}
+	return result, nil
+}
+
+// saveCheckpointTx applies the rules of CheckpointStore against task as
+// read in tx, and stores cp when they allow it. ApplyOutcome calls it for
+// the checkpoint that an outcome carries, before it applies the outcome.
+func saveCheckpointTx(ctx context.Context, tx *sql.Tx, task *api.Task, cp Checkpoint,
+	now time.Time) (CheckpointResult, error) {
+	if result, ok := admitCheckpoint(task, cp); !ok {
+		return result, nil
+	}
+	var stored struct {
+		attempt  int
+		sequence uint64
+	}
+	err := tx.QueryRowContext(ctx, `SELECT attempt, sequence FROM checkpoints WHERE task_id = ?`,
+		cp.TaskID).Scan(&stored.attempt, &stored.sequence)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return CheckpointResult{}, fmt.Errorf("read checkpoint of task %s: %w", cp.TaskID, err)
+	case cp.Attempt == stored.attempt && cp.Sequence == stored.sequence:
+		return CheckpointResult{Duplicate: true, Reason: fmt.Sprintf(
+			"duplicate: checkpoint %d of attempt %d is already stored", cp.Sequence, cp.Attempt)}, nil
+	case !checkpointNewer(cp.Attempt, cp.Sequence, stored.attempt, stored.sequence):
+		return CheckpointResult{Stale: true, Reason: fmt.Sprintf(
+			"stale checkpoint %d of attempt %d, stored is checkpoint %d of attempt %d",
+			cp.Sequence, cp.Attempt, stored.sequence, stored.attempt)}, nil
+	}
+
+	ms := now.UnixMilli()
+	saved := toMillis(cp.Saved)
+	if saved == 0 {
+		saved = ms
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO checkpoints (task_id, attempt, sequence, data, fraction,
+		message, size, saved_ms, stored_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (task_id) DO UPDATE SET attempt = excluded.attempt, sequence = excluded.sequence,
+		data = excluded.data, fraction = excluded.fraction, message = excluded.message,
+		size = excluded.size, saved_ms = excluded.saved_ms, stored_ms = excluded.stored_ms`,
+		cp.TaskID, cp.Attempt, cp.Sequence, nonNil(cp.Data), cp.Fraction, cp.Message, len(cp.Data), saved, ms)
+	if err != nil {
+		return CheckpointResult{}, fmt.Errorf("store checkpoint %d of task %s: %w", cp.Sequence, cp.TaskID, err)
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO checkpoint_history (task_id, position, attempt, sequence,
+		size, saved_ms, stored_ms) SELECT ?, COALESCE(MAX(position), 0) + 1, ?, ?, ?, ?, ?
+		FROM checkpoint_history WHERE task_id = ?`,
+		cp.TaskID, cp.Attempt, cp.Sequence, len(cp.Data), saved, ms, cp.TaskID)
+	if err != nil {
+		return CheckpointResult{}, fmt.Errorf("record checkpoint %d of task %s in history: %w",
+			cp.Sequence, cp.TaskID, err)
+	}
+	return CheckpointResult{Applied: true}, nil
+}
+
+// admitCheckpoint checks everything about cp that does not need the stored
+// checkpoint: its size and numbers, and that its attempt is the task's
+// running attempt on the worker that sent it.
+func admitCheckpoint(task *api.Task, cp Checkpoint) (CheckpointResult, bool) {
+	switch {
+	case len(cp.Data) > protocol.MaxCheckpointBytes:
+		return CheckpointResult{Reason: fmt.Sprintf("checkpoint data of %d bytes exceeds the limit of %d bytes",
+			len(cp.Data), protocol.MaxCheckpointBytes)}, false
+	case cp.Attempt < 1 || cp.Sequence < 1:
+		return CheckpointResult{Reason: fmt.Sprintf(
+			"invalid checkpoint %d of attempt %d: attempts and sequences start at 1", cp.Sequence, cp.Attempt)}, false
+	case cp.Attempt < task.Attempt:
+		return CheckpointResult{Stale: true, Reason: fmt.Sprintf("stale attempt %d, current attempt is %d",
+			cp.Attempt, task.Attempt)}, false
+	case cp.Attempt > task.Attempt:
+		return CheckpointResult{Reason: fmt.Sprintf("unknown attempt %d, current attempt is %d",
+			cp.Attempt, task.Attempt)}, false
+	case task.State != api.StateRunning:
+		return CheckpointResult{Stale: true, Reason: fmt.Sprintf("attempt %d no longer runs: task is %s",
+			cp.Attempt, task.State)}, false
+	case task.WorkerID != cp.WorkerID:
+		return CheckpointResult{Stale: true, Reason: fmt.Sprintf("attempt %d runs on worker %s, not %s",
+			cp.Attempt, task.WorkerID, cp.WorkerID)}, false
+	}
+	return CheckpointResult{}, true
+}
+
+// checkpointNewer reports whether checkpoint (attempt, sequence) is newer
+// than (storedAttempt, storedSequence): a higher attempt, or the same
+// attempt and a higher sequence.
+func checkpointNewer(attempt int, sequence uint64, storedAttempt int, storedSequence uint64) bool {
+	if attempt != storedAttempt {
+		return attempt > storedAttempt
+	}
+	return sequence > storedSequence
+}
+
+// nonNil keeps empty checkpoint data from being stored as NULL.
+func nonNil(data []byte) []byte {
+	if data == nil {
+		return []byte{}
+	}
+	return data
+}
+
+// GetCheckpoint returns the task's newest stored checkpoint with its data.
+func (s *SQLite) GetCheckpoint(ctx context.Context, taskID string) (*Checkpoint, error) {
+	if err := requireID("task id", taskID); err != nil {
+		return nil, fmt.Errorf("get checkpoint: %w", err)
+	}
+	return getCheckpoint(ctx, s.read, taskID)
+}
+
+func getCheckpoint(ctx context.Context, q queryer, taskID string) (*Checkpoint, error) {
+	cp := Checkpoint{TaskID: taskID}
+	var saved int64
+	err := q.QueryRowContext(ctx, `SELECT attempt, sequence, data, fraction, message, saved_ms
+		FROM checkpoints WHERE task_id = ?`, taskID).Scan(
+		&cp.Attempt, &cp.Sequence, &cp.Data, &cp.Fraction, &cp.Message, &saved)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint of task %s: %w", taskID, err)
+	}
+	cp.Saved = fromMillis(saved)
+	return &cp, nil
+}
+
+// CheckpointHistory returns the task's stored checkpoints in the order the
+// store accepted them.
+func (s *SQLite) CheckpointHistory(ctx context.Context, taskID string) ([]CheckpointRecord, error) {
+	if err := requireID("task id", taskID); err != nil {
+		return nil, fmt.Errorf("read checkpoint history: %w", err)
+	}
+	rows, err := s.read.QueryContext(ctx, `SELECT position, attempt, sequence, size, saved_ms, stored_ms
+		FROM checkpoint_history WHERE task_id = ? ORDER BY position`, taskID)
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint history of task %s: %w", taskID, err)
+	}
+	defer rows.Close()
+	var history []CheckpointRecord
+	for rows.Next() {
+		var r CheckpointRecord
+		var saved, stored int64
+		if err := rows.Scan(&r.Position, &r.Attempt, &r.Sequence, &r.SizeBytes, &saved, &stored); err != nil {
+			return nil, fmt.Errorf("read checkpoint history of task %s: %w", taskID, err)
+		}
+		r.Saved, r.Stored = fromMillis(saved), fromMillis(stored)
+		history = append(history, r)
+	}
+	return history, rows.Err()
+}
+
+// recordResumePoint writes the task's stored checkpoint, if any, into the
+// attempt's row as the point it resumes from. StartAttempt calls it in the
+// transaction that starts the attempt, so the row names exactly the
+// checkpoint the Assign carries: no other attempt of the task runs, so no
+// checkpoint can be stored between that transaction and the Assign.
+func recordResumePoint(ctx context.Context, tx *sql.Tx, taskID string, attempt int) error {
+	_, err := tx.ExecContext(ctx, `UPDATE attempts SET
+		resumed_attempt = COALESCE((SELECT attempt FROM checkpoints WHERE task_id = ?), 0),
+		resumed_sequence = COALESCE((SELECT sequence FROM checkpoints WHERE task_id = ?), 0)
+		WHERE task_id = ? AND attempt = ?`, taskID, taskID, taskID, attempt)
+	if err != nil {
+		return fmt.Errorf("record resume point of attempt %d of task %s: %w", attempt, taskID, err)
+	}
+	return nil
+}
+
+// addCheckpointDetails sets the task's checkpoint summary and the resume
+// point of each of its attempts.
+func addCheckpointDetails(ctx context.Context, q queryer, task *api.Task) error {
+	infos, err := checkpointInfos(ctx, q, []string{task.ID})
+	if err != nil {
+		return err
+	}
+	task.Checkpoint = infos[task.ID]
+
+	rows, err := q.QueryContext(ctx, `SELECT attempt, resumed_attempt, resumed_sequence FROM attempts
+		WHERE task_id = ? AND resumed_attempt > 0`, task.ID)
+	if err != nil {
+		return fmt.Errorf("read resume points of task %s: %w", task.ID, err)
+	}
+	defer rows.Close()
+	resumed := map[int]*api.CheckpointRef{}
+	for rows.Next() {
+		var attempt int
+		var ref api.CheckpointRef
+		if err := rows.Scan(&attempt, &ref.Attempt, &ref.Sequence); err != nil {
+			return fmt.Errorf("read resume points of task %s: %w", task.ID, err)
+		}
+		resumed[attempt] = &ref
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read resume points of task %s: %w", task.ID, err)
+	}
+	for i := range task.Attempts {
+		task.Attempts[i].ResumedFrom = resumed[task.Attempts[i].Attempt]
+	}
+	return nil
+}
+
+// addCheckpointInfos sets the checkpoint summary of each listed task.
+func addCheckpointInfos(ctx context.Context, q queryer, tasks []api.Task) error {
+	ids := make([]string, len(tasks))
+	for i, t := range tasks {
+		ids[i] = t.ID
+	}
+	infos, err := checkpointInfos(ctx, q, ids)
+	if err != nil {
+		return err
+	}
+	for i := range tasks {
+		tasks[i].Checkpoint = infos[tasks[i].ID]
+	}
+	return nil
+}
+
+// checkpointQueryBatch bounds the task IDs of one query, below SQLite's
+// default limit of 32766 bound parameters.
+const checkpointQueryBatch = 500
+
+// checkpointInfos returns the checkpoint summaries of the tasks that have
+// one, by task ID.
+func checkpointInfos(ctx context.Context, q queryer, ids []string) (map[string]*api.Checkpoint, error) {
+	infos := map[string]*api.Checkpoint{}
+	for start := 0; start < len(ids); start += checkpointQueryBatch {
+		batch := ids[start:min(start+checkpointQueryBatch, len(ids))]
+		args := make([]any, len(batch))
+		for i, id := range batch {
+			args[i] = id
+		}
+		if err := readCheckpointInfos(ctx, q, args, infos); err != nil {
+			return nil, err
+		}
+	}
+	return infos, nil
+}
+
+func readCheckpointInfos(ctx context.Context, q queryer, ids []any, into map[string]*api.Checkpoint) error {
+	rows, err := q.QueryContext(ctx, `SELECT task_id, attempt, sequence, fraction, message, size,
+		saved_ms, stored_ms FROM checkpoints WHERE task_id IN (`+placeholders(len(ids))+`)`, ids...)
+	if err != nil {
+		return fmt.Errorf("read checkpoints: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var info api.Checkpoint
+		var saved, stored int64
+		if err := rows.Scan(&id, &info.Attempt, &info.Sequence, &info.Fraction, &info.Message,
+			&info.SizeBytes, &saved, &stored); err != nil {
+			return fmt.Errorf("read checkpoints: %w", err)
+		}
+		info.Saved, info.Stored = fromMillis(saved), fromMillis(stored)
+		into[id] = &info
+	}
+	return rows.Err()
+}
+
+// applyOutcomeCheckpoint stores the checkpoint that outcome o carries, as
+// of the task before the outcome. It returns nil when o carries none.
+func applyOutcomeCheckpoint(ctx context.Context, tx *sql.Tx, task *api.Task, o Outcome,
+	now time.Time) (*CheckpointResult, error) {
+	if o.Checkpoint == nil {
+		return nil, nil
+	}
+	cp := *o.Checkpoint
+	cp.TaskID, cp.Attempt, cp.WorkerID = o.TaskID, o.Attempt, o.WorkerID
+	result, err := saveCheckpointTx(ctx, tx, task, cp, now)
+	if err != nil {
+		return nil, err
+	}
+	return &result, nil
+}

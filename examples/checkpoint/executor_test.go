@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dtf-io/dtf/sdk"
+	"github.com/dtf-io/dtf/sdk/sdktest"
+)
+
+func task(attempt int, payload string, from *sdk.Checkpoint) sdk.Task {
+	return sdk.Task{ID: "t-1", Attempt: attempt, Type: TaskType, Payload: json.RawMessage(payload),
+		Checkpoint: from}
+}
+
+func report(t *testing.T, res sdk.Result) Report {
+	t.Helper()
+	var r Report
+	require.NoError(t, json.Unmarshal(res.Data, &r))
+	return r
+}
+
+func TestCountsAndCheckpointsEachStep(t *testing.T) {
+	h := sdktest.New(t, NewExecutor())
+	run, err := h.Execute(context.Background(), task(1, `{"steps":5,"interval_ms":1}`, nil))
+	require.NoError(t, err)
+
+	assert.Equal(t, sdk.StatusSucceeded, run.Result.Status)
+	assert.Equal(t, "counted to 5 from the start", run.Result.Message)
+	assert.Equal(t, Report{StartedAt: 0, Steps: 5}, report(t, run.Result))
+	require.Len(t, run.Checkpoints, 5)
+	for i, cp := range run.Checkpoints {
+		assert.JSONEq(t, fmt.Sprintf(`{"step":%d}`, i+1), string(cp.Data))
+		assert.InDelta(t, float64(i+1)/5, cp.Fraction, 1e-9)
+	}
+	assert.Equal(t, "step 5 of 5", run.LastCheckpoint().Message)
+}
+
+func TestResumesFromCheckpoint(t *testing.T) {
+	h := sdktest.New(t, NewExecutor())
+	ctx, cancel := context.WithCancel(context.Background())
+	canceller := &cancelAfter{after: 3, cancel: cancel}
+
+	// The first attempt is cancelled after its third checkpoint, as when
+	// its worker dies.
+	first, err := NewExecutor().Execute(ctx, task(1, `{"steps":6,"interval_ms":1}`, nil), canceller)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, sdk.Result{}, first)
+	require.Len(t, canceller.saved, 3)
+	last := &sdk.Checkpoint{Data: canceller.saved[2], Attempt: 1, Sequence: 3}
+
+	second, err := h.Execute(context.Background(), task(2, `{"steps":6,"interval_ms":1}`, last))
+	require.NoError(t, err)
+	assert.Equal(t, sdk.StatusSucceeded, second.Result.Status)
+	assert.Equal(t, "counted to 6, resumed after step 3", second.Result.Message)
+	assert.Equal(t, Report{StartedAt: 3, Steps: 6, ResumedFrom: &CheckpointRef{Attempt: 1, Sequence: 3}},
+		report(t, second.Result))
+	require.Len(t, second.Checkpoints, 3, "only the remaining steps run")
+	assert.JSONEq(t, `{"step":4}`, string(second.Checkpoints[0].Data))
+	assert.Equal(t, 2, second.Checkpoints[0].Attempt)
+}
+
+func TestInvalidInput(t *testing.T) {
+	h := sdktest.New(t, NewExecutor())
+	cases := []struct {
+		name    string
+		payload string
+		from    *sdk.Checkpoint
+		message string
+	}{
+		{"not json", `steps`, nil, "invalid checkpoint payload"},
+		{"unknown field", `{"steps":1,"speed":2}`, nil, `unknown field "speed"`},
+		{"zero steps", `{"steps":0}`, nil, "steps is 0; use 1 to 1000000"},
+		{"negative interval", `{"steps":1,"interval_ms":-1}`, nil, "interval_ms is -1"},
+		{"corrupt checkpoint", `{"steps":3}`, &sdk.Checkpoint{Data: []byte("{"), Attempt: 1, Sequence: 2},
+			"checkpoint 2 of attempt 1 has invalid data"},
+		{"checkpoint past end", `{"steps":3}`, &sdk.Checkpoint{Data: []byte(`{"step":9}`), Attempt: 1, Sequence: 9},
+			"is at step 9, outside 0 to 3"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			run, err := h.Execute(context.Background(), task(1, tc.payload, tc.from))
+			require.NoError(t, err)
+			assert.Equal(t, sdk.StatusFailed, run.Result.Status)
+			assert.Contains(t, run.Result.Message, tc.message)
+			assert.Empty(t, run.Checkpoints)
+		})
+	}
+}
+
+func TestConfigureRejectsSettings(t *testing.T) {
+	e := NewExecutor()
+	require.NoError(t, e.Configure(nil))
+	require.NoError(t, e.Configure(json.RawMessage(`{}`)))
+	err := e.Configure(json.RawMessage(`{"steps":3}`))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "the plugin has no settings")
+}
+
+// cancelAfter is a Reporter that records checkpoint data and cancels the
+// task's context after the given number of checkpoints.
+type cancelAfter struct {
+	after  int
+	cancel context.CancelFunc
+
+	mu    sync.Mutex
+	saved [][]byte
+}
+
+func (c *cancelAfter) Progress(float64, string) {}
+
+func (c *cancelAfter) Checkpoint(data []byte, _ float64, _ string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.saved = append(c.saved, append([]byte(nil), data...))
+	if len(c.saved) == c.after {
+		c.cancel()
+	}
+	return nil
+}

@@ -1,0 +1,30 @@
+// Command dtf-exec-checkpoint is an example dtf executor plugin for
+// "checkpoint" tasks. It counts to a number of steps, one step per
+// interval, and saves a checkpoint after each step, so that a retried or
+// reassigned attempt resumes at the step where the last one stopped. Copy it
+// as the starting point of an executor that resumes long work. The worker
+// host launches it through go-plugin; run it by hand only with -version.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/dtf-io/dtf/sdk"
+)
+
+func main() {
+	showVersion := flag.Bool("version", false, "print the plugin name and version and exit")
+	flag.Parse()
+	if *showVersion {
+		fmt.Printf("%s %s\n", pluginName, version)
+		return
+	}
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "%s takes no arguments; the dtf worker host launches it\n", pluginName)
+		os.Exit(2)
+	}
+
+	sdk.ServeExecutor(NewExecutor())
+}
