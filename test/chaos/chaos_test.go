@@ -78,8 +78,8 @@ func TestChaos(t *testing.T) {
 	})
 
 	c := newChaosCluster(t, *workersFlag)
-	// The tasks go in in waves, one before each fault, so that every
-	// fault finds tasks running.
+	// The tasks are submitted in waves, one before each fault, so that
+	// every fault finds tasks running.
 	tasks := taskMix(seed, *tasksFlag)
 	batch := fmt.Sprintf("chaos-%d", seed)
 	for i, f := range schedule {
