@@ -21,8 +21,8 @@ import (
 	"github.com/dtf-io/dtf/test/faultproxy"
 )
 
-// The defaults are the short run of `make test`: about a minute of faults
-// and at most two more minutes for the tasks to finish.
+// The defaults are the short run of `make test`: under a minute of faults
+// and at most three more minutes for the tasks to finish.
 var (
 	seedFlag     = flag.Int64("chaos.seed", 1, "seed of the fault schedule and the task mix")
 	durationFlag = flag.Duration("chaos.duration", 50*time.Second, "how long faults are injected")

@@ -63,9 +63,9 @@ func (f Fault) String() string {
 	return s
 }
 
-// Bounds of a schedule: the first fault waits for the cluster to settle,
-// and each later fault follows the end of the previous one after a gap,
-// so that faults never overlap and a run is easy to read from its log.
+// Bounds of a schedule. The first fault waits for the cluster to settle.
+// Each later fault starts a gap after the previous one ended, so faults
+// never overlap and a run's log is easy to follow.
 const (
 	firstFaultAt = 3 * time.Second
 	minGap       = time.Second
