@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -125,8 +124,10 @@ func (s *Server) countLost(workerID string, running int) (drained bool) {
 }
 
 // schedule assigns queued tasks to attached, synced sessions with free slots
-// and room in their replay buffer, one task per session in turn so that
-// work spreads over the fleet.
+// and room in their replay buffer, in rounds of at most one task per
+// session, so that work spreads over the fleet. Each round reads the queue
+// once per kind of worker and starts all of its attempts in one store
+// transaction. The Assign frames go out after that transaction committed.
 func (s *Server) schedule() {
 	if s.shuttingDown.Load() {
 		return
@@ -138,78 +139,167 @@ func (s *Server) schedule() {
 	ctx, cancel := storeContext()
 	defer cancel()
 
+	running, err := s.store.RunningCounts(ctx)
+	if err != nil {
+		s.log.Named("scheduler").Error("count running attempts failed", "error", err)
+		return
+	}
 	free := make(map[*session]int, len(sessions))
 	for _, ss := range sessions {
-		running, err := s.store.RunningAttempts(ctx, ss.workerID)
-		if err != nil {
-			s.log.Named("scheduler").Error("list running attempts failed", "worker_id", ss.workerID, "error", err)
-			return
-		}
-		free[ss] = ss.slots - len(running)
+		free[ss] = ss.slots - running[ss.workerID]
 	}
 
-	// Each round either assigns a task or marks a session as done, so the
-	// loop ends once the queue or the free slots run out.
-	for progress := true; progress; {
-		progress = false
-		for _, ss := range sessions {
-			if free[ss] <= 0 {
-				continue
-			}
-			assigned, err := s.assignOne(ctx, ss)
-			if err != nil {
-				s.log.Named("scheduler").Error("assignment failed", "worker_id", ss.workerID, "error", err)
-				return
-			}
-			if assigned && ss.hasRoom() {
-				free[ss]--
-			} else {
-				free[ss] = 0
-			}
-			progress = true
+	// Each round assigns a task to a session or takes its last free slot
+	// away, so the loop ends once the queue or the free slots run out. The
+	// bound only guards against a bug that makes no progress.
+	for round := 0; round <= len(sessions)+maxSlots(sessions); round++ {
+		assigned, err := s.assignRound(ctx, sessions, free)
+		if err != nil {
+			s.log.Named("scheduler").Error("assignment failed", "error", err)
+			return
+		}
+		if !assigned {
+			return
 		}
 	}
 }
 
-// assignOne starts the oldest queued task that ss serves and sends its
-// Assign. It reports false when no queued task matches.
-func (s *Server) assignOne(ctx context.Context, ss *session) (bool, error) {
-	if ss.attached() == nil || ss.isEnded() {
+// maxSlots returns the largest slot count among sessions.
+func maxSlots(sessions []*session) int {
+	largest := 0
+	for _, ss := range sessions {
+		largest = max(largest, ss.slots)
+	}
+	return largest
+}
+
+// assignRound plans one task for each session with a free slot, starts the
+// attempts in one transaction and sends their Assign frames. It reports
+// whether any session may take more in a further round. A session whose
+// kind of worker found no queued task, or that has no room left, gets no
+// further round.
+func (s *Server) assignRound(ctx context.Context, sessions []*session, free map[*session]int) (bool, error) {
+	plan := s.planRound(ctx, sessions, free)
+	if len(plan) == 0 {
 		return false, nil
 	}
+	starts := make([]store.AttemptStart, len(plan))
+	for i, p := range plan {
+		starts[i] = store.AttemptStart{TaskID: p.taskID, WorkerID: p.session.workerID}
+	}
+	results, err := s.store.StartAttempts(ctx, starts, time.Now())
+	if err != nil {
+		return false, err
+	}
+	more := false
+	for i, res := range results {
+		ss := plan[i].session
+		if res.Err != nil {
+			// Cancelled since it was read; the next round reads again.
+			more = true
+			continue
+		}
+		if !s.sendAssign(ctx, ss, res.Task, res.Checkpoint) || !ss.hasRoom() {
+			free[ss] = 0
+			continue
+		}
+		free[ss]--
+		more = more || free[ss] > 0
+	}
+	return more, nil
+}
+
+// plannedStart is one queued task picked for a session.
+type plannedStart struct {
+	session *session
+	taskID  string
+}
+
+// planRound picks one queued task for each session with a free slot.
+// Sessions that declare the same task types and labels share one read of
+// the queue. A session for which the queue has no task gets its free slots
+// taken away for this pass.
+func (s *Server) planRound(ctx context.Context, sessions []*session, free map[*session]int) []plannedStart {
+	groups := map[string][]*session{}
+	var order []string
+	for _, ss := range sessions {
+		if free[ss] <= 0 || ss.attached() == nil || ss.isEnded() {
+			free[ss] = 0
+			continue
+		}
+		key := s.queueKey(ss)
+		if groups[key] == nil {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], ss)
+	}
+
+	var plan []plannedStart
+	claimed := map[string]bool{}
+	for _, key := range order {
+		group := groups[key]
+		// Tasks claimed for an earlier group may match this one too, so
+		// read as many more as were claimed.
+		tasks, err := s.store.QueuedTasks(ctx, store.QueuedQuery{
+			Types:  s.servedTypes(group[0]),
+			Labels: group[0].hello.GetLabels(),
+			Now:    time.Now(),
+			Limit:  len(group) + len(claimed),
+		})
+		if err != nil {
+			s.log.Named("scheduler").Error("read queued tasks failed", "worker_id", group[0].workerID,
+				"error", err)
+			continue
+		}
+		next := 0
+		for _, ss := range group {
+			for next < len(tasks) && claimed[tasks[next].ID] {
+				next++
+			}
+			if next == len(tasks) {
+				free[ss] = 0
+				continue
+			}
+			claimed[tasks[next].ID] = true
+			plan = append(plan, plannedStart{session: ss, taskID: tasks[next].ID})
+			next++
+		}
+	}
+	return plan
+}
+
+// queueKey returns a key that is equal for sessions that may run the same
+// queued tasks: the same served types and the same labels.
+func (s *Server) queueKey(ss *session) string {
+	var b strings.Builder
+	for _, t := range s.servedTypes(ss) {
+		fmt.Fprintf(&b, "%q,", t)
+	}
+	b.WriteString("|")
+	labels := ss.hello.GetLabels()
+	for _, name := range slices.Sorted(maps.Keys(labels)) {
+		fmt.Fprintf(&b, "%q=%q,", name, labels[name])
+	}
+	return b.String()
+}
+
+// servedTypes returns the task types of ss that are in the coordinator's
+// task_types.
+func (s *Server) servedTypes(ss *session) []string {
 	types := make([]string, 0, len(ss.taskTypes))
 	for _, t := range ss.taskTypes {
 		if s.knownTypes[t] {
 			types = append(types, t)
 		}
 	}
-	tasks, err := s.store.QueuedTasks(ctx, store.QueuedQuery{
-		Types:  types,
-		Labels: ss.hello.GetLabels(),
-		Now:    time.Now(),
-		Limit:  1,
-	})
-	if err != nil || len(tasks) == 0 {
-		return false, err
-	}
-	task, err := s.store.StartAttempt(ctx, tasks[0].ID, ss.workerID, time.Now())
-	if errors.Is(err, store.ErrConflict) {
-		// Cancelled since it was read; the next round reads again.
-		return true, nil
-	}
-	if err != nil {
-		return false, err
-	}
+	return types
+}
 
-	log := ss.log.With("task_id", task.ID, "attempt", task.Attempt)
-	// The attempt resumes from the stored checkpoint, the one StartAttempt
-	// recorded as its resume point: only this attempt may store a newer one.
-	checkpoint, err := s.store.GetCheckpoint(ctx, task.ID)
-	if err != nil {
-		s.loseAttempt(ctx, store.RunningAttempt{TaskID: task.ID, Attempt: task.Attempt, WorkerID: ss.workerID},
-			"its checkpoint could not be read for the assignment")
-		return false, err
-	}
+// sendAssign sends the Assign of a started attempt, which resumes from
+// checkpoint when it is set, and reports whether the session took it. When
+// the session closed after the attempt was committed, a newer session of
+// the worker would never learn of the attempt, so it is requeued at once.
+func (s *Server) sendAssign(ctx context.Context, ss *session, task *api.Task, checkpoint *store.Checkpoint) bool {
 	assign := &pb.Frame{Body: &pb.Frame_Assign{Assign: &pb.Assign{
 		Ref:        &pb.TaskRef{TaskId: task.ID, Attempt: uint32(task.Attempt)},
 		Type:       task.Type,
@@ -220,19 +310,18 @@ func (s *Server) assignOne(ctx context.Context, ss *session) (bool, error) {
 	}}}
 	ss.markAssigned(task.ID, task.Attempt)
 	if !ss.enqueue(assign) {
-		// The session closed after the attempt was committed; a newer
-		// session of the worker would never learn of it, so requeue now.
 		s.loseAttempt(ctx, store.RunningAttempt{TaskID: task.ID, Attempt: task.Attempt, WorkerID: ss.workerID},
 			"the session closed before the assignment was sent")
-		return false, nil
+		return false
 	}
+	log := ss.log.With("task_id", task.ID, "attempt", task.Attempt)
 	if checkpoint != nil {
 		log.Info("task assigned", "type", task.Type, "resume_attempt", checkpoint.Attempt,
 			"resume_sequence", checkpoint.Sequence)
 	} else {
 		log.Info("task assigned", "type", task.Type)
 	}
-	return true, nil
+	return true
 }
 
 // queuedReason explains why a queued task is not running. It names the

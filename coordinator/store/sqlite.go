@@ -30,10 +30,13 @@ const readConns = 4
 
 // SQLite is the Store on an SQLite file in WAL mode. All writes go through
 // one connection, so the transactions of one process never wait on each
-// other for SQLite's write lock.
+// other for SQLite's write lock, and through one writer goroutine, which
+// commits the writes that wait at the same time together (writer.go).
 type SQLite struct {
-	write *sql.DB
-	read  *sql.DB
+	write  *sql.DB
+	read   *sql.DB
+	writer *writer
+	reader *readDB
 }
 
 var _ Store = (*SQLite)(nil)
@@ -61,7 +64,12 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		return nil, err
 	}
 	read.SetMaxOpenConns(readConns)
-	return &SQLite{write: write, read: read}, nil
+	return &SQLite{
+		write:  write,
+		read:   read,
+		writer: newWriter(write),
+		reader: &readDB{db: read, stmts: newStmtCache(read)},
+	}, nil
 }
 
 // probeWrite runs a write that changes nothing. SQLite opens a file it may
@@ -197,25 +205,22 @@ func firstLine(s string) string {
 	return line
 }
 
-// Close closes both connection pools.
+// Close stops the writer after its current batch and closes both
+// connection pools. Writes still waiting fail with ErrClosed.
 func (s *SQLite) Close() error {
+	s.writer.close()
+	s.reader.stmts.close()
 	return errors.Join(s.read.Close(), s.write.Close())
 }
 
-// inTx runs fn in a write transaction and commits when fn returns nil.
-func (s *SQLite) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.write.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
-	}
-	defer tx.Rollback()
-	if err := fn(tx); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
+// inTx runs fn in a write transaction, which it may share with other
+// writes, and returns once that transaction committed. fn's changes are
+// rolled back alone when fn returns an error; a failed commit fails every
+// write of the transaction. fn must use the ctx it is given, which bounds
+// the whole transaction, and not the caller's: cancelling a statement
+// aborts the transaction of every write in it.
+func (s *SQLite) inTx(ctx context.Context, fn writeFunc) error {
+	return s.writer.do(ctx, fn)
 }
 
 // queryer is the part of *sql.DB and *sql.Tx that reads use.

@@ -20,7 +20,7 @@ func (s *SQLite) SaveCheckpoint(ctx context.Context, cp Checkpoint, now time.Tim
 		return CheckpointResult{}, fmt.Errorf("save checkpoint of task %q: %w", cp.TaskID, err)
 	}
 	var result CheckpointResult
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *txn) error {
 		task, err := getTask(ctx, tx, cp.TaskID, false)
 		if errors.Is(err, ErrNotFound) {
 			result = CheckpointResult{Reason: fmt.Sprintf("unknown task %s", cp.TaskID)}
@@ -41,7 +41,7 @@ func (s *SQLite) SaveCheckpoint(ctx context.Context, cp Checkpoint, now time.Tim
 // saveCheckpointTx applies the rules of CheckpointStore against task as
 // read in tx, and stores cp when they allow it. ApplyOutcome calls it for
 // the checkpoint that an outcome carries, before it applies the outcome.
-func saveCheckpointTx(ctx context.Context, tx *sql.Tx, task *api.Task, cp Checkpoint,
+func saveCheckpointTx(ctx context.Context, tx *txn, task *api.Task, cp Checkpoint,
 	now time.Time) (CheckpointResult, error) {
 	if result, ok := admitCheckpoint(task, cp); !ok {
 		return result, nil
@@ -140,7 +140,7 @@ func (s *SQLite) GetCheckpoint(ctx context.Context, taskID string) (*Checkpoint,
 	if err := requireID("task id", taskID); err != nil {
 		return nil, fmt.Errorf("get checkpoint: %w", err)
 	}
-	return getCheckpoint(ctx, s.read, taskID)
+	return getCheckpoint(ctx, s.reader, taskID)
 }
 
 func getCheckpoint(ctx context.Context, q queryer, taskID string) (*Checkpoint, error) {
@@ -165,7 +165,7 @@ func (s *SQLite) CheckpointHistory(ctx context.Context, taskID string) ([]Checkp
 	if err := requireID("task id", taskID); err != nil {
 		return nil, fmt.Errorf("read checkpoint history: %w", err)
 	}
-	rows, err := s.read.QueryContext(ctx, `SELECT position, attempt, sequence, size, saved_ms, stored_ms
+	rows, err := s.reader.QueryContext(ctx, `SELECT position, attempt, sequence, size, saved_ms, stored_ms
 		FROM checkpoint_history WHERE task_id = ? ORDER BY position`, taskID)
 	if err != nil {
 		return nil, fmt.Errorf("read checkpoint history of task %s: %w", taskID, err)
@@ -182,22 +182,6 @@ func (s *SQLite) CheckpointHistory(ctx context.Context, taskID string) ([]Checkp
 		history = append(history, r)
 	}
 	return history, rows.Err()
-}
-
-// recordResumePoint writes the task's stored checkpoint, if any, into the
-// attempt's row as the point it resumes from. StartAttempt calls it in the
-// transaction that starts the attempt, so the row names exactly the
-// checkpoint the Assign carries: no other attempt of the task runs, so no
-// checkpoint can be stored between that transaction and the Assign.
-func recordResumePoint(ctx context.Context, tx *sql.Tx, taskID string, attempt int) error {
-	_, err := tx.ExecContext(ctx, `UPDATE attempts SET
-		resumed_attempt = COALESCE((SELECT attempt FROM checkpoints WHERE task_id = ?), 0),
-		resumed_sequence = COALESCE((SELECT sequence FROM checkpoints WHERE task_id = ?), 0)
-		WHERE task_id = ? AND attempt = ?`, taskID, taskID, taskID, attempt)
-	if err != nil {
-		return fmt.Errorf("record resume point of attempt %d of task %s: %w", attempt, taskID, err)
-	}
-	return nil
 }
 
 // addCheckpointDetails sets the task's checkpoint summary and the resume
@@ -293,7 +277,7 @@ func readCheckpointInfos(ctx context.Context, q queryer, ids []any, into map[str
 
 // applyOutcomeCheckpoint stores the checkpoint that outcome o carries, as
 // of the task before the outcome. It returns nil when o carries none.
-func applyOutcomeCheckpoint(ctx context.Context, tx *sql.Tx, task *api.Task, o Outcome,
+func applyOutcomeCheckpoint(ctx context.Context, tx *txn, task *api.Task, o Outcome,
 	now time.Time) (*CheckpointResult, error) {
 	if o.Checkpoint == nil {
 		return nil, nil

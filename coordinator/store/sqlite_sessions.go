@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 )
 
@@ -17,7 +16,7 @@ func (s *SQLite) SaveSessions(ctx context.Context, sessions []SavedSession) erro
 			return fmt.Errorf("save session %s: %w", ss.ID, err)
 		}
 	}
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(ctx context.Context, tx *txn) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM saved_sessions`); err != nil {
 			return fmt.Errorf("clear saved sessions: %w", err)
 		}
@@ -36,7 +35,7 @@ func (s *SQLite) SaveSessions(ctx context.Context, sessions []SavedSession) erro
 // them in the same transaction, so that a session is restored at most once.
 func (s *SQLite) TakeSessions(ctx context.Context) ([]SavedSession, error) {
 	var sessions []SavedSession
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *txn) error {
 		rows, err := tx.QueryContext(ctx, `SELECT id, worker_id, state, saved_ms FROM saved_sessions
 			ORDER BY worker_id, id`)
 		if err != nil {

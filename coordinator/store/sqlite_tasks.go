@@ -49,7 +49,7 @@ func (s *SQLite) CreateTasks(ctx context.Context, tasks []NewTask, now time.Time
 	if len(tasks) == 0 {
 		return nil
 	}
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(ctx context.Context, tx *txn) error {
 		var seq int64
 		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM tasks`).Scan(&seq); err != nil {
 			return fmt.Errorf("read task sequence: %w", err)
@@ -79,7 +79,7 @@ func (s *SQLite) CreateTasks(ctx context.Context, tasks []NewTask, now time.Time
 
 // insertLabels records a task's required labels one row each, the form
 // that QueuedTasks matches against a worker's labels.
-func insertLabels(ctx context.Context, tx *sql.Tx, taskID string, labels map[string]string) error {
+func insertLabels(ctx context.Context, tx *txn, taskID string, labels map[string]string) error {
 	for name, value := range labels {
 		_, err := tx.ExecContext(ctx, `INSERT INTO task_labels (task_id, name, value) VALUES (?, ?, ?)`,
 			taskID, name, value)
@@ -95,7 +95,7 @@ func (s *SQLite) GetTask(ctx context.Context, id string) (*api.Task, error) {
 	if err := requireID("task id", id); err != nil {
 		return nil, fmt.Errorf("get task: %w", err)
 	}
-	return getTask(ctx, s.read, id, true)
+	return getTask(ctx, s.reader, id, true)
 }
 
 func getTask(ctx context.Context, q queryer, id string, details bool) (*api.Task, error) {
@@ -182,7 +182,7 @@ func (s *SQLite) ListTasks(ctx context.Context, filter TaskFilter) ([]api.Task, 
 	if err != nil {
 		return nil, err
 	}
-	if err := addCheckpointInfos(ctx, s.read, tasks); err != nil {
+	if err := addCheckpointInfos(ctx, s.reader, tasks); err != nil {
 		return nil, err
 	}
 	return tasks, nil
@@ -218,7 +218,7 @@ func (s *SQLite) QueuedTasks(ctx context.Context, q QueuedQuery) ([]api.Task, er
 }
 
 func (s *SQLite) queryTasks(ctx context.Context, query string, args ...any) ([]api.Task, error) {
-	rows, err := s.read.QueryContext(ctx, query, args...)
+	rows, err := s.reader.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list tasks: %w", err)
 	}
@@ -240,26 +240,10 @@ func (s *SQLite) StartAttempt(ctx context.Context, taskID, workerID string, now 
 		return nil, fmt.Errorf("start attempt of task %q: %w", taskID, err)
 	}
 	var task *api.Task
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		ms := now.UnixMilli()
-		res, err := tx.ExecContext(ctx, `UPDATE tasks SET state = ?, attempt = attempt + 1,
-			worker_id = ?, updated_ms = ? WHERE id = ? AND state = ?`,
-			api.StateRunning, workerID, ms, taskID, api.StateQueued)
-		if err != nil {
-			return fmt.Errorf("start attempt of task %s: %w", taskID, err)
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return fmt.Errorf("start attempt of task %s: %w: not queued", taskID, ErrConflict)
-		}
-		if task, err = getTask(ctx, tx, taskID, false); err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO attempts (task_id, attempt, worker_id, state,
-			started_ms) VALUES (?, ?, ?, ?, ?)`, taskID, task.Attempt, workerID, AttemptRunning, ms)
-		if err != nil {
-			return fmt.Errorf("record attempt %d of task %s: %w", task.Attempt, taskID, err)
-		}
-		return recordResumePoint(ctx, tx, taskID, task.Attempt)
+	err := s.inTx(ctx, func(ctx context.Context, tx *txn) error {
+		var err error
+		task, _, err = startAttemptTx(ctx, tx, taskID, workerID, now.UnixMilli())
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -286,7 +270,7 @@ func (s *SQLite) EndAttempt(ctx context.Context, end AttemptEnd, now time.Time) 
 			end.Attempt, end.TaskID, end.State, AttemptLost, AttemptTimedOut)
 	}
 	var task *api.Task
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *txn) error {
 		current, err := getTask(ctx, tx, end.TaskID, false)
 		if err != nil {
 			return err
@@ -337,7 +321,7 @@ func retryAt(now time.Time, backoff Backoff, failures int) int64 {
 
 // requeue queues a task again, not before notBeforeMS. A released attempt
 // is counted in released, so that it does not use up max_attempts.
-func requeue(ctx context.Context, tx *sql.Tx, taskID string, notBeforeMS int64, released bool, ms int64) error {
+func requeue(ctx context.Context, tx *txn, taskID string, notBeforeMS int64, released bool, ms int64) error {
 	releasedInc := 0
 	if released {
 		releasedInc = 1
@@ -351,7 +335,7 @@ func requeue(ctx context.Context, tx *sql.Tx, taskID string, notBeforeMS int64, 
 	return nil
 }
 
-func setTaskState(ctx context.Context, tx *sql.Tx, taskID, state string, ms int64) error {
+func setTaskState(ctx context.Context, tx *txn, taskID, state string, ms int64) error {
 	if _, err := tx.ExecContext(ctx, `UPDATE tasks SET state = ?, updated_ms = ? WHERE id = ?`,
 		state, ms, taskID); err != nil {
 		return fmt.Errorf("set task %s to %s: %w", taskID, state, err)
@@ -376,7 +360,7 @@ func lostReason(reason string) string {
 // endAttempt records how an attempt ended; byOutcome marks an end that its
 // worker's outcome caused, which lets fence recognise that outcome when
 // it arrives again.
-func endAttempt(ctx context.Context, tx *sql.Tx, taskID string, attempt int, state, reason string,
+func endAttempt(ctx context.Context, tx *txn, taskID string, attempt int, state, reason string,
 	byOutcome bool, ms int64) error {
 	_, err := tx.ExecContext(ctx, `UPDATE attempts SET state = ?, reason = ?, ended_ms = ?, by_outcome = ?
 		WHERE task_id = ? AND attempt = ?`, state, reason, ms, byOutcome, taskID, attempt)
@@ -395,7 +379,7 @@ func (s *SQLite) ApplyOutcome(ctx context.Context, o Outcome, now time.Time) (Ou
 	}
 	var result OutcomeResult
 	var checkpoint *CheckpointResult
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *txn) error {
 		current, err := getTask(ctx, tx, o.TaskID, false)
 		if errors.Is(err, ErrNotFound) {
 			result = OutcomeResult{Reason: fmt.Sprintf("unknown task %s", o.TaskID)}
@@ -438,7 +422,7 @@ func (s *SQLite) ApplyOutcome(ctx context.Context, o Outcome, now time.Time) (Ou
 // at once without using up an attempt. A retryable failure requeues it
 // after the backoff while attempts remain. Any other outcome, and a
 // retryable failure of the last attempt, is the task's terminal outcome.
-func applyFencedOutcome(ctx context.Context, tx *sql.Tx, task *api.Task, o Outcome, now time.Time) (bool, error) {
+func applyFencedOutcome(ctx context.Context, tx *txn, task *api.Task, o Outcome, now time.Time) (bool, error) {
 	ms := now.UnixMilli()
 	failures := task.Attempt - task.Released
 	switch {
@@ -482,7 +466,7 @@ func applyFencedOutcome(ctx context.Context, tx *sql.Tx, task *api.Task, o Outco
 // duplicate is set when that worker's outcome already ended the attempt.
 // The checks run in the transaction that applies the outcome, which holds
 // the write lock from BEGIN, so no change lands between check and write.
-func fence(ctx context.Context, tx *sql.Tx, task *api.Task, o Outcome) (reason string, duplicate bool, err error) {
+func fence(ctx context.Context, tx *txn, task *api.Task, o Outcome) (reason string, duplicate bool, err error) {
 	switch {
 	case o.Attempt > task.Attempt:
 		return fmt.Sprintf("unknown attempt %d, current attempt is %d", o.Attempt, task.Attempt), false, nil
@@ -511,7 +495,7 @@ func fence(ctx context.Context, tx *sql.Tx, task *api.Task, o Outcome) (reason s
 // endedByOutcome reports whether o's worker ended o's attempt with an
 // outcome before. Attempts ended before the by_outcome column existed are
 // recognised through the task's terminal outcome.
-func endedByOutcome(ctx context.Context, tx *sql.Tx, taskID string, o Outcome) (bool, error) {
+func endedByOutcome(ctx context.Context, tx *txn, taskID string, o Outcome) (bool, error) {
 	var byOutcome bool
 	var workerID string
 	err := tx.QueryRowContext(ctx, `SELECT by_outcome, worker_id FROM attempts WHERE task_id = ? AND attempt = ?`,
@@ -538,7 +522,7 @@ func (s *SQLite) CancelTask(ctx context.Context, id, reason string, now time.Tim
 		return nil, fmt.Errorf("cancel task: %w", err)
 	}
 	var before *api.Task
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *txn) error {
 		var err error
 		if before, err = getTask(ctx, tx, id, false); err != nil {
 			return err
@@ -575,7 +559,7 @@ func (s *SQLite) RunningAttempts(ctx context.Context, workerID string) ([]Runnin
 		query += ` AND a.worker_id = ?`
 		args = append(args, workerID)
 	}
-	rows, err := s.read.QueryContext(ctx, query+` ORDER BY t.seq`, args...)
+	rows, err := s.reader.QueryContext(ctx, query+` ORDER BY t.seq`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list running attempts: %w", err)
 	}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 )
@@ -23,7 +22,7 @@ func (s *SQLite) UpsertWorker(ctx context.Context, w WorkerRecord) error {
 	if err != nil {
 		return fmt.Errorf("encode labels of worker %s: %w", w.ID, err)
 	}
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(ctx context.Context, tx *txn) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO workers (id, task_types, slots, labels,
 			host_version, plugin_version, last_seen_ms) VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET task_types = excluded.task_types,
@@ -41,7 +40,7 @@ func (s *SQLite) UpsertWorker(ctx context.Context, w WorkerRecord) error {
 
 // ListWorkers returns every recorded worker ordered by ID.
 func (s *SQLite) ListWorkers(ctx context.Context) ([]WorkerRecord, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT id, task_types, slots, labels, host_version,
+	rows, err := s.reader.QueryContext(ctx, `SELECT id, task_types, slots, labels, host_version,
 		plugin_version, last_seen_ms FROM workers ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list workers: %w", err)

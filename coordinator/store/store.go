@@ -86,6 +86,23 @@ type QueuedQuery struct {
 	Limit int
 }
 
+// AttemptStart names a queued task to start on a worker, for StartAttempts.
+type AttemptStart struct {
+	TaskID   string
+	WorkerID string
+}
+
+// StartedAttempt is the result of one AttemptStart.
+type StartedAttempt struct {
+	// Task is the task after the start; nil when Err is set.
+	Task *api.Task
+	// Checkpoint is the stored checkpoint the attempt resumes from; nil for
+	// a fresh start.
+	Checkpoint *Checkpoint
+	// Err is ErrConflict, wrapped, when the task was no longer queued.
+	Err error
+}
+
 // Backoff returns the delay before the next attempt of a task whose
 // attempts failed failures times, counting only attempts that count
 // against max_attempts.
@@ -181,6 +198,9 @@ type Store interface {
 	CreateTasks(ctx context.Context, tasks []NewTask, now time.Time) error
 	// GetTask returns a task with its attempts and outcome, or ErrNotFound.
 	GetTask(ctx context.Context, id string) (*api.Task, error)
+	// GetTasks returns the tasks with the given IDs in that order, without
+	// attempts and outcomes, or ErrNotFound when one does not exist.
+	GetTasks(ctx context.Context, ids []string) ([]api.Task, error)
 	// ListTasks returns the tasks that match filter in creation order,
 	// without attempts and outcomes.
 	ListTasks(ctx context.Context, filter TaskFilter) ([]api.Task, error)
@@ -192,6 +212,11 @@ type Store interface {
 	// attempt number and records the attempt. It returns ErrConflict when
 	// the task is no longer queued.
 	StartAttempt(ctx context.Context, taskID, workerID string, now time.Time) (*api.Task, error)
+	// StartAttempts starts several attempts in one transaction, each as
+	// StartAttempt does, and returns one result for each in order. A start
+	// that conflicts gets ErrConflict in its result, while any other
+	// failure fails the call and starts nothing.
+	StartAttempts(ctx context.Context, starts []AttemptStart, now time.Time) ([]StartedAttempt, error)
 	// EndAttempt ends a running attempt as lost or timed out and queues the
 	// task again after the backoff. When the attempt was the task's last,
 	// the task ends instead: failed after a lost attempt, timed_out after a
@@ -211,6 +236,9 @@ type Store interface {
 	// RunningAttempts returns the running attempts of workerID, or of all
 	// workers when workerID is empty.
 	RunningAttempts(ctx context.Context, workerID string) ([]RunningAttempt, error)
+	// RunningCounts returns the number of running attempts of each worker
+	// that has any.
+	RunningCounts(ctx context.Context) (map[string]int, error)
 	// UpsertWorker records a worker's declaration from its latest Hello.
 	UpsertWorker(ctx context.Context, worker WorkerRecord) error
 	// ListWorkers returns every recorded worker ordered by ID.
