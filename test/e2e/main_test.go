@@ -68,6 +68,13 @@ const token = "e2e-token"
 // startWorker.
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, nil)
+}
+
+// newEnvWith is newEnv with a coordinator config that configure may change
+// before the coordinator starts. A nil configure keeps the defaults.
+func newEnvWith(t *testing.T, configure func(*cluster.CoordinatorConfig)) *env {
+	t.Helper()
 	addr, err := cluster.FreeAddr()
 	require.NoError(t, err)
 	e := &env{t: t, dir: t.TempDir(), addr: addr, workers: map[string]*cluster.Process{}}
@@ -80,6 +87,9 @@ func newEnv(t *testing.T) *env {
 		HeartbeatTimeout:  2 * time.Second,
 		ReassignAfter:     20 * time.Second,
 		TaskTypes:         []string{"command", "gotest", "lonely"},
+	}
+	if configure != nil {
+		configure(&e.coordCfg)
 	}
 	require.NoError(t, cluster.WriteCoordinatorConfig(e.coordConfig, e.coordCfg))
 	e.client = &api.Client{BaseURL: "http://" + addr}
