@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/dtf-io/dtf/plugin/pb"
 	wirepb "github.com/dtf-io/dtf/protocol/pb"
 )
 
@@ -27,8 +28,9 @@ import (
 // outcomes and closes the session. Outcomes that miss it stay in the outbox
 // for the next start.
 //
-// NOTE: releasing an attempt cancels its Execute call, so the executor can
-// no longer send a checkpoint. What it checkpointed before is kept.
+// Releasing a running attempt stops it through the executor's Stop method
+// (stop.go), so the executor can save a last checkpoint, which the
+// released outcome carries.
 
 const (
 	// releaseHandoffTimeout bounds how long an immediate stop waits for
@@ -167,7 +169,7 @@ func (h *Host) release(all bool, reason string) {
 		if give {
 			h.logger.Info("releasing task", "task_id", task.ref.TaskID, "attempt", task.ref.Attempt,
 				"reason", reason)
-			task.cancel()
+			h.stopAttempt(task, pb.StopReason_STOP_REASON_RELEASED, reason)
 		}
 	}
 }

@@ -57,6 +57,9 @@ func (p *fakeProcess) Executor() pb.ExecutorClient   { return p.executor }
 func (p *fakeProcess) Connector() pb.ConnectorClient { return p.connector }
 func (p *fakeProcess) Exited() bool                  { return p.killed.Load() }
 
+// Pid is 0, because a fake runs inside the test process.
+func (p *fakeProcess) Pid() int { return 0 }
+
 // ExitStatus describes a fake's end as a killed process.
 func (p *fakeProcess) ExitStatus() string {
 	if !p.killed.Load() {
@@ -253,8 +256,12 @@ func (f *fakePlugins) launch(_ context.Context, cfg dtfplugin.LaunchConfig) (plu
 		}
 		exec := f.executors[cfg.Name]
 		info := exec.Info()
+		var server pb.ExecutorServer = sdk.NewExecutorServer(exec)
+		if custom, ok := exec.(interface{ server() pb.ExecutorServer }); ok {
+			server = custom.server()
+		}
 		proc = newFakeProcess(f.t, &pb.PluginInfo{Name: info.Name, TaskTypes: info.TaskTypes},
-			func(s *grpc.Server) { pb.RegisterExecutorServer(s, sdk.NewExecutorServer(exec)) })
+			func(s *grpc.Server) { pb.RegisterExecutorServer(s, server) })
 		proc.executor = pb.NewExecutorClient(proc.conn)
 	}
 	f.mu.Lock()

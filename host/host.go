@@ -39,6 +39,9 @@ type pluginProcess interface {
 	Executor() pb.ExecutorClient
 	Connector() pb.ConnectorClient
 	Kill()
+	// Pid is the process id, or 0 for a process that has none, such as a
+	// test's in-process fake.
+	Pid() int
 	Exited() bool
 	// ExitStatus describes how the process ended, such as "signal:
 	// killed", or is "" while it runs.
@@ -92,6 +95,9 @@ type Host struct {
 	sendTimeout time.Duration
 	resendBase  time.Duration
 	resendCap   time.Duration
+	// stopGrace bounds the wait for a stopped attempt's result (stop.go);
+	// tests shorten it.
+	stopGrace time.Duration
 	// resendNow wakes the resender and ends its backoff; resendReady
 	// wakes it unless it is backing off.
 	resendNow   chan struct{}
@@ -150,6 +156,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Host, error) {
 		sendTimeout:    defaultSendTimeout,
 		resendBase:     defaultResendBase,
 		resendCap:      defaultResendCap,
+		stopGrace:      defaultStopGrace,
 		resendNow:      make(chan struct{}, 1),
 		resendReady:    make(chan struct{}, 1),
 		running:        make(map[taskRef]*runningTask),
@@ -168,6 +175,11 @@ func New(cfg *config.Config, logger hclog.Logger) (*Host, error) {
 // for good (ErrConnectorFatal); a crashed plugin is restarted instead.
 func (h *Host) Run(ctx context.Context) error {
 	h.tasksCtx, h.cancelTasks = context.WithCancel(context.Background())
+	// Every plugin process is listed before the host becomes a subreaper,
+	// so that none is taken for an orphan (orphans.go).
+	h.launch = launchedPlugins.track(h.launch)
+	stopOrphanReaper := h.startOrphanReaper()
+	defer stopOrphanReaper()
 	defer h.shutdown()
 
 	lock, err := lockDataDir(h.cfg.DataDir)

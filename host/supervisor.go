@@ -103,10 +103,12 @@ func (e *executorPlugin) clientFor(task *runningTask) (pb.ExecutorClient, error)
 	if e.proc == nil {
 		return nil, &executorDownError{plugin: e.cfg.Name, exit: e.down}
 	}
+	client := e.proc.Executor()
 	task.mu.Lock()
 	task.launch = e.launches
+	task.client = client
 	task.mu.Unlock()
-	return e.proc.Executor(), nil
+	return client, nil
 }
 
 // supervise restarts the plugin whenever it crashes, until ctx ends.
@@ -132,6 +134,7 @@ func (e *executorPlugin) supervise(ctx context.Context) {
 		}
 		e.markDown(launch, exit)
 		proc.Kill()
+		e.host.killOrphans(fmt.Sprintf("executor plugin %s crashed (%s)", e.cfg.Name, exit))
 		if !e.relaunch(ctx, backoff, time.Since(started), exit) {
 			return
 		}

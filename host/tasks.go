@@ -55,7 +55,10 @@ func (e *executorPlugin) configure(ctx context.Context, proc pluginProcess) erro
 
 // runningTask is an attempt that runs on this worker.
 type runningTask struct {
-	ref    taskRef
+	ref taskRef
+	// ctx is the attempt's context. It ends with cancel, which also
+	// cancels the Execute call, or when runTask returns.
+	ctx    context.Context
 	cancel context.CancelFunc
 
 	mu           sync.Mutex
@@ -66,7 +69,10 @@ type runningTask struct {
 	releaseReason string
 	started       bool
 	launch        uint64
-	checkpoints   attemptCheckpoints
+	// client is the executor client of the attempt's Execute call, set
+	// just before the call opens; stop.go calls its Stop method.
+	client      pb.ExecutorClient
+	checkpoints attemptCheckpoints
 }
 
 // handleAssign starts an assigned attempt on the executor of its type.
@@ -109,7 +115,7 @@ func (h *Host) handleAssign(frame *wirepb.Frame) {
 	}
 
 	ctx, cancel := context.WithCancel(h.tasksCtx)
-	task := &runningTask{ref: ref, cancel: cancel}
+	task := &runningTask{ref: ref, ctx: ctx, cancel: cancel}
 	h.mu.Lock()
 	stopping := h.stopping
 	if !stopping {
@@ -174,6 +180,9 @@ func (h *Host) runTask(ctx context.Context, task *runningTask, ex *executorPlugi
 		outcome.Message = result.GetMessage()
 		outcome.Output = result.GetOutput()
 		outcome.Result = result.GetResultJson()
+		if task.reason() != "" && outcome.Status == wirepb.Status_STATUS_CANCELLED {
+			outcome.Message = task.reason()
+		}
 	case task.reason() != "":
 		outcome.Status = wirepb.Status_STATUS_CANCELLED
 		outcome.Message = task.reason()
@@ -334,10 +343,15 @@ func (h *Host) cancelTask(ref taskRef, reason string) {
 		return
 	}
 	task.mu.Lock()
+	first := task.cancelReason == ""
 	task.cancelReason = reason
 	task.mu.Unlock()
-	task.cancel()
+	if !first {
+		logger.Debug("repeated cancel of a task being cancelled", "reason", reason)
+		return
+	}
 	logger.Info("cancelling task", "reason", reason)
+	h.stopAttempt(task, pb.StopReason_STOP_REASON_CANCELLED, reason)
 }
 
 func (t *runningTask) reason() string {

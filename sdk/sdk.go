@@ -28,6 +28,18 @@ var (
 	ErrAttemptFinished = errors.New("attempt already finished")
 )
 
+// Causes of an attempt's context when the worker host stops the attempt
+// through the executor's Stop call. Read them with context.Cause(ctx) and
+// errors.Is. The cause's message also gives the host's reason.
+var (
+	// ErrReleased is the cause when the worker stops and gives the attempt
+	// back unfinished, as at the end of a drain. The task runs again on a
+	// later attempt, which resumes from the newest checkpoint.
+	ErrReleased = errors.New("attempt released by the worker")
+	// ErrCancelled is the cause when the coordinator cancelled the attempt.
+	ErrCancelled = errors.New("attempt cancelled by the coordinator")
+)
+
 // Status is the terminal state of one task attempt.
 type Status string
 
@@ -110,6 +122,15 @@ type Reporter interface {
 
 // Executor runs tasks. Execute must return when ctx is cancelled, after
 // stopping everything the task started.
+//
+// When the worker host stops an attempt, for example to release it at the
+// end of a drain, ctx ends with a cause that wraps ErrReleased or
+// ErrCancelled, and the connection to the host stays open. Execute may
+// then save a last checkpoint with the progress reached, which the host
+// passes on with the attempt's outcome, and return. The host waits a
+// bounded time for the result (10 seconds in this version) and then closes
+// the connection. After that, or when ctx ends for another reason such as
+// the plugin's shutdown, a checkpoint fails with the stream's error.
 type Executor interface {
 	Info() Info
 	// Configure receives the plugin block's config as JSON before any task.

@@ -78,11 +78,18 @@ type ExecutorServer struct {
 	executor Executor
 	logger   hclog.Logger
 
-	mu      sync.Mutex
-	closed  bool
-	cancels map[int]context.CancelFunc
-	nextID  int
-	running sync.WaitGroup
+	mu       sync.Mutex
+	closed   bool
+	attempts map[int]*runningAttempt
+	nextID   int
+	running  sync.WaitGroup
+}
+
+// runningAttempt is one Execute call in progress.
+type runningAttempt struct {
+	taskID  string
+	attempt uint32
+	cancel  context.CancelCauseFunc
 }
 
 // NewExecutorServer returns the gRPC adapter of e.
@@ -91,7 +98,7 @@ func NewExecutorServer(e Executor, opts ...Option) *ExecutorServer {
 	if o.logger == nil {
 		o.logger = hclog.NewNullLogger()
 	}
-	return &ExecutorServer{executor: e, logger: o.logger, cancels: make(map[int]context.CancelFunc)}
+	return &ExecutorServer{executor: e, logger: o.logger, attempts: make(map[int]*runningAttempt)}
 }
 
 // Info returns the executor's Info.
@@ -110,9 +117,10 @@ func (s *ExecutorServer) Configure(_ context.Context, req *pb.ConfigureRequest) 
 }
 
 // Execute runs one attempt and streams its progress and then its result.
-// The attempt's context ends when the host cancels the call or at Shutdown.
+// The attempt's context ends when the host calls Stop for it, cancels the
+// call, or at Shutdown.
 func (s *ExecutorServer) Execute(req *pb.ExecuteRequest, stream grpc.ServerStreamingServer[pb.ExecuteEvent]) error {
-	ctx, id, err := s.register(stream.Context())
+	ctx, id, err := s.register(stream.Context(), req.GetTaskId(), req.GetAttempt())
 	if err != nil {
 		return err
 	}
@@ -148,8 +156,8 @@ func (s *ExecutorServer) run(ctx context.Context, task Task, reporter Reporter, 
 
 	result, err := s.executor.Execute(ctx, task, reporter)
 	switch {
-	case err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()):
-		return Result{Status: StatusCancelled, Message: "cancelled: " + err.Error()}
+	case err != nil && ctx.Err() != nil && isContextError(ctx, err):
+		return Result{Status: StatusCancelled, Message: "cancelled: " + cancelMessage(ctx, err)}
 	case err != nil:
 		logger.Warn("task failed in executor", "error", err)
 		return Result{Status: StatusFailed, Message: err.Error(), Output: result.Output}
@@ -160,26 +168,89 @@ func (s *ExecutorServer) run(ctx context.Context, task Task, reporter Reporter, 
 	return result
 }
 
-func (s *ExecutorServer) register(parent context.Context) (context.Context, int, error) {
+// isContextError reports whether err is the end of ctx: its error or its
+// cause, such as ErrReleased after Stop.
+func isContextError(ctx context.Context, err error) bool {
+	if errors.Is(err, ctx.Err()) {
+		return true
+	}
+	cause := context.Cause(ctx)
+	return cause != nil && errors.Is(err, cause)
+}
+
+// cancelMessage returns err's message, or the cause of ctx when err does
+// not contain it, so that the result's message names why the host stopped
+// the attempt.
+func cancelMessage(ctx context.Context, err error) string {
+	if cause := context.Cause(ctx); !errors.Is(err, cause) {
+		return cause.Error()
+	}
+	return err.Error()
+}
+
+func (s *ExecutorServer) register(
+	parent context.Context,
+	taskID string,
+	attempt uint32,
+) (context.Context, int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, 0, status.Error(codes.Unavailable, "executor plugin is shutting down")
 	}
-	ctx, cancel := context.WithCancel(parent)
+	ctx, cancel := context.WithCancelCause(parent)
 	s.nextID++
-	s.cancels[s.nextID] = cancel
+	s.attempts[s.nextID] = &runningAttempt{taskID: taskID, attempt: attempt, cancel: cancel}
 	s.running.Add(1)
 	return ctx, s.nextID, nil
 }
 
 func (s *ExecutorServer) unregister(id int) {
 	s.mu.Lock()
-	cancel := s.cancels[id]
-	delete(s.cancels, id)
+	entry := s.attempts[id]
+	delete(s.attempts, id)
 	s.mu.Unlock()
-	cancel()
+	entry.cancel(nil)
 	s.running.Done()
+}
+
+// Stop ends the context of a running attempt with a cause that wraps
+// ErrReleased or ErrCancelled, and returns at once. The attempt's Execute
+// call stays open, so the executor can still save a checkpoint before it
+// returns its result. An attempt that is not running returns NOT_FOUND.
+func (s *ExecutorServer) Stop(_ context.Context, req *pb.StopRequest) (*pb.StopResponse, error) {
+	var sentinel error
+	switch req.GetReason() {
+	case pb.StopReason_STOP_REASON_RELEASED:
+		sentinel = ErrReleased
+	case pb.StopReason_STOP_REASON_CANCELLED:
+		sentinel = ErrCancelled
+	default:
+		return nil, status.Errorf(codes.InvalidArgument,
+			"stop reason %s of task %s attempt %d is not one of released, cancelled",
+			req.GetReason(), req.GetTaskId(), req.GetAttempt())
+	}
+	cause := sentinel
+	if req.GetMessage() != "" {
+		cause = fmt.Errorf("%w: %s", sentinel, req.GetMessage())
+	}
+
+	found := false
+	s.mu.Lock()
+	for _, entry := range s.attempts {
+		if entry.taskID == req.GetTaskId() && entry.attempt == req.GetAttempt() {
+			entry.cancel(cause)
+			found = true
+		}
+	}
+	s.mu.Unlock()
+	if !found {
+		return nil, status.Errorf(codes.NotFound, "task %s attempt %d is not running in this executor",
+			req.GetTaskId(), req.GetAttempt())
+	}
+	s.logger.Info("stopping task", "task_id", req.GetTaskId(), "attempt", req.GetAttempt(),
+		"reason", cause.Error())
+	return &pb.StopResponse{}, nil
 }
 
 // Shutdown rejects new tasks, cancels the running ones and waits up to
@@ -187,8 +258,8 @@ func (s *ExecutorServer) unregister(id int) {
 func (s *ExecutorServer) Shutdown(timeout time.Duration) bool {
 	s.mu.Lock()
 	s.closed = true
-	for _, cancel := range s.cancels {
-		cancel()
+	for _, entry := range s.attempts {
+		entry.cancel(nil)
 	}
 	s.mu.Unlock()
 

@@ -34,6 +34,10 @@ type Payload struct {
 	// IntervalMS is the time each step takes, in milliseconds, from 0 to
 	// one hour.
 	IntervalMS int64 `json:"interval_ms"`
+	// CheckpointEvery is the number of steps between checkpoints, from 1
+	// to 1,000,000; 0 or absent means 1. The last step and a stop always
+	// save one.
+	CheckpointEvery int `json:"checkpoint_every"`
 }
 
 // State is the checkpoint data: the last step completed.
@@ -85,8 +89,11 @@ func (e *Executor) Configure(raw json.RawMessage) error {
 }
 
 // Execute counts from the step after the task's checkpoint to the payload's
-// steps, saving a checkpoint after each step. A cancelled task returns the
-// context's error; its checkpoints stay stored for the next attempt.
+// steps, saving a checkpoint every checkpoint_every steps and reporting
+// progress after the others. When the worker host stops the attempt, for
+// example to release it at the end of a drain, it saves the step reached
+// before it returns, so that the next attempt loses no completed step. A
+// stopped or cancelled task returns the context's error.
 func (e *Executor) Execute(ctx context.Context, task sdk.Task, reporter sdk.Reporter) (sdk.Result, error) {
 	payload, err := parsePayload(task.Payload)
 	if err != nil {
@@ -103,21 +110,56 @@ func (e *Executor) Execute(ctx context.Context, task sdk.Task, reporter sdk.Repo
 	}
 
 	interval := time.Duration(payload.IntervalMS) * time.Millisecond
+	saved := start
 	for step := start + 1; step <= payload.Steps; step++ {
 		if err := wait(ctx, interval); err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
 				return sdk.Result{Status: sdk.StatusTimedOut, Message: fmt.Sprintf(
 					"timed out after %s at step %d of %d", task.Timeout, step-1, payload.Steps)}, nil
 			}
+			return sdk.Result{}, saveOnStop(ctx, reporter, saved, step-1, payload.Steps, err)
+		}
+		message := fmt.Sprintf("step %d of %d", step, payload.Steps)
+		fraction := float64(step) / float64(payload.Steps)
+		if step%payload.CheckpointEvery != 0 && step != payload.Steps {
+			reporter.Progress(fraction, message)
+			continue
+		}
+		if err := saveStep(reporter, step, payload.Steps, message); err != nil {
 			return sdk.Result{}, err
 		}
-		data, _ := json.Marshal(State{Step: step})
-		fraction := float64(step) / float64(payload.Steps)
-		if err := reporter.Checkpoint(data, fraction, fmt.Sprintf("step %d of %d", step, payload.Steps)); err != nil {
-			return sdk.Result{}, fmt.Errorf("save checkpoint at step %d: %w", step, err)
-		}
+		saved = step
 	}
 	return result(task.Checkpoint, start, payload.Steps), nil
+}
+
+// saveStep saves the checkpoint of a completed step.
+func saveStep(reporter sdk.Reporter, step, steps int, message string) error {
+	data, _ := json.Marshal(State{Step: step})
+	if err := reporter.Checkpoint(data, float64(step)/float64(steps), message); err != nil {
+		return fmt.Errorf("save checkpoint at step %d: %w", step, err)
+	}
+	return nil
+}
+
+// saveOnStop saves the last completed step when the attempt was stopped
+// after it and before its checkpoint, and returns err, the context's error.
+// The worker host keeps the stream to the executor open after a stop
+// (sdk.ErrReleased or sdk.ErrCancelled in the context's cause), so this
+// checkpoint reaches the coordinator with the attempt's outcome. After any
+// other end of the context the stream is gone, so the save fails and the
+// returned error contains that failure too.
+func saveOnStop(ctx context.Context, reporter sdk.Reporter, saved, reached, steps int, err error) error {
+	cause := context.Cause(ctx)
+	stopped := errors.Is(cause, sdk.ErrReleased) || errors.Is(cause, sdk.ErrCancelled)
+	if !stopped || reached <= saved {
+		return err
+	}
+	message := fmt.Sprintf("step %d of %d, saved when stopped", reached, steps)
+	if saveErr := saveStep(reporter, reached, steps, message); saveErr != nil {
+		return fmt.Errorf("%w; %v", err, saveErr)
+	}
+	return err
 }
 
 func result(from *sdk.Checkpoint, start, steps int) sdk.Result {
@@ -146,6 +188,13 @@ func parsePayload(raw json.RawMessage) (Payload, error) {
 	if p.IntervalMS < 0 || p.IntervalMS > maxInterval.Milliseconds() {
 		return Payload{}, fmt.Errorf("invalid checkpoint payload: interval_ms is %d; use 0 to %d",
 			p.IntervalMS, maxInterval.Milliseconds())
+	}
+	if p.CheckpointEvery < 0 || p.CheckpointEvery > maxSteps {
+		return Payload{}, fmt.Errorf("invalid checkpoint payload: checkpoint_every is %d; use 1 to %d, "+
+			"or 0 for every step", p.CheckpointEvery, maxSteps)
+	}
+	if p.CheckpointEvery == 0 {
+		p.CheckpointEvery = 1
 	}
 	return p, nil
 }

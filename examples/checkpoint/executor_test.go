@@ -78,6 +78,8 @@ func TestInvalidInput(t *testing.T) {
 		{"unknown field", `{"steps":1,"speed":2}`, nil, `unknown field "speed"`},
 		{"zero steps", `{"steps":0}`, nil, "steps is 0; use 1 to 1000000"},
 		{"negative interval", `{"steps":1,"interval_ms":-1}`, nil, "interval_ms is -1"},
+		{"negative checkpoint_every", `{"steps":1,"checkpoint_every":-1}`, nil,
+			"checkpoint_every is -1; use 1 to 1000000, or 0 for every step"},
 		{"corrupt checkpoint", `{"steps":3}`, &sdk.Checkpoint{Data: []byte("{"), Attempt: 1, Sequence: 2},
 			"checkpoint 2 of attempt 1 has invalid data"},
 		{"checkpoint past end", `{"steps":3}`, &sdk.Checkpoint{Data: []byte(`{"step":9}`), Attempt: 1, Sequence: 9},
@@ -122,5 +124,84 @@ func (c *cancelAfter) Checkpoint(data []byte, _ float64, _ string) error {
 	if len(c.saved) == c.after {
 		c.cancel()
 	}
+	return nil
+}
+
+func TestCheckpointEveryFewSteps(t *testing.T) {
+	h := sdktest.New(t, NewExecutor())
+	run, err := h.Execute(context.Background(), task(1, `{"steps":5,"checkpoint_every":2}`, nil))
+	require.NoError(t, err)
+
+	assert.Equal(t, sdk.StatusSucceeded, run.Result.Status)
+	require.Len(t, run.Checkpoints, 3, "steps 2 and 4, and the last step")
+	for i, step := range []int{2, 4, 5} {
+		assert.JSONEq(t, fmt.Sprintf(`{"step":%d}`, step), string(run.Checkpoints[i].Data))
+	}
+	require.Len(t, run.Progress, 2)
+	assert.Equal(t, "step 1 of 5", run.Progress[0].Message)
+	assert.Equal(t, "step 3 of 5", run.Progress[1].Message)
+}
+
+func TestStopSavesStepReached(t *testing.T) {
+	cases := []struct {
+		name  string
+		cause error
+	}{
+		{"released", fmt.Errorf("%w: drain timeout passed", sdk.ErrReleased)},
+		{"cancelled", fmt.Errorf("%w: user cancelled", sdk.ErrCancelled)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancelCause(context.Background())
+			stopper := &stopAfterProgress{after: 3, stop: func() { cancel(tc.cause) }}
+
+			// Without a stop the first checkpoint would come at step 1000.
+			_, err := NewExecutor().Execute(ctx,
+				task(1, `{"steps":2000,"interval_ms":1,"checkpoint_every":1000}`, nil), stopper)
+			require.ErrorIs(t, err, context.Canceled)
+			require.Len(t, stopper.checkpoints, 1, "one checkpoint, saved when stopped")
+			saved := stopper.checkpoints[0]
+			assert.JSONEq(t, `{"step":3}`, string(saved.Data))
+			assert.Equal(t, "step 3 of 2000, saved when stopped", saved.Message)
+			assert.InDelta(t, 3.0/2000, saved.Fraction, 1e-9)
+		})
+	}
+}
+
+func TestPlainCancelSavesNothing(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	stopper := &stopAfterProgress{after: 3, stop: cancel}
+	_, err := NewExecutor().Execute(ctx, task(1, `{"steps":2000,"interval_ms":1,"checkpoint_every":1000}`, nil),
+		stopper)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Empty(t, stopper.checkpoints, "without a stop from the host the stream is gone")
+}
+
+// stopAfterProgress is a Reporter that records checkpoints and calls stop
+// after the given number of progress reports.
+type stopAfterProgress struct {
+	after int
+	stop  func()
+
+	mu          sync.Mutex
+	progress    int
+	checkpoints []sdk.Checkpoint
+}
+
+func (s *stopAfterProgress) Progress(float64, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.progress++
+	if s.progress == s.after {
+		s.stop()
+	}
+}
+
+func (s *stopAfterProgress) Checkpoint(data []byte, fraction float64, message string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checkpoints = append(s.checkpoints, sdk.Checkpoint{
+		Data: append([]byte(nil), data...), Fraction: fraction, Message: message,
+	})
 	return nil
 }

@@ -1,9 +1,11 @@
 // Command dtf-exec-checkpoint is an example dtf executor plugin for
 // "checkpoint" tasks. It counts to a number of steps, one step per
-// interval, and saves a checkpoint after each step, so that a retried or
-// reassigned attempt resumes at the step where the last one stopped. Copy it
-// as the starting point of an executor that resumes long work. The worker
-// host launches it through go-plugin; run it by hand only with -version.
+// interval. It saves a checkpoint after each step, or every
+// checkpoint_every steps, and when the worker host stops the attempt. A
+// retried or reassigned attempt then resumes at the step where the last
+// one stopped. Copy it as the starting point of an executor that resumes
+// long work. The worker host launches it through go-plugin; run it by hand
+// only with -version.
 package main
 
 import (

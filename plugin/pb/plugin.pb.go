@@ -24,6 +24,60 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// StopReason is why the host stops an attempt.
+type StopReason int32
+
+const (
+	StopReason_STOP_REASON_UNSPECIFIED StopReason = 0
+	// STOP_REASON_RELEASED: the worker stops and gives the attempt back
+	// unfinished; the coordinator runs the task again, from the newest
+	// checkpoint.
+	StopReason_STOP_REASON_RELEASED StopReason = 1
+	// STOP_REASON_CANCELLED: the coordinator cancelled the attempt.
+	StopReason_STOP_REASON_CANCELLED StopReason = 2
+)
+
+// Enum value maps for StopReason.
+var (
+	StopReason_name = map[int32]string{
+		0: "STOP_REASON_UNSPECIFIED",
+		1: "STOP_REASON_RELEASED",
+		2: "STOP_REASON_CANCELLED",
+	}
+	StopReason_value = map[string]int32{
+		"STOP_REASON_UNSPECIFIED": 0,
+		"STOP_REASON_RELEASED":    1,
+		"STOP_REASON_CANCELLED":   2,
+	}
+)
+
+func (x StopReason) Enum() *StopReason {
+	p := new(StopReason)
+	*p = x
+	return p
+}
+
+func (x StopReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (StopReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_plugin_pb_plugin_proto_enumTypes[0].Descriptor()
+}
+
+func (StopReason) Type() protoreflect.EnumType {
+	return &file_plugin_pb_plugin_proto_enumTypes[0]
+}
+
+func (x StopReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use StopReason.Descriptor instead.
+func (StopReason) EnumDescriptor() ([]byte, []int) {
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{0}
+}
+
 type Status int32
 
 const (
@@ -63,11 +117,11 @@ func (x Status) String() string {
 }
 
 func (Status) Descriptor() protoreflect.EnumDescriptor {
-	return file_plugin_pb_plugin_proto_enumTypes[0].Descriptor()
+	return file_plugin_pb_plugin_proto_enumTypes[1].Descriptor()
 }
 
 func (Status) Type() protoreflect.EnumType {
-	return &file_plugin_pb_plugin_proto_enumTypes[0]
+	return &file_plugin_pb_plugin_proto_enumTypes[1]
 }
 
 func (x Status) Number() protoreflect.EnumNumber {
@@ -76,7 +130,7 @@ func (x Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Status.Descriptor instead.
 func (Status) EnumDescriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{0}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{1}
 }
 
 type Empty struct {
@@ -258,6 +312,111 @@ func (*ConfigureResponse) Descriptor() ([]byte, []int) {
 	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{3}
 }
 
+type StopRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	TaskId  string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Attempt uint32                 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Reason  StopReason             `protobuf:"varint,3,opt,name=reason,proto3,enum=dtf.plugin.v1.StopReason" json:"reason,omitempty"`
+	// message says why, for the executor's log and the result message.
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopRequest) Reset() {
+	*x = StopRequest{}
+	mi := &file_plugin_pb_plugin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopRequest) ProtoMessage() {}
+
+func (x *StopRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_pb_plugin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
+func (*StopRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *StopRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *StopRequest) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *StopRequest) GetReason() StopReason {
+	if x != nil {
+		return x.Reason
+	}
+	return StopReason_STOP_REASON_UNSPECIFIED
+}
+
+func (x *StopRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type StopResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopResponse) Reset() {
+	*x = StopResponse{}
+	mi := &file_plugin_pb_plugin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopResponse) ProtoMessage() {}
+
+func (x *StopResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_pb_plugin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopResponse.ProtoReflect.Descriptor instead.
+func (*StopResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{5}
+}
+
 type ExecuteRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	TaskId    string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -274,7 +433,7 @@ type ExecuteRequest struct {
 
 func (x *ExecuteRequest) Reset() {
 	*x = ExecuteRequest{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[4]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -286,7 +445,7 @@ func (x *ExecuteRequest) String() string {
 func (*ExecuteRequest) ProtoMessage() {}
 
 func (x *ExecuteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[4]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -299,7 +458,7 @@ func (x *ExecuteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{4}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ExecuteRequest) GetTaskId() string {
@@ -358,7 +517,7 @@ type ExecuteEvent struct {
 
 func (x *ExecuteEvent) Reset() {
 	*x = ExecuteEvent{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[5]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +529,7 @@ func (x *ExecuteEvent) String() string {
 func (*ExecuteEvent) ProtoMessage() {}
 
 func (x *ExecuteEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[5]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +542,7 @@ func (x *ExecuteEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteEvent.ProtoReflect.Descriptor instead.
 func (*ExecuteEvent) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{5}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ExecuteEvent) GetEvent() isExecuteEvent_Event {
@@ -458,7 +617,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[6]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -470,7 +629,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[6]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -483,7 +642,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{6}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Checkpoint) GetData() []byte {
@@ -531,7 +690,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[7]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -543,7 +702,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[7]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -556,7 +715,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{7}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Progress) GetFraction() float64 {
@@ -586,7 +745,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[8]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +757,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[8]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +770,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{8}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Result) GetStatus() Status {
@@ -665,7 +824,7 @@ type ConnectorConfig struct {
 
 func (x *ConnectorConfig) Reset() {
 	*x = ConnectorConfig{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[9]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +836,7 @@ func (x *ConnectorConfig) String() string {
 func (*ConnectorConfig) ProtoMessage() {}
 
 func (x *ConnectorConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[9]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +849,7 @@ func (x *ConnectorConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectorConfig.ProtoReflect.Descriptor instead.
 func (*ConnectorConfig) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{9}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ConnectorConfig) GetUrl() string {
@@ -758,7 +917,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[10]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +929,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[10]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +942,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{10}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SendRequest) GetFrame() []byte {
@@ -811,7 +970,7 @@ type SendBatchRequest struct {
 
 func (x *SendBatchRequest) Reset() {
 	*x = SendBatchRequest{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[11]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +982,7 @@ func (x *SendBatchRequest) String() string {
 func (*SendBatchRequest) ProtoMessage() {}
 
 func (x *SendBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[11]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +995,7 @@ func (x *SendBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendBatchRequest.ProtoReflect.Descriptor instead.
 func (*SendBatchRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{11}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SendBatchRequest) GetFrames() [][]byte {
@@ -869,7 +1028,7 @@ type SendBatchResponse struct {
 
 func (x *SendBatchResponse) Reset() {
 	*x = SendBatchResponse{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[12]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +1040,7 @@ func (x *SendBatchResponse) String() string {
 func (*SendBatchResponse) ProtoMessage() {}
 
 func (x *SendBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[12]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +1053,7 @@ func (x *SendBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendBatchResponse.ProtoReflect.Descriptor instead.
 func (*SendBatchResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{12}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SendBatchResponse) GetAccepted() uint32 {
@@ -931,7 +1090,7 @@ type ConnectorEvent struct {
 
 func (x *ConnectorEvent) Reset() {
 	*x = ConnectorEvent{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[13]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +1102,7 @@ func (x *ConnectorEvent) String() string {
 func (*ConnectorEvent) ProtoMessage() {}
 
 func (x *ConnectorEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[13]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +1115,7 @@ func (x *ConnectorEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectorEvent.ProtoReflect.Descriptor instead.
 func (*ConnectorEvent) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{13}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ConnectorEvent) GetEvent() isConnectorEvent_Event {
@@ -1026,7 +1185,7 @@ type StateChange struct {
 
 func (x *StateChange) Reset() {
 	*x = StateChange{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[14]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1197,7 @@ func (x *StateChange) String() string {
 func (*StateChange) ProtoMessage() {}
 
 func (x *StateChange) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[14]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1210,7 @@ func (x *StateChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateChange.ProtoReflect.Descriptor instead.
 func (*StateChange) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{14}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StateChange) GetState() string {
@@ -1139,7 +1298,13 @@ const file_plugin_pb_plugin_proto_rawDesc = "" +
 	"\x10ConfigureRequest\x12\x1f\n" +
 	"\vconfig_json\x18\x01 \x01(\fR\n" +
 	"configJson\"\x13\n" +
-	"\x11ConfigureResponse\"\xcb\x01\n" +
+	"\x11ConfigureResponse\"\x8d\x01\n" +
+	"\vStopRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\rR\aattempt\x121\n" +
+	"\x06reason\x18\x03 \x01(\x0e2\x19.dtf.plugin.v1.StopReasonR\x06reason\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\x0e\n" +
+	"\fStopResponse\"\xcb\x01\n" +
 	"\x0eExecuteRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x12\n" +
@@ -1218,17 +1383,23 @@ const file_plugin_pb_plugin_proto_rawDesc = "" +
 	"\aresumed\x18\b \x01(\bR\aresumed\x122\n" +
 	"\x15heartbeat_interval_ms\x18\t \x01(\x03R\x13heartbeatIntervalMs\x120\n" +
 	"\x14heartbeat_timeout_ms\x18\n" +
-	" \x01(\x03R\x12heartbeatTimeoutMs*u\n" +
+	" \x01(\x03R\x12heartbeatTimeoutMs*^\n" +
+	"\n" +
+	"StopReason\x12\x1b\n" +
+	"\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14STOP_REASON_RELEASED\x10\x01\x12\x19\n" +
+	"\x15STOP_REASON_CANCELLED\x10\x02*u\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10STATUS_SUCCEEDED\x10\x01\x12\x11\n" +
 	"\rSTATUS_FAILED\x10\x02\x12\x14\n" +
 	"\x10STATUS_CANCELLED\x10\x03\x12\x14\n" +
-	"\x10STATUS_TIMED_OUT\x10\x042\xdc\x01\n" +
+	"\x10STATUS_TIMED_OUT\x10\x042\x9d\x02\n" +
 	"\bExecutor\x127\n" +
 	"\x04Info\x12\x14.dtf.plugin.v1.Empty\x1a\x19.dtf.plugin.v1.PluginInfo\x12N\n" +
 	"\tConfigure\x12\x1f.dtf.plugin.v1.ConfigureRequest\x1a .dtf.plugin.v1.ConfigureResponse\x12G\n" +
-	"\aExecute\x12\x1d.dtf.plugin.v1.ExecuteRequest\x1a\x1b.dtf.plugin.v1.ExecuteEvent0\x012\x92\x03\n" +
+	"\aExecute\x12\x1d.dtf.plugin.v1.ExecuteRequest\x1a\x1b.dtf.plugin.v1.ExecuteEvent0\x01\x12?\n" +
+	"\x04Stop\x12\x1a.dtf.plugin.v1.StopRequest\x1a\x1b.dtf.plugin.v1.StopResponse2\x92\x03\n" +
 	"\tConnector\x127\n" +
 	"\x04Info\x12\x14.dtf.plugin.v1.Empty\x1a\x19.dtf.plugin.v1.PluginInfo\x12M\n" +
 	"\tConfigure\x12\x1e.dtf.plugin.v1.ConnectorConfig\x1a .dtf.plugin.v1.ConfigureResponse\x12?\n" +
@@ -1249,58 +1420,64 @@ func file_plugin_pb_plugin_proto_rawDescGZIP() []byte {
 	return file_plugin_pb_plugin_proto_rawDescData
 }
 
-var file_plugin_pb_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_plugin_pb_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_plugin_pb_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_plugin_pb_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_plugin_pb_plugin_proto_goTypes = []any{
-	(Status)(0),               // 0: dtf.plugin.v1.Status
-	(*Empty)(nil),             // 1: dtf.plugin.v1.Empty
-	(*PluginInfo)(nil),        // 2: dtf.plugin.v1.PluginInfo
-	(*ConfigureRequest)(nil),  // 3: dtf.plugin.v1.ConfigureRequest
-	(*ConfigureResponse)(nil), // 4: dtf.plugin.v1.ConfigureResponse
-	(*ExecuteRequest)(nil),    // 5: dtf.plugin.v1.ExecuteRequest
-	(*ExecuteEvent)(nil),      // 6: dtf.plugin.v1.ExecuteEvent
-	(*Checkpoint)(nil),        // 7: dtf.plugin.v1.Checkpoint
-	(*Progress)(nil),          // 8: dtf.plugin.v1.Progress
-	(*Result)(nil),            // 9: dtf.plugin.v1.Result
-	(*ConnectorConfig)(nil),   // 10: dtf.plugin.v1.ConnectorConfig
-	(*SendRequest)(nil),       // 11: dtf.plugin.v1.SendRequest
-	(*SendBatchRequest)(nil),  // 12: dtf.plugin.v1.SendBatchRequest
-	(*SendBatchResponse)(nil), // 13: dtf.plugin.v1.SendBatchResponse
-	(*ConnectorEvent)(nil),    // 14: dtf.plugin.v1.ConnectorEvent
-	(*StateChange)(nil),       // 15: dtf.plugin.v1.StateChange
-	nil,                       // 16: dtf.plugin.v1.ConnectorConfig.LabelsEntry
+	(StopReason)(0),           // 0: dtf.plugin.v1.StopReason
+	(Status)(0),               // 1: dtf.plugin.v1.Status
+	(*Empty)(nil),             // 2: dtf.plugin.v1.Empty
+	(*PluginInfo)(nil),        // 3: dtf.plugin.v1.PluginInfo
+	(*ConfigureRequest)(nil),  // 4: dtf.plugin.v1.ConfigureRequest
+	(*ConfigureResponse)(nil), // 5: dtf.plugin.v1.ConfigureResponse
+	(*StopRequest)(nil),       // 6: dtf.plugin.v1.StopRequest
+	(*StopResponse)(nil),      // 7: dtf.plugin.v1.StopResponse
+	(*ExecuteRequest)(nil),    // 8: dtf.plugin.v1.ExecuteRequest
+	(*ExecuteEvent)(nil),      // 9: dtf.plugin.v1.ExecuteEvent
+	(*Checkpoint)(nil),        // 10: dtf.plugin.v1.Checkpoint
+	(*Progress)(nil),          // 11: dtf.plugin.v1.Progress
+	(*Result)(nil),            // 12: dtf.plugin.v1.Result
+	(*ConnectorConfig)(nil),   // 13: dtf.plugin.v1.ConnectorConfig
+	(*SendRequest)(nil),       // 14: dtf.plugin.v1.SendRequest
+	(*SendBatchRequest)(nil),  // 15: dtf.plugin.v1.SendBatchRequest
+	(*SendBatchResponse)(nil), // 16: dtf.plugin.v1.SendBatchResponse
+	(*ConnectorEvent)(nil),    // 17: dtf.plugin.v1.ConnectorEvent
+	(*StateChange)(nil),       // 18: dtf.plugin.v1.StateChange
+	nil,                       // 19: dtf.plugin.v1.ConnectorConfig.LabelsEntry
 }
 var file_plugin_pb_plugin_proto_depIdxs = []int32{
-	7,  // 0: dtf.plugin.v1.ExecuteRequest.checkpoint:type_name -> dtf.plugin.v1.Checkpoint
-	8,  // 1: dtf.plugin.v1.ExecuteEvent.progress:type_name -> dtf.plugin.v1.Progress
-	9,  // 2: dtf.plugin.v1.ExecuteEvent.result:type_name -> dtf.plugin.v1.Result
-	7,  // 3: dtf.plugin.v1.ExecuteEvent.checkpoint:type_name -> dtf.plugin.v1.Checkpoint
-	0,  // 4: dtf.plugin.v1.Result.status:type_name -> dtf.plugin.v1.Status
-	16, // 5: dtf.plugin.v1.ConnectorConfig.labels:type_name -> dtf.plugin.v1.ConnectorConfig.LabelsEntry
-	15, // 6: dtf.plugin.v1.ConnectorEvent.state:type_name -> dtf.plugin.v1.StateChange
-	1,  // 7: dtf.plugin.v1.Executor.Info:input_type -> dtf.plugin.v1.Empty
-	3,  // 8: dtf.plugin.v1.Executor.Configure:input_type -> dtf.plugin.v1.ConfigureRequest
-	5,  // 9: dtf.plugin.v1.Executor.Execute:input_type -> dtf.plugin.v1.ExecuteRequest
-	1,  // 10: dtf.plugin.v1.Connector.Info:input_type -> dtf.plugin.v1.Empty
-	10, // 11: dtf.plugin.v1.Connector.Configure:input_type -> dtf.plugin.v1.ConnectorConfig
-	1,  // 12: dtf.plugin.v1.Connector.Events:input_type -> dtf.plugin.v1.Empty
-	11, // 13: dtf.plugin.v1.Connector.Send:input_type -> dtf.plugin.v1.SendRequest
-	12, // 14: dtf.plugin.v1.Connector.SendBatch:input_type -> dtf.plugin.v1.SendBatchRequest
-	1,  // 15: dtf.plugin.v1.Connector.Stop:input_type -> dtf.plugin.v1.Empty
-	2,  // 16: dtf.plugin.v1.Executor.Info:output_type -> dtf.plugin.v1.PluginInfo
-	4,  // 17: dtf.plugin.v1.Executor.Configure:output_type -> dtf.plugin.v1.ConfigureResponse
-	6,  // 18: dtf.plugin.v1.Executor.Execute:output_type -> dtf.plugin.v1.ExecuteEvent
-	2,  // 19: dtf.plugin.v1.Connector.Info:output_type -> dtf.plugin.v1.PluginInfo
-	4,  // 20: dtf.plugin.v1.Connector.Configure:output_type -> dtf.plugin.v1.ConfigureResponse
-	14, // 21: dtf.plugin.v1.Connector.Events:output_type -> dtf.plugin.v1.ConnectorEvent
-	1,  // 22: dtf.plugin.v1.Connector.Send:output_type -> dtf.plugin.v1.Empty
-	13, // 23: dtf.plugin.v1.Connector.SendBatch:output_type -> dtf.plugin.v1.SendBatchResponse
-	1,  // 24: dtf.plugin.v1.Connector.Stop:output_type -> dtf.plugin.v1.Empty
-	16, // [16:25] is the sub-list for method output_type
-	7,  // [7:16] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	0,  // 0: dtf.plugin.v1.StopRequest.reason:type_name -> dtf.plugin.v1.StopReason
+	10, // 1: dtf.plugin.v1.ExecuteRequest.checkpoint:type_name -> dtf.plugin.v1.Checkpoint
+	11, // 2: dtf.plugin.v1.ExecuteEvent.progress:type_name -> dtf.plugin.v1.Progress
+	12, // 3: dtf.plugin.v1.ExecuteEvent.result:type_name -> dtf.plugin.v1.Result
+	10, // 4: dtf.plugin.v1.ExecuteEvent.checkpoint:type_name -> dtf.plugin.v1.Checkpoint
+	1,  // 5: dtf.plugin.v1.Result.status:type_name -> dtf.plugin.v1.Status
+	19, // 6: dtf.plugin.v1.ConnectorConfig.labels:type_name -> dtf.plugin.v1.ConnectorConfig.LabelsEntry
+	18, // 7: dtf.plugin.v1.ConnectorEvent.state:type_name -> dtf.plugin.v1.StateChange
+	2,  // 8: dtf.plugin.v1.Executor.Info:input_type -> dtf.plugin.v1.Empty
+	4,  // 9: dtf.plugin.v1.Executor.Configure:input_type -> dtf.plugin.v1.ConfigureRequest
+	8,  // 10: dtf.plugin.v1.Executor.Execute:input_type -> dtf.plugin.v1.ExecuteRequest
+	6,  // 11: dtf.plugin.v1.Executor.Stop:input_type -> dtf.plugin.v1.StopRequest
+	2,  // 12: dtf.plugin.v1.Connector.Info:input_type -> dtf.plugin.v1.Empty
+	13, // 13: dtf.plugin.v1.Connector.Configure:input_type -> dtf.plugin.v1.ConnectorConfig
+	2,  // 14: dtf.plugin.v1.Connector.Events:input_type -> dtf.plugin.v1.Empty
+	14, // 15: dtf.plugin.v1.Connector.Send:input_type -> dtf.plugin.v1.SendRequest
+	15, // 16: dtf.plugin.v1.Connector.SendBatch:input_type -> dtf.plugin.v1.SendBatchRequest
+	2,  // 17: dtf.plugin.v1.Connector.Stop:input_type -> dtf.plugin.v1.Empty
+	3,  // 18: dtf.plugin.v1.Executor.Info:output_type -> dtf.plugin.v1.PluginInfo
+	5,  // 19: dtf.plugin.v1.Executor.Configure:output_type -> dtf.plugin.v1.ConfigureResponse
+	9,  // 20: dtf.plugin.v1.Executor.Execute:output_type -> dtf.plugin.v1.ExecuteEvent
+	7,  // 21: dtf.plugin.v1.Executor.Stop:output_type -> dtf.plugin.v1.StopResponse
+	3,  // 22: dtf.plugin.v1.Connector.Info:output_type -> dtf.plugin.v1.PluginInfo
+	5,  // 23: dtf.plugin.v1.Connector.Configure:output_type -> dtf.plugin.v1.ConfigureResponse
+	17, // 24: dtf.plugin.v1.Connector.Events:output_type -> dtf.plugin.v1.ConnectorEvent
+	2,  // 25: dtf.plugin.v1.Connector.Send:output_type -> dtf.plugin.v1.Empty
+	16, // 26: dtf.plugin.v1.Connector.SendBatch:output_type -> dtf.plugin.v1.SendBatchResponse
+	2,  // 27: dtf.plugin.v1.Connector.Stop:output_type -> dtf.plugin.v1.Empty
+	18, // [18:28] is the sub-list for method output_type
+	8,  // [8:18] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_plugin_pb_plugin_proto_init() }
@@ -1308,12 +1485,12 @@ func file_plugin_pb_plugin_proto_init() {
 	if File_plugin_pb_plugin_proto != nil {
 		return
 	}
-	file_plugin_pb_plugin_proto_msgTypes[5].OneofWrappers = []any{
+	file_plugin_pb_plugin_proto_msgTypes[7].OneofWrappers = []any{
 		(*ExecuteEvent_Progress)(nil),
 		(*ExecuteEvent_Result)(nil),
 		(*ExecuteEvent_Checkpoint)(nil),
 	}
-	file_plugin_pb_plugin_proto_msgTypes[13].OneofWrappers = []any{
+	file_plugin_pb_plugin_proto_msgTypes[15].OneofWrappers = []any{
 		(*ConnectorEvent_Frame)(nil),
 		(*ConnectorEvent_State)(nil),
 	}
@@ -1322,8 +1499,8 @@ func file_plugin_pb_plugin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_pb_plugin_proto_rawDesc), len(file_plugin_pb_plugin_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   16,
+			NumEnums:      2,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -25,6 +25,7 @@ const (
 	Executor_Info_FullMethodName      = "/dtf.plugin.v1.Executor/Info"
 	Executor_Configure_FullMethodName = "/dtf.plugin.v1.Executor/Configure"
 	Executor_Execute_FullMethodName   = "/dtf.plugin.v1.Executor/Execute"
+	Executor_Stop_FullMethodName      = "/dtf.plugin.v1.Executor/Stop"
 )
 
 // ExecutorClient is the client API for Executor service.
@@ -36,8 +37,15 @@ type ExecutorClient interface {
 	Info(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*PluginInfo, error)
 	Configure(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*ConfigureResponse, error)
 	// Execute runs one attempt and streams its events; the last event is the
-	// result. Cancelling the call cancels the attempt.
+	// result. Cancelling the call cancels the attempt, and the stream then
+	// carries nothing more.
 	Execute(ctx context.Context, in *ExecuteRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecuteEvent], error)
+	// Stop asks the executor to stop one running attempt while its Execute
+	// stream stays open, so that the executor can still send a last
+	// checkpoint and then its result. It returns NOT_FOUND when the attempt
+	// is not running in the plugin. A plugin built before this method returns
+	// UNIMPLEMENTED, and the host then cancels the Execute call.
+	Stop(ctx context.Context, in *StopRequest, opts ...grpc.CallOption) (*StopResponse, error)
 }
 
 type executorClient struct {
@@ -87,6 +95,16 @@ func (c *executorClient) Execute(ctx context.Context, in *ExecuteRequest, opts .
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Executor_ExecuteClient = grpc.ServerStreamingClient[ExecuteEvent]
 
+func (c *executorClient) Stop(ctx context.Context, in *StopRequest, opts ...grpc.CallOption) (*StopResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StopResponse)
+	err := c.cc.Invoke(ctx, Executor_Stop_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ExecutorServer is the server API for Executor service.
 // All implementations must embed UnimplementedExecutorServer
 // for forward compatibility.
@@ -96,8 +114,15 @@ type ExecutorServer interface {
 	Info(context.Context, *Empty) (*PluginInfo, error)
 	Configure(context.Context, *ConfigureRequest) (*ConfigureResponse, error)
 	// Execute runs one attempt and streams its events; the last event is the
-	// result. Cancelling the call cancels the attempt.
+	// result. Cancelling the call cancels the attempt, and the stream then
+	// carries nothing more.
 	Execute(*ExecuteRequest, grpc.ServerStreamingServer[ExecuteEvent]) error
+	// Stop asks the executor to stop one running attempt while its Execute
+	// stream stays open, so that the executor can still send a last
+	// checkpoint and then its result. It returns NOT_FOUND when the attempt
+	// is not running in the plugin. A plugin built before this method returns
+	// UNIMPLEMENTED, and the host then cancels the Execute call.
+	Stop(context.Context, *StopRequest) (*StopResponse, error)
 	mustEmbedUnimplementedExecutorServer()
 }
 
@@ -116,6 +141,9 @@ func (UnimplementedExecutorServer) Configure(context.Context, *ConfigureRequest)
 }
 func (UnimplementedExecutorServer) Execute(*ExecuteRequest, grpc.ServerStreamingServer[ExecuteEvent]) error {
 	return status.Error(codes.Unimplemented, "method Execute not implemented")
+}
+func (UnimplementedExecutorServer) Stop(context.Context, *StopRequest) (*StopResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Stop not implemented")
 }
 func (UnimplementedExecutorServer) mustEmbedUnimplementedExecutorServer() {}
 func (UnimplementedExecutorServer) testEmbeddedByValue()                  {}
@@ -185,6 +213,24 @@ func _Executor_Execute_Handler(srv interface{}, stream grpc.ServerStream) error 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Executor_ExecuteServer = grpc.ServerStreamingServer[ExecuteEvent]
 
+func _Executor_Stop_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StopRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ExecutorServer).Stop(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Executor_Stop_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ExecutorServer).Stop(ctx, req.(*StopRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Executor_ServiceDesc is the grpc.ServiceDesc for Executor service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -199,6 +245,10 @@ var Executor_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Configure",
 			Handler:    _Executor_Configure_Handler,
+		},
+		{
+			MethodName: "Stop",
+			Handler:    _Executor_Stop_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

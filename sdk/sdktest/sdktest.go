@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
 	dtfplugin "github.com/dtf-io/dtf/plugin"
@@ -175,6 +177,55 @@ func (h *Harness) Execute(ctx context.Context, task sdk.Task) (Report, error) {
 				Data:     r.GetResultJson(),
 			}
 			return report, nil
+		}
+	}
+}
+
+// Release stops the running attempt of task as a draining worker host
+// does: the attempt's context ends with a cause that wraps sdk.ErrReleased
+// and message, while its Execute call stays open, so that the executor can
+// still save a last checkpoint before it returns. Call it while Execute
+// runs in another goroutine. Until the attempt has started in the
+// executor, it tries again every 10 milliseconds, for at most
+// stopRetryLimit or until ctx ends.
+func (h *Harness) Release(ctx context.Context, task sdk.Task, message string) error {
+	return h.stop(ctx, task, pb.StopReason_STOP_REASON_RELEASED, message)
+}
+
+// Cancel stops the running attempt of task as the worker host does when
+// the coordinator cancels it: the cause wraps sdk.ErrCancelled. It retries
+// as Release does.
+func (h *Harness) Cancel(ctx context.Context, task sdk.Task, message string) error {
+	return h.stop(ctx, task, pb.StopReason_STOP_REASON_CANCELLED, message)
+}
+
+// stopRetryLimit bounds how long Release and Cancel wait for the attempt
+// to start.
+const stopRetryLimit = 5 * time.Second
+
+func (h *Harness) stop(ctx context.Context, task sdk.Task, reason pb.StopReason, message string) error {
+	ctx, cancel := context.WithTimeout(ctx, stopRetryLimit)
+	defer cancel()
+	ticker := time.NewTicker(10 * time.Millisecond)
+	defer ticker.Stop()
+	var notFound error
+	for {
+		_, err := h.client.Stop(ctx, &pb.StopRequest{
+			TaskId: task.ID, Attempt: uint32(task.Attempt), Reason: reason, Message: message,
+		})
+		code := status.Code(err)
+		switch {
+		case code == codes.NotFound:
+			notFound = err
+		case notFound != nil && (code == codes.DeadlineExceeded || code == codes.Canceled):
+			return fmt.Errorf("stop task %s attempt %d: the attempt did not start: %w; last error: %v",
+				task.ID, task.Attempt, err, notFound)
+		default:
+			return err
+		}
+		select {
+		case <-ctx.Done():
+		case <-ticker.C:
 		}
 	}
 }
