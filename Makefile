@@ -10,6 +10,23 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 # Packages whose tests exercise concurrent senders, reconnects and replay run
 # again under the race detector.
 RACE_PKGS := ./protocol/... ./coordinator/... ./host/... ./plugin/... ./plugins/... ./test/faultproxy/...
+# FUZZ_TARGETS lists every fuzz target as package:Target. go test -fuzz
+# takes one package and one target per run, so make fuzz runs them in
+# turn, each for FUZZTIME. make test runs them for the short default, which
+# keeps the step near a minute and a half; run make fuzz FUZZTIME=5m for a
+# longer search. A failing input is written to the package's
+# testdata/fuzz/<Target>/ folder: commit it with the fix as a regression
+# seed, because go test runs every seed as a plain test.
+FUZZ_TARGETS := \
+	./protocol:FuzzDecode \
+	./protocol:FuzzScanFrame \
+	./protocol:FuzzInflate \
+	./protocol:FuzzWindowReceive \
+	./coordinator/config:FuzzLoad \
+	./host/config:FuzzLoad \
+	./coordinator:FuzzDecodeSubmit \
+	./coordinator:FuzzAPI
+FUZZTIME ?= 8s
 
 # build links the binaries without cgo and without gRPC's request tracing
 # (build tag grpcnotrace). A worker runs three of these processes, and each
@@ -40,6 +57,16 @@ test: build proto-check
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -race -short -timeout 15m $(RACE_PKGS)
+	$(MAKE) --no-print-directory fuzz
+
+# fuzz runs each target of FUZZ_TARGETS for FUZZTIME.
+.PHONY: fuzz
+fuzz:
+	@for entry in $(FUZZ_TARGETS); do \
+		pkg=$${entry%%:*}; target=$${entry##*:}; \
+		echo "fuzz $$target in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
 
 .PHONY: bench
 bench:

@@ -74,6 +74,7 @@ func commands() []command {
 		{"workers", "list workers", (*App).runWorkers},
 		{"watch", "follow a batch of tasks until every task ends", (*App).runWatch},
 		{"cancel", "cancel tasks by id", (*App).runCancel},
+		{"credentials", "create, list, rotate or revoke worker credentials", (*App).runCredentials},
 		{"version", "print the dtf version", (*App).runVersion},
 	}
 }

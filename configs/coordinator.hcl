@@ -53,9 +53,22 @@ max_attempts = 3
 # sessions are closed and the store is closed. Default "10s".
 shutdown_timeout = "10s"
 
-# Bound on the body of one HTTP API request in bytes. Default 4194304
-# (4 MiB), enough for a submission of thousands of tasks.
+# Bound on the body of one HTTP request in bytes. Default 4194304 (4 MiB),
+# enough for a submission of thousands of tasks; range 1024 to 67108864
+# (64 MiB). A larger body gets HTTP 413.
 # max_body_bytes = 4194304
+
+# Timeouts of the HTTP server, which serves the API, /healthz and the
+# WebSocket upgrade; an upgraded worker connection uses the workers
+# timeouts instead. A client has http_read_header_timeout to send its
+# headers (default "10s", range "100ms" to "5m"), so one that trickles
+# bytes is disconnected, and http_read_timeout for the whole request
+# (default "1m", range "1s" to "1h", at least the header timeout). A
+# keep-alive connection is closed after http_idle_timeout without a
+# request (default "2m", range "1s" to "1h").
+# http_read_header_timeout = "10s"
+# http_read_timeout        = "1m"
+# http_idle_timeout        = "2m"
 
 # Period of the scheduler's tick. Submissions, outcomes and syncs wake the
 # scheduler at once; the tick also ends grace periods. Default "1s".

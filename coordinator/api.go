@@ -15,10 +15,23 @@ import (
 	"github.com/dtf-io/dtf/protocol"
 )
 
-// maxBodyBytes bounds a request body of the HTTP API.
-const maxBodyBytes = 4 << 20
+// newHTTPServer returns the server of the listener, with the timeouts of
+// the config. It sets no WriteTimeout, because that deadline would cut off
+// a response that a handler streams for long, such as a stream of events.
+// The WebSocket upgrader clears the deadlines on the connections it takes
+// over.
+func (s *Server) newHTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: s.cfg.HTTPReadHeaderTimeout,
+		ReadTimeout:       s.cfg.HTTPReadTimeout,
+		IdleTimeout:       s.cfg.HTTPIdleTimeout,
+		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+}
 
-// routes serves the worker endpoint, the HTTP API and /healthz.
+// routes serves the worker endpoint, the HTTP API and /healthz, with the
+// request body limit in front of all of them.
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+protocol.ConnectPath, s.handleConnect)
@@ -33,11 +46,40 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
 	})
-	return mux
+	return s.limitBody(mux)
+}
+
+// limitBody rejects a request whose Content-Length is over max_body_bytes
+// with 413 before any handler runs. It caps the body of every other
+// request, such as a chunked one, at the same size, so a handler that
+// reads past it gets an *http.MaxBytesError.
+func (s *Server) limitBody(next http.Handler) http.Handler {
+	limit := int64(s.cfg.MaxBodyBytes)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit {
+			// The body is not read, so the server closes the connection
+			// after this response instead of draining it.
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusRequestEntityTooLarge, "", bodyTooLargeMessage(r.ContentLength, limit))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// bodyTooLargeMessage names the limit and the setting that changes it.
+// size is -1 when the request did not state its length.
+func bodyTooLargeMessage(size, limit int64) string {
+	what := "request body"
+	if size >= 0 {
+		what = fmt.Sprintf("request body of %d bytes", size)
+	}
+	return fmt.Sprintf("%s is over the limit of %d bytes; send less at once, for example fewer tasks "+
+		"per submission, or raise max_body_bytes in the coordinator config", what, limit)
 }
 
 func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	req, verr := decodeSubmit(r.Body, s.cfg.TaskTypes)
 	if verr != nil {
 		writeError(w, verr.status, verr.field, verr.Error())

@@ -32,6 +32,15 @@ type connection struct {
 	// codec is negotiated in the handshake and fixed before the reader and
 	// writer start.
 	codec protocol.Codec
+	// credentialID names the credential the worker authenticated with on
+	// this connection; empty in the token mode.
+	credentialID string
+	// sealer tags the messages the writer sends and opener checks the tags
+	// of the messages the reader receives; both are nil in the token mode.
+	// Each is used by one goroutine at a time: the running writer and the
+	// reader.
+	sealer *protocol.Sealer
+	opener *protocol.Opener
 	// server and session are set by start, before any writer runs.
 	server  *Server
 	session *session
@@ -261,11 +270,15 @@ func (s *Server) readLoop(ss *session, c *connection) string {
 	for {
 		timeout := c.timeout()
 		_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
-		frame, err := readFrame(c.ws, c.codec)
+		frame, err := readFrame(c.ws, c.codec, c.opener)
 		if err != nil {
 			var netErr interface{ Timeout() bool }
 			if errors.As(err, &netErr) && netErr.Timeout() {
 				return fmt.Sprintf("no frame received for heartbeat timeout %s", timeout)
+			}
+			var tagErr *protocol.TagError
+			if errors.As(err, &tagErr) {
+				return s.rejectMessage(ss, c, tagErr)
 			}
 			if errors.Is(err, errMalformedFrame) {
 				ss.log.Warn("malformed frame; closing the connection", "error", err)
@@ -311,12 +324,25 @@ func (s *Server) sequence(ss *session, c *connection, frame *pb.Frame) (string, 
 	return "", true
 }
 
+// rejectMessage handles a message that failed its tag: it logs it, counts
+// it and closes the connection. The worker reconnects and resumes, and the
+// replay resends what the rejected message may have carried.
+func (s *Server) rejectMessage(ss *session, c *connection, tagErr *protocol.TagError) string {
+	s.rejected.add(tagErr.Reason)
+	ss.log.Warn("message failed authentication; closing the connection", "reason", tagErr.Reason,
+		"credential_id", c.credentialID, "remote_addr", c.remote, "error", tagErr)
+	c.close(rejectFrame(rejectProtocolError, "a message failed authentication ("+tagErr.Reason+
+		"); reconnect", 0), "message failed authentication")
+	return "message failed authentication: " + tagErr.Reason
+}
+
 var errMalformedFrame = errors.New("malformed frame")
 
-// readFrame reads and decodes one binary message with the connection's
-// codec. A compressed message on a connection without compression is
-// malformed.
-func readFrame(ws *websocket.Conn, codec protocol.Codec) (*pb.Frame, error) {
+// readFrame reads one binary message, checks its tag with opener unless
+// opener is nil, and decodes it with the connection's codec. A compressed
+// message on a connection without compression is malformed. A tag failure
+// is a *protocol.TagError, returned before anything is decoded.
+func readFrame(ws *websocket.Conn, codec protocol.Codec, opener *protocol.Opener) (*pb.Frame, error) {
 	kind, data, err := ws.ReadMessage()
 	if err != nil {
 		return nil, err
@@ -324,6 +350,31 @@ func readFrame(ws *websocket.Conn, codec protocol.Codec) (*pb.Frame, error) {
 	if kind != websocket.BinaryMessage {
 		return nil, fmt.Errorf("%w: message type %d is not binary", errMalformedFrame, kind)
 	}
+	if opener != nil {
+		if data, err = opener.Open(data); err != nil {
+			return nil, err
+		}
+	}
+	return decodeMessage(data, codec)
+}
+
+// readMessage reads and decodes one untagged binary message of the
+// handshake and returns its bytes as received as well.
+func readMessage(ws *websocket.Conn, codec protocol.Codec) (*pb.Frame, []byte, error) {
+	kind, data, err := ws.ReadMessage()
+	if err != nil {
+		return nil, nil, err
+	}
+	if kind != websocket.BinaryMessage {
+		return nil, nil, fmt.Errorf("%w: message type %d is not binary", errMalformedFrame, kind)
+	}
+	raw := append([]byte(nil), data...)
+	frame, err := decodeMessage(data, codec)
+	return frame, raw, err
+}
+
+// decodeMessage decodes a message without a tag.
+func decodeMessage(data []byte, codec protocol.Codec) (*pb.Frame, error) {
 	if codec.Compression == "" && len(data) > 0 && data[0] != 0 {
 		return nil, fmt.Errorf("%w: encoding byte %d but no compression was negotiated", errMalformedFrame, data[0])
 	}
@@ -497,6 +548,9 @@ func (s *Server) writeFrame(ss *session, c *connection, codec protocol.Codec, fr
 	data, err := codec.Encode(frame)
 	if err != nil {
 		return err
+	}
+	if c.sealer != nil {
+		data = c.sealer.Seal(data)
 	}
 	_ = c.ws.SetWriteDeadline(time.Now().Add(c.timeout()))
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, data); err != nil {

@@ -23,6 +23,7 @@ type frameHandler func(s *Server, ss *session, c *connection, frame *pb.Frame)
 // ToCoordinator or Both) to its handler. A test checks that it covers them.
 var frameHandlers = map[string]frameHandler{
 	"hello":         (*Server).handleRepeatedHello,
+	"proof":         (*Server).handleLateProof,
 	"heartbeat":     (*Server).handleHeartbeat,
 	"state_sync":    (*Server).handleStateSync,
 	"task_started":  (*Server).handleTaskStarted,
@@ -67,6 +68,14 @@ func (s *Server) dispatch(ss *session, c *connection, frame *pb.Frame) {
 func (s *Server) handleRepeatedHello(ss *session, c *connection, _ *pb.Frame) {
 	ss.log.Warn("hello received on an open connection; closing it")
 	c.close(rejectFrame(rejectProtocolError, "hello is only valid as the first frame", 0), "repeated hello")
+}
+
+// handleLateProof closes a connection whose worker sends a proof after
+// the handshake, where it has no meaning.
+func (s *Server) handleLateProof(ss *session, c *connection, _ *pb.Frame) {
+	ss.log.Warn("proof received on an open connection; closing it")
+	c.close(rejectFrame(rejectProtocolError, "proof is only valid in the handshake, after a challenge", 0),
+		"proof after the handshake")
 }
 
 // handleHeartbeat replies to a worker's heartbeat. A reply to the

@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"crypto/subtle"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/dtf-io/dtf/protocol"
 	"github.com/dtf-io/dtf/protocol/pb"
@@ -40,7 +40,8 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("websocket upgrade failed", "remote_addr", r.RemoteAddr, "error", err)
 		return
 	}
-	ws.SetReadLimit(int64(s.cfg.Workers.MaxFrameBytes))
+	// A tagged message carries its tag after a frame of up to the limit.
+	ws.SetReadLimit(int64(s.cfg.Workers.MaxFrameBytes + protocol.TagSize))
 
 	ss, c, welcome := s.handshake(ws, r.RemoteAddr)
 	if ss == nil {
@@ -76,18 +77,20 @@ func (s *Server) rejectUpgrade(w http.ResponseWriter, r *http.Request) {
 		s.cfg.Workers.MaxPendingHandshakes, retry))
 }
 
-// handshake reads the Hello, checks the credentials and the session rate,
-// and resumes the named session or registers a new one. It returns the
-// session, its new connection and the Welcome to send first, or nil after
-// rejecting the connection.
+// handshake reads the Hello, authenticates the worker, checks the session
+// rate, and resumes the named session or registers a new one. It returns
+// the session, its new connection and the Welcome to send first, or nil
+// after rejecting the connection. The connection counts as a pending
+// handshake until handshake returns, and the whole handshake, a SCRAM
+// exchange included, ends within handshake_timeout.
 func (s *Server) handshake(ws *websocket.Conn, remote string) (*session, *connection, *pb.Frame) {
+	defer s.pendingHandshakes.Add(-1)
 	log := s.log.Named("session").With("remote_addr", remote)
 	if s.shuttingDown.Load() {
-		s.pendingHandshakes.Add(-1)
 		rejectConn(ws, rejectFrame(rejectShuttingDown, "coordinator is shutting down", shutdownRetryHint()))
 		return nil, nil, nil
 	}
-	frame, err := s.readHello(ws)
+	frame, helloBytes, err := s.readHello(ws)
 	if err != nil {
 		log.Warn("handshake failed", "error", err)
 		rejectConn(ws, rejectFrame(rejectProtocolError, "send a hello frame first: "+err.Error(), 0))
@@ -109,6 +112,12 @@ func (s *Server) handshake(ws *websocket.Conn, remote string) (*session, *connec
 		rejectConn(ws, reject)
 		return nil, nil, nil
 	}
+	auth, reject := s.authenticate(ws, hello, helloBytes, log)
+	if reject != nil {
+		log.Warn("worker rejected", "reason", reject.GetReject().GetMessage())
+		rejectConn(ws, reject)
+		return nil, nil, nil
+	}
 	if ok, retryAfter := s.admitSession(hello, remote); !ok {
 		rejectConn(ws, rejectFrame(rejectOverloaded,
 			"coordinator sheds a reconnection storm; retry after retry_after_ms", retryAfter))
@@ -126,6 +135,16 @@ func (s *Server) handshake(ws *websocket.Conn, remote string) (*session, *connec
 		MaxDecodedBytes: s.cfg.Workers.MaxFrameBytes,
 	}
 
+	// The keys are bound to the session id, so they are derived before the
+	// connection is attached: for the named session first, and again if a
+	// new session replaces it.
+	if auth != nil {
+		c.credentialID = auth.credentialID
+		welcome.ScramServerFinal = auth.serverFinal
+		if hello.GetSessionId() != "" && !s.setKeys(c, auth, hello.GetSessionId(), ws, log) {
+			return nil, nil, nil
+		}
+	}
 	ss, prev := s.resume(hello, frame.GetAck(), c)
 	if ss != nil {
 		s.resumeSession(ss, prev, frame.GetAck())
@@ -141,6 +160,9 @@ func (s *Server) handshake(ws *websocket.Conn, remote string) (*session, *connec
 			log.Info("session not resumable; starting a new one", "requested_session_id", id)
 		}
 		ss = s.newSession(hello)
+		if auth != nil && !s.setKeys(c, auth, ss.id, ws, log) {
+			return nil, nil, nil
+		}
 		s.register(ss, c)
 	}
 	welcome.SessionId = ss.id
@@ -151,24 +173,29 @@ func (s *Server) handshake(ws *websocket.Conn, remote string) (*session, *connec
 	return ss, c, &pb.Frame{Body: &pb.Frame_Welcome{Welcome: welcome}}
 }
 
-// readHello reads the first frame within the handshake timeout and ends the
-// connection's pending handshake.
-func (s *Server) readHello(ws *websocket.Conn) (*pb.Frame, error) {
-	defer s.pendingHandshakes.Add(-1)
+// readHello sets the handshake's deadline and reads the first frame. It
+// returns the frame and its bytes as received, for the SCRAM transcript.
+func (s *Server) readHello(ws *websocket.Conn) (*pb.Frame, []byte, error) {
 	_ = ws.SetReadDeadline(time.Now().Add(s.cfg.Workers.HandshakeTimeout))
-	return readFrame(ws, protocol.Codec{
-		MaxFrameBytes:   s.cfg.Workers.MaxFrameBytes,
-		MaxDecodedBytes: s.cfg.Workers.MaxFrameBytes,
-	})
+	return readMessage(ws, s.handshakeCodec())
 }
 
-// checkHello returns a Reject for a hello with wrong credentials or an
-// invalid worker ID, or nil.
-func (s *Server) checkHello(hello *pb.Hello) *pb.Frame {
-	if token := s.cfg.Workers.Token; token != "" &&
-		subtle.ConstantTimeCompare([]byte(hello.GetToken()), []byte(token)) != 1 {
-		return rejectFrame(rejectUnauthenticated, "wrong worker token; fix token in worker.hcl", 0)
+// setKeys derives the connection's keys for sessionID and reports whether
+// that succeeded; on failure it rejects the connection.
+func (s *Server) setKeys(c *connection, auth *authResult, sessionID string, ws *websocket.Conn, log hclog.Logger) bool {
+	sealer, opener, err := auth.sessionKeys(sessionID)
+	if err != nil {
+		log.Error("deriving session keys failed", "session_id", sessionID, "error", err)
+		rejectConn(ws, rejectFrame(rejectProtocolError, "the coordinator could not derive session keys", 0))
+		return false
 	}
+	c.sealer, c.opener = sealer, opener
+	return true
+}
+
+// checkHello returns a Reject for a hello with an invalid worker ID or
+// labels, or nil. authenticate checks the credentials.
+func (s *Server) checkHello(hello *pb.Hello) *pb.Frame {
 	if id := hello.GetWorkerId(); id == "" || len(id) > maxWorkerIDBytes {
 		return rejectFrame(rejectProtocolError,
 			fmt.Sprintf("worker_id must have 1 to %d bytes, got %d", maxWorkerIDBytes, len(id)), 0)

@@ -92,6 +92,7 @@ func (ss *session) encode() ([]byte, bool, error) {
 
 	hello := proto.CloneOf(ss.hello)
 	hello.Token = ""
+	hello.CredentialId, hello.ScramClientFirst = "", ""
 	helloBytes, err := proto.Marshal(hello)
 	if err != nil {
 		return nil, false, fmt.Errorf("encode hello: %w", err)

@@ -121,6 +121,10 @@ type Server struct {
 	lostWorkers       atomic.Uint64
 	drainedWorkers    atomic.Uint64
 	checkpoints       checkpointStats
+	// authFailures counts handshakes rejected as unauthenticated, and
+	// rejected counts messages of open connections that failed their tag.
+	authFailures atomic.Uint64
+	rejected     rejectedFrames
 }
 
 // workerState is the in-memory part of a worker's record.
@@ -176,6 +180,13 @@ type Stats struct {
 	// RejectedCheckpoints counts checkpoints rejected for other reasons,
 	// such as data over the size limit or an unknown task or attempt.
 	RejectedCheckpoints uint64
+	// AuthFailures counts handshakes rejected with CODE_UNAUTHENTICATED:
+	// wrong secret or token, unknown, revoked or expired credential.
+	AuthFailures uint64
+	// RejectedFrames counts the messages of authenticated connections that
+	// failed their tag, by reason (protocol.RejectUntagged or
+	// protocol.RejectBadTag). Each one closed its connection.
+	RejectedFrames map[string]uint64
 }
 
 // New validates cfg, opens the store in cfg.DataDir and binds cfg.Listen, so
@@ -258,11 +269,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Server, error) {
 		// browser sessions, which this endpoint does not serve.
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
-	s.http = &http.Server{
-		Handler:           s.routes(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
-	}
+	s.http = s.newHTTPServer()
 	return s, nil
 }
 
@@ -288,6 +295,8 @@ func (s *Server) Stats() Stats {
 		DrainedWorkers:      s.drainedWorkers.Load(),
 		StaleCheckpoints:    s.checkpoints.stale.Load(),
 		RejectedCheckpoints: s.checkpoints.rejected.Load(),
+		AuthFailures:        s.authFailures.Load(),
+		RejectedFrames:      s.rejected.snapshot(),
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -320,6 +329,11 @@ func (s *Server) Run(ctx context.Context) error {
 		defer close(schedDone)
 		s.runScheduler(schedCtx)
 	}()
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		s.watchCredentials(schedCtx)
+	}()
 
 	var err error
 	select {
@@ -349,6 +363,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	stopScheduler()
 	<-schedDone
+	<-watchDone
 	saveCtx, cancelSave := storeContext()
 	if saveErr := s.saveSessions(saveCtx); saveErr != nil {
 		s.log.Warn("sessions not saved; their workers will start new sessions and sync their state",

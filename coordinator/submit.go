@@ -55,7 +55,7 @@ func decodeSubmit(body io.Reader, taskTypes []string) (*api.SubmitRequest, *requ
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			return nil, &requestError{status: http.StatusRequestEntityTooLarge,
-				message: fmt.Sprintf("request body is over %d bytes; submit fewer tasks at once", tooLarge.Limit)}
+				message: bodyTooLargeMessage(-1, tooLarge.Limit)}
 		}
 		return nil, &requestError{status: http.StatusBadRequest, message: "read request body: " + err.Error()}
 	}

@@ -117,6 +117,8 @@ func (h *Host) runConnector(ctx context.Context, proc pluginProcess) error {
 		Url:         h.cfg.Coordinator.URL,
 		WorkerId:    h.cfg.Coordinator.WorkerID,
 		Token:       h.cfg.Coordinator.Token,
+		Secret:      h.cfg.Coordinator.Secret,
+		SecretFile:  h.cfg.Coordinator.SecretFile,
 		TaskTypes:   h.taskTypes(),
 		Slots:       uint32(h.cfg.Slots),
 		Labels:      h.cfg.Labels,

@@ -65,6 +65,9 @@ type Host struct {
 	rootLogger hclog.Logger
 	launch     launchFunc
 	outbox     *Outbox
+	// outboxWrites bounds the outcomes being encoded and written to the
+	// outbox at once (see complete).
+	outboxWrites chan struct{}
 
 	executors []*executorPlugin
 	routes    map[string]*executorPlugin
@@ -153,6 +156,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Host, error) {
 		launch:         launchPlugin,
 		routes:         make(map[string]*executorPlugin),
 		slots:          make(chan struct{}, cfg.Slots),
+		outboxWrites:   make(chan struct{}, maxOutboxWrites),
 		sendTimeout:    defaultSendTimeout,
 		resendBase:     defaultResendBase,
 		resendCap:      defaultResendCap,

@@ -300,7 +300,10 @@ const (
 func (h *Host) complete(ref taskRef, outcome *wirepb.TaskOutcome) {
 	logger := h.logger.With("task_id", ref.TaskID, "attempt", ref.Attempt)
 	var memory *wirepb.TaskOutcome
-	if err := h.writeOutbox(outcome); err != nil {
+	h.outboxWrites <- struct{}{}
+	err := h.writeOutbox(outcome)
+	<-h.outboxWrites
+	if err != nil {
 		logger.Error("outcome not written to outbox; it is kept in memory only and lost if the worker "+
 			"stops before the coordinator acknowledges it, and the coordinator then requeues the task; "+
 			"check free space and permissions of the outbox folder",
@@ -311,6 +314,13 @@ func (h *Host) complete(ref taskRef, outcome *wirepb.TaskOutcome) {
 	logger.Info("task finished", "status", outcome.GetStatus().String(), "exit_code", outcome.GetExitCode(),
 		"message", outcome.GetMessage())
 }
+
+// maxOutboxWrites is how many outcomes complete encodes and writes to the
+// outbox at once. The JSON encoding of an outcome takes several times the
+// outcome's size in transient memory. When many slots finish at the same
+// moment, as after a network cut, at most this many encodings are under
+// way, instead of one per slot.
+const maxOutboxWrites = 2
 
 // writeOutbox puts outcome in the outbox, trying up to outboxWriteAttempts
 // times with a growing delay, and returns the last error.

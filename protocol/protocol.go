@@ -144,6 +144,8 @@ var Directions = map[string]Direction{
 	"welcome":           ToWorker,
 	"reject":            ToWorker,
 	"heartbeat":         Both,
+	"challenge":         ToWorker,
+	"proof":             ToCoordinator,
 	"state_sync":        ToCoordinator,
 	"state_sync_result": ToWorker,
 	"assign":            ToWorker,
@@ -161,4 +163,5 @@ var Directions = map[string]Direction{
 // itself; every other type received by a worker goes to the worker host.
 var SessionTypes = map[string]bool{
 	"hello": true, "welcome": true, "reject": true, "heartbeat": true,
+	"challenge": true, "proof": true,
 }

@@ -48,9 +48,9 @@ func ScanFrame(data []byte) (bodyType string, body []byte, err error) {
 	rest := data
 	for len(rest) > 0 {
 		start := len(data) - len(rest)
-		num, typ, n := protowire.ConsumeTag(rest)
-		if n < 0 {
-			return "", nil, fmt.Errorf("scan frame: field tag at byte %d: %w", start, protowire.ParseError(n))
+		num, typ, n, err := consumeTag(rest)
+		if err != nil {
+			return "", nil, fmt.Errorf("scan frame: field tag at byte %d: %w", start, err)
 		}
 		m, err := scanField(frameDescriptor.Fields().ByNumber(num), num, typ, rest[n:], 1)
 		if err != nil {
@@ -115,6 +115,20 @@ func scanField(field protoreflect.FieldDescriptor, num protowire.Number, typ pro
 	return n, scanPacked(field, value)
 }
 
+// consumeTag parses a field tag as protowire.ConsumeTag does, and also
+// rejects a field number above protowire.MaxValidNumber, which
+// protowire.ConsumeTag accepts and proto.Unmarshal rejects.
+func consumeTag(b []byte) (protowire.Number, protowire.Type, int, error) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 {
+		return 0, 0, 0, protowire.ParseError(n)
+	}
+	if num > protowire.MaxValidNumber {
+		return 0, 0, 0, fmt.Errorf("field number %d is above the maximum of %d", num, protowire.MaxValidNumber)
+	}
+	return num, typ, n, nil
+}
+
 // scanPacked checks the elements of a packed repeated scalar field.
 func scanPacked(field protoreflect.FieldDescriptor, value []byte) error {
 	if !field.IsList() {
@@ -145,9 +159,9 @@ func scanPacked(field protoreflect.FieldDescriptor, value []byte) error {
 func scanMessage(md protoreflect.MessageDescriptor, b []byte, depth int) error {
 	fields := md.Fields()
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return fmt.Errorf("%s: field tag: %w", md.Name(), protowire.ParseError(n))
+		num, typ, n, err := consumeTag(b)
+		if err != nil {
+			return fmt.Errorf("%s: field tag: %w", md.Name(), err)
 		}
 		m, err := scanField(fields.ByNumber(num), num, typ, b[n:], depth)
 		if err != nil {

@@ -107,6 +107,13 @@ type Config struct {
 	// Default 4 MiB, which fits a submission of thousands of tasks while a
 	// client cannot make the coordinator buffer without bound.
 	MaxBodyBytes int
+	// HTTPReadHeaderTimeout, HTTPReadTimeout and HTTPIdleTimeout bound the
+	// HTTP server's wait for a request's headers, for the whole request,
+	// and for the next request on a keep-alive connection. Defaults 10s,
+	// 1m and 2m.
+	HTTPReadHeaderTimeout time.Duration
+	HTTPReadTimeout       time.Duration
+	HTTPIdleTimeout       time.Duration
 	// ScheduleInterval is the period of the scheduler's tick, which assigns
 	// tasks and requeues the attempts of workers whose grace period ended.
 	// Submissions, outcomes and syncs also wake the scheduler at once.
@@ -116,8 +123,11 @@ type Config struct {
 
 // Workers holds the settings of worker sessions.
 type Workers struct {
-	// Token is the shared worker credential; empty disables the check and is
-	// only allowed on a loopback listener.
+	// Token is the shared secret of the token mode, for workers without a
+	// credential of their own: it is compared in Hello, and the session's
+	// messages carry no tags. Empty on a loopback listener admits such
+	// workers without a check; empty on any other listener rejects them.
+	// A worker_id with a credential, even a revoked one, must use SCRAM.
 	Token string
 	// HeartbeatInterval is the period of the coordinator's heartbeats.
 	HeartbeatInterval time.Duration
@@ -177,6 +187,10 @@ type fileConfig struct {
 	ShutdownTimeout  hcl.Expression `hcl:"shutdown_timeout,optional"`
 	ScheduleInterval hcl.Expression `hcl:"schedule_interval,optional"`
 	Workers          *fileWorkers   `hcl:"workers,block"`
+
+	HTTPReadHeaderTimeout hcl.Expression `hcl:"http_read_header_timeout,optional"`
+	HTTPReadTimeout       hcl.Expression `hcl:"http_read_timeout,optional"`
+	HTTPIdleTimeout       hcl.Expression `hcl:"http_idle_timeout,optional"`
 }
 
 type fileWorkers struct {
@@ -213,6 +227,11 @@ func Default(listen, dataDir string) *Config {
 		ShutdownTimeout:  DefaultShutdownTimeout,
 		ScheduleInterval: DefaultScheduleInterval,
 		MaxBodyBytes:     DefaultMaxBodyBytes,
+
+		HTTPReadHeaderTimeout: DefaultHTTPReadHeaderTimeout,
+		HTTPReadTimeout:       DefaultHTTPReadTimeout,
+		HTTPIdleTimeout:       DefaultHTTPIdleTimeout,
+
 		Workers: Workers{
 			HeartbeatInterval: DefaultHeartbeatInterval,
 			HeartbeatTimeout:  DefaultHeartbeatTimeout,
@@ -285,6 +304,7 @@ func (raw *fileConfig) resolve(dir string) (*Config, hcl.Diagnostics) {
 	}
 	diags = append(diags, decodeCount(raw.MaxAttempts, "max_attempts", &cfg.MaxAttempts)...)
 	diags = append(diags, decodeCount(raw.MaxBodyBytes, "max_body_bytes", &cfg.MaxBodyBytes)...)
+	resolveHTTP(raw, cfg, &diags)
 	diags = append(diags, decodeDuration(raw.ShutdownTimeout, "shutdown_timeout", &cfg.ShutdownTimeout)...)
 	diags = append(diags, decodeDuration(raw.ScheduleInterval, "schedule_interval", &cfg.ScheduleInterval)...)
 	diags = append(diags, decodeDuration(raw.RetryBackoffBase, "retry_backoff_base", &cfg.RetryBackoffBase)...)
@@ -337,6 +357,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, positive("shutdown_timeout", c.ShutdownTimeout))
 	errs = append(errs, positive("schedule_interval", c.ScheduleInterval))
 	errs = append(errs, checkCount("max_body_bytes", c.MaxBodyBytes))
+	errs = append(errs, validateHTTP(c)...)
 	errs = append(errs, validateRetries(c)...)
 
 	w := c.Workers
@@ -445,20 +466,28 @@ func validateTaskTypes(types []string) []error {
 }
 
 // validatePublicListen checks a listener that other machines can reach:
-// without TLS it needs the explicit insecure waiver, and it always needs a
-// worker token.
+// without TLS it needs the explicit insecure waiver, which also allows the
+// shared workers.token. Without a token, every worker on such a listener
+// must authenticate with a credential of its own.
 func validatePublicListen(c *Config) []error {
-	var errs []error
-	if !c.Insecure {
-		errs = append(errs, fmt.Errorf("listen %q is not a loopback address and the coordinator does not "+
-			"support TLS yet; set insecure = true to accept unencrypted traffic, or listen on 127.0.0.1:%s",
-			c.Listen, port(c.Listen)))
+	if c.Insecure {
+		return nil
 	}
-	if c.Workers.Token == "" {
-		errs = append(errs, fmt.Errorf("listen %q is not a loopback address and workers.token is empty; "+
-			"set a token (for example token = env(\"DTF_WORKER_TOKEN\")) or listen on 127.0.0.1", c.Listen))
+	msg := fmt.Sprintf("listen %q is not a loopback address and the coordinator does not "+
+		"support TLS yet; set insecure = true to accept unencrypted traffic, or listen on 127.0.0.1:%s",
+		c.Listen, port(c.Listen))
+	if c.Workers.Token != "" {
+		msg += "; workers.token is sent in clear and its sessions carry no message tags, so prefer " +
+			"worker credentials (dtf credentials create)"
 	}
-	return errs
+	return []error{errors.New(msg)}
+}
+
+// OpenToAnyWorker reports whether a worker without a credential joins
+// without any check: no workers.token and a loopback listener, for
+// development on one machine.
+func (c *Config) OpenToAnyWorker() bool {
+	return c.Workers.Token == "" && loopback(c.Listen)
 }
 
 // validateListen checks that listen is host:port with a numeric port that

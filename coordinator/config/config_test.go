@@ -232,11 +232,6 @@ func TestLoadErrors(t *testing.T) {
 				"listen on 127.0.0.1:7070"},
 		},
 		{
-			name: "public listener without token",
-			text: "listen = \"0.0.0.0:7070\"\ninsecure = true\n",
-			want: []string{"not a loopback address", "workers.token is empty"},
-		},
-		{
 			name: "all addresses without insecure",
 			text: "listen = \":7070\"\nworkers {\n  token = \"t\"\n}\n",
 			want: []string{`listen ":7070" is not a loopback address`, "set insecure = true"},

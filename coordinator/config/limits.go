@@ -137,6 +137,13 @@ var durationRanges = map[string]durationRange{
 	// 0 means four times heartbeat_timeout, which the ceiling allows for
 	// the longest heartbeat_timeout.
 	"workers.max_heartbeat_timeout": {0, 4 * maxHeartbeatTimeout},
+	// The HTTP server's timeouts. The header floor leaves a client on a
+	// slow link time to send a few hundred bytes of headers. The ceilings
+	// stop at an hour, because an hour per request or per idle connection
+	// no longer bounds anything.
+	"http_read_header_timeout": {100 * time.Millisecond, 5 * time.Minute},
+	"http_read_timeout":        {time.Second, time.Hour},
+	"http_idle_timeout":        {time.Second, time.Hour},
 }
 
 // formatDuration writes d the way a user writes it in a file: "1h" and

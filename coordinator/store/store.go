@@ -193,6 +193,7 @@ type SavedSession struct {
 // commits before it returns. Implementations are safe for concurrent use.
 type Store interface {
 	CheckpointStore
+	CredentialStore
 
 	// CreateTasks inserts queued tasks in one transaction, in order.
 	CreateTasks(ctx context.Context, tasks []NewTask, now time.Time) error

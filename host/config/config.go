@@ -80,9 +80,17 @@ type Coordinator struct {
 	// ws://127.0.0.1:7070; protocol.ConnectURL accepts it.
 	URL      string
 	WorkerID string
-	// Token is the worker's credential; empty when the coordinator checks
-	// no token.
+	// Token is the shared secret of the token mode, which has no per-message
+	// tags; empty when the coordinator checks no token. It is used only
+	// when neither Secret nor SecretFile is set.
 	Token string
+	// Secret is the worker's credential secret from `dtf credentials
+	// create`. SecretFile is the absolute path of a file that contains it,
+	// which the reconnection plugin reads before every handshake. At most
+	// one is set. The secret goes only to the reconnection plugin, is never
+	// logged and never reaches an executor plugin.
+	Secret     string
+	SecretFile string
 }
 
 // Plugin is one plugin block.
@@ -229,6 +237,7 @@ func decode(body hcl.Body, dir string) (*Config, hcl.Diagnostics) {
 	if raw.Coordinator.Token != nil {
 		cfg.Coordinator.Token = *raw.Coordinator.Token
 	}
+	diags = append(diags, decodeSecret(raw.Coordinator, dir, &cfg.Coordinator)...)
 	diags = append(diags, checkTop(&raw, cfg)...)
 	var timeoutDiags hcl.Diagnostics
 	cfg.ShutdownTimeout, timeoutDiags = parseDuration(raw.ShutdownTimeout, raw.ShutdownTimeoutRange,
@@ -243,6 +252,33 @@ func decode(body hcl.Body, dir string) (*Config, hcl.Diagnostics) {
 	}
 	diags = append(diags, checkPluginSet(raw.Plugins)...)
 	return cfg, diags
+}
+
+// decodeSecret reads secret and secret_file. It checks the format of a
+// literal secret, whose diagnostics never show its value, and leaves the
+// file to the reconnection plugin, which reads it before every handshake.
+func decodeSecret(block coordinatorBlock, dir string, out *Coordinator) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	if block.Secret != nil && block.SecretFile != nil {
+		return append(diags, errorAt(block.SecretFileRng, "Conflicting worker secret",
+			"Set either secret or secret_file in the coordinator block, not both."))
+	}
+	if block.Secret != nil {
+		out.Secret = strings.TrimSpace(*block.Secret)
+		if _, err := protocol.CredentialIDOf(out.Secret); err != nil {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid worker secret",
+				Detail: err.Error() + ". An empty value usually means that the environment variable " +
+					"named in env() is not set."})
+		}
+	}
+	if block.SecretFile != nil {
+		if strings.TrimSpace(*block.SecretFile) == "" {
+			return append(diags, errorAt(block.SecretFileRng, "Invalid secret_file",
+				"secret_file must name the file that contains the worker's secret."))
+		}
+		out.SecretFile = resolvePath(dir, *block.SecretFile)
+	}
+	return diags
 }
 
 func checkTop(raw *fileSchema, cfg *Config) hcl.Diagnostics {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/dtf-io/dtf/protocol"
 )
 
 // writeWorkerConfig writes body as worker.hcl in a temporary folder that
@@ -246,4 +248,44 @@ func TestConfigJSONIsObject(t *testing.T) {
 	require.NoError(t, err)
 	var object map[string]any
 	require.NoError(t, json.Unmarshal(cfg.Connector().ConfigJSON, &object))
+}
+
+func TestLoadWorkerSecret(t *testing.T) {
+	secret, _, err := protocol.NewCredential()
+	require.NoError(t, err)
+	t.Setenv("DTF_TEST_WORKER_SECRET", secret)
+	withSecret := strings.Replace(validConfig, `token     = env("DTF_TEST_WORKER_TOKEN")`,
+		`secret    = env("DTF_TEST_WORKER_SECRET")`, 1)
+	cfg, err := Load(writeWorkerConfig(t, withSecret))
+	require.NoError(t, err)
+	assert.Equal(t, secret, cfg.Coordinator.Secret)
+
+	withFile := strings.Replace(validConfig, `token     = env("DTF_TEST_WORKER_TOKEN")`,
+		`secret_file = "worker.secret"`, 1)
+	path := writeWorkerConfig(t, withFile)
+	cfg, err = Load(path)
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(filepath.Dir(path), "worker.secret"), cfg.Coordinator.SecretFile)
+}
+
+func TestLoadRejectsBadWorkerSecret(t *testing.T) {
+	secret, _, err := protocol.NewCredential()
+	require.NoError(t, err)
+	t.Setenv("DTF_TEST_WORKER_SECRET", secret)
+	for name, tc := range map[string]struct {
+		line string
+		want string
+	}{
+		"both":  {`secret = env("DTF_TEST_WORKER_SECRET")` + "\n  secret_file = \"s\"", "Conflicting worker secret"},
+		"unset": {`secret = env("DTF_TEST_UNSET_SECRET")`, "environment variable"},
+		"bad":   {`secret = "not-a-secret"`, "Invalid worker secret"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			text := strings.Replace(validConfig, `token     = env("DTF_TEST_WORKER_TOKEN")`, tc.line, 1)
+			_, err := Load(writeWorkerConfig(t, text))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.NotContains(t, err.Error(), secret, "the error shows the secret")
+		})
+	}
 }

@@ -31,6 +31,10 @@ type coordinatorBlock struct {
 	WorkerID      string    `hcl:"worker_id"`
 	WorkerIDRange hcl.Range `hcl:"worker_id,attr_value_range"`
 	Token         *string   `hcl:"token,optional"`
+	Secret        *string   `hcl:"secret,optional"`
+	SecretRange   hcl.Range `hcl:"secret,attr_value_range"`
+	SecretFile    *string   `hcl:"secret_file,optional"`
+	SecretFileRng hcl.Range `hcl:"secret_file,attr_value_range"`
 }
 
 type pluginBlock struct {

@@ -809,15 +809,23 @@ func (x *Result) GetResultJson() []byte {
 }
 
 type ConnectorConfig struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Url           string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
-	WorkerId      string                 `protobuf:"bytes,2,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
-	Token         string                 `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
-	TaskTypes     []string               `protobuf:"bytes,4,rep,name=task_types,json=taskTypes,proto3" json:"task_types,omitempty"`
-	Slots         uint32                 `protobuf:"varint,5,opt,name=slots,proto3" json:"slots,omitempty"`
-	Labels        map[string]string      `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	HostVersion   string                 `protobuf:"bytes,7,opt,name=host_version,json=hostVersion,proto3" json:"host_version,omitempty"`
-	ConfigJson    []byte                 `protobuf:"bytes,8,opt,name=config_json,json=configJson,proto3" json:"config_json,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Url      string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	WorkerId string                 `protobuf:"bytes,2,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// token is the shared secret of the token mode, used when no worker
+	// secret is set.
+	Token       string            `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	TaskTypes   []string          `protobuf:"bytes,4,rep,name=task_types,json=taskTypes,proto3" json:"task_types,omitempty"`
+	Slots       uint32            `protobuf:"varint,5,opt,name=slots,proto3" json:"slots,omitempty"`
+	Labels      map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	HostVersion string            `protobuf:"bytes,7,opt,name=host_version,json=hostVersion,proto3" json:"host_version,omitempty"`
+	ConfigJson  []byte            `protobuf:"bytes,8,opt,name=config_json,json=configJson,proto3" json:"config_json,omitempty"`
+	// secret is the worker's credential secret for SCRAM, or empty.
+	// secret_file is the path of a file that contains it, which the plugin
+	// reads again before every handshake, so that a rotated secret is used
+	// without a restart. At most one of them is set.
+	Secret        string `protobuf:"bytes,9,opt,name=secret,proto3" json:"secret,omitempty"`
+	SecretFile    string `protobuf:"bytes,10,opt,name=secret_file,json=secretFile,proto3" json:"secret_file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -906,6 +914,20 @@ func (x *ConnectorConfig) GetConfigJson() []byte {
 		return x.ConfigJson
 	}
 	return nil
+}
+
+func (x *ConnectorConfig) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *ConnectorConfig) GetSecretFile() string {
+	if x != nil {
+		return x.SecretFile
+	}
+	return ""
 }
 
 type SendRequest struct {
@@ -1338,7 +1360,7 @@ const file_plugin_pb_plugin_proto_rawDesc = "" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x16\n" +
 	"\x06output\x18\x04 \x01(\fR\x06output\x12\x1f\n" +
 	"\vresult_json\x18\x05 \x01(\fR\n" +
-	"resultJson\"\xce\x02\n" +
+	"resultJson\"\x87\x03\n" +
 	"\x0fConnectorConfig\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x14\n" +
@@ -1349,7 +1371,11 @@ const file_plugin_pb_plugin_proto_rawDesc = "" +
 	"\x06labels\x18\x06 \x03(\v2*.dtf.plugin.v1.ConnectorConfig.LabelsEntryR\x06labels\x12!\n" +
 	"\fhost_version\x18\a \x01(\tR\vhostVersion\x12\x1f\n" +
 	"\vconfig_json\x18\b \x01(\fR\n" +
-	"configJson\x1a9\n" +
+	"configJson\x12\x16\n" +
+	"\x06secret\x18\t \x01(\tR\x06secret\x12\x1f\n" +
+	"\vsecret_file\x18\n" +
+	" \x01(\tR\n" +
+	"secretFile\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"#\n" +

@@ -147,7 +147,7 @@ func (x Reject_Code) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Reject_Code.Descriptor instead.
 func (Reject_Code) EnumDescriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{3, 0}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{5, 0}
 }
 
 // Frame is one WebSocket message. Session frames (hello, welcome, reject,
@@ -170,6 +170,8 @@ type Frame struct {
 	//	*Frame_Welcome
 	//	*Frame_Reject
 	//	*Frame_Heartbeat
+	//	*Frame_Challenge
+	//	*Frame_Proof
 	//	*Frame_StateSync
 	//	*Frame_StateSyncResult
 	//	*Frame_Assign
@@ -268,6 +270,24 @@ func (x *Frame) GetHeartbeat() *Heartbeat {
 	if x != nil {
 		if x, ok := x.Body.(*Frame_Heartbeat); ok {
 			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetChallenge() *Challenge {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Challenge); ok {
+			return x.Challenge
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetProof() *Proof {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Proof); ok {
+			return x.Proof
 		}
 	}
 	return nil
@@ -392,6 +412,14 @@ type Frame_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,13,opt,name=heartbeat,proto3,oneof"`
 }
 
+type Frame_Challenge struct {
+	Challenge *Challenge `protobuf:"bytes,14,opt,name=challenge,proto3,oneof"`
+}
+
+type Frame_Proof struct {
+	Proof *Proof `protobuf:"bytes,15,opt,name=proof,proto3,oneof"`
+}
+
 type Frame_StateSync struct {
 	StateSync *StateSync `protobuf:"bytes,20,opt,name=state_sync,json=stateSync,proto3,oneof"`
 }
@@ -444,6 +472,10 @@ func (*Frame_Reject) isFrame_Body() {}
 
 func (*Frame_Heartbeat) isFrame_Body() {}
 
+func (*Frame_Challenge) isFrame_Body() {}
+
+func (*Frame_Proof) isFrame_Body() {}
+
 func (*Frame_StateSync) isFrame_Body() {}
 
 func (*Frame_StateSyncResult) isFrame_Body() {}
@@ -469,8 +501,10 @@ func (*Frame_Draining) isFrame_Body() {}
 // Hello is the first frame a worker sends on a new connection.
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// worker_id and token are the worker's credentials; the coordinator takes
-	// the worker's identity from them and from nothing else.
+	// worker_id and token are the worker's credentials in the token mode,
+	// which has no per-message tags; with a credential, token is empty and
+	// the SCRAM fields below carry the proof. The coordinator takes the
+	// worker's identity from them and from nothing else.
 	WorkerId string `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	Token    string `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
 	// session_id names a session to resume; empty starts a new one.
@@ -483,9 +517,15 @@ type Hello struct {
 	PluginVersion string `protobuf:"bytes,8,opt,name=plugin_version,json=pluginVersion,proto3" json:"plugin_version,omitempty"`
 	// compression lists the frame compression algorithms the worker accepts,
 	// in order of preference, for example "deflate".
-	Compression   []string `protobuf:"bytes,9,rep,name=compression,proto3" json:"compression,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Compression []string `protobuf:"bytes,9,rep,name=compression,proto3" json:"compression,omitempty"`
+	// credential_id and scram_client_first start a SCRAM-SHA-256 exchange
+	// (RFC 5802, RFC 7677) with the worker's credential; both are empty in
+	// the token mode. The SCRAM user name is worker_id. The coordinator
+	// answers with Challenge.
+	CredentialId     string `protobuf:"bytes,10,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
+	ScramClientFirst string `protobuf:"bytes,11,opt,name=scram_client_first,json=scramClientFirst,proto3" json:"scram_client_first,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -581,6 +621,112 @@ func (x *Hello) GetCompression() []string {
 	return nil
 }
 
+func (x *Hello) GetCredentialId() string {
+	if x != nil {
+		return x.CredentialId
+	}
+	return ""
+}
+
+func (x *Hello) GetScramClientFirst() string {
+	if x != nil {
+		return x.ScramClientFirst
+	}
+	return ""
+}
+
+// Challenge is the coordinator's SCRAM server-first message: the combined
+// nonce, the credential's salt and its iteration count.
+type Challenge struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	ScramServerFirst string                 `protobuf:"bytes,1,opt,name=scram_server_first,json=scramServerFirst,proto3" json:"scram_server_first,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Challenge) Reset() {
+	*x = Challenge{}
+	mi := &file_protocol_pb_wire_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Challenge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Challenge) ProtoMessage() {}
+
+func (x *Challenge) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_pb_wire_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Challenge.ProtoReflect.Descriptor instead.
+func (*Challenge) Descriptor() ([]byte, []int) {
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Challenge) GetScramServerFirst() string {
+	if x != nil {
+		return x.ScramServerFirst
+	}
+	return ""
+}
+
+// Proof is the worker's SCRAM client-final message, which proves that it
+// has the secret of the credential without sending the secret.
+type Proof struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	ScramClientFinal string                 `protobuf:"bytes,1,opt,name=scram_client_final,json=scramClientFinal,proto3" json:"scram_client_final,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Proof) Reset() {
+	*x = Proof{}
+	mi := &file_protocol_pb_wire_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Proof) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Proof) ProtoMessage() {}
+
+func (x *Proof) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_pb_wire_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Proof.ProtoReflect.Descriptor instead.
+func (*Proof) Descriptor() ([]byte, []int) {
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Proof) GetScramClientFinal() string {
+	if x != nil {
+		return x.ScramClientFinal
+	}
+	return ""
+}
+
 // Welcome accepts a Hello and opens a session.
 type Welcome struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
@@ -594,14 +740,18 @@ type Welcome struct {
 	Compression string `protobuf:"bytes,6,opt,name=compression,proto3" json:"compression,omitempty"`
 	// session_ttl_ms is how long the coordinator keeps the session for a
 	// resume after the connection drops.
-	SessionTtlMs  int64 `protobuf:"varint,7,opt,name=session_ttl_ms,json=sessionTtlMs,proto3" json:"session_ttl_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SessionTtlMs int64 `protobuf:"varint,7,opt,name=session_ttl_ms,json=sessionTtlMs,proto3" json:"session_ttl_ms,omitempty"`
+	// scram_server_final is the SCRAM server-final message after a valid
+	// Proof. The worker checks it, so the coordinator proves that it holds
+	// the credential's verifier. Empty in the token mode.
+	ScramServerFinal string `protobuf:"bytes,8,opt,name=scram_server_final,json=scramServerFinal,proto3" json:"scram_server_final,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[2]
+	mi := &file_protocol_pb_wire_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -613,7 +763,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[2]
+	mi := &file_protocol_pb_wire_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -626,7 +776,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{2}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Welcome) GetSessionId() string {
@@ -678,6 +828,13 @@ func (x *Welcome) GetSessionTtlMs() int64 {
 	return 0
 }
 
+func (x *Welcome) GetScramServerFinal() string {
+	if x != nil {
+		return x.ScramServerFinal
+	}
+	return ""
+}
+
 // Reject refuses a Hello or ends a session; the coordinator closes the
 // connection after sending it.
 type Reject struct {
@@ -691,7 +848,7 @@ type Reject struct {
 
 func (x *Reject) Reset() {
 	*x = Reject{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[3]
+	mi := &file_protocol_pb_wire_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -703,7 +860,7 @@ func (x *Reject) String() string {
 func (*Reject) ProtoMessage() {}
 
 func (x *Reject) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[3]
+	mi := &file_protocol_pb_wire_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -716,7 +873,7 @@ func (x *Reject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reject.ProtoReflect.Descriptor instead.
 func (*Reject) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{3}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Reject) GetCode() Reject_Code {
@@ -755,7 +912,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[4]
+	mi := &file_protocol_pb_wire_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +924,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[4]
+	mi := &file_protocol_pb_wire_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +937,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{4}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Heartbeat) GetSentUnixNano() int64 {
@@ -816,7 +973,7 @@ type TaskRef struct {
 
 func (x *TaskRef) Reset() {
 	*x = TaskRef{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[5]
+	mi := &file_protocol_pb_wire_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -828,7 +985,7 @@ func (x *TaskRef) String() string {
 func (*TaskRef) ProtoMessage() {}
 
 func (x *TaskRef) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[5]
+	mi := &file_protocol_pb_wire_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -841,7 +998,7 @@ func (x *TaskRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRef.ProtoReflect.Descriptor instead.
 func (*TaskRef) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{5}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TaskRef) GetTaskId() string {
@@ -870,7 +1027,7 @@ type StateSync struct {
 
 func (x *StateSync) Reset() {
 	*x = StateSync{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[6]
+	mi := &file_protocol_pb_wire_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +1039,7 @@ func (x *StateSync) String() string {
 func (*StateSync) ProtoMessage() {}
 
 func (x *StateSync) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[6]
+	mi := &file_protocol_pb_wire_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +1052,7 @@ func (x *StateSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateSync.ProtoReflect.Descriptor instead.
 func (*StateSync) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{6}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StateSync) GetRunning() []*TaskRef {
@@ -925,7 +1082,7 @@ type StateSyncResult struct {
 
 func (x *StateSyncResult) Reset() {
 	*x = StateSyncResult{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[7]
+	mi := &file_protocol_pb_wire_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1094,7 @@ func (x *StateSyncResult) String() string {
 func (*StateSyncResult) ProtoMessage() {}
 
 func (x *StateSyncResult) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[7]
+	mi := &file_protocol_pb_wire_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1107,7 @@ func (x *StateSyncResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateSyncResult.ProtoReflect.Descriptor instead.
 func (*StateSyncResult) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{7}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StateSyncResult) GetKeep() []*TaskRef {
@@ -985,7 +1142,7 @@ type Assign struct {
 
 func (x *Assign) Reset() {
 	*x = Assign{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[8]
+	mi := &file_protocol_pb_wire_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1154,7 @@ func (x *Assign) String() string {
 func (*Assign) ProtoMessage() {}
 
 func (x *Assign) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[8]
+	mi := &file_protocol_pb_wire_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1167,7 @@ func (x *Assign) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assign.ProtoReflect.Descriptor instead.
 func (*Assign) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{8}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Assign) GetRef() *TaskRef {
@@ -1064,7 +1221,7 @@ type TaskStarted struct {
 
 func (x *TaskStarted) Reset() {
 	*x = TaskStarted{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[9]
+	mi := &file_protocol_pb_wire_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1233,7 @@ func (x *TaskStarted) String() string {
 func (*TaskStarted) ProtoMessage() {}
 
 func (x *TaskStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[9]
+	mi := &file_protocol_pb_wire_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1246,7 @@ func (x *TaskStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStarted.ProtoReflect.Descriptor instead.
 func (*TaskStarted) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{9}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TaskStarted) GetRef() *TaskRef {
@@ -1110,7 +1267,7 @@ type TaskProgress struct {
 
 func (x *TaskProgress) Reset() {
 	*x = TaskProgress{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[10]
+	mi := &file_protocol_pb_wire_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1279,7 @@ func (x *TaskProgress) String() string {
 func (*TaskProgress) ProtoMessage() {}
 
 func (x *TaskProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[10]
+	mi := &file_protocol_pb_wire_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1292,7 @@ func (x *TaskProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskProgress.ProtoReflect.Descriptor instead.
 func (*TaskProgress) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{10}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TaskProgress) GetRef() *TaskRef {
@@ -1191,7 +1348,7 @@ type TaskOutcome struct {
 
 func (x *TaskOutcome) Reset() {
 	*x = TaskOutcome{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[11]
+	mi := &file_protocol_pb_wire_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1360,7 @@ func (x *TaskOutcome) String() string {
 func (*TaskOutcome) ProtoMessage() {}
 
 func (x *TaskOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[11]
+	mi := &file_protocol_pb_wire_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1373,7 @@ func (x *TaskOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskOutcome.ProtoReflect.Descriptor instead.
 func (*TaskOutcome) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{11}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TaskOutcome) GetRef() *TaskRef {
@@ -1310,7 +1467,7 @@ type OutcomeAck struct {
 
 func (x *OutcomeAck) Reset() {
 	*x = OutcomeAck{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[12]
+	mi := &file_protocol_pb_wire_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1479,7 @@ func (x *OutcomeAck) String() string {
 func (*OutcomeAck) ProtoMessage() {}
 
 func (x *OutcomeAck) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[12]
+	mi := &file_protocol_pb_wire_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1492,7 @@ func (x *OutcomeAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutcomeAck.ProtoReflect.Descriptor instead.
 func (*OutcomeAck) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{12}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *OutcomeAck) GetRef() *TaskRef {
@@ -1369,7 +1526,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[13]
+	mi := &file_protocol_pb_wire_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1538,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[13]
+	mi := &file_protocol_pb_wire_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1551,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{13}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CancelTask) GetRef() *TaskRef {
@@ -1431,7 +1588,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[14]
+	mi := &file_protocol_pb_wire_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1600,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[14]
+	mi := &file_protocol_pb_wire_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1613,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{14}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Checkpoint) GetRef() *TaskRef {
@@ -1515,7 +1672,7 @@ type CheckpointAck struct {
 
 func (x *CheckpointAck) Reset() {
 	*x = CheckpointAck{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[15]
+	mi := &file_protocol_pb_wire_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1527,7 +1684,7 @@ func (x *CheckpointAck) String() string {
 func (*CheckpointAck) ProtoMessage() {}
 
 func (x *CheckpointAck) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[15]
+	mi := &file_protocol_pb_wire_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1540,7 +1697,7 @@ func (x *CheckpointAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointAck.ProtoReflect.Descriptor instead.
 func (*CheckpointAck) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{15}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CheckpointAck) GetRef() *TaskRef {
@@ -1585,7 +1742,7 @@ type Draining struct {
 
 func (x *Draining) Reset() {
 	*x = Draining{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[16]
+	mi := &file_protocol_pb_wire_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1754,7 @@ func (x *Draining) String() string {
 func (*Draining) ProtoMessage() {}
 
 func (x *Draining) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[16]
+	mi := &file_protocol_pb_wire_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +1767,7 @@ func (x *Draining) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Draining.ProtoReflect.Descriptor instead.
 func (*Draining) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{16}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Draining) GetDeadlineUnixMs() int64 {
@@ -1631,7 +1788,7 @@ var File_protocol_pb_wire_proto protoreflect.FileDescriptor
 
 const file_protocol_pb_wire_proto_rawDesc = "" +
 	"\n" +
-	"\x16protocol/pb/wire.proto\x12\vdtf.wire.v1\"\x99\a\n" +
+	"\x16protocol/pb/wire.proto\x12\vdtf.wire.v1\"\xfd\a\n" +
 	"\x05Frame\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x10\n" +
 	"\x03ack\x18\x02 \x01(\x04R\x03ack\x12*\n" +
@@ -1639,7 +1796,9 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	" \x01(\v2\x12.dtf.wire.v1.HelloH\x00R\x05hello\x120\n" +
 	"\awelcome\x18\v \x01(\v2\x14.dtf.wire.v1.WelcomeH\x00R\awelcome\x12-\n" +
 	"\x06reject\x18\f \x01(\v2\x13.dtf.wire.v1.RejectH\x00R\x06reject\x126\n" +
-	"\theartbeat\x18\r \x01(\v2\x16.dtf.wire.v1.HeartbeatH\x00R\theartbeat\x127\n" +
+	"\theartbeat\x18\r \x01(\v2\x16.dtf.wire.v1.HeartbeatH\x00R\theartbeat\x126\n" +
+	"\tchallenge\x18\x0e \x01(\v2\x16.dtf.wire.v1.ChallengeH\x00R\tchallenge\x12*\n" +
+	"\x05proof\x18\x0f \x01(\v2\x12.dtf.wire.v1.ProofH\x00R\x05proof\x127\n" +
 	"\n" +
 	"state_sync\x18\x14 \x01(\v2\x16.dtf.wire.v1.StateSyncH\x00R\tstateSync\x12J\n" +
 	"\x11state_sync_result\x18\x15 \x01(\v2\x1c.dtf.wire.v1.StateSyncResultH\x00R\x0fstateSyncResult\x12-\n" +
@@ -1656,7 +1815,7 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"checkpoint\x12C\n" +
 	"\x0echeckpoint_ack\x18\x1d \x01(\v2\x1a.dtf.wire.v1.CheckpointAckH\x00R\rcheckpointAck\x123\n" +
 	"\bdraining\x18\x1e \x01(\v2\x15.dtf.wire.v1.DrainingH\x00R\bdrainingB\x06\n" +
-	"\x04body\"\xed\x02\n" +
+	"\x04body\"\xc0\x03\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12\x1d\n" +
@@ -1668,10 +1827,17 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"\x06labels\x18\x06 \x03(\v2\x1e.dtf.wire.v1.Hello.LabelsEntryR\x06labels\x12!\n" +
 	"\fhost_version\x18\a \x01(\tR\vhostVersion\x12%\n" +
 	"\x0eplugin_version\x18\b \x01(\tR\rpluginVersion\x12 \n" +
-	"\vcompression\x18\t \x03(\tR\vcompression\x1a9\n" +
+	"\vcompression\x18\t \x03(\tR\vcompression\x12#\n" +
+	"\rcredential_id\x18\n" +
+	" \x01(\tR\fcredentialId\x12,\n" +
+	"\x12scram_client_first\x18\v \x01(\tR\x10scramClientFirst\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"9\n" +
+	"\tChallenge\x12,\n" +
+	"\x12scram_server_first\x18\x01 \x01(\tR\x10scramServerFirst\"5\n" +
+	"\x05Proof\x12,\n" +
+	"\x12scram_client_final\x18\x01 \x01(\tR\x10scramClientFinal\"\xcd\x02\n" +
 	"\aWelcome\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x122\n" +
@@ -1680,7 +1846,8 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"\x13server_time_unix_ms\x18\x04 \x01(\x03R\x10serverTimeUnixMs\x12\x18\n" +
 	"\aresumed\x18\x05 \x01(\bR\aresumed\x12 \n" +
 	"\vcompression\x18\x06 \x01(\tR\vcompression\x12$\n" +
-	"\x0esession_ttl_ms\x18\a \x01(\x03R\fsessionTtlMs\"\xa9\x02\n" +
+	"\x0esession_ttl_ms\x18\a \x01(\x03R\fsessionTtlMs\x12,\n" +
+	"\x12scram_server_final\x18\b \x01(\tR\x10scramServerFinal\"\xa9\x02\n" +
 	"\x06Reject\x12,\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x18.dtf.wire.v1.Reject.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12$\n" +
@@ -1782,67 +1949,71 @@ func file_protocol_pb_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_protocol_pb_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_protocol_pb_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_protocol_pb_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_protocol_pb_wire_proto_goTypes = []any{
 	(Status)(0),             // 0: dtf.wire.v1.Status
 	(Reject_Code)(0),        // 1: dtf.wire.v1.Reject.Code
 	(*Frame)(nil),           // 2: dtf.wire.v1.Frame
 	(*Hello)(nil),           // 3: dtf.wire.v1.Hello
-	(*Welcome)(nil),         // 4: dtf.wire.v1.Welcome
-	(*Reject)(nil),          // 5: dtf.wire.v1.Reject
-	(*Heartbeat)(nil),       // 6: dtf.wire.v1.Heartbeat
-	(*TaskRef)(nil),         // 7: dtf.wire.v1.TaskRef
-	(*StateSync)(nil),       // 8: dtf.wire.v1.StateSync
-	(*StateSyncResult)(nil), // 9: dtf.wire.v1.StateSyncResult
-	(*Assign)(nil),          // 10: dtf.wire.v1.Assign
-	(*TaskStarted)(nil),     // 11: dtf.wire.v1.TaskStarted
-	(*TaskProgress)(nil),    // 12: dtf.wire.v1.TaskProgress
-	(*TaskOutcome)(nil),     // 13: dtf.wire.v1.TaskOutcome
-	(*OutcomeAck)(nil),      // 14: dtf.wire.v1.OutcomeAck
-	(*CancelTask)(nil),      // 15: dtf.wire.v1.CancelTask
-	(*Checkpoint)(nil),      // 16: dtf.wire.v1.Checkpoint
-	(*CheckpointAck)(nil),   // 17: dtf.wire.v1.CheckpointAck
-	(*Draining)(nil),        // 18: dtf.wire.v1.Draining
-	nil,                     // 19: dtf.wire.v1.Hello.LabelsEntry
+	(*Challenge)(nil),       // 4: dtf.wire.v1.Challenge
+	(*Proof)(nil),           // 5: dtf.wire.v1.Proof
+	(*Welcome)(nil),         // 6: dtf.wire.v1.Welcome
+	(*Reject)(nil),          // 7: dtf.wire.v1.Reject
+	(*Heartbeat)(nil),       // 8: dtf.wire.v1.Heartbeat
+	(*TaskRef)(nil),         // 9: dtf.wire.v1.TaskRef
+	(*StateSync)(nil),       // 10: dtf.wire.v1.StateSync
+	(*StateSyncResult)(nil), // 11: dtf.wire.v1.StateSyncResult
+	(*Assign)(nil),          // 12: dtf.wire.v1.Assign
+	(*TaskStarted)(nil),     // 13: dtf.wire.v1.TaskStarted
+	(*TaskProgress)(nil),    // 14: dtf.wire.v1.TaskProgress
+	(*TaskOutcome)(nil),     // 15: dtf.wire.v1.TaskOutcome
+	(*OutcomeAck)(nil),      // 16: dtf.wire.v1.OutcomeAck
+	(*CancelTask)(nil),      // 17: dtf.wire.v1.CancelTask
+	(*Checkpoint)(nil),      // 18: dtf.wire.v1.Checkpoint
+	(*CheckpointAck)(nil),   // 19: dtf.wire.v1.CheckpointAck
+	(*Draining)(nil),        // 20: dtf.wire.v1.Draining
+	nil,                     // 21: dtf.wire.v1.Hello.LabelsEntry
 }
 var file_protocol_pb_wire_proto_depIdxs = []int32{
 	3,  // 0: dtf.wire.v1.Frame.hello:type_name -> dtf.wire.v1.Hello
-	4,  // 1: dtf.wire.v1.Frame.welcome:type_name -> dtf.wire.v1.Welcome
-	5,  // 2: dtf.wire.v1.Frame.reject:type_name -> dtf.wire.v1.Reject
-	6,  // 3: dtf.wire.v1.Frame.heartbeat:type_name -> dtf.wire.v1.Heartbeat
-	8,  // 4: dtf.wire.v1.Frame.state_sync:type_name -> dtf.wire.v1.StateSync
-	9,  // 5: dtf.wire.v1.Frame.state_sync_result:type_name -> dtf.wire.v1.StateSyncResult
-	10, // 6: dtf.wire.v1.Frame.assign:type_name -> dtf.wire.v1.Assign
-	11, // 7: dtf.wire.v1.Frame.task_started:type_name -> dtf.wire.v1.TaskStarted
-	12, // 8: dtf.wire.v1.Frame.task_progress:type_name -> dtf.wire.v1.TaskProgress
-	13, // 9: dtf.wire.v1.Frame.task_outcome:type_name -> dtf.wire.v1.TaskOutcome
-	14, // 10: dtf.wire.v1.Frame.outcome_ack:type_name -> dtf.wire.v1.OutcomeAck
-	15, // 11: dtf.wire.v1.Frame.cancel_task:type_name -> dtf.wire.v1.CancelTask
-	16, // 12: dtf.wire.v1.Frame.checkpoint:type_name -> dtf.wire.v1.Checkpoint
-	17, // 13: dtf.wire.v1.Frame.checkpoint_ack:type_name -> dtf.wire.v1.CheckpointAck
-	18, // 14: dtf.wire.v1.Frame.draining:type_name -> dtf.wire.v1.Draining
-	19, // 15: dtf.wire.v1.Hello.labels:type_name -> dtf.wire.v1.Hello.LabelsEntry
-	1,  // 16: dtf.wire.v1.Reject.code:type_name -> dtf.wire.v1.Reject.Code
-	7,  // 17: dtf.wire.v1.StateSync.running:type_name -> dtf.wire.v1.TaskRef
-	7,  // 18: dtf.wire.v1.StateSync.held_outcomes:type_name -> dtf.wire.v1.TaskRef
-	7,  // 19: dtf.wire.v1.StateSyncResult.keep:type_name -> dtf.wire.v1.TaskRef
-	7,  // 20: dtf.wire.v1.StateSyncResult.cancel:type_name -> dtf.wire.v1.TaskRef
-	7,  // 21: dtf.wire.v1.Assign.ref:type_name -> dtf.wire.v1.TaskRef
-	16, // 22: dtf.wire.v1.Assign.checkpoint:type_name -> dtf.wire.v1.Checkpoint
-	7,  // 23: dtf.wire.v1.TaskStarted.ref:type_name -> dtf.wire.v1.TaskRef
-	7,  // 24: dtf.wire.v1.TaskProgress.ref:type_name -> dtf.wire.v1.TaskRef
-	7,  // 25: dtf.wire.v1.TaskOutcome.ref:type_name -> dtf.wire.v1.TaskRef
-	0,  // 26: dtf.wire.v1.TaskOutcome.status:type_name -> dtf.wire.v1.Status
-	16, // 27: dtf.wire.v1.TaskOutcome.checkpoint:type_name -> dtf.wire.v1.Checkpoint
-	7,  // 28: dtf.wire.v1.OutcomeAck.ref:type_name -> dtf.wire.v1.TaskRef
-	7,  // 29: dtf.wire.v1.CancelTask.ref:type_name -> dtf.wire.v1.TaskRef
-	7,  // 30: dtf.wire.v1.Checkpoint.ref:type_name -> dtf.wire.v1.TaskRef
-	7,  // 31: dtf.wire.v1.CheckpointAck.ref:type_name -> dtf.wire.v1.TaskRef
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	6,  // 1: dtf.wire.v1.Frame.welcome:type_name -> dtf.wire.v1.Welcome
+	7,  // 2: dtf.wire.v1.Frame.reject:type_name -> dtf.wire.v1.Reject
+	8,  // 3: dtf.wire.v1.Frame.heartbeat:type_name -> dtf.wire.v1.Heartbeat
+	4,  // 4: dtf.wire.v1.Frame.challenge:type_name -> dtf.wire.v1.Challenge
+	5,  // 5: dtf.wire.v1.Frame.proof:type_name -> dtf.wire.v1.Proof
+	10, // 6: dtf.wire.v1.Frame.state_sync:type_name -> dtf.wire.v1.StateSync
+	11, // 7: dtf.wire.v1.Frame.state_sync_result:type_name -> dtf.wire.v1.StateSyncResult
+	12, // 8: dtf.wire.v1.Frame.assign:type_name -> dtf.wire.v1.Assign
+	13, // 9: dtf.wire.v1.Frame.task_started:type_name -> dtf.wire.v1.TaskStarted
+	14, // 10: dtf.wire.v1.Frame.task_progress:type_name -> dtf.wire.v1.TaskProgress
+	15, // 11: dtf.wire.v1.Frame.task_outcome:type_name -> dtf.wire.v1.TaskOutcome
+	16, // 12: dtf.wire.v1.Frame.outcome_ack:type_name -> dtf.wire.v1.OutcomeAck
+	17, // 13: dtf.wire.v1.Frame.cancel_task:type_name -> dtf.wire.v1.CancelTask
+	18, // 14: dtf.wire.v1.Frame.checkpoint:type_name -> dtf.wire.v1.Checkpoint
+	19, // 15: dtf.wire.v1.Frame.checkpoint_ack:type_name -> dtf.wire.v1.CheckpointAck
+	20, // 16: dtf.wire.v1.Frame.draining:type_name -> dtf.wire.v1.Draining
+	21, // 17: dtf.wire.v1.Hello.labels:type_name -> dtf.wire.v1.Hello.LabelsEntry
+	1,  // 18: dtf.wire.v1.Reject.code:type_name -> dtf.wire.v1.Reject.Code
+	9,  // 19: dtf.wire.v1.StateSync.running:type_name -> dtf.wire.v1.TaskRef
+	9,  // 20: dtf.wire.v1.StateSync.held_outcomes:type_name -> dtf.wire.v1.TaskRef
+	9,  // 21: dtf.wire.v1.StateSyncResult.keep:type_name -> dtf.wire.v1.TaskRef
+	9,  // 22: dtf.wire.v1.StateSyncResult.cancel:type_name -> dtf.wire.v1.TaskRef
+	9,  // 23: dtf.wire.v1.Assign.ref:type_name -> dtf.wire.v1.TaskRef
+	18, // 24: dtf.wire.v1.Assign.checkpoint:type_name -> dtf.wire.v1.Checkpoint
+	9,  // 25: dtf.wire.v1.TaskStarted.ref:type_name -> dtf.wire.v1.TaskRef
+	9,  // 26: dtf.wire.v1.TaskProgress.ref:type_name -> dtf.wire.v1.TaskRef
+	9,  // 27: dtf.wire.v1.TaskOutcome.ref:type_name -> dtf.wire.v1.TaskRef
+	0,  // 28: dtf.wire.v1.TaskOutcome.status:type_name -> dtf.wire.v1.Status
+	18, // 29: dtf.wire.v1.TaskOutcome.checkpoint:type_name -> dtf.wire.v1.Checkpoint
+	9,  // 30: dtf.wire.v1.OutcomeAck.ref:type_name -> dtf.wire.v1.TaskRef
+	9,  // 31: dtf.wire.v1.CancelTask.ref:type_name -> dtf.wire.v1.TaskRef
+	9,  // 32: dtf.wire.v1.Checkpoint.ref:type_name -> dtf.wire.v1.TaskRef
+	9,  // 33: dtf.wire.v1.CheckpointAck.ref:type_name -> dtf.wire.v1.TaskRef
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_protocol_pb_wire_proto_init() }
@@ -1855,6 +2026,8 @@ func file_protocol_pb_wire_proto_init() {
 		(*Frame_Welcome)(nil),
 		(*Frame_Reject)(nil),
 		(*Frame_Heartbeat)(nil),
+		(*Frame_Challenge)(nil),
+		(*Frame_Proof)(nil),
 		(*Frame_StateSync)(nil),
 		(*Frame_StateSyncResult)(nil),
 		(*Frame_Assign)(nil),
@@ -1873,7 +2046,7 @@ func file_protocol_pb_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_protocol_pb_wire_proto_rawDesc), len(file_protocol_pb_wire_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -215,6 +215,12 @@ type WorkerConfig struct {
 	// Checkpoint adds the example checkpoint executor, which serves the
 	// task type "checkpoint".
 	Checkpoint bool
+	// SecretFile, when set, makes the worker log in with the credential in
+	// that file (see CreateCredential) instead of the shared token.
+	SecretFile string
+	// SecretEnv, when set, makes the worker read its credential's secret
+	// from this environment variable of the worker process instead.
+	SecretEnv string
 }
 
 // WriteWorkerConfig writes an HCL worker config to path.
@@ -226,8 +232,7 @@ log_level = "debug"
 coordinator {
   url       = %q
   worker_id = %q
-  token     = %q
-}
+%s}
 
 plugin "reconnection" {
   kind = "connector"
@@ -253,7 +258,7 @@ plugin "gotest" {
   path = %q
   env  = [%s]
 }
-`, c.DataDir, c.Slots, attributeLines(c.Top, ""), c.URL, c.WorkerID, c.Token, c.Bin.Path("dtf-reconnection"),
+`, c.DataDir, c.Slots, attributeLines(c.Top, ""), c.URL, c.WorkerID, credentialLine(c), c.Bin.Path("dtf-reconnection"),
 		c.HeartbeatInterval, c.HeartbeatTimeout, c.BackoffBase, c.BackoffCap, c.HealthyAfter,
 		attributeLines(c.Reconnection, "    "),
 		c.Bin.Path("dtf-exec-command"), c.Bin.Path("dtf-exec-gotest"), quoteList(GoEnv))
@@ -262,6 +267,39 @@ plugin "gotest" {
 			c.Bin.Path("dtf-exec-checkpoint"))
 	}
 	return os.WriteFile(path, []byte(text), 0o644)
+}
+
+// credentialLine returns the coordinator block's line with the worker's
+// secret file, or with the shared token when it has none.
+func credentialLine(c WorkerConfig) string {
+	if c.SecretFile != "" {
+		return fmt.Sprintf("  secret_file = %q\n", c.SecretFile)
+	}
+	if c.SecretEnv != "" {
+		return fmt.Sprintf("  secret = env(%q)\n", c.SecretEnv)
+	}
+	return fmt.Sprintf("  token     = %q\n", c.Token)
+}
+
+// CreateCredential runs `dtf credentials create` against the store of the
+// coordinator config at coordConfig and writes the new secret of workerID
+// to secretFile.
+func CreateCredential(ctx context.Context, bin Binaries, coordConfig, workerID, secretFile string) error {
+	return runCredentials(ctx, bin, "create", "-config", coordConfig, "-worker", workerID, "-secret-file", secretFile)
+}
+
+// RevokeCredentials runs `dtf credentials revoke` for every credential of
+// workerID.
+func RevokeCredentials(ctx context.Context, bin Binaries, coordConfig, workerID string) error {
+	return runCredentials(ctx, bin, "revoke", "-config", coordConfig, "-worker", workerID)
+}
+
+func runCredentials(ctx context.Context, bin Binaries, args ...string) error {
+	cmd := exec.CommandContext(ctx, bin.Path("dtf"), append([]string{"credentials"}, args...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("dtf credentials %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return nil
 }
 
 // attributeLines writes each attribute on a line of its own, in key order.

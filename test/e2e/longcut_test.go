@@ -116,8 +116,14 @@ func longcutRun(t *testing.T, expire bool) {
 	log := worker.Log()
 	syncs := strings.Count(log, "state sync sent")
 	if expire {
-		assert.Equal(t, 2, syncs, "the first session and the one after the expiry each sync")
-		assert.NotContains(t, log, "resumed session with coordinator")
+		// A loaded machine may drop the new session once more, and the
+		// worker then resumes it; only the reconnect after the cut must
+		// have started a new session.
+		assert.GreaterOrEqual(t, syncs, 2, "the first session and the one after the expiry each sync")
+		secondSync := nthIndex(log, "state sync sent", 2)
+		if resumed := strings.Index(log, "resumed session with coordinator"); resumed >= 0 {
+			assert.Greater(t, resumed, secondSync, "the worker resumed the expired session")
+		}
 	} else {
 		assert.Equal(t, 1, syncs, "a resumed session needs no state sync")
 		assert.Contains(t, log, "resumed session with coordinator")
@@ -215,4 +221,18 @@ func longcutPeakRSS(t *testing.T, pid int) int64 {
 	require.NoError(t, scanner.Err())
 	t.Fatalf("no VmHWM line in /proc/%d/status", pid)
 	return 0
+}
+
+// nthIndex returns the index of the nth occurrence of sub in s, counting
+// from 1, or -1.
+func nthIndex(s, sub string, n int) int {
+	at := -1
+	for range n {
+		next := strings.Index(s[at+1:], sub)
+		if next < 0 {
+			return -1
+		}
+		at += 1 + next
+	}
+	return at
 }

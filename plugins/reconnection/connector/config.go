@@ -132,9 +132,18 @@ var durationSyntax = regexp.MustCompile(`^[-+]?(([0-9]+\.?[0-9]*|\.[0-9]+)(ns|us
 type Config struct {
 	// URL is the coordinator's WebSocket endpoint, built by
 	// protocol.ConnectURL from the configured base URL.
-	URL         string
-	WorkerID    string
-	Token       string
+	URL      string
+	WorkerID string
+	// Token is the shared secret of the token mode, sent when neither
+	// Secret nor SecretFile is set.
+	Token string
+	// Secret is the worker's credential secret. SecretFile is a file that
+	// contains it, read again before every handshake so that a rotated
+	// secret is used without a restart. With either, the worker
+	// authenticates with SCRAM and every message is tagged. Neither is
+	// ever logged.
+	Secret      string
+	SecretFile  string
 	TaskTypes   []string
 	Slots       uint32
 	Labels      map[string]string
@@ -234,6 +243,8 @@ func ParseConfig(in *pb.ConnectorConfig) (*Config, error) {
 		URL:               url,
 		WorkerID:          in.GetWorkerId(),
 		Token:             in.GetToken(),
+		Secret:            in.GetSecret(),
+		SecretFile:        in.GetSecretFile(),
 		TaskTypes:         in.GetTaskTypes(),
 		Slots:             in.GetSlots(),
 		Labels:            in.GetLabels(),
@@ -259,6 +270,9 @@ func ParseConfig(in *pb.ConnectorConfig) (*Config, error) {
 			Cooldown:         DefaultCircuitCooldown,
 		},
 		Compression: true,
+	}
+	if err := cfg.checkSecret(); err != nil {
+		return nil, err
 	}
 	if err := cfg.decodePluginConfig(in.GetConfigJson()); err != nil {
 		return nil, err

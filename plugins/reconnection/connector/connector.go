@@ -68,6 +68,9 @@ type Stats struct {
 	UnknownFrames uint64
 	// MalformedFrames counts messages that did not decode as a frame.
 	MalformedFrames uint64
+	// RejectedFrames counts messages that failed their authentication tag;
+	// each one ended its connection.
+	RejectedFrames uint64
 	// DuplicateFrames counts sequenced frames received a second time, from
 	// a replay, and dropped.
 	DuplicateFrames uint64
@@ -92,6 +95,7 @@ type counters struct {
 	framesOut       atomic.Uint64
 	unknownFrames   atomic.Uint64
 	malformedFrames atomic.Uint64
+	rejectedFrames  atomic.Uint64
 	duplicateFrames atomic.Uint64
 	replayed        atomic.Uint64
 	resumes         atomic.Uint64
@@ -410,6 +414,7 @@ func (c *Connector) Stats() Stats {
 		FramesOut:       c.stats.framesOut.Load(),
 		UnknownFrames:   c.stats.unknownFrames.Load(),
 		MalformedFrames: c.stats.malformedFrames.Load(),
+		RejectedFrames:  c.stats.rejectedFrames.Load(),
 		DuplicateFrames: c.stats.duplicateFrames.Load(),
 		ReplayedFrames:  c.stats.replayed.Load(),
 		Resumes:         c.stats.resumes.Load(),

@@ -21,6 +21,7 @@ var sessionHandlers = map[string]frameHandler{
 	"reject":    (*session).onReject,
 	"heartbeat": (*session).onHeartbeat,
 	"hello":     (*session).onHello,
+	"challenge": (*session).onChallenge,
 }
 
 // HandledTypes returns the frame types that the plugin handles itself when

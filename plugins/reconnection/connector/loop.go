@@ -288,7 +288,11 @@ func (a *authFailures) check(err error, cfg *Config) (string, bool) {
 	if a.count < cfg.FatalAfter {
 		return "", false
 	}
+	fix := "check the worker's token and worker_id in worker.hcl and the coordinator's workers.token"
+	if cfg.usesCredential() {
+		fix = fmt.Sprintf("create a credential with `dtf credentials create -config coordinator.hcl -worker %s`, "+
+			"or rotate it with `dtf credentials rotate`, and put the new secret in worker.hcl", cfg.WorkerID)
+	}
 	return fmt.Sprintf("fatal: coordinator at %s rejected worker_id %q as unauthenticated %d times in a row "+
-		"(%s); check the worker's token and worker_id in worker.hcl and the coordinator's token, "+
-		"then restart the worker", cfg.URL, cfg.WorkerID, a.count, reject.Message), true
+		"(%s); %s, then restart the worker", cfg.URL, cfg.WorkerID, a.count, reject.Message, fix), true
 }

@@ -93,6 +93,22 @@ type session struct {
 	// resumeID is the session id that Hello names, empty for a new session.
 	resumeID string
 
+	// handshake is the SCRAM exchange of a worker with a secret, nil in the
+	// token mode. transcript hashes the handshake messages, and proofSent
+	// is set once the Proof is queued; the reader uses all three.
+	handshake  *protocol.ClientHandshake
+	transcript protocol.Transcript
+	proofSent  bool
+	// inbound is the message being dispatched, for handlers that need its
+	// bytes; only the reader uses it.
+	inbound []byte
+	// opener checks the tags of received messages, and is used only by the
+	// reader. sealer tags sent messages; the reader sets it before it
+	// marks the session welcomed, and only the writer uses it after that.
+	// Both stay nil in the token mode.
+	opener *protocol.Opener
+	sealer *protocol.Sealer
+
 	// Set by the reader from Welcome before welcomed is closed, and read
 	// only after that.
 	id      string
@@ -169,7 +185,8 @@ func dialSession(ctx context.Context, cfg *Config, log hclog.Logger, hooks sessi
 		_ = ws.Close()
 		return nil, fmt.Errorf("dial %s: connection was not made through the session's dialer", cfg.URL)
 	}
-	ws.SetReadLimit(int64(cfg.MaxFrameBytes))
+	// A tagged message carries its tag after a frame of up to the limit.
+	ws.SetReadLimit(int64(cfg.MaxFrameBytes + protocol.TagSize))
 
 	s := &session{
 		cfg:         cfg,
@@ -216,8 +233,23 @@ func (s *session) open(ctx context.Context, pluginVersion string) error {
 	if s.cfg.Compression {
 		hello.GetHello().Compression = []string{protocol.CompressionDeflate}
 	}
+	if s.cfg.usesCredential() {
+		if err := s.startHandshake(hello.GetHello()); err != nil {
+			s.end(fmt.Errorf("start authentication: %w", err))
+			return s.finish()
+		}
+	}
+	// The Hello is encoded here rather than by the writer, because the
+	// SCRAM transcript needs its bytes as sent.
+	hello.Ack = s.helloWindow.Received()
+	data, err := protocol.Encode(hello)
+	if err != nil {
+		s.end(fmt.Errorf("encode hello: %w", err))
+		return s.finish()
+	}
+	s.transcript.Add(data)
 	s.helloSentAt.Store(time.Now().UnixNano())
-	if err := s.sendFrame(ctx, hello); err != nil {
+	if err := s.sendMessage(ctx, data); err != nil {
 		s.end(fmt.Errorf("send hello: %w", err))
 		return s.finish()
 	}
@@ -306,10 +338,10 @@ func (s *session) end(err error) {
 	})
 }
 
-// sendFrame queues a session frame and waits until the writer has written
-// it.
-func (s *session) sendFrame(ctx context.Context, frame *pb.Frame) error {
-	item := outbound{messageType: websocket.BinaryMessage, frame: frame, result: make(chan error, 1)}
+// sendMessage queues an encoded handshake message and waits until the
+// writer has written it.
+func (s *session) sendMessage(ctx context.Context, data []byte) error {
+	item := outbound{messageType: websocket.BinaryMessage, data: data, result: make(chan error, 1)}
 	select {
 	case s.out <- item:
 	case <-s.done:
@@ -342,6 +374,15 @@ func (s *session) queueControl(messageType int, data []byte) {
 	case s.out <- outbound{messageType: messageType, data: data}:
 	default:
 		s.log.Debug("outbound queue full, dropping control message", "type", messageType)
+	}
+}
+
+// queueMessage queues an encoded handshake message without waiting for
+// the write. It blocks while the queue is full, until the connection ends.
+func (s *session) queueMessage(data []byte) {
+	select {
+	case s.out <- outbound{messageType: websocket.BinaryMessage, data: data}:
+	case <-s.done:
 	}
 }
 
@@ -398,12 +439,24 @@ func (s *session) readLoop() {
 			s.malformed(fmt.Errorf("websocket message type %d, expected binary", messageType))
 			continue
 		}
+		// The tag is checked before anything is decoded; a failure ends
+		// the connection.
+		data, err = s.openMessage(data)
+		if err != nil {
+			s.end(err)
+			return
+		}
 		frame, err := protocol.Codec{MaxFrameBytes: s.cfg.MaxFrameBytes, MaxDecodedBytes: s.cfg.MaxFrameBytes}.
 			Decode(data)
 		if err != nil {
 			s.malformed(err)
 			continue
 		}
+		if err := s.checkUntaggedWelcome(frame); err != nil {
+			s.end(err)
+			return
+		}
+		s.inbound = data
 		if err := s.dispatch(frame, data); err != nil {
 			s.end(err)
 			return

@@ -235,6 +235,11 @@ func (s *session) write(item outbound) error {
 		}
 		data = encoded
 	}
+	// After Welcome, every message of an authenticated connection is
+	// tagged; the handshake messages before it are not.
+	if s.isWelcomed.Load() && s.sealer != nil {
+		data = s.sealer.Seal(data)
+	}
 	if err := s.ws.SetWriteDeadline(time.Now().Add(time.Duration(s.timeout.Load()))); err != nil {
 		return err
 	}

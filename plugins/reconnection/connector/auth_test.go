@@ -1,0 +1,160 @@
+package connector
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dtf-io/dtf/coordinator"
+	"github.com/dtf-io/dtf/coordinator/config"
+	"github.com/dtf-io/dtf/coordinator/store"
+	"github.com/dtf-io/dtf/plugin/pb"
+	"github.com/dtf-io/dtf/protocol"
+	wirepb "github.com/dtf-io/dtf/protocol/pb"
+)
+
+// authConfig retries quickly and gives up after two identical
+// authentication failures.
+const authConfig = `{
+	"heartbeat_interval": "100ms",
+	"heartbeat_timeout": "1s",
+	"backoff_base": "10ms",
+	"backoff_cap": "100ms",
+	"dial_timeout": "1s",
+	"handshake_timeout": "1s",
+	"fatal_after": 2
+}`
+
+// credentialCoordinator is a real coordinator with the path of its store,
+// which tests open beside it, as `dtf credentials` does.
+type credentialCoordinator struct {
+	*realCoordinator
+	store *store.SQLite
+}
+
+func startCredentialCoordinator(t *testing.T) *credentialCoordinator {
+	t.Helper()
+	dataDir := t.TempDir()
+	coord := startRealCoordinator(t, hclog.Info, func(cfg *config.Config) {
+		cfg.DataDir = dataDir
+		cfg.Workers.Token = ""
+	})
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(dataDir, coordinator.StoreFile))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	return &credentialCoordinator{realCoordinator: coord, store: st}
+}
+
+// createCredential stores a new credential of worker-1 and returns its
+// secret.
+func (c *credentialCoordinator) createCredential(t *testing.T) (string, protocol.Verifier) {
+	t.Helper()
+	secret, v, err := protocol.NewCredential()
+	require.NoError(t, err)
+	require.NoError(t, c.store.CreateCredential(context.Background(), store.Credential{
+		WorkerID: "worker-1", CredentialID: v.CredentialID, Salt: v.Salt, Iterations: v.Iterations,
+		StoredKey: v.StoredKey, ServerKey: v.ServerKey, Created: time.Now(),
+	}))
+	return secret, v
+}
+
+// startSecretConnector starts a connector whose secret_file contains
+// secret, and returns the harness and the file's path.
+func startSecretConnector(t *testing.T, coord *credentialCoordinator, secret string) (*harness, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "worker.secret")
+	require.NoError(t, os.WriteFile(path, []byte(secret+"\n"), 0o600))
+	in := connectorConfig("ws://"+coord.addr(), authConfig)
+	in.Token = ""
+	in.SecretFile = path
+
+	c := New(Options{Logger: testLogger(), Version: "test", Rand: rand.New(rand.NewPCG(1, 2))})
+	_, err := c.Configure(context.Background(), in)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &harness{
+		t: t, connector: c, cancel: cancel, done: make(chan error, 1),
+		stream: &eventStream{ctx: ctx, states: make(chan *pb.StateChange, 1024), frames: make(chan []byte, 1024)},
+	}
+	go func() { h.done <- c.Events(&pb.Empty{}, h.stream) }()
+	t.Cleanup(h.stop)
+	return h, path
+}
+
+func TestScramConnectorTagsBothDirections(t *testing.T) {
+	coord := startCredentialCoordinator(t)
+	secret, _ := coord.createCredential(t)
+	h, _ := startSecretConnector(t, coord, secret)
+	h.nextState(StateConnected)
+
+	// The state sync and its result cross the connection tagged.
+	sync, err := protocol.Encode(&wirepb.Frame{Body: &wirepb.Frame_StateSync{StateSync: &wirepb.StateSync{}}})
+	require.NoError(t, err)
+	_, err = h.connector.Send(context.Background(), &pb.SendRequest{Frame: sync})
+	require.NoError(t, err)
+	assert.NotNil(t, h.nextFrame().GetStateSyncResult())
+	assert.Zero(t, coord.server.Stats().RejectedFrames[protocol.RejectBadTag])
+	assert.Zero(t, h.connector.Stats().RejectedFrames)
+}
+
+func TestScramWrongSecretStopsConnector(t *testing.T) {
+	coord := startCredentialCoordinator(t)
+	_, verifier := coord.createCredential(t)
+	other, _, err := protocol.NewCredential()
+	require.NoError(t, err)
+	wrong := verifier.CredentialID + other[len(verifier.CredentialID):]
+
+	h, _ := startSecretConnector(t, coord, wrong)
+	closed := h.nextState(StateClosed)
+	assert.Contains(t, closed.GetReason(), "fatal")
+	assert.Contains(t, closed.GetReason(), `worker_id "worker-1"`)
+	assert.Contains(t, closed.GetReason(), "dtf credentials")
+	assert.NotContains(t, closed.GetReason(), wrong[len(verifier.CredentialID)+1:], "the reason shows the secret")
+}
+
+func TestScramRevokedCredentialStopsConnector(t *testing.T) {
+	coord := startCredentialCoordinator(t)
+	secret, _ := coord.createCredential(t)
+	h, _ := startSecretConnector(t, coord, secret)
+	h.nextState(StateConnected)
+
+	revokedAt := time.Now()
+	_, err := coord.store.RevokeCredentials(context.Background(), "worker-1", "", revokedAt)
+	require.NoError(t, err)
+	backingOff := h.nextState(StateBackingOff)
+	assert.Contains(t, backingOff.GetReason(), "credential revoked")
+	assert.Less(t, time.Since(revokedAt), 5*time.Second, "revocation took effect too late")
+
+	closed := h.nextState(StateClosed)
+	assert.Contains(t, closed.GetReason(), "fatal")
+	assert.Contains(t, closed.GetReason(), "was revoked")
+	require.NoError(t, h.waitEventsReturn())
+}
+
+// A rotation writes the new secret into secret_file. When the old
+// credential expires, the coordinator closes the connection and the
+// connector resumes its session with the secret it reads again.
+func TestScramRotatedSecretFileResumes(t *testing.T) {
+	coord := startCredentialCoordinator(t)
+	oldSecret, _ := coord.createCredential(t)
+	h, path := startSecretConnector(t, coord, oldSecret)
+	first := h.nextState(StateConnected)
+
+	newSecret, newVerifier := coord.createCredential(t)
+	require.NoError(t, os.WriteFile(path, []byte(newSecret+"\n"), 0o600))
+	_, err := coord.store.ExpireCredentials(context.Background(), "worker-1", newVerifier.CredentialID,
+		time.Now().Add(500*time.Millisecond))
+	require.NoError(t, err)
+
+	h.nextState(StateBackingOff)
+	again := h.nextState(StateConnected)
+	assert.True(t, again.GetResumed(), "session not resumed after the rotation")
+	assert.Equal(t, first.GetSessionId(), again.GetSessionId())
+}
