@@ -118,6 +118,7 @@ func (h *Host) drain(ctx, connCtx context.Context) {
 	}
 
 	h.awaitAcks(ctx, connCtx, time.Now().Add(h.cfg.ShutdownTimeout))
+	h.awaitLateAssignments(ctx, connCtx, start)
 	h.mu.Lock()
 	unacknowledged := len(h.held)
 	h.mu.Unlock()
@@ -127,6 +128,46 @@ func (h *Host) drain(ctx, connCtx context.Context) {
 			"unacknowledged", unacknowledged, "dir", h.outbox.Dir())
 	}
 	h.logger.Info("drain finished", "duration", time.Since(start).Round(time.Millisecond))
+}
+
+// assignSettle is how long a drain waits after the last assignment before
+// it ends. The coordinator stops assigning once it has read the Draining
+// frame, but assignments it sent before may still be on their way; the
+// host releases those as they arrive, and their outcomes must reach the
+// coordinator before the session closes, or the attempts count as lost.
+// NOTE: the bound is an estimate of a round trip on a loaded link, not a
+// guarantee; an assignment that arrives later still gets a released
+// outcome, which waits in the outbox for the next start.
+const assignSettle = 500 * time.Millisecond
+
+// maxSettleRounds bounds the rounds of awaitLateAssignments.
+const maxSettleRounds = 5
+
+// awaitLateAssignments waits until assignSettle has passed since the
+// drain's start and since the last assignment, and then for the
+// acknowledgements of the outcomes of the assignments that arrived.
+func (h *Host) awaitLateAssignments(ctx, connCtx context.Context, start time.Time) {
+	for range maxSettleRounds {
+		h.mu.Lock()
+		quiet := time.Since(h.lastAssign)
+		h.mu.Unlock()
+		quiet = min(quiet, time.Since(start))
+		if quiet >= assignSettle {
+			return
+		}
+		timer := time.NewTimer(assignSettle - quiet)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-connCtx.Done():
+			timer.Stop()
+			return
+		}
+		h.awaitIdle(ctx, connCtx, time.Now().Add(h.cfg.ShutdownTimeout))
+		h.awaitAcks(ctx, connCtx, time.Now().Add(h.cfg.ShutdownTimeout))
+	}
 }
 
 // stopNow releases every attempt at once and waits a short while for the

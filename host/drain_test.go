@@ -163,3 +163,26 @@ func TestDrainingFrameSentAgainInNewSession(t *testing.T) {
 	c.frame(t, ackFrame("t1", 1))
 	require.NoError(t, awaitRun(t, hs))
 }
+
+// An assignment that the coordinator sent before it read the Draining
+// frame may arrive when nothing runs and every outcome is acknowledged.
+// The drain must not end before that assignment's released outcome is
+// acknowledged, or the coordinator counts the attempt as lost.
+func TestDrainWaitsForLateAssignment(t *testing.T) {
+	cfg := testConfig(t, "runner")
+	cfg.DrainTimeout = time.Minute
+	hs, c := startRunner(t, cfg, &testExecutor{name: "r", types: []string{"block"}})
+
+	hs.host.Drain("test drain")
+	expectFrame(t, c, "draining")
+	c.frame(t, assignFrame("late", 1, "block"))
+	outcome := expectFrame(t, c, "task_outcome").GetTaskOutcome()
+	assert.Equal(t, "late", outcome.GetRef().GetTaskId())
+	assert.True(t, outcome.GetReleased())
+
+	assert.Never(t, func() bool { return len(hs.done) > 0 }, 100*time.Millisecond, 10*time.Millisecond,
+		"Run returned before the late assignment's outcome was acknowledged")
+	c.frame(t, ackFrame("late", 1))
+	require.NoError(t, awaitRun(t, hs))
+	assert.Empty(t, outboxFiles(t, cfg))
+}

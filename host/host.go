@@ -130,6 +130,9 @@ type Host struct {
 	stopping bool
 	// draining is the drain under way, or nil.
 	draining *drainState
+	// lastAssign is when the last assignment arrived; a drain waits until
+	// none has arrived for assignSettle (see drain).
+	lastAssign time.Time
 }
 
 // New checks cfg and returns a host; it starts nothing. logger is the root

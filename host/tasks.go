@@ -117,6 +117,7 @@ func (h *Host) handleAssign(frame *wirepb.Frame) {
 	ctx, cancel := context.WithCancel(h.tasksCtx)
 	task := &runningTask{ref: ref, ctx: ctx, cancel: cancel}
 	h.mu.Lock()
+	h.lastAssign = time.Now()
 	stopping := h.stopping
 	if !stopping {
 		h.running[ref] = task
