@@ -22,11 +22,14 @@ FUZZ_TARGETS := \
 	./protocol:FuzzScanFrame \
 	./protocol:FuzzInflate \
 	./protocol:FuzzWindowReceive \
+	./protocol:FuzzServerHandshake \
+	./protocol:FuzzClientHandshake \
+	./protocol:FuzzOpen \
 	./coordinator/config:FuzzLoad \
 	./host/config:FuzzLoad \
 	./coordinator:FuzzDecodeSubmit \
 	./coordinator:FuzzAPI
-FUZZTIME ?= 8s
+FUZZTIME ?= 6s
 
 # build links the binaries without cgo and without gRPC's request tracing
 # (build tag grpcnotrace). A worker runs three of these processes, and each

@@ -5,11 +5,14 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
@@ -39,8 +42,16 @@ const (
 	ExitError = 2
 )
 
-// addrEnv is the environment variable that sets the coordinator address.
-const addrEnv = "DTF_ADDR"
+// Environment variables of the API client commands.
+const (
+	// addrEnv sets the coordinator address.
+	addrEnv = "DTF_ADDR"
+	// tokenEnv sets the API token, which dtf tokens create prints.
+	tokenEnv = "DTF_API_TOKEN"
+	// caFileEnv sets the PEM file of the CA that signed an https
+	// coordinator's certificate.
+	caFileEnv = "DTF_CA_FILE"
+)
 
 // App is one run of the dtf command with its streams and environment, so
 // that tests can drive it without a process.
@@ -55,6 +66,11 @@ type App struct {
 	Terminal bool
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+
+	// token and caFile are the -token and -ca-file flags of the running
+	// API client command, set by addrFlag.
+	token  *string
+	caFile *string
 }
 
 // command is one subcommand.
@@ -75,6 +91,7 @@ func commands() []command {
 		{"watch", "follow a batch of tasks until every task ends", (*App).runWatch},
 		{"cancel", "cancel tasks by id", (*App).runCancel},
 		{"credentials", "create, list, rotate or revoke worker credentials", (*App).runCredentials},
+		{"tokens", "create, list or revoke API tokens", (*App).runTokens},
 		{"version", "print the dtf version", (*App).runVersion},
 	}
 }
@@ -100,6 +117,9 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	global := flag.NewFlagSet("dtf", flag.ContinueOnError)
 	global.SetOutput(a.Stderr)
 	addr := global.String("addr", "", "coordinator HTTP address (default $"+addrEnv+" or "+api.DefaultAddr+")")
+	token := global.String("token", "", "API token sent to the coordinator (default $"+tokenEnv+")")
+	caFile := global.String("ca-file", "", "PEM file of the CA of an https coordinator (default $"+caFileEnv+
+		" or the system roots)")
 	global.Usage = func() { a.usage(global) }
 	if err := global.Parse(args); err != nil {
 		return helpOrUsageError(err)
@@ -113,6 +133,12 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	if *addr != "" {
 		// A global -addr acts as the subcommand's default.
 		a.Getenv = overrideEnv(a.Getenv, addrEnv, *addr)
+	}
+	if *token != "" {
+		a.Getenv = overrideEnv(a.Getenv, tokenEnv, *token)
+	}
+	if *caFile != "" {
+		a.Getenv = overrideEnv(a.Getenv, caFileEnv, *caFile)
 	}
 	for _, cmd := range commands() {
 		if cmd.name == name {
@@ -196,13 +222,19 @@ func (a *App) newFlagSet(name, usage string) *flag.FlagSet {
 	return fs
 }
 
-// addrFlag adds -addr to fs with the default from DTF_ADDR.
+// addrFlag adds -addr to fs with the default from DTF_ADDR, and the
+// -token and -ca-file flags that a.client uses, with defaults from
+// DTF_API_TOKEN and DTF_CA_FILE.
 func (a *App) addrFlag(fs *flag.FlagSet) *string {
 	def := a.getenv(addrEnv)
 	if def == "" {
 		def = api.DefaultAddr
 	}
-	return fs.String("addr", def, "coordinator HTTP address; $"+addrEnv+" sets the default")
+	a.token = fs.String("token", a.getenv(tokenEnv), "API token for a coordinator whose api.auth is token; $"+
+		tokenEnv+" sets the default")
+	a.caFile = fs.String("ca-file", a.getenv(caFileEnv), "PEM file of the CA that signed the coordinator's "+
+		"certificate, in place of the system roots; $"+caFileEnv+" sets the default")
+	return fs.String("addr", def, "coordinator HTTP address, http:// or https://; $"+addrEnv+" sets the default")
 }
 
 // outputFlag adds -output to fs; its value is checked by checkOutput.
@@ -217,8 +249,43 @@ func checkOutput(format string) error {
 	return nil
 }
 
+// client returns an API client for addr with the command's -token and
+// -ca-file.
 func (a *App) client(addr string) (*api.Client, error) {
-	return api.NewClient(addr)
+	client, err := api.NewClient(addr)
+	if err != nil {
+		return nil, err
+	}
+	if a.token != nil {
+		client.Token = strings.TrimSpace(*a.token)
+	}
+	if a.caFile != nil && *a.caFile != "" {
+		pool, err := loadCAFile(*a.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("-ca-file: %w", err)
+		}
+		client.HTTP = &http.Client{
+			Timeout:   clientTimeout,
+			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
+		}
+	}
+	return client, nil
+}
+
+// clientTimeout bounds one API request, as api.Client does by default.
+const clientTimeout = 30 * time.Second
+
+// loadCAFile reads a PEM file of CA certificates into a pool.
+func loadCAFile(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s contains no PEM certificate; give the CA certificate in PEM", path)
+	}
+	return pool, nil
 }
 
 // requestError describes a failed API request. When the coordinator could

@@ -5,15 +5,28 @@
 
 # Address of the one listener that serves the worker endpoint /v1/connect,
 # the HTTP API and /healthz. Default "127.0.0.1:7070", so a fresh install
-# is not reachable from the network. A non-loopback address requires
-# workers.token and insecure = true.
+# is not reachable from the network. A non-loopback address requires a tls
+# block or insecure = true.
 listen     = "127.0.0.1:7070"
 
-# The listener speaks plain HTTP and ws because TLS is not supported yet.
-# Setting insecure = true accepts that tokens and payloads cross the network
-# unencrypted, and is required when listen is not a loopback address.
-# Default false.
+# With a tls block the listener serves only https and wss. Paths are
+# relative to this file; the certificate is read at start.
+# tls {
+#   cert_file = "server.pem"
+#   key_file  = "server-key.pem"
+# }
+
+# Without tls the listener speaks plain HTTP and ws. Setting insecure = true
+# accepts that tokens and payloads cross the network unencrypted, and is
+# required when listen is not a loopback address without tls. Default false.
 # insecure = false
+
+# API access: "token" requires a bearer token from `dtf tokens create` on
+# every API request except /healthz; "none" leaves the API open. Default
+# "token" on a non-loopback listener, "none" on a loopback one.
+# api {
+#   auth = "token"
+# }
 
 # Folder of the SQLite store (coordinator.db). Default "data". Every task,
 # attempt and outcome is committed here before the coordinator acknowledges

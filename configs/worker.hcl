@@ -40,9 +40,18 @@ coordinator {
   # https:// use TLS. The host appends the /v1/connect endpoint itself.
   url       = "ws://127.0.0.1:7070"
   worker_id = "worker-1"
-  # Empty when the coordinator checks no token (loopback only). Read from the
-  # environment so that the secret stays out of this file.
+  # Shared token of the insecure token mode: empty when the coordinator
+  # checks no token (loopback only). Read from the environment so that the
+  # secret stays out of this file.
   token     = env("DTF_WORKER_TOKEN")
+  # With a credential of its own from `dtf credentials create`, the worker
+  # logs in with SCRAM and every message is tagged. Set one of these
+  # instead of token; secret_file is read again before every handshake.
+  # secret      = env("DTF_WORKER_SECRET")
+  # secret_file = "worker-1.secret"
+  # PEM file of the CA that signed a wss:// coordinator's certificate;
+  # without it the system roots are used.
+  # ca_file = "ca.pem"
 }
 
 # The connector plugin owns the connection to the coordinator. Exactly one

@@ -31,15 +31,17 @@ func (s *Server) newHTTPServer() *http.Server {
 }
 
 // routes serves the worker endpoint, the HTTP API and /healthz, with the
-// request body limit in front of all of them.
+// request body limit in front of all of them. The API endpoints check
+// bearer tokens when api.auth is token; /healthz and the worker endpoint,
+// whose workers authenticate in the handshake, stay open.
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+protocol.ConnectPath, s.handleConnect)
-	mux.HandleFunc("POST /v1/tasks", s.handleSubmit)
-	mux.HandleFunc("GET /v1/tasks", s.handleListTasks)
-	mux.HandleFunc("GET /v1/tasks/{id}", s.handleGetTask)
-	mux.HandleFunc("POST /v1/tasks/{id}/cancel", s.handleCancel)
-	mux.HandleFunc("GET /v1/workers", s.handleListWorkers)
+	mux.HandleFunc("POST /v1/tasks", s.requireRole(RoleSubmit, s.handleSubmit))
+	mux.HandleFunc("GET /v1/tasks", s.requireRole(RoleRead, s.handleListTasks))
+	mux.HandleFunc("GET /v1/tasks/{id}", s.requireRole(RoleRead, s.handleGetTask))
+	mux.HandleFunc("POST /v1/tasks/{id}/cancel", s.requireRole(RoleSubmit, s.handleCancel))
+	mux.HandleFunc("GET /v1/workers", s.requireRole(RoleRead, s.handleListWorkers))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -280,6 +280,14 @@ func (s *Server) readLoop(ss *session, c *connection) string {
 			if errors.As(err, &tagErr) {
 				return s.rejectMessage(ss, c, tagErr)
 			}
+			if errors.Is(err, websocket.ErrReadLimit) {
+				// The WebSocket library has already sent close code 1009
+				// (message too big), so no Reject can follow.
+				limit := s.cfg.Workers.MaxFrameBytes
+				ss.log.Warn("frame over the size limit; closing the connection",
+					"max_frame_bytes", limit, "remote_addr", c.remote)
+				return fmt.Sprintf("frame over workers.max_frame_bytes %d", limit)
+			}
 			if errors.Is(err, errMalformedFrame) {
 				ss.log.Warn("malformed frame; closing the connection", "error", err)
 				c.close(rejectFrame(rejectProtocolError, err.Error(), 0), "malformed frame")

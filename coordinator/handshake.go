@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -27,6 +28,9 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	if !slices.Contains(websocket.Subprotocols(r), protocol.Subprotocol) {
 		writeError(w, http.StatusBadRequest, "", fmt.Sprintf(
 			"missing WebSocket subprotocol %q; connect with a dtf worker of this version", protocol.Subprotocol))
+		return
+	}
+	if !s.allowConnection(w, r) {
 		return
 	}
 	if !s.startHandshake() {
@@ -92,8 +96,7 @@ func (s *Server) handshake(ws *websocket.Conn, remote string) (*session, *connec
 	}
 	frame, helloBytes, err := s.readHello(ws)
 	if err != nil {
-		log.Warn("handshake failed", "error", err)
-		rejectConn(ws, rejectFrame(rejectProtocolError, "send a hello frame first: "+err.Error(), 0))
+		rejectConn(ws, rejectFrame(rejectProtocolError, s.helloFailed(log, err), 0))
 		return nil, nil, nil
 	}
 	hello := frame.GetHello()
@@ -132,7 +135,7 @@ func (s *Server) handshake(ws *websocket.Conn, remote string) (*session, *connec
 	c.codec = protocol.Codec{
 		Compression:     welcome.Compression,
 		MaxFrameBytes:   s.cfg.Workers.MaxFrameBytes,
-		MaxDecodedBytes: s.cfg.Workers.MaxFrameBytes,
+		MaxDecodedBytes: s.cfg.Workers.DecodedLimit(),
 	}
 
 	// The keys are bound to the session id, so they are derived before the
@@ -178,6 +181,22 @@ func (s *Server) handshake(ws *websocket.Conn, remote string) (*session, *connec
 func (s *Server) readHello(ws *websocket.Conn) (*pb.Frame, []byte, error) {
 	_ = ws.SetReadDeadline(time.Now().Add(s.cfg.Workers.HandshakeTimeout))
 	return readMessage(ws, s.handshakeCodec())
+}
+
+// helloFailed logs a connection that sent no valid hello, at most once per
+// second with the count since the last line, and returns the message of
+// its Reject.
+func (s *Server) helloFailed(log hclog.Logger, err error) string {
+	msg := "send a hello frame first: " + err.Error()
+	var netErr interface{ Timeout() bool }
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		msg = fmt.Sprintf("no hello within workers.handshake_timeout %s; send a hello frame first",
+			s.cfg.Workers.HandshakeTimeout)
+	}
+	if n, first := s.handshakeFailLog.count(time.Now()); first {
+		log.Warn("handshake failed: no valid hello", "reason", msg, "failed_since_last_log", n)
+	}
+	return msg
 }
 
 // setKeys derives the connection's keys for sessionID and reports whether

@@ -1,47 +1,20 @@
 package coordinator
 
 import (
-	"fmt"
-	"maps"
-	"slices"
-	"strings"
-	"unicode"
+	"github.com/dtf-io/dtf/protocol"
 )
 
-// Bounds on worker labels, from a Hello, and on the labels a task
-// requires. The scheduler matches them in a store query with two
-// parameters per worker label, so their count must stay far below
-// SQLite's limit of 32766 parameters; 64 labels leave room for os, arch,
-// hardware and many free-form ones.
+// Bounds on worker and task labels; see protocol.CheckLabels.
 const (
-	maxLabels          = 64
-	maxLabelNameBytes  = 128
-	maxLabelValueBytes = 256
+	maxLabels          = protocol.MaxLabels
+	maxLabelNameBytes  = protocol.MaxLabelNameBytes
+	maxLabelValueBytes = protocol.MaxLabelValueBytes
 )
 
-// checkLabels returns why a set of labels is invalid, or "". A name must be
-// non-empty and free of '=', ',' and control characters, because the CLI
-// writes labels as name=value,name=value.
+// checkLabels returns why a set of labels is invalid, or "".
 func checkLabels(labels map[string]string) string {
-	if len(labels) > maxLabels {
-		return fmt.Sprintf("%d labels is over the limit of %d", len(labels), maxLabels)
-	}
-	for _, name := range slices.Sorted(maps.Keys(labels)) {
-		value := labels[name]
-		switch {
-		case name == "":
-			return "a label name is empty"
-		case len(name) > maxLabelNameBytes:
-			return fmt.Sprintf("label name %.20q... has %d bytes, over the limit of %d", name, len(name),
-				maxLabelNameBytes)
-		case strings.ContainsAny(name, "=,") || strings.IndexFunc(name, unicode.IsControl) >= 0:
-			return fmt.Sprintf("label name %q contains '=', ',' or a control character", name)
-		case len(value) > maxLabelValueBytes:
-			return fmt.Sprintf("value of label %q has %d bytes, over the limit of %d", name, len(value),
-				maxLabelValueBytes)
-		case strings.IndexFunc(value, unicode.IsControl) >= 0:
-			return fmt.Sprintf("value of label %q contains a control character", name)
-		}
+	if err := protocol.CheckLabels(labels); err != nil {
+		return err.Error()
 	}
 	return ""
 }

@@ -8,8 +8,11 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/dtf-io/dtf/coordinator/api"
 	"github.com/dtf-io/dtf/coordinator/store"
+	"github.com/dtf-io/dtf/protocol"
 	"github.com/dtf-io/dtf/protocol/pb"
 )
 
@@ -308,6 +311,10 @@ func (s *Server) sendAssign(ctx context.Context, ss *session, task *api.Task, ch
 		TimeoutMs:  task.TimeoutMS,
 		Checkpoint: assignCheckpoint(checkpoint),
 	}}}
+	if size, limit := proto.Size(assign)+frameOverhead, ss.maxFrameBytes(); size > limit {
+		s.failOversized(ctx, ss, task, size, limit)
+		return false
+	}
 	ss.markAssigned(task.ID, task.Attempt)
 	if !ss.enqueue(assign) {
 		s.loseAttempt(ctx, store.RunningAttempt{TaskID: task.ID, Attempt: task.Attempt, WorkerID: ss.workerID},
@@ -322,6 +329,42 @@ func (s *Server) sendAssign(ctx context.Context, ss *session, task *api.Task, ch
 		log.Info("task assigned", "type", task.Type)
 	}
 	return true
+}
+
+// frameOverhead bounds what a frame's encoding adds to its protobuf body:
+// the encoding byte, the sequence number and acknowledgement fields and a
+// message tag.
+const frameOverhead = 64
+
+// maxFrameBytes returns the largest frame the session's worker reads, as
+// its hello announced, or the protocol's default for a worker that did not
+// announce one.
+func (ss *session) maxFrameBytes() int {
+	if limit := ss.hello.GetMaxFrameBytes(); limit > 0 {
+		return int(limit)
+	}
+	return protocol.DefaultMaxFrameBytes
+}
+
+// failOversized ends a started attempt whose Assign is larger than its
+// worker reads, and with it the task. Sending it would make the worker
+// drop the connection, and every resume would replay the same frame, so
+// the worker would never be reachable again.
+func (s *Server) failOversized(ctx context.Context, ss *session, task *api.Task, size, limit int) {
+	message := fmt.Sprintf("the assignment is %d bytes, over worker %s's max_frame_bytes of %d; "+
+		"shrink the payload or raise max_frame_bytes in the worker's reconnection plugin config", size,
+		ss.workerID, limit)
+	ss.log.Warn("task failed: assignment too large for the worker", "task_id", task.ID, "attempt", task.Attempt,
+		"bytes", size, "max_frame_bytes", limit)
+	now := time.Now()
+	_, err := s.store.ApplyOutcome(ctx, store.Outcome{
+		TaskID: task.ID, Attempt: task.Attempt, WorkerID: ss.workerID,
+		Status: api.StateFailed, ExitCode: -1, Message: message, Started: now, Finished: now,
+	}, now)
+	if err != nil {
+		s.loseAttempt(ctx, store.RunningAttempt{TaskID: task.ID, Attempt: task.Attempt, WorkerID: ss.workerID},
+			"its assignment was too large for the worker, and failing the task failed: "+err.Error())
+	}
 }
 
 // queuedReason explains why a queued task is not running. It names the

@@ -7,6 +7,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -109,6 +110,12 @@ type Server struct {
 	pendingHandshakes atomic.Int64
 	overloadLog       logLimiter
 	upgradeRejectLog  logLimiter
+	// addressLimits limits new WebSocket connections per remote address.
+	addressLimits    addressLimiter
+	addressRejectLog logLimiter
+	// handshakeFailLog limits the warnings about connections that sent
+	// no valid hello, which a flood of such connections would repeat.
+	handshakeFailLog logLimiter
 
 	unknownFrames     atomic.Uint64
 	unexpectedFrames  atomic.Uint64
@@ -234,6 +241,16 @@ func New(cfg *config.Config, logger hclog.Logger) (*Server, error) {
 		}
 		return nil, fmt.Errorf("listen on %s: %w; %s", cfg.Listen, err, hint)
 	}
+	if cfg.TLS.Enabled() {
+		tlsConfig, err := serverTLSConfig(cfg.TLS)
+		if err != nil {
+			_ = listener.Close()
+			_ = st.Close()
+			lock.Close()
+			return nil, err
+		}
+		listener = tls.NewListener(listener, tlsConfig)
+	}
 
 	s := &Server{
 		cfg:            cfg,
@@ -271,6 +288,21 @@ func New(cfg *config.Config, logger hclog.Logger) (*Server, error) {
 	}
 	s.http = s.newHTTPServer()
 	return s, nil
+}
+
+// serverTLSConfig returns the listener's TLS settings: the configured
+// certificate, TLS 1.2 or later, and HTTP/1.1 only, because the WebSocket
+// upgrade of the worker endpoint needs it.
+func serverTLSConfig(t config.TLS) (*tls.Config, error) {
+	cert, err := t.Certificate(time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		NextProtos:   []string{"http/1.1"},
+	}, nil
 }
 
 // Addr returns the address the listener is bound to, such as
@@ -318,8 +350,12 @@ func (s *Server) Stats() Stats {
 // their workers to resume, and gives every worker the grace period to
 // return.
 func (s *Server) Run(ctx context.Context) error {
-	s.log.Info("coordinator listening", "addr", s.Addr(), "data_dir", s.cfg.DataDir,
-		"task_types", s.cfg.TaskTypes)
+	s.log.Info("coordinator listening", "addr", s.Addr(), "tls", s.cfg.TLS.Enabled(),
+		"api_auth", s.cfg.APIAuthMode(), "data_dir", s.cfg.DataDir, "task_types", s.cfg.TaskTypes)
+	if s.cfg.APIAuthMode() == config.APIAuthNone && !config.Loopback(s.cfg.Listen) {
+		s.log.Warn("the HTTP API on a non-loopback listener accepts requests without a token; " +
+			"set api { auth = \"token\" } and create tokens with dtf tokens create")
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(s.listener) }()
 

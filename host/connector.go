@@ -119,6 +119,7 @@ func (h *Host) runConnector(ctx context.Context, proc pluginProcess) error {
 		Token:       h.cfg.Coordinator.Token,
 		Secret:      h.cfg.Coordinator.Secret,
 		SecretFile:  h.cfg.Coordinator.SecretFile,
+		CaFile:      h.cfg.Coordinator.CAFile,
 		TaskTypes:   h.taskTypes(),
 		Slots:       uint32(h.cfg.Slots),
 		Labels:      h.cfg.Labels,

@@ -68,6 +68,9 @@ type Host struct {
 	// outboxWrites bounds the outcomes being encoded and written to the
 	// outbox at once (see complete).
 	outboxWrites chan struct{}
+	// executorUpWait is how long an attempt waits for its crashed
+	// executor plugin to run again (defaultExecutorUpWait).
+	executorUpWait time.Duration
 
 	executors []*executorPlugin
 	routes    map[string]*executorPlugin
@@ -160,6 +163,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Host, error) {
 		routes:         make(map[string]*executorPlugin),
 		slots:          make(chan struct{}, cfg.Slots),
 		outboxWrites:   make(chan struct{}, maxOutboxWrites),
+		executorUpWait: defaultExecutorUpWait,
 		sendTimeout:    defaultSendTimeout,
 		resendBase:     defaultResendBase,
 		resendCap:      defaultResendCap,

@@ -18,12 +18,13 @@ import (
 // Each executor plugin has a supervisor goroutine. It notices a crash, that
 // is a process that exited or a gRPC connection that broke, kills what is
 // left of the process, and launches a new one through a new go-plugin
-// client after a backoff. It never gives up. While the plugin is down, the
-// host rejects the assignments of its task types with a retryable failure,
-// so the coordinator hands them out again on a new attempt, on this worker
-// or another one. The host keeps announcing the types, because the
-// coordinator learns a worker's task types only from the hello of a new
-// session.
+// client after a backoff. It never gives up. An attempt of its task types
+// assigned while the plugin is down waits up to defaultExecutorUpWait for
+// the restart and then runs. Only when the wait ends first does it fail
+// with a retryable failure, so the coordinator hands the task out again on
+// a new attempt, on this worker or another one. The host keeps announcing
+// the types, because the coordinator learns a worker's task types only
+// from the hello of a new session.
 
 const (
 	// exitPollInterval is how often a supervisor checks whether its
@@ -83,6 +84,43 @@ func (e *executorPlugin) up(proc pluginProcess) {
 	e.launches++
 	e.started = time.Now()
 	e.down = ""
+	if e.upAgain != nil {
+		close(e.upAgain)
+		e.upAgain = nil
+	}
+}
+
+// defaultExecutorUpWait bounds how long an attempt whose executor plugin is being
+// restarted waits for it before it fails as retryable. A restart takes the
+// restart backoff, 500 ms by default and growing for a plugin that keeps
+// crashing, plus the plugin's start. Waiting spares the attempt, which
+// would otherwise count against max_attempts and, when the coordinator
+// hands the task to this worker again before the restart, fail once more.
+const defaultExecutorUpWait = 30 * time.Second
+
+// awaitUp waits until the plugin runs, up to limit or until ctx ends, and
+// reports whether it does.
+func (e *executorPlugin) awaitUp(ctx context.Context, limit time.Duration) bool {
+	e.mu.Lock()
+	if e.proc != nil {
+		e.mu.Unlock()
+		return true
+	}
+	if e.upAgain == nil {
+		e.upAgain = make(chan struct{})
+	}
+	upAgain := e.upAgain
+	e.mu.Unlock()
+
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	select {
+	case <-upAgain:
+		return true
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	return false
 }
 
 // downMessage returns why the plugin cannot take a task now, or "".
@@ -160,8 +198,10 @@ func checkProcess(ctx context.Context, proc pluginProcess, probe bool) string {
 	if err == nil || ctx.Err() != nil {
 		return ""
 	}
-	if proc.Exited() {
-		return proc.ExitStatus()
+	// A killed process breaks its connection a moment before go-plugin
+	// reports the exit, and the exit, such as "signal: killed", says more.
+	if exit := awaitExit(proc, exitAwait); exit != "still running" {
+		return exit
 	}
 	return fmt.Sprintf("gRPC connection lost: %v", err)
 }

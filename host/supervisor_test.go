@@ -61,7 +61,10 @@ func TestExecutorCrashFailsTaskRetryable(t *testing.T) {
 	assert.Contains(t, hs.logs.String(), "executor plugin restarted")
 }
 
-func TestExecutorDownRejectsTasks(t *testing.T) {
+// An attempt assigned while its executor plugin restarts waits for the
+// restart and runs on the same attempt, so one crash does not use up two
+// attempts.
+func TestExecutorDownTaskWaitsForRestart(t *testing.T) {
 	cfg := testConfig(t, "runner")
 	fastRestart(cfg)
 	hs, c := startRunner(t, cfg, &testExecutor{name: "r", types: []string{"echo"}})
@@ -72,24 +75,39 @@ func TestExecutorDownRejectsTasks(t *testing.T) {
 		waitFor, 10*time.Millisecond)
 
 	c.frame(t, assignFrame("t1", 1, "echo"))
-	rejected := expectFrame(t, c, "task_outcome").GetTaskOutcome()
-	assert.Equal(t, wirepb.Status_STATUS_FAILED, rejected.GetStatus())
-	assert.True(t, rejected.GetRetryable())
-	assert.False(t, rejected.GetReleased(), "a rejection counts as an attempt, so a broken executor "+
-		"cannot bounce a task forever")
-	assert.Contains(t, rejected.GetMessage(), "executor plugin runner is restarting")
-	assert.Contains(t, rejected.GetMessage(), "signal: killed")
 	require.Eventually(t, func() bool {
 		return strings.Count(hs.logs.String(), "executor plugin restart failed") >= 2
 	}, waitFor, 10*time.Millisecond, "the supervisor keeps trying")
+	assert.Contains(t, hs.logs.String(), "task waits for its executor plugin to restart")
 
 	hs.plugins.failExecutors.Store(false)
-	require.Eventually(t, func() bool { return hs.host.executors[0].downMessage() == "" },
-		waitFor, 10*time.Millisecond)
-	c.frame(t, assignFrame("t2", 1, "echo"))
 	outcome := expectFrame(t, c, "task_outcome").GetTaskOutcome()
-	assert.Equal(t, "t2", outcome.GetRef().GetTaskId())
+	assert.Equal(t, "t1", outcome.GetRef().GetTaskId())
+	assert.EqualValues(t, 1, outcome.GetRef().GetAttempt())
 	assert.Equal(t, wirepb.Status_STATUS_SUCCEEDED, outcome.GetStatus())
+}
+
+// An executor plugin that stays down longer than the wait fails the
+// waiting attempt as retryable; the failure counts as an attempt, so a
+// broken executor cannot hold a task forever.
+func TestExecutorDownTooLongFailsTask(t *testing.T) {
+	cfg := testConfig(t, "runner")
+	fastRestart(cfg)
+	hs, c := startRunner(t, cfg, &testExecutor{name: "r", types: []string{"echo"}})
+	hs.host.executorUpWait = 100 * time.Millisecond
+
+	hs.plugins.failExecutors.Store(true)
+	hs.plugins.processes("runner")[0].Kill()
+	require.Eventually(t, func() bool { return hs.host.executors[0].downMessage() != "" },
+		waitFor, 10*time.Millisecond)
+
+	c.frame(t, assignFrame("t1", 1, "echo"))
+	rejected := expectFrame(t, c, "task_outcome").GetTaskOutcome()
+	assert.Equal(t, wirepb.Status_STATUS_FAILED, rejected.GetStatus())
+	assert.True(t, rejected.GetRetryable())
+	assert.False(t, rejected.GetReleased())
+	assert.Contains(t, rejected.GetMessage(), "executor plugin runner is restarting")
+	assert.Contains(t, rejected.GetMessage(), "signal: killed")
 }
 
 func TestConnectorCrashResendsHeldOutcome(t *testing.T) {

@@ -36,6 +36,8 @@ type executorPlugin struct {
 	// exits maps the launch numbers of recent crashes to their exits.
 	down  string
 	exits map[uint64]string
+	// upAgain, while the plugin is down, is closed when it runs again.
+	upAgain chan struct{}
 }
 
 func (e *executorPlugin) current() pluginProcess {
@@ -105,12 +107,6 @@ func (h *Host) handleAssign(frame *wirepb.Frame) {
 			StartedUnixMs:  now,
 			FinishedUnixMs: now,
 		})
-		return
-	}
-
-	if down := ex.downMessage(); down != "" {
-		logger.Warn("rejecting task: its executor plugin is down", "plugin", ex.cfg.Name)
-		h.complete(ref, rejectedOutcome(ref, down, false))
 		return
 	}
 
@@ -219,6 +215,14 @@ func (h *Host) execute(
 		defer cancel()
 	}
 	client, err := ex.clientFor(task)
+	var down *executorDownError
+	if errors.As(err, &down) {
+		h.logger.Info("task waits for its executor plugin to restart", "task_id", task.ref.TaskID,
+			"attempt", task.ref.Attempt, "plugin", ex.cfg.Name, "max_wait", h.executorUpWait)
+		if ex.awaitUp(ctx, h.executorUpWait) {
+			client, err = ex.clientFor(task)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -29,6 +29,11 @@ import (
 // credentials command run PBKDF2, once per handshake and per credential.
 const ScramIterations = 4096
 
+// MaxScramIterations bounds the iteration count a worker accepts in a
+// challenge, so that a peer posing as the coordinator cannot keep it in
+// PBKDF2 for minutes. dtf creates credentials with ScramIterations.
+const MaxScramIterations = 100 * ScramIterations
+
 // SecretBytes is the number of random bytes in a worker secret.
 const SecretBytes = 32
 
@@ -170,6 +175,16 @@ func (h *ClientHandshake) ClientFirst() (string, error) {
 // client-final message for Proof. It also derives the ClientKey for the
 // session keys.
 func (h *ClientHandshake) Respond(serverFirst string) (string, error) {
+	// The count comes from a peer not yet authenticated, and PBKDF2 runs
+	// before the server signature can be checked. Every i= attribute is
+	// checked, because scramFields keeps only the last one.
+	for _, part := range strings.Split(serverFirst, ",") {
+		value, ok := strings.CutPrefix(part, "i=")
+		if n, err := strconv.Atoi(value); ok && (err != nil || n > MaxScramIterations) {
+			return "", fmt.Errorf("invalid SCRAM challenge from the coordinator: iteration count %q is not "+
+				"a number up to %d", value, MaxScramIterations)
+		}
+	}
 	clientFinal, err := h.conv.Step(serverFirst)
 	if err != nil {
 		return "", fmt.Errorf("invalid SCRAM challenge from the coordinator: %w", err)

@@ -3,6 +3,7 @@ package protocol
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -164,6 +165,28 @@ func TestScramWorkerRejectsImpostorCoordinator(t *testing.T) {
 
 	_, _, err = exchange(t, "worker-1", secret, impostor)
 	assert.ErrorIs(t, err, ErrAuthentication)
+}
+
+// A peer posing as the coordinator cannot make the worker run PBKDF2 for
+// minutes with a huge iteration count, which the worker would otherwise
+// compute before it can check the server's signature.
+func TestScramWorkerRejectsHugeIterationCount(t *testing.T) {
+	secret, verifier, err := NewCredential()
+	require.NoError(t, err)
+	client, err := NewClientHandshake("worker-1", secret)
+	require.NoError(t, err)
+	server, err := NewServerHandshake("worker-1", verifier)
+	require.NoError(t, err)
+	clientFirst, err := client.ClientFirst()
+	require.NoError(t, err)
+	serverFirst, err := server.Challenge(clientFirst)
+	require.NoError(t, err)
+
+	huge := strings.Replace(serverFirst, fmt.Sprintf("i=%d", verifier.Iterations), "i=1000000000", 1)
+	require.NotEqual(t, serverFirst, huge, "server-first %q has no iteration count", serverFirst)
+	_, err = client.Respond(huge)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "iteration count")
 }
 
 func TestCredentialIDOfRejectsMalformedSecrets(t *testing.T) {

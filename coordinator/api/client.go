@@ -72,6 +72,9 @@ type Client struct {
 	BaseURL string
 	// HTTP sends the requests; nil means a client with a 30 second timeout.
 	HTTP *http.Client
+	// Token is the API token sent as Authorization: Bearer, or empty to
+	// send none.
+	Token string
 }
 
 // NewClient returns a Client for the coordinator at addr. An address without
@@ -187,6 +190,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("build %s %s request: %w", method, path, err)
 	}
 	req.Header.Set("Accept", "application/json")
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -58,6 +58,14 @@ const (
 	DefaultMaxSessionsPerSecond = 500
 	DefaultSessionBurst         = 1000
 	DefaultMaxPendingHandshakes = 1024
+	// DefaultConnectionsPerSecondPerAddress and
+	// DefaultConnectionBurstPerAddress let one address hold at most about
+	// 300 pending handshakes within the default handshake_timeout (a burst
+	// of 100 plus 20 per second for 10s), under a third of
+	// max_pending_handshakes. A thousand workers behind one NAT address
+	// reconnect within about 45 seconds.
+	DefaultConnectionsPerSecondPerAddress = 20
+	DefaultConnectionBurstPerAddress      = 100
 )
 
 // DefaultTaskTypes are the task types of the executors shipped with dtf.
@@ -78,10 +86,15 @@ type Config struct {
 	// "127.0.0.1:7070", so a fresh install is not reachable from the network.
 	Listen string
 	// Insecure waives TLS on a listener that is not a loopback address.
-	// Default false. The listener serves plain HTTP and ws because TLS is
-	// not supported yet, so a non-loopback Listen requires Insecure: the
-	// operator accepts that tokens and payloads cross the network in clear.
+	// Default false. A non-loopback Listen requires TLS or Insecure, which
+	// states that the operator accepts that tokens and payloads cross the
+	// network in clear.
 	Insecure bool
+	// TLS is the listener's certificate; with it the listener serves https
+	// and wss only.
+	TLS TLS
+	// API holds the authentication of the HTTP API.
+	API API
 	// DataDir contains the SQLite store.
 	DataDir string
 	// LogLevel is one of trace, debug, info, warn, error.
@@ -142,6 +155,10 @@ type Workers struct {
 	HandshakeTimeout time.Duration
 	// MaxFrameBytes bounds one received WebSocket message.
 	MaxFrameBytes int
+	// MaxDecodedBytes bounds a received frame after DEFLATE decompression,
+	// so that a small compressed message cannot expand without limit. 0,
+	// the default, means MaxFrameBytes. Use DecodedLimit to read it.
+	MaxDecodedBytes int
 	// SendQueue is the number of unsequenced frames, such as heartbeat
 	// replies, queued for one connection; a worker that falls this far
 	// behind is disconnected.
@@ -165,6 +182,12 @@ type Workers struct {
 	// MaxPendingHandshakes bounds the connections upgraded but without a
 	// hello yet; over it an upgrade gets HTTP 503. Default 1024.
 	MaxPendingHandshakes int
+	// ConnectionsPerSecondPerAddress and ConnectionBurstPerAddress are the
+	// rate and the size of the token bucket for new WebSocket connections
+	// of each remote address, an IPv4 address or an IPv6 /64. Defaults 20
+	// and 100. An upgrade over the limit gets HTTP 429 with Retry-After.
+	ConnectionsPerSecondPerAddress int
+	ConnectionBurstPerAddress      int
 	// Compression enables DEFLATE on connections whose worker offers it;
 	// default true.
 	Compression bool
@@ -187,6 +210,8 @@ type fileConfig struct {
 	ShutdownTimeout  hcl.Expression `hcl:"shutdown_timeout,optional"`
 	ScheduleInterval hcl.Expression `hcl:"schedule_interval,optional"`
 	Workers          *fileWorkers   `hcl:"workers,block"`
+	TLS              *fileTLS       `hcl:"tls,block"`
+	API              *fileAPI       `hcl:"api,block"`
 
 	HTTPReadHeaderTimeout hcl.Expression `hcl:"http_read_header_timeout,optional"`
 	HTTPReadTimeout       hcl.Expression `hcl:"http_read_timeout,optional"`
@@ -210,6 +235,10 @@ type fileWorkers struct {
 	SessionBurst         hcl.Expression `hcl:"session_burst,optional"`
 	MaxPendingHandshakes hcl.Expression `hcl:"max_pending_handshakes,optional"`
 	Compression          *bool          `hcl:"compression,optional"`
+
+	ConnectionsPerSecondPerAddress hcl.Expression `hcl:"connections_per_second_per_address,optional"`
+	ConnectionBurstPerAddress      hcl.Expression `hcl:"connection_burst_per_address,optional"`
+	MaxDecodedBytes                hcl.Expression `hcl:"max_decoded_bytes,optional"`
 }
 
 // Default returns a configuration with every default filled, listening on
@@ -247,6 +276,9 @@ func Default(listen, dataDir string) *Config {
 			SessionBurst:         DefaultSessionBurst,
 			MaxPendingHandshakes: DefaultMaxPendingHandshakes,
 			Compression:          true,
+
+			ConnectionsPerSecondPerAddress: DefaultConnectionsPerSecondPerAddress,
+			ConnectionBurstPerAddress:      DefaultConnectionBurstPerAddress,
 		},
 	}
 }
@@ -326,6 +358,8 @@ func (raw *fileConfig) resolve(dir string) (*Config, hcl.Diagnostics) {
 		resolveSessions(w, dst, &diags)
 	}
 
+	raw.resolveTLS(dir, cfg)
+
 	if !filepath.IsAbs(cfg.DataDir) {
 		cfg.DataDir = filepath.Join(dir, cfg.DataDir)
 	}
@@ -358,6 +392,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, positive("schedule_interval", c.ScheduleInterval))
 	errs = append(errs, checkCount("max_body_bytes", c.MaxBodyBytes))
 	errs = append(errs, validateHTTP(c)...)
+	errs = append(errs, validateTLS(c)...)
 	errs = append(errs, validateRetries(c)...)
 
 	w := c.Workers
@@ -408,6 +443,11 @@ func resolveSessions(w *fileWorkers, dst *Workers, diags *hcl.Diagnostics) {
 	*diags = append(*diags, decodeCount(w.SessionBurst, "workers.session_burst", &dst.SessionBurst)...)
 	*diags = append(*diags, decodeCount(w.MaxPendingHandshakes, "workers.max_pending_handshakes",
 		&dst.MaxPendingHandshakes)...)
+	*diags = append(*diags, decodeCount(w.ConnectionsPerSecondPerAddress,
+		"workers.connections_per_second_per_address", &dst.ConnectionsPerSecondPerAddress)...)
+	*diags = append(*diags, decodeCount(w.ConnectionBurstPerAddress, "workers.connection_burst_per_address",
+		&dst.ConnectionBurstPerAddress)...)
+	*diags = append(*diags, decodeCount(w.MaxDecodedBytes, "workers.max_decoded_bytes", &dst.MaxDecodedBytes)...)
 	if w.Compression != nil {
 		dst.Compression = *w.Compression
 	}
@@ -421,6 +461,8 @@ func validateSessions(w Workers) []error {
 		checkCount("workers.max_sessions_per_second", w.MaxSessionsPerSecond),
 		checkCount("workers.session_burst", w.SessionBurst),
 		checkCount("workers.max_pending_handshakes", w.MaxPendingHandshakes),
+		checkCount("workers.connections_per_second_per_address", w.ConnectionsPerSecondPerAddress),
+		checkCount("workers.connection_burst_per_address", w.ConnectionBurstPerAddress),
 	}
 	// replay_bytes must hold one frame of the largest size. When
 	// max_frame_bytes itself is out of range, only that is reported, so the
@@ -434,6 +476,7 @@ func validateSessions(w Workers) []error {
 			"raise replay_bytes to at least %d or lower max_frame_bytes", w.ReplayBytes, w.MaxFrameBytes,
 			w.MaxFrameBytes))
 	}
+	errs = append(errs, validateDecodedLimit(w))
 	if w.SessionTTL < 0 {
 		errs = append(errs, fmt.Errorf("workers.session_ttl %s is negative; use 0 to disable resume", w.SessionTTL))
 	}
@@ -466,16 +509,16 @@ func validateTaskTypes(types []string) []error {
 }
 
 // validatePublicListen checks a listener that other machines can reach:
-// without TLS it needs the explicit insecure waiver, which also allows the
-// shared workers.token. Without a token, every worker on such a listener
-// must authenticate with a credential of its own.
+// without TLS it needs the explicit insecure waiver. Without a token, every
+// worker on such a listener must authenticate with a credential of its
+// own.
 func validatePublicListen(c *Config) []error {
-	if c.Insecure {
+	if c.Insecure || c.TLS.Enabled() {
 		return nil
 	}
-	msg := fmt.Sprintf("listen %q is not a loopback address and the coordinator does not "+
-		"support TLS yet; set insecure = true to accept unencrypted traffic, or listen on 127.0.0.1:%s",
-		c.Listen, port(c.Listen))
+	msg := fmt.Sprintf("listen %q is not a loopback address and has no TLS; add a tls block with "+
+		"cert_file and key_file to serve https and wss, or set insecure = true to accept unencrypted "+
+		"traffic, or listen on 127.0.0.1:%s", c.Listen, port(c.Listen))
 	if c.Workers.Token != "" {
 		msg += "; workers.token is sent in clear and its sessions carry no message tags, so prefer " +
 			"worker credentials (dtf credentials create)"
@@ -514,6 +557,11 @@ func positive(name string, d time.Duration) error {
 		return fmt.Errorf("%s %s must be positive", name, d)
 	}
 	return nil
+}
+
+// Loopback reports whether a host:port listens on a loopback address only.
+func Loopback(hostport string) bool {
+	return loopback(hostport)
 }
 
 // loopback reports whether a host:port listens on a loopback address only.

@@ -44,6 +44,10 @@ const (
 	// handshake holds a socket, a goroutine and a read buffer until
 	// handshake_timeout.
 	maxPendingHandshakesLimit = 1 << 16
+	// maxAddressRate bounds connections_per_second_per_address and
+	// connection_burst_per_address. A higher rate from one address is no
+	// longer a limit, because max_pending_handshakes stops it first.
+	maxAddressRate = 100_000
 )
 
 // countRange is the allowed range of a whole-number setting and its
@@ -65,6 +69,12 @@ var countRanges = map[string]countRange{
 	"workers.max_sessions_per_second": {1, maxSessionRate, DefaultMaxSessionsPerSecond},
 	"workers.session_burst":           {1, maxSessionRate, DefaultSessionBurst},
 	"workers.max_pending_handshakes":  {1, maxPendingHandshakesLimit, DefaultMaxPendingHandshakes},
+
+	"workers.connections_per_second_per_address": {1, maxAddressRate, DefaultConnectionsPerSecondPerAddress},
+	"workers.connection_burst_per_address":       {1, maxAddressRate, DefaultConnectionBurstPerAddress},
+	// 0 means max_frame_bytes; validateDecodedLimit rejects other values
+	// below it.
+	"workers.max_decoded_bytes": {0, maxFrameBytesLimit, 0},
 }
 
 // countError returns the message for a count setting outside its range.
@@ -157,4 +167,30 @@ func formatDuration(d time.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// validateDecodedLimit checks workers.max_decoded_bytes. A limit below
+// max_frame_bytes would reject a compressed frame that the same frame sent
+// uncompressed would pass.
+func validateDecodedLimit(w Workers) error {
+	if w.MaxDecodedBytes == 0 {
+		return nil
+	}
+	if err := checkCount("workers.max_decoded_bytes", w.MaxDecodedBytes); err != nil {
+		return err
+	}
+	if w.MaxDecodedBytes < w.MaxFrameBytes {
+		return fmt.Errorf("workers.max_decoded_bytes %d is smaller than workers.max_frame_bytes %d; "+
+			"use 0 for the same limit or at least %d", w.MaxDecodedBytes, w.MaxFrameBytes, w.MaxFrameBytes)
+	}
+	return nil
+}
+
+// DecodedLimit returns the bound of a frame after decompression:
+// MaxDecodedBytes, or MaxFrameBytes when that is 0.
+func (w Workers) DecodedLimit() int {
+	if w.MaxDecodedBytes == 0 {
+		return w.MaxFrameBytes
+	}
+	return w.MaxDecodedBytes
 }

@@ -194,6 +194,7 @@ type SavedSession struct {
 type Store interface {
 	CheckpointStore
 	CredentialStore
+	TokenStore
 
 	// CreateTasks inserts queued tasks in one transaction, in order.
 	CreateTasks(ctx context.Context, tasks []NewTask, now time.Time) error

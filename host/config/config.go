@@ -91,6 +91,10 @@ type Coordinator struct {
 	// logged and never reaches an executor plugin.
 	Secret     string
 	SecretFile string
+	// CAFile is the absolute path of a PEM file of CA certificates. With
+	// it, a wss:// coordinator's certificate must chain to one of them
+	// instead of to the system roots. Empty uses the system roots.
+	CAFile string
 }
 
 // Plugin is one plugin block.
@@ -238,6 +242,7 @@ func decode(body hcl.Body, dir string) (*Config, hcl.Diagnostics) {
 		cfg.Coordinator.Token = *raw.Coordinator.Token
 	}
 	diags = append(diags, decodeSecret(raw.Coordinator, dir, &cfg.Coordinator)...)
+	diags = append(diags, decodeCAFile(raw.Coordinator, dir, &cfg.Coordinator)...)
 	diags = append(diags, checkTop(&raw, cfg)...)
 	var timeoutDiags hcl.Diagnostics
 	cfg.ShutdownTimeout, timeoutDiags = parseDuration(raw.ShutdownTimeout, raw.ShutdownTimeoutRange,
@@ -301,6 +306,10 @@ func checkTop(raw *fileSchema, cfg *Config) hcl.Diagnostics {
 	if strings.TrimSpace(raw.Coordinator.WorkerID) == "" {
 		diags = append(diags, errorAt(raw.Coordinator.WorkerIDRange, "Invalid worker_id",
 			"worker_id must not be empty; the coordinator identifies the worker by it."))
+	}
+	if err := protocol.CheckLabels(raw.Labels); err != nil {
+		diags = append(diags, errorAt(raw.LabelsRange, "Invalid labels",
+			err.Error()+"; the coordinator turns away a worker with such labels."))
 	}
 	return diags
 }

@@ -131,6 +131,8 @@ func TestLoadErrors(t *testing.T) {
 		{"bad duration", replace(`start_timeout = "10s"`, `start_timeout = "soon"`),
 			[]string{"worker.hcl:14:19", "is not a duration"}},
 		{"zero slots", replace(`slots     = 2`, `slots     = 0`), []string{"worker.hcl:3:13", "slots 0 is too small; use 1 to 1024"}},
+		{"label name with =", replace(`labels    = { os = "linux" }`, `labels    = { "a=b" = "c" }`),
+			[]string{"worker.hcl:", "Invalid labels", `label name "a=b" contains '='`}},
 		{"too many slots", replace(`slots     = 2`, `slots     = 1000000000`),
 			[]string{"worker.hcl:3:13: Invalid slots", "slots 1000000000 is too large; use 1 to 1024"}},
 		{"slots beyond int64", replace(`slots     = 2`, `slots     = 1e30`),

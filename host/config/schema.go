@@ -13,6 +13,7 @@ type fileSchema struct {
 	LogLevel             *string           `hcl:"log_level,optional"`
 	LogLevelRange        hcl.Range         `hcl:"log_level,attr_value_range"`
 	Labels               map[string]string `hcl:"labels,optional"`
+	LabelsRange          hcl.Range         `hcl:"labels,attr_value_range"`
 	ShutdownTimeout      *string           `hcl:"shutdown_timeout,optional"`
 	ShutdownTimeoutRange hcl.Range         `hcl:"shutdown_timeout,attr_value_range"`
 	DrainTimeout         *string           `hcl:"drain_timeout,optional"`
@@ -35,6 +36,8 @@ type coordinatorBlock struct {
 	SecretRange   hcl.Range `hcl:"secret,attr_value_range"`
 	SecretFile    *string   `hcl:"secret_file,optional"`
 	SecretFileRng hcl.Range `hcl:"secret_file,attr_value_range"`
+	CAFile        *string   `hcl:"ca_file,optional"`
+	CAFileRange   hcl.Range `hcl:"ca_file,attr_value_range"`
 }
 
 type pluginBlock struct {

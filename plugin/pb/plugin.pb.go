@@ -824,8 +824,12 @@ type ConnectorConfig struct {
 	// secret_file is the path of a file that contains it, which the plugin
 	// reads again before every handshake, so that a rotated secret is used
 	// without a restart. At most one of them is set.
-	Secret        string `protobuf:"bytes,9,opt,name=secret,proto3" json:"secret,omitempty"`
-	SecretFile    string `protobuf:"bytes,10,opt,name=secret_file,json=secretFile,proto3" json:"secret_file,omitempty"`
+	Secret     string `protobuf:"bytes,9,opt,name=secret,proto3" json:"secret,omitempty"`
+	SecretFile string `protobuf:"bytes,10,opt,name=secret_file,json=secretFile,proto3" json:"secret_file,omitempty"`
+	// ca_file is the absolute path of a PEM file with the CA certificates
+	// that a wss:// coordinator's certificate must chain to, in place of the
+	// system roots; empty uses the system roots.
+	CaFile        string `protobuf:"bytes,11,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -926,6 +930,13 @@ func (x *ConnectorConfig) GetSecret() string {
 func (x *ConnectorConfig) GetSecretFile() string {
 	if x != nil {
 		return x.SecretFile
+	}
+	return ""
+}
+
+func (x *ConnectorConfig) GetCaFile() string {
+	if x != nil {
+		return x.CaFile
 	}
 	return ""
 }
@@ -1360,7 +1371,7 @@ const file_plugin_pb_plugin_proto_rawDesc = "" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x16\n" +
 	"\x06output\x18\x04 \x01(\fR\x06output\x12\x1f\n" +
 	"\vresult_json\x18\x05 \x01(\fR\n" +
-	"resultJson\"\x87\x03\n" +
+	"resultJson\"\xa0\x03\n" +
 	"\x0fConnectorConfig\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x14\n" +
@@ -1375,7 +1386,8 @@ const file_plugin_pb_plugin_proto_rawDesc = "" +
 	"\x06secret\x18\t \x01(\tR\x06secret\x12\x1f\n" +
 	"\vsecret_file\x18\n" +
 	" \x01(\tR\n" +
-	"secretFile\x1a9\n" +
+	"secretFile\x12\x17\n" +
+	"\aca_file\x18\v \x01(\tR\x06caFile\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"#\n" +

@@ -524,8 +524,12 @@ type Hello struct {
 	// answers with Challenge.
 	CredentialId     string `protobuf:"bytes,10,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
 	ScramClientFirst string `protobuf:"bytes,11,opt,name=scram_client_first,json=scramClientFirst,proto3" json:"scram_client_first,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// max_frame_bytes is the largest message the worker reads, before and
+	// after decompression; the coordinator sends it no larger frame. 0 means
+	// the protocol's default of 4 MiB.
+	MaxFrameBytes uint32 `protobuf:"varint,12,opt,name=max_frame_bytes,json=maxFrameBytes,proto3" json:"max_frame_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -633,6 +637,13 @@ func (x *Hello) GetScramClientFirst() string {
 		return x.ScramClientFirst
 	}
 	return ""
+}
+
+func (x *Hello) GetMaxFrameBytes() uint32 {
+	if x != nil {
+		return x.MaxFrameBytes
+	}
+	return 0
 }
 
 // Challenge is the coordinator's SCRAM server-first message: the combined
@@ -1815,7 +1826,7 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"checkpoint\x12C\n" +
 	"\x0echeckpoint_ack\x18\x1d \x01(\v2\x1a.dtf.wire.v1.CheckpointAckH\x00R\rcheckpointAck\x123\n" +
 	"\bdraining\x18\x1e \x01(\v2\x15.dtf.wire.v1.DrainingH\x00R\bdrainingB\x06\n" +
-	"\x04body\"\xc0\x03\n" +
+	"\x04body\"\xe8\x03\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12\x1d\n" +
@@ -1830,7 +1841,8 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"\vcompression\x18\t \x03(\tR\vcompression\x12#\n" +
 	"\rcredential_id\x18\n" +
 	" \x01(\tR\fcredentialId\x12,\n" +
-	"\x12scram_client_first\x18\v \x01(\tR\x10scramClientFirst\x1a9\n" +
+	"\x12scram_client_first\x18\v \x01(\tR\x10scramClientFirst\x12&\n" +
+	"\x0fmax_frame_bytes\x18\f \x01(\rR\rmaxFrameBytes\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"9\n" +

@@ -163,6 +163,9 @@ type CoordinatorConfig struct {
 	SessionTTL time.Duration
 	// TaskTypes defaults to command and gotest.
 	TaskTypes []string
+	// Extra is HCL appended to the file as is, such as a tls or an api
+	// block.
+	Extra string
 }
 
 // WriteCoordinatorConfig writes an HCL coordinator config to path.
@@ -183,7 +186,7 @@ workers {
 %s}
 `, c.Listen, c.DataDir, quoteList(c.TaskTypes), c.Token, c.HeartbeatInterval, c.HeartbeatTimeout, c.ReassignAfter,
 		sessionTTLLine(c.SessionTTL))
-	return os.WriteFile(path, []byte(text), 0o644)
+	return os.WriteFile(path, []byte(text+c.Extra), 0o644)
 }
 
 func sessionTTLLine(ttl time.Duration) string {
@@ -221,6 +224,9 @@ type WorkerConfig struct {
 	// SecretEnv, when set, makes the worker read its credential's secret
 	// from this environment variable of the worker process instead.
 	SecretEnv string
+	// CAFile, when set, is the coordinator block's ca_file: the PEM CA
+	// that a wss:// coordinator's certificate must chain to.
+	CAFile string
 }
 
 // WriteWorkerConfig writes an HCL worker config to path.
@@ -269,9 +275,15 @@ plugin "gotest" {
 	return os.WriteFile(path, []byte(text), 0o644)
 }
 
-// credentialLine returns the coordinator block's line with the worker's
-// secret file, or with the shared token when it has none.
+// credentialLine returns the coordinator block's lines with the ca_file,
+// if any, and the worker's secret file, or the shared token when it has
+// none.
 func credentialLine(c WorkerConfig) string {
+	if c.CAFile != "" {
+		line := fmt.Sprintf("  ca_file   = %q\n", c.CAFile)
+		c.CAFile = ""
+		return line + credentialLine(c)
+	}
 	if c.SecretFile != "" {
 		return fmt.Sprintf("  secret_file = %q\n", c.SecretFile)
 	}

@@ -2,6 +2,7 @@ package connector
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -142,8 +143,13 @@ type Config struct {
 	// secret is used without a restart. With either, the worker
 	// authenticates with SCRAM and every message is tagged. Neither is
 	// ever logged.
-	Secret      string
-	SecretFile  string
+	Secret     string
+	SecretFile string
+	// CAFile is the PEM file of the CA certificates that a wss://
+	// coordinator's certificate must chain to; empty uses the system
+	// roots. TLS holds the settings built from it.
+	CAFile      string
+	TLS         *tls.Config
 	TaskTypes   []string
 	Slots       uint32
 	Labels      map[string]string
@@ -245,6 +251,7 @@ func ParseConfig(in *pb.ConnectorConfig) (*Config, error) {
 		Token:             in.GetToken(),
 		Secret:            in.GetSecret(),
 		SecretFile:        in.GetSecretFile(),
+		CAFile:            in.GetCaFile(),
 		TaskTypes:         in.GetTaskTypes(),
 		Slots:             in.GetSlots(),
 		Labels:            in.GetLabels(),
@@ -270,6 +277,9 @@ func ParseConfig(in *pb.ConnectorConfig) (*Config, error) {
 			Cooldown:         DefaultCircuitCooldown,
 		},
 		Compression: true,
+	}
+	if cfg.TLS, err = clientTLSConfig(cfg.CAFile); err != nil {
+		return nil, err
 	}
 	if err := cfg.checkSecret(); err != nil {
 		return nil, err

@@ -161,6 +161,7 @@ func dialSession(ctx context.Context, cfg *Config, log hclog.Logger, hooks sessi
 		},
 		HandshakeTimeout: cfg.DialTimeout,
 		Subprotocols:     []string{protocol.Subprotocol},
+		TLSClientConfig:  cfg.TLS,
 	}
 	dialCtx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
@@ -172,6 +173,9 @@ func dialSession(ctx context.Context, cfg *Config, log hclog.Logger, hooks sessi
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			return nil, fmt.Errorf("dial %s: %w (HTTP status %d)", cfg.URL, err, resp.StatusCode)
+		}
+		if hint := certificateHint(cfg, err); hint != "" {
+			return nil, fmt.Errorf("dial %s: %w; %s", cfg.URL, err, hint)
 		}
 		return nil, fmt.Errorf("dial %s: %w", cfg.URL, err)
 	}
@@ -229,6 +233,7 @@ func (s *session) open(ctx context.Context, pluginVersion string) error {
 		Labels:        s.cfg.Labels,
 		HostVersion:   s.cfg.HostVersion,
 		PluginVersion: pluginVersion,
+		MaxFrameBytes: uint32(s.cfg.MaxFrameBytes),
 	}}}
 	if s.cfg.Compression {
 		hello.GetHello().Compression = []string{protocol.CompressionDeflate}
