@@ -65,10 +65,9 @@ func TestAPITokenRoles(t *testing.T) {
 	read := createToken(t, ts, RoleRead, nil)
 	submitToken := createToken(t, ts, RoleSubmit, nil)
 	expired := createToken(t, ts, RoleSubmit, func(r *store.APIToken) { r.Expires = time.Now().Add(-time.Minute) })
-	revoked := createToken(t, ts, RoleSubmit, nil)
-	tokens, err := ts.store.ListAPITokens(context.Background())
-	require.NoError(t, err)
-	require.NoError(t, ts.store.RevokeAPIToken(context.Background(), tokens[len(tokens)-1].ID, time.Now()))
+	var revokedID string
+	revoked := createToken(t, ts, RoleSubmit, func(r *store.APIToken) { revokedID = r.ID })
+	require.NoError(t, ts.store.RevokeAPIToken(context.Background(), revokedID, time.Now()))
 
 	// One task to get and cancel, submitted with the submit token.
 	status, _ := doWithToken(t, "POST", ts.url+"/v1/tasks", submitToken,

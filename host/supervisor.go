@@ -199,7 +199,8 @@ func checkProcess(ctx context.Context, proc pluginProcess, probe bool) string {
 		return ""
 	}
 	// A killed process breaks its connection a moment before go-plugin
-	// reports the exit, and the exit, such as "signal: killed", says more.
+	// reports the exit, and the exit status, such as "signal: killed", is
+	// the more useful message.
 	if exit := awaitExit(proc, exitAwait); exit != "still running" {
 		return exit
 	}
