@@ -78,7 +78,9 @@ func TestExecutorDownTaskWaitsForRestart(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return strings.Count(hs.logs.String(), "executor plugin restart failed") >= 2
 	}, waitFor, 10*time.Millisecond, "the supervisor keeps trying")
-	assert.Contains(t, hs.logs.String(), "task waits for its executor plugin to restart")
+	require.Eventually(t, func() bool {
+		return strings.Contains(hs.logs.String(), "task waits for its executor plugin to restart")
+	}, waitFor, 10*time.Millisecond)
 
 	hs.plugins.failExecutors.Store(false)
 	outcome := expectFrame(t, c, "task_outcome").GetTaskOutcome()
