@@ -177,6 +177,16 @@ func (a *App) rotateCredential(ctx context.Context, st *store.SQLite, flags cred
 		return a.errorf("-grace %s is negative; give a duration such as 1h, or 0 to end the old "+
 			"credentials at once", *flags.grace)
 	}
+	// A mistyped worker_id would otherwise get a first credential and a
+	// success message while the credential to replace stays active.
+	active, err := st.ActiveCredentials(ctx, *flags.worker, a.now())
+	if err != nil {
+		return a.errorf("%v", err)
+	}
+	if len(active) == 0 {
+		return a.errorf("worker %q has no active credential to rotate; check the worker_id with "+
+			"dtf credentials list -config FILE, or create a first one with dtf credentials create", *flags.worker)
+	}
 	newest, code := a.createCredential(ctx, st, flags)
 	if code != ExitOK {
 		return code

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -44,6 +45,9 @@ var _ Store = (*SQLite)(nil)
 // OpenSQLite opens or creates the store at path and applies the embedded
 // migrations that the file does not have yet.
 func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
+	if err := restrictMode(path); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
 	write, err := openDB(path, true)
 	if err != nil {
 		return nil, err
@@ -70,6 +74,37 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		writer: newWriter(write),
 		reader: &readDB{db: read, stmts: newStmtCache(read)},
 	}, nil
+}
+
+// storeFileMode is the mode of the store file. The store holds the
+// verifiers of worker credentials and the hashes of API tokens, so only
+// its owner may read it. SQLite gives the -wal and -shm files that it
+// creates next to the store the store's mode.
+const storeFileMode = 0o600
+
+// restrictMode creates the store file with storeFileMode, or takes the
+// group and other permissions away from an existing one. A file that the
+// process may not change keeps its mode; opening it then fails or works
+// as it would have.
+func restrictMode(path string) error {
+	info, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, storeFileMode)
+		if errors.Is(err, os.ErrExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return f.Close()
+	}
+	if err != nil {
+		return err
+	}
+	if info.Mode().Perm()&0o077 != 0 {
+		_ = os.Chmod(path, info.Mode().Perm()&^0o077)
+	}
+	return nil
 }
 
 // probeWrite runs a write that changes nothing. SQLite opens a file it may

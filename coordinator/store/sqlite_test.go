@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -369,4 +370,30 @@ func TestWriteProbeFailsOnReadOnlyStore(t *testing.T) {
 	err = probeWrite(ctx, ro)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "readonly")
+}
+
+// The store holds credential verifiers and token hashes, so a new store
+// file and its WAL are readable by their owner only, and an existing file
+// that others could read loses those permissions.
+func TestStoreFileReadableByOwnerOnly(t *testing.T) {
+	dir := t.TempDir()
+	fresh := filepath.Join(dir, "fresh.db")
+	s, err := OpenSQLite(context.Background(), fresh)
+	require.NoError(t, err)
+	require.NoError(t, s.SaveSessions(context.Background(), nil))
+	for _, path := range []string{fresh, fresh + "-wal"} {
+		info, err := os.Stat(path)
+		require.NoError(t, err)
+		assert.Equal(t, os.FileMode(0o600), info.Mode().Perm(), path)
+	}
+	require.NoError(t, s.Close())
+
+	open := filepath.Join(dir, "open.db")
+	require.NoError(t, os.WriteFile(open, nil, 0o644))
+	s, err = OpenSQLite(context.Background(), open)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	info, err := os.Stat(open)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), info.Mode().Perm())
 }
