@@ -144,7 +144,11 @@ func TestFrameOverLimitClosesConnection(t *testing.T) {
 	big, err := protocol.Encode(outcome)
 	require.NoError(t, err)
 	require.Greater(t, len(big), cfg.Workers.MaxFrameBytes+protocol.TagSize)
-	require.NoError(t, conn.WriteMessage(websocket.BinaryMessage, big))
+	// The coordinator stops reading at the frame's header and closes the
+	// connection with the rest of the frame unread, so the kernel may
+	// answer with a reset that overtakes the close message, and the write
+	// itself may fail with it.
+	writeErr := conn.WriteMessage(websocket.BinaryMessage, big)
 
 	var readErr error
 	for range 100 {
@@ -152,9 +156,13 @@ func TestFrameOverLimitClosesConnection(t *testing.T) {
 			break
 		}
 	}
+	require.Error(t, readErr, "the coordinator closes the connection")
 	var closeErr *websocket.CloseError
-	require.ErrorAs(t, readErr, &closeErr, "the coordinator closes the connection")
-	assert.Equal(t, websocket.CloseMessageTooBig, closeErr.Code)
+	if errors.As(readErr, &closeErr) {
+		assert.Equal(t, websocket.CloseMessageTooBig, closeErr.Code)
+	} else {
+		t.Logf("connection reset before the close message arrived: write %v, read %v", writeErr, readErr)
+	}
 
 	other, _ := connectSynced(t, ts, "other", []string{"command"})
 	task := submit(t, ts, commandSpec()).Tasks[0]
