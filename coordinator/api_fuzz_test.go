@@ -5,18 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dtf-io/dtf/coordinator/api"
 	"github.com/dtf-io/dtf/coordinator/config"
+
+	"github.com/dtf-io/dtf/internal/fuzzcorpus"
 )
 
 // updateFuzzCorpus rewrites the seed corpora under testdata/fuzz:
@@ -187,10 +186,10 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	if !*updateFuzzCorpus {
 		t.Skip("run with -update-fuzz-corpus to rewrite testdata/fuzz")
 	}
-	var decode, apiSeeds []string
+	var decode, apiSeeds [][]any
 	for _, seed := range submitSeeds {
-		decode = append(decode, fmt.Sprintf("[]byte(%q)\n", seed))
-		apiSeeds = append(apiSeeds, fmt.Sprintf("uint8(%d)\nstring(\"\")\n[]byte(%q)\n", fuzzRouteSubmit, seed))
+		decode = append(decode, []any{[]byte(seed)})
+		apiSeeds = append(apiSeeds, []any{uint8(fuzzRouteSubmit), "", []byte(seed)})
 	}
 	for _, query := range []struct {
 		route uint8
@@ -206,34 +205,8 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		{fuzzRouteCancel, "", "{}"},
 		{fuzzRouteWorkers, "", ""},
 	} {
-		apiSeeds = append(apiSeeds, fmt.Sprintf("uint8(%d)\nstring(%q)\n[]byte(%q)\n", query.route, query.text, query.body))
+		apiSeeds = append(apiSeeds, []any{query.route, query.text, []byte(query.body)})
 	}
-	writeCorpus(t, "FuzzDecodeSubmit", decode)
-	writeCorpus(t, "FuzzAPI", apiSeeds)
-}
-
-// writeCorpus replaces the seed files of testdata/fuzz/<target> with one
-// file per entry.
-func writeCorpus(t *testing.T, target string, entries []string) {
-	t.Helper()
-	dir := filepath.Join("testdata", "fuzz", target)
-	// Inputs that the fuzzer found are kept: only the generated seeds go.
-	old, err := filepath.Glob(filepath.Join(dir, "seed-*"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range old {
-		if err := os.Remove(name); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for i, entry := range entries {
-		name := filepath.Join(dir, fmt.Sprintf("seed-%02d", i))
-		if err := os.WriteFile(name, []byte("go test fuzz v1\n"+entry), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fuzzcorpus.Write(t, "FuzzDecodeSubmit", decode...)
+	fuzzcorpus.Write(t, "FuzzAPI", apiSeeds...)
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/dtf-io/dtf/internal/fuzzcorpus"
 )
 
 // The fuzz targets of the SCRAM handshake use one fixed credential, so
@@ -296,7 +298,7 @@ func TestWriteAuthFuzzCorpus(t *testing.T) {
 	}
 	salt := base64.StdEncoding.EncodeToString(fuzzSalt)
 	proof := base64.StdEncoding.EncodeToString(make([]byte, sha256.Size))
-	writeCorpus(t, "FuzzServerHandshake",
+	fuzzcorpus.Write(t, "FuzzServerHandshake",
 		[]any{"n,,n=w-fuzz,r=abcdefghijklmnop", "c=biws,r=abcdefghijklmnopXYZ,p=" + proof, uint16(0), uint16(0)},
 		[]any{"n,,n=other,r=abc", "c=biws,r=abc,p=" + proof, uint16(7), uint16(1)},
 		[]any{"y,,n=w-fuzz,r=abc", "c=eSws,r=abc,p=AAAA", uint16(60), uint16(0x20)},
@@ -304,7 +306,7 @@ func TestWriteAuthFuzzCorpus(t *testing.T) {
 		[]any{"n,,n=w=2Cfuzz,r=" + strings.Repeat("r", 200), "c=biws", uint16(3), uint16(4)},
 		[]any{"", "", uint16(0), uint16(0)},
 	)
-	writeCorpus(t, "FuzzClientHandshake",
+	fuzzcorpus.Write(t, "FuzzClientHandshake",
 		[]any{"r={nonce}srv,s=" + salt + ",i=4096", "{signature}", uint16(0), uint16(0)},
 		[]any{"r={nonce}srv,s=" + salt + ",i=4096", "{signature}", uint16(10), uint16(1)},
 		[]any{"r={nonce}srv,s=" + salt + ",i=4096", "{signature},e=extra", uint16(0), uint16(0)},
@@ -314,7 +316,7 @@ func TestWriteAuthFuzzCorpus(t *testing.T) {
 		[]any{"r={nonce}srv,s=***,i=4096", "{signature}", uint16(0), uint16(0)},
 		[]any{"m=ext,r={nonce}srv,s=" + salt + ",i=4096", "{signature}", uint16(0), uint16(0)},
 	)
-	writeCorpus(t, "FuzzOpen",
+	fuzzcorpus.Write(t, "FuzzOpen",
 		[]any{[]byte("\x00frame"), uint16(0), uint16(0), uint16(0)},
 		[]any{[]byte("\x00frame"), uint16(3), uint16(2), uint16(0x80)},
 		[]any{[]byte("\x01deflated"), uint16(1), uint16(0), uint16(0x80)},

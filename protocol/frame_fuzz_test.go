@@ -5,16 +5,15 @@ import (
 	"compress/flate"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"runtime"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dtf-io/dtf/protocol/pb"
+
+	"github.com/dtf-io/dtf/internal/fuzzcorpus"
 )
 
 // updateFuzzCorpus rewrites the seed corpora under testdata/fuzz from the
@@ -364,7 +363,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		t.Skip("run with -update-fuzz-corpus to rewrite testdata/fuzz")
 	}
 	messages := fuzzMessages(t)
-	writeCorpus(t, "FuzzDecode", wrapEach(messages)...)
+	fuzzcorpus.Write(t, "FuzzDecode", wrapEach(messages)...)
 
 	var protobufs [][]any
 	for _, m := range messages {
@@ -372,11 +371,11 @@ func TestWriteFuzzCorpus(t *testing.T) {
 			protobufs = append(protobufs, []any{m[1:]})
 		}
 	}
-	writeCorpus(t, "FuzzScanFrame", protobufs...)
+	fuzzcorpus.Write(t, "FuzzScanFrame", protobufs...)
 
 	bomb := deflateBomb(t, 1<<20)
 	compressed := messages[len(fuzzFrames())]
-	writeCorpus(t, "FuzzInflate",
+	fuzzcorpus.Write(t, "FuzzInflate",
 		[]any{bomb, uint16(4096)},
 		[]any{bomb, uint16(fuzzMaxBytes - 1)},
 		[]any{compressed[1:], uint16(fuzzMaxBytes - 1)},
@@ -396,7 +395,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		return data
 	}
 	heartbeat := messages[3]
-	writeCorpus(t, "FuzzWindowReceive",
+	fuzzcorpus.Write(t, "FuzzWindowReceive",
 		[]any{lengthPrefixed(in(1, 0), in(2, 1), in(3, 3), heartbeat, in(4, 8))},
 		[]any{lengthPrefixed(in(1, 0), in(1, 0), in(3, 2), in(2, 9))},
 		[]any{lengthPrefixed(in(2, 0), heartbeat, in(1, 1))},
@@ -410,44 +409,4 @@ func wrapEach(inputs [][]byte) [][]any {
 		out[i] = []any{in}
 	}
 	return out
-}
-
-// writeCorpus replaces the seed files of testdata/fuzz/<target> with one
-// file per entry, in the format of go test's fuzzing corpus.
-func writeCorpus(t *testing.T, target string, entries ...[]any) {
-	t.Helper()
-	dir := filepath.Join("testdata", "fuzz", target)
-	// Inputs that the fuzzer found are kept: only the generated seeds go.
-	old, err := filepath.Glob(filepath.Join(dir, "seed-*"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range old {
-		if err := os.Remove(name); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for i, entry := range entries {
-		var buf bytes.Buffer
-		buf.WriteString("go test fuzz v1\n")
-		for _, value := range entry {
-			switch v := value.(type) {
-			case []byte:
-				fmt.Fprintf(&buf, "[]byte(%q)\n", v)
-			case string:
-				fmt.Fprintf(&buf, "string(%q)\n", v)
-			case uint16:
-				fmt.Fprintf(&buf, "uint16(%d)\n", v)
-			default:
-				t.Fatalf("corpus value of type %T", value)
-			}
-		}
-		name := filepath.Join(dir, fmt.Sprintf("seed-%02d", i))
-		if err := os.WriteFile(name, buf.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 }

@@ -3,12 +3,13 @@ package config
 import (
 	"errors"
 	"flag"
-	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/dtf-io/dtf/internal/fuzzcorpus"
 )
 
 // updateFuzzCorpus rewrites the seed corpus under testdata/fuzz:
@@ -160,24 +161,9 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	if !*updateFuzzCorpus {
 		t.Skip("run with -update-fuzz-corpus to rewrite testdata/fuzz")
 	}
-	dir := filepath.Join("testdata", "fuzz", "FuzzLoad")
-	// Inputs that the fuzzer found are kept: only the generated seeds go.
-	old, err := filepath.Glob(filepath.Join(dir, "seed-*"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range old {
-		if err := os.Remove(name); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	entries := make([][]any, len(fuzzSeeds))
 	for i, seed := range fuzzSeeds {
-		data := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", seed)
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%02d", i)), []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		entries[i] = []any{[]byte(seed)}
 	}
+	fuzzcorpus.Write(t, "FuzzLoad", entries...)
 }
