@@ -54,6 +54,29 @@ func Build(ctx context.Context, repo, dir string) (Binaries, error) {
 	return Binaries{Dir: abs}, err
 }
 
+// BuildTemp builds every dtf binary of the module that contains the working
+// directory into a new temporary folder whose name starts with prefix,
+// within timeout. The returned function removes the folder.
+func BuildTemp(prefix string, timeout time.Duration) (Binaries, func(), error) {
+	repo, err := RepoRoot()
+	if err != nil {
+		return Binaries{}, nil, err
+	}
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return Binaries{}, nil, err
+	}
+	remove := func() { _ = os.RemoveAll(dir) }
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	bin, err := Build(ctx, repo, dir)
+	if err != nil {
+		remove()
+		return Binaries{}, nil, err
+	}
+	return bin, remove, nil
+}
+
 // RepoRoot returns the folder of the go.mod that contains the working
 // directory.
 func RepoRoot() (string, error) {

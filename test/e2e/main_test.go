@@ -27,23 +27,13 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	repo, err := cluster.RepoRoot()
+	built, remove, err := cluster.BuildTemp("dtf-e2e-bin-", 5*time.Minute)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	dir, err := os.MkdirTemp("", "dtf-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if bin, err = cluster.Build(ctx, repo, dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
+	defer remove()
+	bin = built
 	return m.Run()
 }
 
