@@ -141,8 +141,8 @@ func (a *App) createCredential(ctx context.Context, st *store.SQLite, flags cred
 	if *flags.expires > 0 {
 		cred.Expires = now.Add(*flags.expires)
 	}
-	// The secret file is written first, so a failure leaves no credential
-	// whose secret nobody has.
+	// The secret file is written first, so a failure cannot leave a stored
+	// credential whose secret was never written anywhere.
 	if *flags.secretFile != "" {
 		if err := writeSecretFile(*flags.secretFile, secret); err != nil {
 			return "", a.errorf("%v", err)

@@ -145,9 +145,9 @@ func TestFrameOverLimitClosesConnection(t *testing.T) {
 	require.NoError(t, err)
 	require.Greater(t, len(big), cfg.Workers.MaxFrameBytes+protocol.TagSize)
 	// The coordinator stops reading at the frame's header and closes the
-	// connection with the rest of the frame unread, so the kernel may
-	// answer with a reset that overtakes the close message, and the write
-	// itself may fail with it.
+	// connection with the rest of the frame unread. The kernel may then
+	// send a reset that overtakes the close message, and the write itself
+	// may fail with it.
 	writeErr := conn.WriteMessage(websocket.BinaryMessage, big)
 
 	var readErr error
@@ -472,7 +472,7 @@ func TestDecodedLimitAboveFrameLimit(t *testing.T) {
 	w.sync()
 
 	// 1 MiB of output compresses below the frame limit and stays below the
-	// decoded limit, so the coordinator decodes and answers it.
+	// decoded limit, so the coordinator decodes it and replies.
 	outcome := outcomeFrame(&pb.TaskRef{TaskId: "t-absent", Attempt: 1}, pb.Status_STATUS_SUCCEEDED)
 	outcome.GetTaskOutcome().Output = make([]byte, 1<<20)
 	w.send(outcome)

@@ -132,7 +132,7 @@ func (h *Host) drain(ctx, connCtx context.Context) {
 
 // assignSettle is how long a drain waits after the last assignment before
 // it ends. The coordinator stops assigning once it has read the Draining
-// frame, but assignments it sent before may still be on their way; the
+// frame, but assignments it sent before may still be on their way. The
 // host releases those as they arrive, and their outcomes must reach the
 // coordinator before the session closes, or the attempts count as lost.
 // NOTE: the bound is an estimate of a round trip on a loaded link, not a

@@ -171,7 +171,7 @@ func (h *Host) killOrphans(reason string) {
 	}
 }
 
-// orphanActions is what one round of killOrphans does.
+// orphanActions lists the actions of one round of killOrphans.
 type orphanActions struct {
 	// reap lists the orphans that have exited, kill those to send
 	// SIGKILL, and groups the process groups to send SIGKILL with them.

@@ -10,7 +10,7 @@ import (
 const restartHealthyAfter = time.Minute
 
 // A plugin restarted restartWarnCount times within restartWarnWindow is
-// crash looping: the host logs one more warning that says so, and then
+// crash looping: the host logs one more warning that reports it, and then
 // again only after the count has dropped below the threshold. The host
 // never gives up on a plugin, because the fault may be outside it, such as
 // a full disk.

@@ -90,7 +90,7 @@ func TestExecutorDownTaskWaitsForRestart(t *testing.T) {
 }
 
 // An executor plugin that stays down longer than the wait fails the
-// waiting attempt as retryable; the failure counts as an attempt, so a
+// waiting attempt as retryable. The failure counts as an attempt, so a
 // broken executor cannot hold a task forever.
 func TestExecutorDownTooLongFailsTask(t *testing.T) {
 	cfg := testConfig(t, "runner")

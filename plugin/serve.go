@@ -150,13 +150,14 @@ func serve(kind string, p goplugin.Plugin, opts []ServeOption) {
 
 // surviveBrokenPipe keeps a write to a closed stdout or stderr from ending
 // the process. Go's runtime ends a program with SIGPIPE on such a write
-// unless the program asks for the signal. A plugin's stderr is a pipe to
-// its host, so once the host has died, the plugin's first log line, such as
-// "stopping plugin", would kill it before it stopped its tasks' process
-// groups. With the signal requested, the write returns EPIPE, the logger
-// drops the line, and the shutdown goes on. The disposition is a handler,
-// not "ignore", so processes the plugin starts get the default SIGPIPE
-// again at exec. The signals are never read; a full channel drops them.
+// unless the program requests the signal with signal.Notify. A plugin's
+// stderr is a pipe to its host, so once the host has died, the plugin's
+// first log line, such as "stopping plugin", would kill it before it
+// stopped its tasks' process groups. With the signal requested, the write
+// returns EPIPE, the logger drops the line, and the shutdown goes on. The
+// disposition is a handler, not "ignore", so processes the plugin starts
+// get the default SIGPIPE again at exec. The signals are never read, and
+// a full channel drops them.
 func surviveBrokenPipe() {
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 }

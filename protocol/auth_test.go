@@ -140,8 +140,8 @@ func TestScramDatabaseCopyCannotLogIn(t *testing.T) {
 			fields, err := scramFields(serverFirst)
 			require.NoError(t, err)
 
-			// The attacker knows StoredKey, so it can compute the client
-			// signature; the proof also needs ClientKey, which it lacks.
+			// The attacker has StoredKey, so it can compute the client
+			// signature. The proof also needs ClientKey, which it lacks.
 			c2wop := "c=" + base64.StdEncoding.EncodeToString([]byte("n,,")) + ",r=" + fields["r"]
 			authMessage := "n=worker-1,r=attackernonce," + serverFirst + "," + c2wop
 			signature := hmacSHA256(verifier.StoredKey, []byte(authMessage))

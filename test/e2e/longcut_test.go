@@ -117,7 +117,7 @@ func longcutRun(t *testing.T, expire bool) {
 	syncs := strings.Count(log, "state sync sent")
 	if expire {
 		// A loaded machine may drop the new session once more, and the
-		// worker then resumes it; only the reconnect after the cut must
+		// worker then resumes it. Only the reconnect after the cut must
 		// have started a new session.
 		assert.GreaterOrEqual(t, syncs, 2, "the first session and the one after the expiry each sync")
 		secondSync := nthIndex(log, "state sync sent", 2)
