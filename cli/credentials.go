@@ -74,6 +74,11 @@ func (a *App) runCredentials(ctx context.Context, args []string) int {
 	if *flags.worker == "" && sub != "list" {
 		return a.errorf("credentials %s needs -worker ID, the worker's worker_id", sub)
 	}
+	if sub == "create" {
+		if err := protocol.CheckWorkerID(*flags.worker); err != nil {
+			return a.errorf("invalid -worker: %v", err)
+		}
+	}
 
 	st, err := openCoordinatorStore(ctx, *flags.config, sub == "create")
 	if err != nil {
@@ -82,7 +87,7 @@ func (a *App) runCredentials(ctx context.Context, args []string) int {
 	defer st.Close()
 	switch sub {
 	case "create":
-		_, code := a.createCredential(ctx, st, flags)
+		_, code := a.createCredential(ctx, st, flags, false)
 		return code
 	case "rotate":
 		return a.rotateCredential(ctx, st, flags)
@@ -118,9 +123,20 @@ func openCoordinatorStore(ctx context.Context, path string, create bool) (*store
 }
 
 // createCredential creates a credential and hands out its secret once:
-// printed, or written to -secret-file. It returns the credential's id and
+// printed alone on standard output, or written to -secret-file, with the
+// guidance on standard error. replaceFile lets -secret-file name an
+// existing file, as rotate does; create refuses it, because that file may
+// hold the secret of another worker. It returns the credential's id and
 // the exit code.
-func (a *App) createCredential(ctx context.Context, st *store.SQLite, flags credentialsFlags) (string, int) {
+func (a *App) createCredential(ctx context.Context, st *store.SQLite, flags credentialsFlags,
+	replaceFile bool) (string, int) {
+	if path := *flags.secretFile; path != "" && !replaceFile {
+		if _, err := os.Lstat(path); err == nil {
+			return "", a.errorf("-secret-file %s exists and may hold another worker's secret; "+
+				"choose a new path, remove the file, or use dtf credentials rotate to replace the secret "+
+				"of the worker that uses it", path)
+		}
+	}
 	secret, verifier, err := protocol.NewCredential()
 	if err != nil {
 		return "", a.errorf("%v", err)
@@ -152,21 +168,22 @@ func (a *App) createCredential(ctx context.Context, st *store.SQLite, flags cred
 		return "", a.errorf("%v", err)
 	}
 
-	fmt.Fprintf(a.Stdout, "Created credential %s for worker %s", cred.CredentialID, cred.WorkerID)
+	fmt.Fprintf(a.Stderr, "Created credential %s for worker %s", cred.CredentialID, cred.WorkerID)
 	if !cred.Expires.IsZero() {
-		fmt.Fprintf(a.Stdout, ", expires %s", cred.Expires.Format(time.RFC3339))
+		fmt.Fprintf(a.Stderr, ", expires %s", cred.Expires.Format(time.RFC3339))
 	}
-	fmt.Fprintln(a.Stdout, ".")
+	fmt.Fprintln(a.Stderr, ".")
 	if *flags.secretFile != "" {
-		fmt.Fprintf(a.Stdout, "The secret is in %s. Set secret_file = %q in the coordinator block of "+
+		fmt.Fprintf(a.Stderr, "The secret is in %s. Set secret_file = %q in the coordinator block of "+
 			"the worker's worker.hcl.\n", *flags.secretFile, *flags.secretFile)
 		return cred.CredentialID, ExitOK
 	}
-	fmt.Fprintf(a.Stdout, "Secret, shown only this once (the coordinator keeps only a verifier):\n\n  %s\n\n", secret)
-	fmt.Fprintf(a.Stdout, "Give it to the worker in worker.hcl, for example:\n\n"+
-		"  coordinator {\n    secret = env(\"DTF_WORKER_SECRET\")\n  }\n\n"+
+	fmt.Fprintf(a.Stderr, "The secret follows on standard output, shown only this once (the coordinator "+
+		"keeps only a verifier). Give it to the worker in worker.hcl, for example as\n"+
+		"  coordinator { secret = env(\"DTF_WORKER_SECRET\") }\n"+
 		"with DTF_WORKER_SECRET set in the worker's environment, or write it to a file that only the "+
 		"worker's user can read and set secret_file = \"PATH\" instead.\n")
+	fmt.Fprintln(a.Stdout, secret)
 	return cred.CredentialID, ExitOK
 }
 
@@ -187,7 +204,7 @@ func (a *App) rotateCredential(ctx context.Context, st *store.SQLite, flags cred
 		return a.errorf("worker %q has no active credential to rotate; check the worker_id with "+
 			"dtf credentials list -config FILE, or create a first one with dtf credentials create", *flags.worker)
 	}
-	newest, code := a.createCredential(ctx, st, flags)
+	newest, code := a.createCredential(ctx, st, flags, true)
 	if code != ExitOK {
 		return code
 	}
@@ -197,7 +214,7 @@ func (a *App) rotateCredential(ctx context.Context, st *store.SQLite, flags cred
 		return a.errorf("%v", err)
 	}
 	for _, id := range changed {
-		fmt.Fprintf(a.Stdout, "Old credential %s of worker %s expires %s.\n", id, *flags.worker,
+		fmt.Fprintf(a.Stderr, "Old credential %s of worker %s expires %s.\n", id, *flags.worker,
 			until.Format(time.RFC3339))
 	}
 	return ExitOK

@@ -20,7 +20,7 @@ func TestCredentialsRotateNeedsActiveCredential(t *testing.T) {
 	app, stdout, stderr := testApp("", false)
 	require.Equal(t, ExitOK, runApp(app, "credentials", "create", "-config", config, "-worker", "worker-1"),
 		stderr.String())
-	require.Contains(t, stdout.String(), "dtfc_")
+	require.Regexp(t, `^dtfc_\S+\n$`, stdout.String(), "standard output holds the secret alone")
 
 	app, _, stderr = testApp("", false)
 	assert.Equal(t, ExitError, runApp(app, "credentials", "rotate", "-config", config, "-worker", "worker-l"))
@@ -34,5 +34,37 @@ func TestCredentialsRotateNeedsActiveCredential(t *testing.T) {
 	app, stdout, stderr = testApp("", false)
 	require.Equal(t, ExitOK, runApp(app, "credentials", "rotate", "-config", config, "-worker", "worker-1"),
 		stderr.String())
-	assert.Contains(t, stdout.String(), "Old credential")
+	assert.Contains(t, stderr.String(), "Old credential")
+	assert.Regexp(t, `^dtfc_\S+\n$`, stdout.String(), "standard output holds the new secret alone")
+}
+
+func TestCredentialsCreateKeepsExistingSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "coordinator.hcl")
+	require.NoError(t, os.WriteFile(config, []byte("listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n"), 0o600))
+	secretFile := filepath.Join(dir, "worker.secret")
+	require.NoError(t, os.WriteFile(secretFile, []byte("secret of worker-1\n"), 0o600))
+
+	app, _, stderr := testApp("", false)
+	assert.Equal(t, ExitError, runApp(app, "credentials", "create", "-config", config, "-worker", "worker-2",
+		"-secret-file", secretFile))
+	assert.Contains(t, stderr.String(), "-secret-file "+secretFile+" exists")
+	data, err := os.ReadFile(secretFile)
+	require.NoError(t, err)
+	assert.Equal(t, "secret of worker-1\n", string(data), "create replaced an existing secret file")
+
+	app, stdout, stderr := testApp("", false)
+	require.Equal(t, ExitOK, runApp(app, "credentials", "list", "-config", config, "-worker", "worker-2"),
+		stderr.String())
+	assert.NotContains(t, stdout.String(), "active", "the refused create stored a credential")
+}
+
+func TestCredentialsCreateRejectsInvalidWorkerID(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "coordinator.hcl")
+	require.NoError(t, os.WriteFile(config, []byte("listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n"), 0o600))
+	app, stdout, stderr := testApp("", false)
+	assert.Equal(t, ExitError, runApp(app, "credentials", "create", "-config", config, "-worker", "worker\n1"))
+	assert.Contains(t, stderr.String(), `worker_id "worker\n1" has the character '\n'`)
+	assert.Empty(t, stdout.String())
 }

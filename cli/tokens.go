@@ -89,14 +89,17 @@ func (a *App) createToken(ctx context.Context, st *store.SQLite, role, name stri
 	if err := st.CreateAPIToken(ctx, record); err != nil {
 		return a.errorf("%v", err)
 	}
-	fmt.Fprintf(a.Stdout, "Created API token %s with role %s", record.ID, role)
+	// Only the token goes to standard output, so that a script can take
+	// it with TOKEN=$(dtf tokens create ...); the guidance goes to stderr.
+	fmt.Fprintf(a.Stderr, "Created API token %s with role %s", record.ID, role)
 	if !record.Expires.IsZero() {
-		fmt.Fprintf(a.Stdout, ", expires %s", record.Expires.Format(time.RFC3339))
+		fmt.Fprintf(a.Stderr, ", expires %s", record.Expires.Format(time.RFC3339))
 	}
-	fmt.Fprintln(a.Stdout, ".")
-	fmt.Fprintf(a.Stdout, "Token, shown only this once (the coordinator keeps only its SHA-256):\n\n  %s\n\n", token)
-	fmt.Fprintf(a.Stdout, "Send it with dtf -token TOKEN, or set %s=TOKEN, or as the HTTP header "+
+	fmt.Fprintln(a.Stderr, ".")
+	fmt.Fprintf(a.Stderr, "The token follows on standard output, shown only this once (the coordinator "+
+		"keeps only its SHA-256). Send it with dtf -token TOKEN, or set %s=TOKEN, or as the HTTP header "+
 		"Authorization: Bearer TOKEN.\n", tokenEnv)
+	fmt.Fprintln(a.Stdout, token)
 	return ExitOK
 }
 

@@ -49,6 +49,7 @@ func TestTokensCommandAndAPIAccess(t *testing.T) {
 		stderr.String())
 	token := tokenPattern.FindString(stdout.String())
 	require.NotEmpty(t, token, "create output: %s", stdout.String())
+	assert.Equal(t, token+"\n", stdout.String(), "standard output holds the token alone")
 
 	// Without a token the API rejects the request and names the command that creates one.
 	app, _, stderr = testApp(url, false)

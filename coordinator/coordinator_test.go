@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -364,6 +365,10 @@ func TestHandshakeRejections(t *testing.T) {
 		{"wrong token", &pb.Hello{WorkerId: "w1", Token: "wrong"}, pb.Reject_CODE_UNAUTHENTICATED},
 		{"missing token", &pb.Hello{WorkerId: "w1"}, pb.Reject_CODE_UNAUTHENTICATED},
 		{"missing worker id", &pb.Hello{Token: "right-token"}, pb.Reject_CODE_PROTOCOL_ERROR},
+		{"worker id with a newline", &pb.Hello{WorkerId: "w1\nlevel=ERROR", Token: "right-token"},
+			pb.Reject_CODE_PROTOCOL_ERROR},
+		{"worker id too long", &pb.Hello{WorkerId: strings.Repeat("w", 5000), Token: "right-token"},
+			pb.Reject_CODE_PROTOCOL_ERROR},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -215,9 +215,8 @@ func (s *Server) setKeys(c *connection, auth *authResult, sessionID string, ws *
 // checkHello returns a Reject for a hello with an invalid worker ID or
 // labels, or nil. authenticate checks the credentials.
 func (s *Server) checkHello(hello *pb.Hello) *pb.Frame {
-	if id := hello.GetWorkerId(); id == "" || len(id) > maxWorkerIDBytes {
-		return rejectFrame(rejectProtocolError,
-			fmt.Sprintf("worker_id must have 1 to %d bytes, got %d", maxWorkerIDBytes, len(id)), 0)
+	if err := protocol.CheckWorkerID(hello.GetWorkerId()); err != nil {
+		return rejectFrame(rejectProtocolError, err.Error()+"; fix worker_id in worker.hcl", 0)
 	}
 	if problem := checkLabels(hello.GetLabels()); problem != "" {
 		return rejectFrame(rejectProtocolError, "invalid labels: "+problem+"; fix labels in worker.hcl", 0)

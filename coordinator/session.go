@@ -23,10 +23,6 @@ const (
 	rejectWorkerIDInUse   = pb.Reject_CODE_WORKER_ID_IN_USE
 )
 
-// maxWorkerIDBytes bounds the worker ID taken from a Hello, because it
-// appears in logs, the store and API responses.
-const maxWorkerIDBytes = 128
-
 // session is the state of one worker session. It outlives its WebSocket
 // connection for workers.session_ttl, so that a worker that reconnects can
 // resume it: the replay buffer keeps the task frames the worker has not

@@ -163,6 +163,9 @@ type Overrides struct {
 // Apply applies o to c and checks the new values.
 func (c *Config) Apply(o Overrides) error {
 	if o.WorkerID != "" {
+		if err := protocol.CheckWorkerID(o.WorkerID); err != nil {
+			return fmt.Errorf("invalid -worker-id: %w", err)
+		}
 		c.Coordinator.WorkerID = o.WorkerID
 	}
 	if o.DataDir != "" {
@@ -303,9 +306,9 @@ func checkTop(raw *fileSchema, cfg *Config) hcl.Diagnostics {
 	if _, err := protocol.ConnectURL(raw.Coordinator.URL); err != nil {
 		diags = append(diags, errorAt(raw.Coordinator.URLRange, "Invalid coordinator url", err.Error()+"."))
 	}
-	if strings.TrimSpace(raw.Coordinator.WorkerID) == "" {
+	if err := protocol.CheckWorkerID(raw.Coordinator.WorkerID); err != nil {
 		diags = append(diags, errorAt(raw.Coordinator.WorkerIDRange, "Invalid worker_id",
-			"worker_id must not be empty; the coordinator identifies the worker by it."))
+			err.Error()+"."))
 	}
 	if err := protocol.CheckLabels(raw.Labels); err != nil {
 		diags = append(diags, errorAt(raw.LabelsRange, "Invalid labels",
