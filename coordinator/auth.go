@@ -232,32 +232,28 @@ func (s *Server) closeEndedCredentials(log hclog.Logger, since, now time.Time) b
 	if len(ended) == 0 {
 		return true
 	}
-	endedSet := make(map[string]bool, len(ended))
-	for _, id := range ended {
-		endedSet[id] = true
-	}
-	for _, ss := range s.credentialSessions(endedSet) {
+	for _, ss := range s.credentialSessions(ended) {
 		c := ss.attached()
 		if c == nil {
 			continue
 		}
-		ss.log.Warn("closing the connection: its credential was revoked or expired",
-			"credential_id", c.credentialID)
+		how := ended[c.credentialID]
+		ss.log.Warn("closing the connection: its credential "+how, "credential_id", c.credentialID)
 		c.close(rejectFrame(rejectUnauthenticated, fmt.Sprintf(
-			"credential revoked or expired: credential %s of worker_id %q; "+createCredentialHint,
-			c.credentialID, ss.workerID, ss.workerID), 0), "credential revoked")
+			"credential %s: credential %s of worker_id %q; "+createCredentialHint,
+			how, c.credentialID, ss.workerID, ss.workerID), 0), "credential "+how)
 	}
 	return true
 }
 
 // credentialSessions returns the sessions whose attached connection
 // authenticated with one of the credentials in ids.
-func (s *Server) credentialSessions(ids map[string]bool) []*session {
+func (s *Server) credentialSessions(ids map[string]string) []*session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []*session
 	for _, ss := range s.sessions {
-		if c := ss.attached(); c != nil && ids[c.credentialID] {
+		if c := ss.attached(); c != nil && ids[c.credentialID] != "" {
 			out = append(out, ss)
 		}
 	}

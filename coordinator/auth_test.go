@@ -342,7 +342,7 @@ func TestRevokedCredentialClosesSession(t *testing.T) {
 	reject := w.expectClosed()
 	require.NotNil(t, reject)
 	assert.Equal(t, pb.Reject_CODE_UNAUTHENTICATED, reject.GetCode())
-	assert.Contains(t, reject.GetMessage(), "credential revoked")
+	assert.Contains(t, reject.GetMessage(), "credential revoked: credential ")
 
 	_, reject = connectScram(t, ts, "w1", secret, w.sessionID)
 	require.NotNil(t, reject)
@@ -363,7 +363,7 @@ func TestRotatedCredentialOldWorksUntilExpiry(t *testing.T) {
 	// The expiry ends the old secret's connection.
 	reject = old.expectClosed()
 	require.NotNil(t, reject)
-	assert.Contains(t, reject.GetMessage(), "credential revoked or expired")
+	assert.Contains(t, reject.GetMessage(), "credential expired: credential ")
 	assert.False(t, time.Now().Before(expires), "closed before the expiry")
 
 	_, reject = connectScram(t, ts, "w1", oldSecret, old.sessionID)

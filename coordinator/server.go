@@ -352,9 +352,8 @@ func (s *Server) Stats() Stats {
 func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("coordinator listening", "addr", s.Addr(), "tls", s.cfg.TLS.Enabled(),
 		"api_auth", s.cfg.APIAuthMode(), "data_dir", s.cfg.DataDir, "task_types", s.cfg.TaskTypes)
-	if s.cfg.APIAuthMode() == config.APIAuthNone && !config.Loopback(s.cfg.Listen) {
-		s.log.Warn("the HTTP API on a non-loopback listener accepts requests without a token; " +
-			"set api { auth = \"token\" } and create tokens with dtf tokens create")
+	for _, warning := range startupWarnings(s.cfg) {
+		s.log.Warn(warning, "addr", s.Addr())
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(s.listener) }()
@@ -459,4 +458,23 @@ func (s *Server) kickScheduler() {
 
 func storeContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), storeTimeout)
+}
+
+// startupWarnings returns the settings of cfg that a coordinator accepts
+// but that expose it on the network, each as a log message with its fix.
+func startupWarnings(cfg *config.Config) []string {
+	if config.Loopback(cfg.Listen) {
+		return nil
+	}
+	var warnings []string
+	if cfg.Insecure && !cfg.TLS.Enabled() {
+		warnings = append(warnings, "insecure = true: serving plain HTTP and WebSocket on a non-loopback "+
+			"listener; anyone on the network path can read task payloads and outputs, and a worker in the "+
+			"shared token mode sends its token in clear; set a tls block instead")
+	}
+	if cfg.APIAuthMode() == config.APIAuthNone {
+		warnings = append(warnings, "the HTTP API on a non-loopback listener accepts requests without a "+
+			"token; set api { auth = \"token\" } and create tokens with dtf tokens create")
+	}
+	return warnings
 }

@@ -62,7 +62,8 @@ type CredentialStore interface {
 	// and returns the ids it changed. Rotation uses it for the grace
 	// period of the old credentials.
 	ExpireCredentials(ctx context.Context, workerID, keep string, expires time.Time) ([]string, error)
-	// EndedCredentials returns the ids of the credentials revoked in
-	// (since, now] or expiring in (since, now].
-	EndedCredentials(ctx context.Context, since, now time.Time) ([]string, error)
+	// EndedCredentials returns the credentials revoked in (since, now] or
+	// expiring in (since, now], each id mapped to how it ended: "revoked"
+	// or "expired".
+	EndedCredentials(ctx context.Context, since, now time.Time) (map[string]string, error)
 }

@@ -161,17 +161,32 @@ func (s *SQLite) ExpireCredentials(ctx context.Context, workerID, keep string, e
 	return changed, nil
 }
 
-// EndedCredentials returns the ids of the credentials revoked in
-// (since, now] or expiring in (since, now].
-func (s *SQLite) EndedCredentials(ctx context.Context, since, now time.Time) ([]string, error) {
+// EndedCredentials returns the credentials revoked in (since, now] or
+// expiring in (since, now], each id mapped to how it ended. A credential
+// that did both in the window counts as revoked.
+func (s *SQLite) EndedCredentials(ctx context.Context, since, now time.Time) (map[string]string, error) {
 	from, to := since.UnixMilli(), now.UnixMilli()
-	ids, err := queryIDs(ctx, s.reader, `SELECT credential_id FROM worker_credentials
-		WHERE (revoked_ms > ? AND revoked_ms <= ?) OR (expires_ms > ? AND expires_ms <= ?)
-		ORDER BY credential_id`, from, to, from, to)
+	rows, err := s.reader.QueryContext(ctx, `SELECT credential_id,
+		CASE WHEN revoked_ms > ? AND revoked_ms <= ? THEN 'revoked' ELSE 'expired' END
+		FROM worker_credentials
+		WHERE (revoked_ms > ? AND revoked_ms <= ?) OR (expires_ms > ? AND expires_ms <= ?)`,
+		from, to, from, to, from, to)
 	if err != nil {
 		return nil, fmt.Errorf("read ended credentials: %w", err)
 	}
-	return ids, nil
+	defer rows.Close()
+	ended := map[string]string{}
+	for rows.Next() {
+		var id, how string
+		if err := rows.Scan(&id, &how); err != nil {
+			return nil, fmt.Errorf("read ended credentials: %w", err)
+		}
+		ended[id] = how
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read ended credentials: %w", err)
+	}
+	return ended, nil
 }
 
 func (s *SQLite) queryCredentials(ctx context.Context, query string, args ...any) ([]Credential, error) {

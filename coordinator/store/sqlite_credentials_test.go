@@ -52,7 +52,7 @@ func TestCredentialsLifecycle(t *testing.T) {
 
 	ended, err := st.EndedCredentials(ctx, now, now.Add(time.Hour))
 	require.NoError(t, err)
-	assert.Equal(t, []string{"dtfc_a"}, ended)
+	assert.Equal(t, map[string]string{"dtfc_a": "expired"}, ended)
 
 	revoked, err := st.RevokeCredentials(ctx, "w1", "", now.Add(2*time.Hour))
 	require.NoError(t, err)
@@ -68,7 +68,7 @@ func TestCredentialsLifecycle(t *testing.T) {
 
 	ended, err = st.EndedCredentials(ctx, now.Add(time.Hour), now.Add(2*time.Hour))
 	require.NoError(t, err)
-	assert.ElementsMatch(t, []string{"dtfc_a", "dtfc_b"}, ended)
+	assert.Equal(t, map[string]string{"dtfc_a": "revoked", "dtfc_b": "revoked"}, ended)
 
 	all, err := st.ListCredentials(ctx, "")
 	require.NoError(t, err)
