@@ -59,6 +59,9 @@ type demo struct {
 	dir         string
 	bin         cluster.Binaries
 	coordinator *cluster.Process
+	// coordConfig is the coordinator's config file, which dtf credentials
+	// reads to find the store.
+	coordConfig string
 	workers     []*cluster.Process
 	proxy       *faultproxy.Proxy
 	client      *api.Client
@@ -113,10 +116,12 @@ func (d *demo) startCoordinator(ctx context.Context) error {
 		return err
 	}
 	config := filepath.Join(d.dir, "coordinator.hcl")
+	d.coordConfig = config
+	// No shared token: each worker logs in with a credential of its own,
+	// and every message between it and the coordinator carries a tag.
 	err = cluster.WriteCoordinatorConfig(config, cluster.CoordinatorConfig{
 		Listen:            addr,
 		DataDir:           filepath.Join(d.dir, "coordinator"),
-		Token:             "demo-token",
 		HeartbeatInterval: time.Second,
 		HeartbeatTimeout:  3 * time.Second,
 		ReassignAfter:     30 * time.Second,
@@ -147,11 +152,15 @@ func (d *demo) startWorkers(ctx context.Context, count int) error {
 	for i := 1; i <= count; i++ {
 		id := fmt.Sprintf("worker-%d", i)
 		config := filepath.Join(d.dir, id+".hcl")
+		secretFile := filepath.Join(d.dir, id+".secret")
+		if err := cluster.CreateCredential(ctx, d.bin, d.coordConfig, id, secretFile); err != nil {
+			return err
+		}
 		err := cluster.WriteWorkerConfig(config, cluster.WorkerConfig{
 			Bin:               d.bin,
 			URL:               "ws://" + d.proxy.Addr(),
 			WorkerID:          id,
-			Token:             "demo-token",
+			SecretFile:        secretFile,
 			DataDir:           filepath.Join(d.dir, id),
 			Slots:             1,
 			HeartbeatInterval: time.Second,
@@ -180,7 +189,7 @@ func (d *demo) startWorkers(ctx context.Context, count int) error {
 	if err != nil {
 		return fmt.Errorf("workers did not connect: %w\n%s", err, d.workers[0].Log())
 	}
-	fmt.Printf("%d workers connected\n", count)
+	fmt.Printf("%d workers connected, each with its own credential (SCRAM login, tagged messages)\n", count)
 	return nil
 }
 
