@@ -49,6 +49,8 @@ build:
 	$(GOBUILD) -o $(BIN)/dtf-exec-command ./examples/command
 	$(GOBUILD) -o $(BIN)/dtf-exec-gotest ./examples/gotest
 	$(GOBUILD) -o $(BIN)/dtf-exec-checkpoint ./examples/checkpoint
+	$(GOBUILD) -o $(BIN)/dtf-exec-hello ./examples/hello
+	$(GOBUILD) -o $(BIN)/dtf-metrics ./plugins/metrics
 	$(GOBUILD) -o $(BIN)/dtf-demo ./test/demo
 	$(GOBUILD) -o $(BIN)/dtf-load ./test/load
 

@@ -84,6 +84,7 @@ func commands() []command {
 	return []command{
 		{"coordinator", "run the coordinator server", (*App).runCoordinator},
 		{"worker", "run a worker host", (*App).runWorker},
+		{"validate", "check a worker or coordinator config without starting it", (*App).runValidate},
 		{"submit", "submit tasks from a task file or flags", (*App).runSubmit},
 		{"run", "submit tasks and watch them until they end", (*App).runRun},
 		{"tasks", "list tasks", (*App).runTasks},

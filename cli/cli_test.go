@@ -34,14 +34,19 @@ func TestWriteWorkerTable(t *testing.T) {
 	var buf bytes.Buffer
 	require.NoError(t, writeWorkerTable(&buf, []api.Worker{
 		{ID: "worker-1", Connected: true, Slots: 2, Running: 1, TaskTypes: []string{"command", "gotest"},
-			Labels: map[string]string{"os": "linux", "arch": "amd64"}, Connects: 3,
-			LastSeen: now.Add(-4 * time.Second), HostVersion: "0.1.0", PluginVersion: "0.2.0"},
+			Labels: map[string]string{"os": "linux", "arch": "amd64"}, Connects: 3, Reconnects: 2,
+			StateSince: now.Add(-3 * time.Minute), RTTMs: 1.437, DowntimeMs: 2540,
+			LastSeen: now.Add(-4 * time.Second), HostVersion: "0.1.0", PluginVersion: "0.2.0",
+			Plugins: []api.WorkerPlugin{{Name: "reconnection", Kind: "connector", Version: "0.2.0", APIVersion: 1}}},
 		{ID: "worker-2", Slots: 1, LastSeen: now.Add(-90 * time.Minute)},
+		{ID: "worker-3", State: api.WorkerDisconnected, StateSince: now.Add(-5 * time.Minute),
+			DowntimeMs: 312_400, Slots: 1, LastSeen: now.Add(-5 * time.Minute)},
 	}, now))
 	want := "" +
-		"ID        STATE         SLOTS  RUNNING  TASK_TYPES      LABELS               CONNECTS  LAST_SEEN  VERSION\n" +
-		"worker-1  connected     2      1        command,gotest  arch=amd64,os=linux  3         4s ago     host 0.1.0, plugin 0.2.0\n" +
-		"worker-2  disconnected  1      0        -               -                    0         1h30m ago  -\n"
+		"ID        STATE         SINCE   RTT    RECONNECTS  DOWNTIME  SLOTS  RUNNING  TASK_TYPES      LABELS               LAST_SEEN  VERSION                   PLUGINS\n" +
+		"worker-1  connected     3m ago  1.4ms  2           2.5s      2      1        command,gotest  arch=amd64,os=linux  4s ago     host 0.1.0, plugin 0.2.0  reconnection 0.2.0/api1\n" +
+		"worker-2  disconnected  -       -      0           0s        1      0        -               -                    1h30m ago  -                         -\n" +
+		"worker-3  disconnected  5m ago  -      0           5m12s     1      0        -               -                    5m ago     -                         -\n"
 	assert.Equal(t, want, buf.String())
 }
 

@@ -29,6 +29,7 @@ type credentialsFlags struct {
 	grace      *time.Duration
 	credential *string
 	secretFile *string
+	output     *string
 }
 
 // runCredentials runs `dtf credentials create|list|rotate|revoke`. The
@@ -59,6 +60,7 @@ func (a *App) runCredentials(ctx context.Context, args []string) int {
 		flags.credential = fs.String("credential", "",
 			"id of the credential to revoke; empty revokes every credential of the worker")
 	case "list":
+		flags.output = outputFlag(fs)
 	default:
 		return a.errorf("unknown credentials subcommand %q; use create, list, rotate or revoke", sub)
 	}
@@ -67,6 +69,11 @@ func (a *App) runCredentials(ctx context.Context, args []string) int {
 	}
 	if !a.noArgs(fs) {
 		return ExitError
+	}
+	if flags.output != nil {
+		if err := checkOutput(*flags.output); err != nil {
+			return a.errorf("%v", err)
+		}
 	}
 	if *flags.config == "" {
 		return a.errorf("credentials %s needs -config FILE, the coordinator's config", sub)
@@ -94,7 +101,7 @@ func (a *App) runCredentials(ctx context.Context, args []string) int {
 	case "revoke":
 		return a.revokeCredentials(ctx, st, flags)
 	default:
-		return a.listCredentials(ctx, st, *flags.worker)
+		return a.listCredentials(ctx, st, *flags.worker, *flags.output)
 	}
 }
 
@@ -233,31 +240,57 @@ func (a *App) revokeCredentials(ctx context.Context, st *store.SQLite, flags cre
 	return ExitOK
 }
 
+// credentialRecord is a credential in the JSON output of credentials list:
+// its identity and lifetime, without the verifier.
+type credentialRecord struct {
+	WorkerID     string    `json:"worker_id"`
+	CredentialID string    `json:"credential_id"`
+	State        string    `json:"state"`
+	Created      time.Time `json:"created"`
+	Expires      time.Time `json:"expires,omitzero"`
+	Revoked      time.Time `json:"revoked,omitzero"`
+}
+
 // listCredentials prints the credentials of one worker, or of all, without
 // any secret: the store has none.
-func (a *App) listCredentials(ctx context.Context, st *store.SQLite, workerID string) int {
+func (a *App) listCredentials(ctx context.Context, st *store.SQLite, workerID, output string) int {
 	creds, err := st.ListCredentials(ctx, workerID)
 	if err != nil {
 		return a.errorf("%v", err)
 	}
 	now := a.now()
+	if output == "json" {
+		records := make([]credentialRecord, 0, len(creds))
+		for _, c := range creds {
+			records = append(records, credentialRecord{WorkerID: c.WorkerID, CredentialID: c.CredentialID,
+				State: credentialState(c, now), Created: c.Created, Expires: c.Expires, Revoked: c.Revoked})
+		}
+		if err := writeJSON(a.Stdout, map[string]any{"credentials": records}); err != nil {
+			return a.errorf("write output: %v", err)
+		}
+		return ExitOK
+	}
 	table := newTable(a.Stdout)
 	fmt.Fprintln(table, "WORKER\tCREDENTIAL\tSTATE\tCREATED\tEXPIRES\tREVOKED")
 	for _, c := range creds {
-		state := "active"
-		switch {
-		case !c.Revoked.IsZero() && !c.Revoked.After(now):
-			state = "revoked"
-		case !c.ActiveAt(now):
-			state = "expired"
-		}
-		fmt.Fprintf(table, "%s\t%s\t%s\t%s\t%s\t%s\n", cell(c.WorkerID), c.CredentialID, state,
+		fmt.Fprintf(table, "%s\t%s\t%s\t%s\t%s\t%s\n", cell(c.WorkerID), c.CredentialID, credentialState(c, now),
 			formatTime(c.Created), formatTime(c.Expires), formatTime(c.Revoked))
 	}
 	if err := table.Flush(); err != nil {
 		return a.errorf("write table: %v", err)
 	}
 	return ExitOK
+}
+
+// credentialState returns active, revoked or expired.
+func credentialState(c store.Credential, now time.Time) string {
+	switch {
+	case !c.Revoked.IsZero() && !c.Revoked.After(now):
+		return "revoked"
+	case !c.ActiveAt(now):
+		return "expired"
+	}
+	return "active"
 }
 
 func formatTime(t time.Time) string {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/dtf-io/dtf/coordinator/api"
 )
@@ -97,13 +99,17 @@ func (a *App) runWorkers(ctx context.Context, args []string) int {
 // runCancel cancels each task in turn and reports each result; one failure
 // does not stop the others.
 func (a *App) runCancel(ctx context.Context, args []string) int {
-	fs := a.newFlagSet("cancel", "ID...")
+	fs := a.newFlagSet("cancel", "[-output table|json] ID...")
 	addr := a.addrFlag(fs)
+	output := outputFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return helpOrUsageError(err)
 	}
 	if fs.NArg() == 0 {
 		return a.errorf("cancel needs at least one task id; list them with dtf tasks")
+	}
+	if err := checkOutput(*output); err != nil {
+		return a.errorf("%v", err)
 	}
 
 	client, err := a.client(*addr)
@@ -111,6 +117,7 @@ func (a *App) runCancel(ctx context.Context, args []string) int {
 		return a.errorf("%v", err)
 	}
 	code := ExitOK
+	cancelled := []api.Task{}
 	for _, id := range fs.Args() {
 		task, err := client.Cancel(ctx, id)
 		switch {
@@ -120,9 +127,33 @@ func (a *App) runCancel(ctx context.Context, args []string) int {
 			code = a.errorf("cancel %s: no such task: %s", id, requestError(client, err))
 		case err != nil:
 			code = a.errorf("cancel %s: %s", id, requestError(client, err))
+		case *output == "json":
+			cancelled = append(cancelled, *task)
 		default:
 			fmt.Fprintf(a.Stdout, "%s %s\n", task.ID, task.State)
 		}
 	}
+	if *output == "json" {
+		// The tasks that could not be cancelled are reported on stderr.
+		if err := writeJSON(a.Stdout, map[string]any{"tasks": cancelled}); err != nil {
+			return a.errorf("write output: %v", err)
+		}
+	}
 	return code
+}
+
+// formatPlugins shows a worker's plugin processes in the workers table as
+// "NAME VERSION/apiN", comma-separated, for example
+// "reconnection 1.2.0/api1, hello 0.1.0/api1". The API version is left out
+// when the worker did not report it.
+func formatPlugins(plugins []api.WorkerPlugin) string {
+	parts := make([]string, 0, len(plugins))
+	for _, p := range plugins {
+		part := p.Name + " " + p.Version
+		if p.APIVersion > 0 {
+			part += "/api" + strconv.Itoa(p.APIVersion)
+		}
+		parts = append(parts, part)
+	}
+	return strings.Join(parts, ", ")
 }

@@ -63,10 +63,11 @@ func formatCheckpoint(cp *api.Checkpoint) string {
 }
 
 // writeWorkerTable prints workers as an aligned table; now is used for the
-// age of LAST_SEEN.
+// ages in SINCE and LAST_SEEN.
 func writeWorkerTable(w io.Writer, workers []api.Worker, now time.Time) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ID\tSTATE\tSLOTS\tRUNNING\tTASK_TYPES\tLABELS\tCONNECTS\tLAST_SEEN\tVERSION")
+	fmt.Fprintln(tw, "ID\tSTATE\tSINCE\tRTT\tRECONNECTS\tDOWNTIME\tSLOTS\tRUNNING\tTASK_TYPES\tLABELS\t"+
+		"LAST_SEEN\tVERSION\tPLUGINS")
 	for _, wk := range workers {
 		state := wk.State
 		switch {
@@ -77,11 +78,35 @@ func writeWorkerTable(w io.Writer, workers []api.Worker, now time.Time) error {
 		default:
 			state = api.WorkerDisconnected
 		}
-		row(tw, wk.ID, state, strconv.Itoa(wk.Slots), strconv.Itoa(wk.Running),
-			strings.Join(wk.TaskTypes, ","), formatLabels(wk.Labels), strconv.Itoa(wk.Connects),
-			formatAge(wk.LastSeen, now), formatVersions(wk.HostVersion, wk.PluginVersion))
+		since := ""
+		if !wk.StateSince.IsZero() {
+			since = formatAge(wk.StateSince, now)
+		}
+		row(tw, wk.ID, state, since, formatRTT(wk.RTTMs), strconv.Itoa(wk.Reconnects),
+			formatDowntime(wk.DowntimeMs), strconv.Itoa(wk.Slots), strconv.Itoa(wk.Running),
+			strings.Join(wk.TaskTypes, ","), formatLabels(wk.Labels), formatAge(wk.LastSeen, now),
+			formatVersions(wk.HostVersion, wk.PluginVersion), formatPlugins(wk.Plugins))
 	}
 	return tw.Flush()
+}
+
+// formatRTT shows a round-trip time in milliseconds, such as "1.4ms"; ""
+// before the first measurement.
+func formatRTT(ms float64) string {
+	if ms <= 0 {
+		return ""
+	}
+	return strconv.FormatFloat(ms, 'f', 1, 64) + "ms"
+}
+
+// formatDowntime shows a downtime in milliseconds to a tenth of a second
+// below a minute, such as "2.5s", and to a second above, such as "3m12s".
+func formatDowntime(ms int64) string {
+	d := time.Duration(ms) * time.Millisecond
+	if d < time.Minute {
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
 }
 
 func formatLabels(labels map[string]string) string {

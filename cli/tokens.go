@@ -23,7 +23,7 @@ func (a *App) runTokens(ctx context.Context, args []string) int {
 	sub, args := args[0], args[1:]
 	fs := a.newFlagSet("tokens "+sub, "-config FILE")
 	config := fs.String("config", "", "coordinator config file in HCL, whose data_dir contains the store (required)")
-	var role, name, id *string
+	var role, name, id, output *string
 	var expires *time.Duration
 	switch sub {
 	case "create":
@@ -34,6 +34,7 @@ func (a *App) runTokens(ctx context.Context, args []string) int {
 	case "revoke":
 		id = fs.String("id", "", "id of the token to revoke, from dtf tokens list (required)")
 	case "list":
+		output = outputFlag(fs)
 	default:
 		return a.errorf("unknown tokens subcommand %q; use create, list or revoke", sub)
 	}
@@ -42,6 +43,11 @@ func (a *App) runTokens(ctx context.Context, args []string) int {
 	}
 	if !a.noArgs(fs) {
 		return ExitError
+	}
+	if output != nil {
+		if err := checkOutput(*output); err != nil {
+			return a.errorf("%v", err)
+		}
 	}
 	if *config == "" {
 		return a.errorf("tokens %s needs -config FILE, the coordinator's config", sub)
@@ -71,7 +77,7 @@ func (a *App) runTokens(ctx context.Context, args []string) int {
 		fmt.Fprintf(a.Stdout, "Revoked API token %s.\n", *id)
 		return ExitOK
 	default:
-		return a.listTokens(ctx, st)
+		return a.listTokens(ctx, st, *output)
 	}
 }
 
@@ -103,28 +109,55 @@ func (a *App) createToken(ctx context.Context, st *store.SQLite, role, name stri
 	return ExitOK
 }
 
+// tokenRecord is a token in the JSON output of tokens list, without its
+// hash.
+type tokenRecord struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name,omitempty"`
+	Role    string    `json:"role"`
+	State   string    `json:"state"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires,omitzero"`
+	Revoked time.Time `json:"revoked,omitzero"`
+}
+
 // listTokens prints every token's record; the store has no token text.
-func (a *App) listTokens(ctx context.Context, st *store.SQLite) int {
+func (a *App) listTokens(ctx context.Context, st *store.SQLite, output string) int {
 	tokens, err := st.ListAPITokens(ctx)
 	if err != nil {
 		return a.errorf("%v", err)
 	}
 	now := a.now()
+	if output == "json" {
+		records := make([]tokenRecord, 0, len(tokens))
+		for _, t := range tokens {
+			records = append(records, tokenRecord{ID: t.ID, Name: t.Name, Role: t.Role, State: tokenState(t, now),
+				Created: t.Created, Expires: t.Expires, Revoked: t.Revoked})
+		}
+		if err := writeJSON(a.Stdout, map[string]any{"tokens": records}); err != nil {
+			return a.errorf("write output: %v", err)
+		}
+		return ExitOK
+	}
 	table := newTable(a.Stdout)
 	fmt.Fprintln(table, "ID\tNAME\tROLE\tSTATE\tCREATED\tEXPIRES\tREVOKED")
 	for _, t := range tokens {
-		state := "active"
-		switch {
-		case !t.Revoked.IsZero() && !t.Revoked.After(now):
-			state = "revoked"
-		case !t.ActiveAt(now):
-			state = "expired"
-		}
-		fmt.Fprintf(table, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, cell(t.Name), t.Role, state,
+		fmt.Fprintf(table, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, cell(t.Name), t.Role, tokenState(t, now),
 			formatTime(t.Created), formatTime(t.Expires), formatTime(t.Revoked))
 	}
 	if err := table.Flush(); err != nil {
 		return a.errorf("write table: %v", err)
 	}
 	return ExitOK
+}
+
+// tokenState returns active, revoked or expired.
+func tokenState(t store.APIToken, now time.Time) string {
+	switch {
+	case !t.Revoked.IsZero() && !t.Revoked.After(now):
+		return "revoked"
+	case !t.ActiveAt(now):
+		return "expired"
+	}
+	return "active"
 }

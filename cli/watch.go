@@ -81,6 +81,44 @@ type watcher struct {
 	// changes.
 	lastLine string
 	barShown bool
+	eta      etaEstimator
+}
+
+// etaEstimator estimates the time left from the rate at which tasks became
+// terminal since the first poll. A batch whose tasks run in waves gets a
+// rough estimate at first, which improves as more tasks end.
+type etaEstimator struct {
+	start     time.Time
+	startDone int
+	started   bool
+}
+
+// estimate records a poll at now with done of total tasks terminal, and
+// returns the time left. It returns false until a task has ended since the
+// first poll.
+func (e *etaEstimator) estimate(now time.Time, done, total int) (time.Duration, bool) {
+	if !e.started {
+		e.start, e.startDone, e.started = now, done, true
+		return 0, false
+	}
+	ended := done - e.startDone
+	elapsed := now.Sub(e.start)
+	if ended <= 0 || elapsed <= 0 {
+		return 0, false
+	}
+	return elapsed * time.Duration(total-done) / time.Duration(ended), true
+}
+
+// formatETA shows a time left rounded to a second, or to a minute past an
+// hour.
+func formatETA(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return "ETA <1s"
+	case d < time.Hour:
+		return "ETA " + d.Round(time.Second).String()
+	}
+	return "ETA " + strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
 }
 
 // watch polls the batch until every task is terminal, then prints a summary.
@@ -165,7 +203,11 @@ func (w *watcher) update(tasks []api.Task) bool {
 
 	line := fmt.Sprintf("%d/%d done  %s", done, len(tasks), formatCounts(counts))
 	if w.app.Terminal {
-		fmt.Fprintf(w.app.Stdout, "\r\033[K%s %s", progressBar(done, len(tasks)), line)
+		bar := progressBar(done, len(tasks)) + " " + line
+		if left, ok := w.eta.estimate(w.app.now(), done, len(tasks)); ok && done < len(tasks) {
+			bar += "  " + formatETA(left)
+		}
+		fmt.Fprintf(w.app.Stdout, "\r\033[K%s", bar)
 		w.barShown = true
 	} else if line != w.lastLine {
 		fmt.Fprintf(w.app.Stdout, "%s %s\n", w.app.now().Format("15:04:05"), line)

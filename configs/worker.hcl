@@ -31,9 +31,20 @@ labels    = { os = "linux" }
 
 # A crashed plugin is launched again after a random delay of up to
 # restart_backoff_base, doubled per further crash up to restart_backoff_cap.
-# The worker never gives up on a plugin. Defaults "500ms" and "30s".
+# By default the worker never gives up on a plugin. Defaults "500ms" and
+# "30s".
 # restart_backoff_base = "500ms"
 # restart_backoff_cap  = "30s"
+# A plugin block may override both, and set policy = "never" to leave a
+# crashed plugin down, in its own restart block (see plugin "command").
+
+# Folder of the plugin binaries of blocks without path: an executor NAME
+# runs dtf-exec-NAME, and other kinds run dtf-NAME. Default: the folder of
+# the dtf binary, which is bin/ after make build.
+# plugin_dir = "../bin"
+
+# `dtf validate -config configs/worker.hcl` checks this file, and each
+# plugin's config block, without starting the worker.
 
 coordinator {
   # Base URL of the coordinator; ws:// and http:// are equivalent, wss:// and
@@ -89,6 +100,15 @@ plugin "command" {
   kind = "executor"
   path = "../bin/dtf-exec-command"
   env  = ["PATH", "HOME"]
+  # How the host handles a crash of this plugin. policy "always" (the
+  # default) launches it again with the backoff below; "never" leaves it
+  # down, its tasks fail as retryable, and for the connector the worker
+  # stops. Unset backoff settings take restart_backoff_base and _cap.
+  # restart {
+  #   policy       = "always"
+  #   backoff_base = "500ms"
+  #   backoff_cap  = "30s"
+  # }
 }
 
 plugin "gotest" {
@@ -104,3 +124,23 @@ plugin "checkpoint" {
   kind = "executor"
   path = "../bin/dtf-exec-checkpoint"
 }
+
+# Metrics plugins receive the host's events: connection states, reconnects
+# and outages, round-trip times, queue depths, frames and bytes, task
+# outcomes and plugin restarts. Any number may be loaded; a slow or crashed
+# one only loses events and never slows the worker. The first one in this
+# file also provides the summary that the worker sends to the coordinator.
+# plugin "metrics" {
+#   kind = "metrics"
+#   path = "../bin/dtf-metrics"
+#   config {
+#     # Address of the Prometheus endpoint, GET /metrics. Default
+#     # "127.0.0.1:9464". A non-loopback address also needs insecure = true,
+#     # because the endpoint has neither TLS nor authentication.
+#     listen           = "127.0.0.1:9464"
+#     # insecure       = false
+#     # How often the worker sends its summary to the coordinator. Default
+#     # "15s", 100ms to 1h.
+#     summary_interval = "15s"
+#   }
+# }

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/dtf-io/dtf/coordinator/api"
 	"github.com/dtf-io/dtf/coordinator/store"
+	"github.com/dtf-io/dtf/coordinator/ui"
 	"github.com/dtf-io/dtf/protocol"
 )
 
@@ -26,14 +28,15 @@ func (s *Server) newHTTPServer() *http.Server {
 		ReadHeaderTimeout: s.cfg.HTTPReadHeaderTimeout,
 		ReadTimeout:       s.cfg.HTTPReadTimeout,
 		IdleTimeout:       s.cfg.HTTPIdleTimeout,
-		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		ErrorLog:          s.httpErrorLog(),
 	}
 }
 
-// routes serves the worker endpoint, the HTTP API and /healthz, with the
-// request body limit in front of all of them. The API endpoints check
-// bearer tokens when api.auth is token; /healthz and the worker endpoint,
-// whose workers authenticate in the handshake, stay open.
+// routes serves the worker endpoint, the HTTP API, the dashboard and
+// /healthz, with the request body limit in front of all of them. The API
+// endpoints check bearer tokens when api.auth is token. /healthz, the
+// worker endpoint, whose workers authenticate in the handshake, and the
+// dashboard's static files, which hold no data, stay open.
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+protocol.ConnectPath, s.handleConnect)
@@ -42,6 +45,11 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/tasks/{id}", s.requireRole(RoleRead, s.handleGetTask))
 	mux.HandleFunc("POST /v1/tasks/{id}/cancel", s.requireRole(RoleSubmit, s.handleCancel))
 	mux.HandleFunc("GET /v1/workers", s.requireRole(RoleRead, s.handleListWorkers))
+	mux.HandleFunc("GET /v1/workers/{id}/timeline", s.requireRole(RoleRead, s.handleWorkerTimeline))
+	mux.HandleFunc("GET "+api.StreamPath, s.requireRole(RoleRead, s.handleStream))
+	mux.Handle("GET /ui/", ui.Handler("/ui/"))
+	mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
+	mux.HandleFunc("GET /metrics", s.requireRole(RoleRead, s.metricsHandler()))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -212,21 +220,31 @@ func (s *Server) sendCancel(task *api.Task, log hclog.Logger) {
 }
 
 func (s *Server) handleListWorkers(w http.ResponseWriter, r *http.Request) {
-	records, err := s.store.ListWorkers(r.Context())
+	workers, err := s.listWorkers(r.Context())
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "", err.Error())
 		return
 	}
-	running, err := s.store.RunningAttempts(r.Context(), "")
+	writeJSON(w, http.StatusOK, map[string][]api.Worker{"workers": workers})
+}
+
+// listWorkers returns the row of every recorded worker, ordered by ID, for
+// GET /v1/workers and the event stream's snapshots.
+func (s *Server) listWorkers(ctx context.Context) ([]api.Worker, error) {
+	records, err := s.store.ListWorkers(ctx)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "", err.Error())
-		return
+		return nil, err
+	}
+	running, err := s.store.RunningAttempts(ctx, "")
+	if err != nil {
+		return nil, err
 	}
 	perWorker := map[string]int{}
 	for _, a := range running {
 		perWorker[a.WorkerID]++
 	}
 
+	now := time.Now()
 	s.mu.Lock()
 	workers := make([]api.Worker, 0, len(records))
 	for _, rec := range records {
@@ -251,6 +269,7 @@ func (s *Server) handleListWorkers(w http.ResponseWriter, r *http.Request) {
 		if ss := s.sessions[rec.ID]; ss != nil {
 			wk.Connected = ss.attached() != nil
 			wk.SessionID = ss.id
+			wk.Plugins = workerPlugins(ss.hello)
 			wk.LastSeen = time.Unix(0, ss.lastFrame.Load()).UTC()
 			switch {
 			case wk.Connected && ss.draining.Load():
@@ -259,11 +278,13 @@ func (s *Server) handleListWorkers(w http.ResponseWriter, r *http.Request) {
 				wk.State = api.WorkerConnected
 			}
 		}
+		s.fleet.fill(&wk, now)
+		s.fillWorkerMetrics(&wk)
 		workers = append(workers, wk)
 	}
 	s.mu.Unlock()
 	sort.Slice(workers, func(i, j int) bool { return workers[i].ID < workers[j].ID })
-	writeJSON(w, http.StatusOK, map[string][]api.Worker{"workers": workers})
+	return workers, nil
 }
 
 // withReason sets QueuedReason on a queued task.

@@ -284,12 +284,15 @@ func (s *Server) readLoop(ss *session, c *connection) string {
 				// The WebSocket library has already sent close code 1009
 				// (message too big), so no Reject can follow.
 				limit := s.cfg.Workers.MaxFrameBytes
-				ss.log.Warn("frame over the size limit; closing the connection",
+				s.countFrameReject(frameOversize)
+				s.connLog.Warn(ss.log, "oversize/"+ss.workerID, "frame over the size limit; closing the connection",
 					"max_frame_bytes", limit, "remote_addr", c.remote)
 				return fmt.Sprintf("frame over workers.max_frame_bytes %d", limit)
 			}
 			if errors.Is(err, errMalformedFrame) {
-				ss.log.Warn("malformed frame; closing the connection", "error", err)
+				s.countFrameReject(frameMalformed)
+				s.connLog.Warn(ss.log, "malformed/"+ss.workerID, "malformed frame; closing the connection",
+					"remote_addr", c.remote, "error", err)
 				c.close(rejectFrame(rejectProtocolError, err.Error(), 0), "malformed frame")
 			}
 			return "read: " + err.Error()
@@ -312,7 +315,9 @@ func (s *Server) readLoop(ss *session, c *connection) string {
 // a non-empty reason with ok true for a duplicate that must be skipped.
 func (s *Server) sequence(ss *session, c *connection, frame *pb.Frame) (string, bool) {
 	if err := ss.acknowledge(frame.GetAck()); err != nil {
-		ss.log.Warn("invalid acknowledgement; ending the session", "error", err)
+		s.countFrameReject(frameInvalidAck)
+		s.connLog.Warn(ss.log, "invalid ack/"+ss.workerID, "invalid acknowledgement; ending the session",
+			"error", err)
 		ss.end(rejectFrame(rejectRegisterAgain, err.Error()+"; start a new session", 0), "invalid acknowledgement")
 		return "invalid acknowledgement", false
 	}
@@ -320,7 +325,8 @@ func (s *Server) sequence(ss *session, c *connection, frame *pb.Frame) (string, 
 	if err != nil {
 		// Frames were lost between the worker's buffer and this one, so the
 		// session cannot continue without a state sync.
-		ss.log.Warn("sequence gap; ending the session", "error", err)
+		s.countFrameReject(frameSequenceGap)
+		s.connLog.Warn(ss.log, "sequence gap/"+ss.workerID, "sequence gap; ending the session", "error", err)
 		ss.end(rejectFrame(rejectRegisterAgain, err.Error()+"; start a new session", 0), "sequence gap")
 		return "sequence gap", false
 	}
@@ -337,8 +343,8 @@ func (s *Server) sequence(ss *session, c *connection, frame *pb.Frame) (string, 
 // replay resends what the rejected message may have carried.
 func (s *Server) rejectMessage(ss *session, c *connection, tagErr *protocol.TagError) string {
 	s.rejected.add(tagErr.Reason)
-	ss.log.Warn("message failed authentication; closing the connection", "reason", tagErr.Reason,
-		"credential_id", c.credentialID, "remote_addr", c.remote, "error", tagErr)
+	s.connLog.Warn(ss.log, "bad tag/"+ss.workerID, "message failed authentication; closing the connection",
+		"reason", tagErr.Reason, "credential_id", c.credentialID, "remote_addr", c.remote, "error", tagErr)
 	c.close(rejectFrame(rejectProtocolError, "a message failed authentication ("+tagErr.Reason+
 		"); reconnect", 0), "message failed authentication")
 	return "message failed authentication: " + tagErr.Reason

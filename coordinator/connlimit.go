@@ -114,8 +114,8 @@ func addressKey(remote string) (netip.Prefix, bool) {
 
 // allowConnection applies workers.connections_per_second_per_address to a
 // new WebSocket connection. Over the limit it writes 429 with Retry-After
-// in whole seconds, logs at most once per second with the count of
-// rejections, and returns false.
+// in whole seconds, counts and logs the rejection, at most one line per
+// second with the count of the others, and returns false.
 func (s *Server) allowConnection(w http.ResponseWriter, r *http.Request) bool {
 	now := time.Now()
 	wc := s.cfg.Workers
@@ -125,11 +125,10 @@ func (s *Server) allowConnection(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	retry := max(int(math.Ceil(wait.Seconds())), 1)
-	if n, first := s.addressRejectLog.count(now); first {
-		s.log.Warn("websocket upgrade rejected: connection rate of the address exceeded",
-			"remote_addr", r.RemoteAddr, "connections_per_second_per_address", wc.ConnectionsPerSecondPerAddress,
-			"connection_burst_per_address", wc.ConnectionBurstPerAddress, "rejected_since_last_log", n)
-	}
+	s.metrics.connectionRejects[connectionAddressRate].Add(1)
+	s.connLog.Warn(s.log, "address rate", "websocket upgrade rejected: connection rate of the address exceeded",
+		"remote_addr", r.RemoteAddr, "connections_per_second_per_address", wc.ConnectionsPerSecondPerAddress,
+		"connection_burst_per_address", wc.ConnectionBurstPerAddress)
 	w.Header().Set("Retry-After", strconv.Itoa(retry))
 	writeError(w, http.StatusTooManyRequests, "", fmt.Sprintf(
 		"too many new connections from this address (workers.connections_per_second_per_address %d, "+

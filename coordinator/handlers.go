@@ -31,6 +31,8 @@ var frameHandlers = map[string]frameHandler{
 	"task_outcome":  (*Server).handleTaskOutcome,
 	"checkpoint":    (*Server).handleCheckpoint,
 	"draining":      (*Server).handleDraining,
+	// handleWorkerMetrics is in workermetrics.go.
+	"worker_metrics": (*Server).handleWorkerMetrics,
 }
 
 // HandledFrameTypes returns the frame types the coordinator handles, sorted.
@@ -66,14 +68,16 @@ func (s *Server) dispatch(ss *session, c *connection, frame *pb.Frame) {
 }
 
 func (s *Server) handleRepeatedHello(ss *session, c *connection, _ *pb.Frame) {
-	ss.log.Warn("hello received on an open connection; closing it")
+	s.countFrameReject(frameHandshakeType)
+	s.connLog.Warn(ss.log, "late hello/"+ss.workerID, "hello received on an open connection; closing it")
 	c.close(rejectFrame(rejectProtocolError, "hello is only valid as the first frame", 0), "repeated hello")
 }
 
 // handleLateProof closes a connection whose worker sends a proof after
 // the handshake, where it has no meaning.
 func (s *Server) handleLateProof(ss *session, c *connection, _ *pb.Frame) {
-	ss.log.Warn("proof received on an open connection; closing it")
+	s.countFrameReject(frameHandshakeType)
+	s.connLog.Warn(ss.log, "late proof/"+ss.workerID, "proof received on an open connection; closing it")
 	c.close(rejectFrame(rejectProtocolError, "proof is only valid in the handshake, after a challenge", 0),
 		"proof after the handshake")
 }
@@ -162,7 +166,8 @@ func (s *Server) handleStateSync(ss *session, _ *connection, frame *pb.Frame) {
 		s.endForSync(ss, "state sync failed", err)
 		return
 	}
-	ss.log.Info("worker state synced", "running", len(sync.GetRunning()),
+	s.metrics.stateSyncs.Add(1)
+	s.connLog.Info(ss.log, "synced/"+ss.workerID, "worker state synced", "running", len(sync.GetRunning()),
 		"held_outcomes", len(sync.GetHeldOutcomes()), "keep", len(result.Keep), "cancel", len(result.Cancel))
 	if ss.enqueue(&pb.Frame{Body: &pb.Frame_StateSyncResult{StateSyncResult: result}}) {
 		ss.synced.Store(true)
@@ -289,6 +294,7 @@ func (s *Server) handleDraining(ss *session, _ *connection, frame *pb.Frame) {
 	}
 	ss.log.Info("worker draining; assigning it no more tasks", "reason", d.GetReason(),
 		"release_deadline", deadline)
+	s.recordDraining(ss, d.GetReason())
 }
 
 func outcomeFromFrame(workerID string, o *pb.TaskOutcome) store.Outcome {

@@ -26,6 +26,9 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	defer s.conns.Done()
 
 	if !slices.Contains(websocket.Subprotocols(r), protocol.Subprotocol) {
+		s.metrics.connectionRejects[connectionInvalidUpgrade].Add(1)
+		s.connLog.Warn(s.log, "upgrade without subprotocol", "websocket upgrade rejected: missing subprotocol",
+			"remote_addr", r.RemoteAddr, "subprotocol", protocol.Subprotocol)
 		writeError(w, http.StatusBadRequest, "", fmt.Sprintf(
 			"missing WebSocket subprotocol %q; connect with a dtf worker of this version", protocol.Subprotocol))
 		return
@@ -41,7 +44,9 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.pendingHandshakes.Add(-1)
 		// The upgrader has already written an HTTP error.
-		s.log.Warn("websocket upgrade failed", "remote_addr", r.RemoteAddr, "error", err)
+		s.metrics.connectionRejects[connectionInvalidUpgrade].Add(1)
+		s.connLog.Warn(s.log, "upgrade failed", "websocket upgrade failed", "remote_addr", r.RemoteAddr,
+			"error", err)
 		return
 	}
 	// A tagged message carries its tag after a frame of up to the limit.
@@ -70,11 +75,9 @@ func (s *Server) startHandshake() bool {
 func (s *Server) rejectUpgrade(w http.ResponseWriter, r *http.Request) {
 	maxSeconds := max(int(s.cfg.Workers.HandshakeTimeout/time.Second), 1)
 	retry := 1 + rand.IntN(maxSeconds)
-	if n, ok := s.upgradeRejectLog.count(time.Now()); ok {
-		s.log.Warn("websocket upgrade rejected: too many pending handshakes",
-			"max_pending_handshakes", s.cfg.Workers.MaxPendingHandshakes, "remote_addr", r.RemoteAddr,
-			"rejected_since_last_log", n)
-	}
+	s.metrics.connectionRejects[connectionPendingHandshakes].Add(1)
+	s.connLog.Warn(s.log, "pending handshakes", "websocket upgrade rejected: too many pending handshakes",
+		"max_pending_handshakes", s.cfg.Workers.MaxPendingHandshakes, "remote_addr", r.RemoteAddr)
 	w.Header().Set("Retry-After", strconv.Itoa(retry))
 	writeError(w, http.StatusServiceUnavailable, "", fmt.Sprintf(
 		"too many connections wait for their handshake (max_pending_handshakes %d); retry after %d s",
@@ -91,12 +94,13 @@ func (s *Server) handshake(ws *websocket.Conn, remote string) (*session, *connec
 	defer s.pendingHandshakes.Add(-1)
 	log := s.log.Named("session").With("remote_addr", remote)
 	if s.shuttingDown.Load() {
-		rejectConn(ws, rejectFrame(rejectShuttingDown, "coordinator is shutting down", shutdownRetryHint()))
+		s.rejectHandshake(ws, log, handshakeShuttingDown, "",
+			rejectFrame(rejectShuttingDown, "coordinator is shutting down", shutdownRetryHint()))
 		return nil, nil, nil
 	}
 	frame, helloBytes, err := s.readHello(ws)
 	if err != nil {
-		rejectConn(ws, rejectFrame(rejectProtocolError, s.helloFailed(log, err), 0))
+		s.rejectHandshake(ws, log, handshakeNoHello, "", rejectFrame(rejectProtocolError, s.helloError(err), 0))
 		return nil, nil, nil
 	}
 	hello := frame.GetHello()
@@ -104,24 +108,23 @@ func (s *Server) handshake(ws *websocket.Conn, remote string) (*session, *connec
 		// Typically a frame delayed past its session's end, such as an
 		// outcome from an evicted worker: the worker must register again,
 		// and its outcome stays in its outbox until then.
-		log.Warn("first frame is not hello", "type", protocol.TypeOf(frame))
-		rejectConn(ws, rejectFrame(rejectRegisterAgain,
-			fmt.Sprintf("no session is open on this connection; send hello first, got %s", protocol.TypeOf(frame)), 0))
+		s.rejectHandshake(ws, log.With("type", protocol.TypeOf(frame)), handshakeNotHello, "",
+			rejectFrame(rejectRegisterAgain, fmt.Sprintf(
+				"no session is open on this connection; send hello first, got %s", protocol.TypeOf(frame)), 0))
 		return nil, nil, nil
 	}
-	log = log.With("worker_id", hello.GetWorkerId())
+	log = log.With("worker_id", hello.GetWorkerId(), "session_id", hello.GetSessionId())
 	if reject := s.checkHello(hello); reject != nil {
-		log.Warn("worker rejected", "reason", reject.GetReject().GetMessage())
-		rejectConn(ws, reject)
+		s.rejectHandshake(ws, log, handshakeInvalidHello, "", reject)
 		return nil, nil, nil
 	}
 	auth, reject := s.authenticate(ws, hello, helloBytes, log)
 	if reject != nil {
-		log.Warn("worker rejected", "reason", reject.GetReject().GetMessage())
-		rejectConn(ws, reject)
+		s.rejectHandshake(ws, log, authRejectReason(reject), "", reject)
 		return nil, nil, nil
 	}
 	if ok, retryAfter := s.admitSession(hello, remote); !ok {
+		// admitSession counts and logs the rejection.
 		rejectConn(ws, rejectFrame(rejectOverloaded,
 			"coordinator sheds a reconnection storm; retry after retry_after_ms", retryAfter))
 		return nil, nil, nil
@@ -148,19 +151,19 @@ func (s *Server) handshake(ws *websocket.Conn, remote string) (*session, *connec
 			return nil, nil, nil
 		}
 	}
-	ss, prev := s.resume(hello, frame.GetAck(), c)
+	ss, prev, notResumable := s.resume(hello, frame.GetAck(), c)
 	if ss != nil {
 		s.resumeSession(ss, prev, frame.GetAck())
 		welcome.Resumed = true
 	} else {
 		if reject := s.checkWorkerIDInUse(hello, remote); reject != nil {
-			log.Warn("worker rejected: its worker_id has a live session on another connection",
-				"reason", reject.GetReject().GetMessage())
-			rejectConn(ws, reject)
+			// The worker authenticated, so its worker_id is its own.
+			s.rejectHandshake(ws, log, handshakeWorkerIDInUse, hello.GetWorkerId(), reject)
 			return nil, nil, nil
 		}
-		if id := hello.GetSessionId(); id != "" {
-			log.Info("session not resumable; starting a new one", "requested_session_id", id)
+		if notResumable != "" {
+			s.connLog.Info(log, "not resumable/"+hello.GetWorkerId(), "session not resumable; starting a new one",
+				"reason", notResumable)
 		}
 		ss = s.newSession(hello)
 		if auth != nil && !s.setKeys(c, auth, ss.id, ws, log) {
@@ -183,20 +186,68 @@ func (s *Server) readHello(ws *websocket.Conn) (*pb.Frame, []byte, error) {
 	return readMessage(ws, s.handshakeCodec())
 }
 
-// helloFailed logs a connection that sent no valid hello, at most once per
-// second with the count since the last line, and returns the message of
-// its Reject.
-func (s *Server) helloFailed(log hclog.Logger, err error) string {
-	msg := "send a hello frame first: " + err.Error()
+// helloError returns the message of the Reject for a connection that sent
+// no valid hello.
+func (s *Server) helloError(err error) string {
 	var netErr interface{ Timeout() bool }
 	if errors.As(err, &netErr) && netErr.Timeout() {
-		msg = fmt.Sprintf("no hello within workers.handshake_timeout %s; send a hello frame first",
+		return fmt.Sprintf("no hello within workers.handshake_timeout %s; send a hello frame first",
 			s.cfg.Workers.HandshakeTimeout)
 	}
-	if n, first := s.handshakeFailLog.count(time.Now()); first {
-		log.Warn("handshake failed: no valid hello", "reason", msg, "failed_since_last_log", n)
+	return "send a hello frame first: " + err.Error()
+}
+
+// handshakeRejectMessages are the log messages of rejected handshakes, one
+// per reason, so that each reads on its own.
+var handshakeRejectMessages = [numHandshakeRejectReasons]string{
+	handshakeShuttingDown:    "handshake rejected: coordinator is shutting down",
+	handshakeNoHello:         "handshake failed: no valid hello",
+	handshakeNotHello:        "handshake rejected: first frame is not hello",
+	handshakeInvalidHello:    "worker rejected: invalid hello",
+	handshakeUnauthenticated: "worker rejected: authentication failed",
+	handshakeProtocolError:   "worker rejected: handshake protocol error",
+	handshakeStoreError:      "worker rejected: store read failed",
+	handshakeSessionRate:     "worker rejected: session rate limit reached",
+	handshakeWorkerIDInUse:   "worker rejected: its worker_id has a live session on another connection",
+}
+
+// rejectHandshake counts, logs and sends the Reject of a handshake. The
+// log line is rate-limited by reason, and by worker too when workerID is
+// set, which callers do only once the worker has authenticated.
+// Authentication failures are counted where they are detected, in
+// Server.authFailures.
+func (s *Server) rejectHandshake(
+	ws *websocket.Conn,
+	log hclog.Logger,
+	reason handshakeRejectReason,
+	workerID string,
+	reject *pb.Frame,
+) {
+	if reason != handshakeUnauthenticated {
+		s.metrics.handshakeRejects[reason].Add(1)
 	}
-	return msg
+	level := hclog.Warn
+	if reason == handshakeShuttingDown {
+		level = hclog.Info
+	}
+	key := handshakeRejectLabels[reason]
+	if workerID != "" {
+		key += "/" + workerID
+	}
+	s.connLog.Log(log, level, key, handshakeRejectMessages[reason], "reason", reject.GetReject().GetMessage())
+	rejectConn(ws, reject)
+}
+
+// authRejectReason returns the reason of a Reject from authenticate.
+func authRejectReason(reject *pb.Frame) handshakeRejectReason {
+	switch reject.GetReject().GetCode() {
+	case rejectUnauthenticated:
+		return handshakeUnauthenticated
+	case rejectOverloaded:
+		return handshakeStoreError
+	default:
+		return handshakeProtocolError
+	}
 }
 
 // setKeys derives the connection's keys for sessionID and reports whether
@@ -204,6 +255,7 @@ func (s *Server) helloFailed(log hclog.Logger, err error) string {
 func (s *Server) setKeys(c *connection, auth *authResult, sessionID string, ws *websocket.Conn, log hclog.Logger) bool {
 	sealer, opener, err := auth.sessionKeys(sessionID)
 	if err != nil {
+		s.metrics.handshakeRejects[handshakeProtocolError].Add(1)
 		log.Error("deriving session keys failed", "session_id", sessionID, "error", err)
 		rejectConn(ws, rejectFrame(rejectProtocolError, "the coordinator could not derive session keys", 0))
 		return false
@@ -261,7 +313,9 @@ func (s *Server) resumeSession(ss *session, prev *connection, ack uint64) {
 	}
 	// resume checked that ack is within the frames sent.
 	_ = ss.acknowledge(ack)
+	s.metrics.connects.Add(1)
+	s.metrics.resumes.Add(1)
 	frames, bytes := ss.window.Pending()
-	ss.log.Info("worker resumed its session", "ack", ack, "replay_frames", frames, "replay_bytes", bytes,
-		"received", ss.window.Received())
+	s.connLog.Info(ss.log, "resumed/"+ss.workerID, "worker resumed its session", "ack", ack,
+		"replay_frames", frames, "replay_bytes", bytes, "received", ss.window.Received())
 }

@@ -28,6 +28,9 @@ func (s *Server) runScheduler(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
+			// Log the repeats of connection events that the limiter held
+			// back, so the last state of a flapping worker reaches the log.
+			s.connLog.Flush()
 			s.watchOrphans()
 			s.expireGracePeriods()
 			s.expireTimeouts()
@@ -202,7 +205,11 @@ func (s *Server) assignRound(ctx context.Context, sessions []*session, free map[
 			more = true
 			continue
 		}
-		if !s.sendAssign(ctx, ss, res.Task, res.Checkpoint) || !ss.hasRoom() {
+		sent := s.sendAssign(ctx, ss, res.Task, res.Checkpoint)
+		if sent {
+			s.observeDispatch(plan[i].ready, time.Now())
+		}
+		if !sent || !ss.hasRoom() {
 			free[ss] = 0
 			continue
 		}
@@ -216,6 +223,9 @@ func (s *Server) assignRound(ctx context.Context, sessions []*session, free map[
 type plannedStart struct {
 	session *session
 	taskID  string
+	// ready is when the task could run: when it was queued, or the end of
+	// its retry backoff if later. The dispatch latency counts from it.
+	ready time.Time
 }
 
 // planRound picks one queued task for each session with a free slot.
@@ -264,7 +274,12 @@ func (s *Server) planRound(ctx context.Context, sessions []*session, free map[*s
 				continue
 			}
 			claimed[tasks[next].ID] = true
-			plan = append(plan, plannedStart{session: ss, taskID: tasks[next].ID})
+			task := tasks[next]
+			ready := task.Updated
+			if task.NotBefore.After(ready) {
+				ready = task.NotBefore
+			}
+			plan = append(plan, plannedStart{session: ss, taskID: task.ID, ready: ready})
 			next++
 		}
 	}

@@ -10,11 +10,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,6 +27,7 @@ import (
 
 	"github.com/dtf-io/dtf/coordinator/config"
 	"github.com/dtf-io/dtf/coordinator/store"
+	"github.com/dtf-io/dtf/internal/ratelog"
 	"github.com/dtf-io/dtf/protocol"
 )
 
@@ -72,6 +75,18 @@ func shutdownRetryHints(n, maxPerSecond, burst int) []time.Duration {
 	return hints
 }
 
+// connLogInterval is the shortest time between two log lines of one
+// connection event key, and the lines in between are counted. Events
+// before authentication are keyed by their kind alone, because their
+// worker_id is whatever the peer sent. Later events of a worker are keyed
+// by kind and worker_id, so a flapping worker logs each kind once per
+// interval. connLogMaxKeys bounds the keys tracked, and new keys beyond it
+// share one interval.
+const (
+	connLogInterval = time.Second
+	connLogMaxKeys  = 1024
+)
+
 // Server is one coordinator: its listener, its store and the live worker
 // sessions.
 type Server struct {
@@ -109,13 +124,14 @@ type Server struct {
 	// pendingHandshakes counts connections upgraded but without a hello.
 	pendingHandshakes atomic.Int64
 	overloadLog       logLimiter
-	upgradeRejectLog  logLimiter
 	// addressLimits limits new WebSocket connections per remote address.
-	addressLimits    addressLimiter
-	addressRejectLog logLimiter
-	// handshakeFailLog limits the warnings about connections that sent
-	// no valid hello, which a flood of such connections would repeat.
-	handshakeFailLog logLimiter
+	addressLimits addressLimiter
+	// connLog rate-limits the log lines of connection events by key, so a
+	// flapping worker or a flood of bad connections cannot flood the log.
+	connLog *ratelog.Limiter
+	// metrics holds the registry of /metrics and the counters that Stats
+	// does not keep.
+	metrics serverMetrics
 
 	unknownFrames     atomic.Uint64
 	unexpectedFrames  atomic.Uint64
@@ -132,6 +148,14 @@ type Server struct {
 	// rejected counts messages of open connections that failed their tag.
 	authFailures atomic.Uint64
 	rejected     rejectedFrames
+
+	// fleet is the connection history of the workers, and streams the
+	// open event streams of the dashboard.
+	fleet   *fleetHistory
+	streams *streamHub
+	// workerSummaries holds the newest summary of each worker's metrics
+	// plugin; see workermetrics.go. mu guards it.
+	workerSummaries *workerSummaries
 }
 
 // workerState is the in-memory part of a worker's record.
@@ -266,15 +290,21 @@ func New(cfg *config.Config, logger hclog.Logger) (*Server, error) {
 		kick:           make(chan struct{}, 1),
 		admission: newSessionAdmission(cfg.Workers.MaxSessionsPerSecond, cfg.Workers.SessionBurst,
 			time.Now()),
+		connLog: ratelog.NewWithMaxKeys(connLogInterval, connLogMaxKeys),
 	}
+	s.initMetrics()
 	for _, t := range cfg.TaskTypes {
 		s.knownTypes[t] = true
 	}
+	s.streams = newStreamHub(s.log.Named("stream"))
+	s.workerSummaries = newWorkerSummaries()
+	s.fleet = newFleetHistory(s.streams)
 	if err := s.restoreSessions(ctx); err != nil {
 		// The workers of the lost sessions start new ones and sync their
 		// state, so a broken record costs a resume, not a task.
 		s.log.Warn("sessions of the previous run not restored", "error", err)
 	}
+	s.recordRestoredSessions()
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.Workers.HandshakeTimeout,
 		// An idle worker costs a 1 KiB read buffer, and a write buffer only
@@ -287,6 +317,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Server, error) {
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
 	s.http = s.newHTTPServer()
+	s.http.RegisterOnShutdown(s.streams.close)
 	return s, nil
 }
 
@@ -303,6 +334,31 @@ func serverTLSConfig(t config.TLS) (*tls.Config, error) {
 		MinVersion:   tls.VersionTLS12,
 		NextProtos:   []string{"http/1.1"},
 	}, nil
+}
+
+// tlsHandshakeErrorPrefix starts the line that net/http (Go 1.26,
+// server.go) logs for a failed TLS handshake, followed by the remote
+// address, ": " and the error.
+const tlsHandshakeErrorPrefix = "http: TLS handshake error from "
+
+// httpErrorLog returns the ErrorLog of the HTTP server. net/http logs a
+// line for every failed TLS handshake, which a port scanner or a worker
+// that does not trust the certificate repeats at will, so the lines go
+// through connLog, keyed without the remote address.
+func (s *Server) httpErrorLog() *log.Logger {
+	return s.connLog.StandardLogger(s.log.Named("http"), hclog.Warn, s.httpErrorKey)
+}
+
+// httpErrorKey returns the rate-limit key of a line of net/http's error
+// log and counts the failed TLS handshakes among them. The key of a TLS
+// line is the last part of its error, such as "bad certificate" or
+// "connection reset by peer", because the parts before it name addresses.
+func (s *Server) httpErrorKey(line string) string {
+	if !strings.HasPrefix(line, tlsHandshakeErrorPrefix) {
+		return line
+	}
+	s.metrics.tlsHandshakeErrors.Add(1)
+	return "tls handshake: " + line[strings.LastIndex(line, ": ")+2:]
 }
 
 // Addr returns the address the listener is bound to, such as
@@ -364,6 +420,11 @@ func (s *Server) Run(ctx context.Context) error {
 		defer close(schedDone)
 		s.runScheduler(schedCtx)
 	}()
+	fleetDone := make(chan struct{})
+	go func() {
+		defer close(fleetDone)
+		s.runFleet(schedCtx)
+	}()
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
@@ -399,6 +460,7 @@ func (s *Server) Run(ctx context.Context) error {
 	stopScheduler()
 	<-schedDone
 	<-watchDone
+	<-fleetDone
 	saveCtx, cancelSave := storeContext()
 	if saveErr := s.saveSessions(saveCtx); saveErr != nil {
 		s.log.Warn("sessions not saved; their workers will start new sessions and sync their state",

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/dtf-io/dtf/coordinator/api"
 	"github.com/dtf-io/dtf/coordinator/store"
 	"github.com/dtf-io/dtf/protocol"
 	"github.com/dtf-io/dtf/protocol/pb"
@@ -213,7 +215,10 @@ func (s *Server) register(ss *session, c *connection) {
 	delete(s.graceDeadlines, ss.workerID)
 	s.countConnect(ss.workerID)
 	s.workers[ss.workerID].drained = false
+	reconnect := s.workers[ss.workerID].connects > 1
+	s.recordConnect(ss, newSessionReason(old), false)
 	s.mu.Unlock()
+	s.metrics.connects.Add(1)
 
 	switch {
 	case old == nil:
@@ -231,7 +236,8 @@ func (s *Server) register(ss *session, c *connection) {
 		old.log.Info("detached session dropped: the worker started a new session", "new_session_id", ss.id)
 		old.end(nil, "replaced by a new session")
 	}
-	ss.log.Info("worker connected", "task_types", ss.taskTypes, "slots", ss.slots,
+	s.connLog.Info(ss.log, "connected/"+ss.workerID, "worker connected", "reconnect", reconnect,
+		"remote_addr", c.remote, "task_types", ss.taskTypes, "slots", ss.slots,
 		"host_version", ss.hello.GetHostVersion(), "plugin_version", ss.hello.GetPluginVersion(),
 		"compression", c.codec.Compression)
 
@@ -263,12 +269,13 @@ func (s *Server) countConnect(workerID string) {
 }
 
 // resume attaches c to the worker's session named by hello when that
-// session can continue with the hello's acknowledgement ack. It returns nil
-// when it cannot, and the previous connection of the session, which the
-// caller closes, otherwise.
-func (s *Server) resume(hello *pb.Hello, ack uint64, c *connection) (*session, *connection) {
+// session can continue with the hello's acknowledgement ack. It returns the
+// session and its previous connection, which the caller closes. When the
+// hello names a session that cannot continue, it returns nil and the
+// reason, for the log.
+func (s *Server) resume(hello *pb.Hello, ack uint64, c *connection) (*session, *connection, string) {
 	if hello.GetSessionId() == "" {
-		return nil, nil
+		return nil, nil, ""
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -276,21 +283,24 @@ func (s *Server) resume(hello *pb.Hello, ack uint64, c *connection) (*session, *
 	// resume another worker's session even when it knows the session ID.
 	ss := s.sessions[hello.GetWorkerId()]
 	if ss == nil || ss.id != hello.GetSessionId() {
-		return nil, nil
+		return nil, nil, "the coordinator has no such session of the worker: it expired or was not saved"
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if !ss.canResumeLocked(ack) {
-		ss.log.Info("session cannot be resumed; starting a new one", "ack", ack,
-			"peer_acked", ss.peerAcked.Load(), "last_seq", ss.window.Sent(), "ended", ss.ended)
-		return nil, nil
+		if ss.ended {
+			return nil, nil, "the session ended"
+		}
+		return nil, nil, fmt.Sprintf("acknowledgement %d is outside the frames the coordinator still has: "+
+			"acknowledged %d, sent %d", ack, ss.peerAcked.Load(), ss.window.Sent())
 	}
 	prev := ss.conn
 	ss.conn = c
 	ss.detachedAt = time.Time{}
 	delete(s.graceDeadlines, ss.workerID)
 	s.countConnect(ss.workerID)
-	return ss, prev
+	s.recordConnect(ss, resumeReason(prev), true)
+	return ss, prev, ""
 }
 
 // detach runs after a connection ended. The session stays for
@@ -324,22 +334,26 @@ func (s *Server) detach(ss *session, c *connection) {
 		if state := s.workers[ss.workerID]; state != nil && draining {
 			state.drained = true
 		}
+		s.recordDetach(ss, c.reason, draining)
 	}
 	s.mu.Unlock()
+	s.metrics.disconnects.Add(1)
+	key := "disconnected/" + ss.workerID
 	switch {
 	case !registered:
-		ss.log.Info("replaced session closed", "reason", c.reason)
+		s.connLog.Info(ss.log, key, "replaced session closed", "reason", c.reason)
 	case draining:
 		// Its tasks were released or finished; any still running get the
 		// grace period like those of any disconnected worker.
 		s.drainedWorkers.Add(1)
-		ss.log.Info("worker left after draining", "reason", c.reason,
+		s.connLog.Info(ss.log, key, "worker left after draining", "reason", c.reason,
 			"reassign_after", s.cfg.Workers.ReassignAfter)
 	case keep:
-		ss.log.Info("worker disconnected; session kept for resume", "reason", c.reason,
+		s.connLog.Info(ss.log, key, "worker disconnected; session kept for resume", "reason", c.reason,
 			"session_ttl", ttl, "reassign_after", s.cfg.Workers.ReassignAfter)
 	default:
-		ss.log.Info("worker disconnected", "reason", c.reason, "reassign_after", s.cfg.Workers.ReassignAfter)
+		s.connLog.Info(ss.log, key, "worker disconnected", "reason", c.reason,
+			"reassign_after", s.cfg.Workers.ReassignAfter)
 	}
 }
 
@@ -354,6 +368,7 @@ func (s *Server) expireSessions() {
 		ss.mu.Lock()
 		gone := ss.conn == nil && (ss.ended || !now.Before(ss.detachedAt.Add(ttl)))
 		if gone {
+			s.recordExpiry(ss)
 			ss.ended = true
 			delete(s.sessions, workerID)
 			expired = append(expired, ss)
@@ -404,4 +419,42 @@ func (s *Server) attachedConnections() []*connection {
 		}
 	}
 	return out
+}
+
+// Bounds on the plugin list of a hello as the API shows it. The list is
+// release metadata, so the coordinator trims an oversized one instead of
+// rejecting the worker.
+const (
+	maxHelloPlugins     = 64
+	maxPluginFieldBytes = 128
+)
+
+// workerPlugins returns the plugin list of hello for the API, trimmed to
+// maxHelloPlugins entries of at most maxPluginFieldBytes per string.
+func workerPlugins(hello *pb.Hello) []api.WorkerPlugin {
+	listed := hello.GetPlugins()
+	if len(listed) == 0 {
+		return nil
+	}
+	if len(listed) > maxHelloPlugins {
+		listed = listed[:maxHelloPlugins]
+	}
+	plugins := make([]api.WorkerPlugin, 0, len(listed))
+	for _, p := range listed {
+		plugins = append(plugins, api.WorkerPlugin{
+			Name:       trimField(p.GetName()),
+			Kind:       trimField(p.GetKind()),
+			Version:    trimField(p.GetVersion()),
+			APIVersion: int(p.GetApiVersion()),
+		})
+	}
+	return plugins
+}
+
+// trimField cuts s to maxPluginFieldBytes, dropping a rune split by the cut.
+func trimField(s string) string {
+	if len(s) <= maxPluginFieldBytes {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxPluginFieldBytes], "")
 }

@@ -45,8 +45,10 @@ var errNotConnected = errors.New("no connector plugin running")
 // state sync and then every outcome that the coordinator has not
 // acknowledged.
 func (h *Host) superviseConnector(ctx context.Context, proc pluginProcess) error {
-	backoff := newRestartBackoff(h.cfg.RestartBackoffBase, h.cfg.RestartBackoffCap)
+	backoff := h.newPluginBackoff(h.cfg.Connector())
 	logger := h.logger.With("plugin", h.cfg.Connector().Name)
+	// exit is how the last connector process ended, for the restart event.
+	exit := ""
 	for {
 		started := time.Now()
 		var err error
@@ -59,11 +61,15 @@ func (h *Host) superviseConnector(ctx context.Context, proc pluginProcess) error
 		if errors.Is(err, ErrConnectorFatal) {
 			return err
 		}
-		ran, exit := time.Duration(0), ""
+		ran := time.Duration(0)
 		if proc != nil {
 			ran = time.Since(started)
 			exit = awaitExit(proc, exitAwait)
 			h.dropConnector(proc)
+			h.recordConnectorStopped()
+			if h.cfg.Connector().Restart.Never() {
+				return connectorStaysDown(h.cfg.Connector(), err, exit)
+			}
 		}
 		delay, recent, looping := backoff.crashed(time.Now(), ran)
 		if proc != nil {
@@ -81,7 +87,9 @@ func (h *Host) superviseConnector(ctx context.Context, proc pluginProcess) error
 		if err != nil {
 			logger.Error("connector plugin restart failed, trying again", "error", err)
 			proc = nil
+			continue
 		}
+		h.recordRestart(h.cfg.Connector(), exit)
 	}
 }
 
@@ -113,7 +121,7 @@ func (h *Host) dropConnector(proc pluginProcess) {
 func (h *Host) runConnector(ctx context.Context, proc pluginProcess) error {
 	client := proc.Connector()
 	p := h.cfg.Connector()
-	_, err := client.Configure(ctx, &pb.ConnectorConfig{
+	resp, err := client.Configure(ctx, &pb.ConnectorConfig{
 		Url:         h.cfg.Coordinator.URL,
 		WorkerId:    h.cfg.Coordinator.WorkerID,
 		Token:       h.cfg.Coordinator.Token,
@@ -125,14 +133,16 @@ func (h *Host) runConnector(ctx context.Context, proc pluginProcess) error {
 		Labels:      h.cfg.Labels,
 		HostVersion: Version,
 		ConfigJson:  p.ConfigJSON,
+		Plugins:     h.hostPlugins(proc),
 	})
-	if status.Code(err) == codes.InvalidArgument {
+	err = configureResult(p, resp.GetProblems(), err)
+	var rejected *configureError
+	if errors.As(err, &rejected) {
 		// A restart would be rejected the same way, so stop the worker.
-		return fmt.Errorf("%w: invalid config for connector plugin %s: %s; fix its config block in %s",
-			ErrConnectorFatal, p.Name, status.Convert(err).Message(), h.cfg.File)
+		return fatalConfigError{fmt.Errorf("invalid config for connector plugin %s: %w", p.Name, h.locate(p, err))}
 	}
 	if err != nil {
-		return fmt.Errorf("configure connector plugin %s: %w", p.Name, err)
+		return err
 	}
 
 	streamCtx, cancelStream := context.WithCancel(context.Background())
@@ -177,11 +187,14 @@ func (h *Host) runConnector(ctx context.Context, proc pluginProcess) error {
 		}
 		switch e := event.GetEvent().(type) {
 		case *pb.ConnectorEvent_State:
+			h.recordState(e.State)
 			if err := h.handleState(e.State); err != nil {
 				return err
 			}
 		case *pb.ConnectorEvent_Frame:
 			h.handleFrame(e.Frame)
+		case *pb.ConnectorEvent_Stats:
+			h.recordStats(e.Stats)
 		}
 	}
 }

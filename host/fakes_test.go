@@ -29,6 +29,7 @@ type fakeProcess struct {
 	info      *pb.PluginInfo
 	executor  pb.ExecutorClient
 	connector pb.ConnectorClient
+	metrics   pb.MetricsClient
 	server    *grpc.Server
 	conn      *grpc.ClientConn
 	killed    atomic.Bool
@@ -55,6 +56,7 @@ func newFakeProcess(t *testing.T, info *pb.PluginInfo, register func(*grpc.Serve
 func (p *fakeProcess) Info() *pb.PluginInfo          { return p.info }
 func (p *fakeProcess) Executor() pb.ExecutorClient   { return p.executor }
 func (p *fakeProcess) Connector() pb.ConnectorClient { return p.connector }
+func (p *fakeProcess) Metrics() pb.MetricsClient     { return p.metrics }
 func (p *fakeProcess) Exited() bool                  { return p.killed.Load() }
 
 // Pid is 0, because a fake runs inside the test process.
@@ -231,6 +233,9 @@ type fakePlugins struct {
 	t          *testing.T
 	connectors chan *fakeConnector
 	executors  map[string]sdk.Executor
+	// metrics serves, per plugin name, the metrics plugins; every launch
+	// of a name serves the same server.
+	metrics map[string]pb.MetricsServer
 	// failExecutors makes every executor launch fail, as a binary that
 	// crashes at start does.
 	failExecutors atomic.Bool
@@ -263,6 +268,11 @@ func (f *fakePlugins) launch(_ context.Context, cfg dtfplugin.LaunchConfig) (plu
 		proc = newFakeProcess(f.t, &pb.PluginInfo{Name: info.Name, TaskTypes: info.TaskTypes},
 			func(s *grpc.Server) { pb.RegisterExecutorServer(s, server) })
 		proc.executor = pb.NewExecutorClient(proc.conn)
+	case dtfplugin.KindMetrics:
+		server := f.metrics[cfg.Name]
+		proc = newFakeProcess(f.t, &pb.PluginInfo{Name: cfg.Name, Version: "test"},
+			func(s *grpc.Server) { pb.RegisterMetricsServer(s, server) })
+		proc.metrics = pb.NewMetricsClient(proc.conn)
 	}
 	f.mu.Lock()
 	f.launched = append(f.launched, proc)

@@ -1,8 +1,8 @@
 // Package host is the worker host. It launches the connector plugin, which
-// keeps the session with the coordinator, and the executor plugins, which
-// run tasks. It routes each assignment to the executor that declared its
-// type and keeps every task outcome in an outbox on disk until the
-// coordinator acknowledges it.
+// keeps the session with the coordinator, the executor plugins, which run
+// tasks, and the metrics plugins, which receive its events. It routes each
+// assignment to the executor that declared its type and keeps every task
+// outcome in an outbox on disk until the coordinator acknowledges it.
 package host
 
 import (
@@ -38,6 +38,7 @@ type pluginProcess interface {
 	Info() *pb.PluginInfo
 	Executor() pb.ExecutorClient
 	Connector() pb.ConnectorClient
+	Metrics() pb.MetricsClient
 	Kill()
 	// Pid is the process id, or 0 for a process that has none, such as a
 	// test's in-process fake.
@@ -75,6 +76,9 @@ type Host struct {
 	executors []*executorPlugin
 	routes    map[string]*executorPlugin
 	slots     chan struct{}
+	// metrics are the metrics plugins and the host's event path to them
+	// (metrics.go).
+	metrics *hostMetrics
 
 	// tasksCtx is the parent of every task's context; cancelTasks ends
 	// them all at shutdown.
@@ -155,7 +159,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Host, error) {
 		logger = hclog.NewNullLogger()
 	}
 	cfg = withDefaults(cfg)
-	return &Host{
+	h := &Host{
 		cfg:            cfg,
 		rootLogger:     logger,
 		logger:         logger.Named("host").With("worker_id", cfg.Coordinator.WorkerID),
@@ -176,7 +180,9 @@ func New(cfg *config.Config, logger hclog.Logger) (*Host, error) {
 		unknownFrames:  make(map[string]uint64),
 		drainRequested: make(chan struct{}),
 		acked:          make(chan struct{}, 1),
-	}, nil
+	}
+	h.metrics = newHostMetrics(h)
+	return h, nil
 }
 
 // Run starts the plugins and serves tasks until ctx ends or a drain (see
@@ -218,9 +224,12 @@ func (h *Host) Run(ctx context.Context) error {
 	// is configured last because its Hello lists the executors' task types.
 	connector, err := h.launchConnector(ctx)
 	if err != nil {
-		return err
+		return h.locate(h.cfg.Connector(), err)
 	}
 	if err := h.startExecutors(ctx); err != nil {
+		return err
+	}
+	if err := h.startMetricsPlugins(ctx); err != nil {
 		return err
 	}
 	h.startSupervisors()
@@ -332,15 +341,15 @@ func (h *Host) startExecutors(ctx context.Context) error {
 		ex := &executorPlugin{cfg: p, host: h, crashed: make(chan struct{}, 1)}
 		proc, err := h.launch(ctx, h.launchConfig(p))
 		if err != nil {
-			return err
+			return h.locate(p, err)
 		}
 		ex.up(proc)
 		h.executors = append(h.executors, ex)
 		if err := h.route(ex, proc.Info()); err != nil {
-			return err
+			return h.locateRoute(p, err)
 		}
 		if err := ex.configure(ctx, proc); err != nil {
-			return err
+			return h.locate(p, err)
 		}
 		h.logger.Info("executor plugin started", "plugin", p.Name,
 			"version", proc.Info().GetVersion(), "task_types", proc.Info().GetTaskTypes())
@@ -404,6 +413,7 @@ func (h *Host) shutdown() {
 			procs = append(procs, proc)
 		}
 	}
+	procs = append(procs, h.metricsProcesses()...)
 
 	// Kill waits up to a few seconds for a graceful exit, so all plugins
 	// are killed at once.

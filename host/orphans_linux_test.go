@@ -80,6 +80,7 @@ type pidProcess struct {
 func (p *pidProcess) Info() *pb.PluginInfo          { return &pb.PluginInfo{} }
 func (p *pidProcess) Executor() pb.ExecutorClient   { return nil }
 func (p *pidProcess) Connector() pb.ConnectorClient { return nil }
+func (p *pidProcess) Metrics() pb.MetricsClient     { return nil }
 func (p *pidProcess) Kill()                         {}
 func (p *pidProcess) Pid() int                      { return p.pid }
 func (p *pidProcess) Exited() bool                  { return p.exited.Load() }

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dtf-io/dtf/host/config"
 	"github.com/dtf-io/dtf/plugin/pb"
 	wirepb "github.com/dtf-io/dtf/protocol/pb"
 )
@@ -47,14 +48,35 @@ const (
 type executorDownError struct {
 	plugin string
 	exit   string
+	// stays is set when the plugin's restart policy is never.
+	stays bool
 }
 
 func (e *executorDownError) Error() string {
+	if e.stays {
+		return fmt.Sprintf("executor plugin %s crashed (%s) and stays down, because its restart policy "+
+			"is never; the coordinator may retry the task on a new attempt", e.plugin, e.exit)
+	}
 	return fmt.Sprintf("executor plugin %s is restarting after it crashed (%s); "+
 		"the coordinator may retry the task on a new attempt", e.plugin, e.exit)
 }
 
-// startSupervisors starts one supervisor per executor plugin.
+// newPluginBackoff returns the restart backoff of plugin p: the bounds of
+// its restart block, or the top-level ones for a Plugin built without
+// config.Load.
+func (h *Host) newPluginBackoff(p config.Plugin) *restartBackoff {
+	base, limit := p.Restart.BackoffBase, p.Restart.BackoffCap
+	if base <= 0 {
+		base = h.cfg.RestartBackoffBase
+	}
+	if limit < base {
+		limit = max(h.cfg.RestartBackoffCap, base)
+	}
+	return newRestartBackoff(base, limit)
+}
+
+// startSupervisors starts one supervisor per executor plugin and the loops
+// of the metrics plugins (metrics.go).
 func (h *Host) startSupervisors() {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stopSupervisors = cancel
@@ -65,6 +87,7 @@ func (h *Host) startSupervisors() {
 			ex.supervise(ctx)
 		}()
 	}
+	h.startMetricsLoops(ctx)
 }
 
 // endSupervisors stops the supervisors and waits for them, so none
@@ -102,9 +125,10 @@ const defaultExecutorUpWait = 30 * time.Second
 // reports whether it does.
 func (e *executorPlugin) awaitUp(ctx context.Context, limit time.Duration) bool {
 	e.mu.Lock()
-	if e.proc != nil {
+	if e.proc != nil || e.staysDown {
+		running := e.proc != nil
 		e.mu.Unlock()
-		return true
+		return running
 	}
 	if e.upAgain == nil {
 		e.upAgain = make(chan struct{})
@@ -116,7 +140,8 @@ func (e *executorPlugin) awaitUp(ctx context.Context, limit time.Duration) bool 
 	defer timer.Stop()
 	select {
 	case <-upAgain:
-		return true
+		// stayDown closes upAgain too, without a process.
+		return e.current() != nil
 	case <-timer.C:
 	case <-ctx.Done():
 	}
@@ -130,7 +155,7 @@ func (e *executorPlugin) downMessage() string {
 	if e.proc != nil {
 		return ""
 	}
-	return (&executorDownError{plugin: e.cfg.Name, exit: e.down}).Error()
+	return (&executorDownError{plugin: e.cfg.Name, exit: e.down, stays: e.staysDown}).Error()
 }
 
 // clientFor returns the executor's client and records in task the launch
@@ -139,7 +164,7 @@ func (e *executorPlugin) clientFor(task *runningTask) (pb.ExecutorClient, error)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.proc == nil {
-		return nil, &executorDownError{plugin: e.cfg.Name, exit: e.down}
+		return nil, &executorDownError{plugin: e.cfg.Name, exit: e.down, stays: e.staysDown}
 	}
 	client := e.proc.Executor()
 	task.mu.Lock()
@@ -151,7 +176,7 @@ func (e *executorPlugin) clientFor(task *runningTask) (pb.ExecutorClient, error)
 
 // supervise restarts the plugin whenever it crashes, until ctx ends.
 func (e *executorPlugin) supervise(ctx context.Context) {
-	backoff := newRestartBackoff(e.host.cfg.RestartBackoffBase, e.host.cfg.RestartBackoffCap)
+	backoff := e.host.newPluginBackoff(e.cfg)
 	ticker := time.NewTicker(exitPollInterval)
 	defer ticker.Stop()
 	for {
@@ -173,6 +198,10 @@ func (e *executorPlugin) supervise(ctx context.Context) {
 		e.markDown(launch, exit)
 		proc.Kill()
 		e.host.killOrphans(fmt.Sprintf("executor plugin %s crashed (%s)", e.cfg.Name, exit))
+		if e.cfg.Restart.Never() {
+			e.stayDown(exit)
+			return
+		}
 		if !e.relaunch(ctx, backoff, time.Since(started), exit) {
 			return
 		}
@@ -181,7 +210,8 @@ func (e *executorPlugin) supervise(ctx context.Context) {
 
 // checkProcess returns how a crashed process ended, or "" while it runs.
 // With probe set it also calls Info, so a gRPC connection that broke while
-// the process lives counts as a crash.
+// the process lives counts as a crash. It serves executor and metrics
+// plugins.
 func checkProcess(ctx context.Context, proc pluginProcess, probe bool) string {
 	if proc == nil {
 		return ""
@@ -194,7 +224,12 @@ func checkProcess(ctx context.Context, proc pluginProcess, probe bool) string {
 	}
 	probeCtx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	_, err := proc.Executor().Info(probeCtx, &pb.Empty{})
+	var err error
+	if client := proc.Metrics(); client != nil {
+		_, err = client.Info(probeCtx, &pb.Empty{})
+	} else {
+		_, err = proc.Executor().Info(probeCtx, &pb.Empty{})
+	}
 	if err == nil || ctx.Err() != nil {
 		return ""
 	}
@@ -223,6 +258,40 @@ func awaitExit(proc pluginProcess, wait time.Duration) string {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return proc.ExitStatus()
+}
+
+// connectorStaysDown returns the error that stops the worker when connector
+// plugin p, whose restart policy is never, stopped with err and exit.
+func connectorStaysDown(p config.Plugin, err error, exit string) error {
+	return fmt.Errorf("connector plugin %s stopped (%v, exit: %s) and its restart policy is never, "+
+		"so the worker stops; set policy = \"always\" in its restart block to restart it", p.Name, err, exit)
+}
+
+// stayDown leaves a crashed plugin whose restart policy is never down for
+// the rest of the host's life. Tasks that wait for it fail at once.
+func (e *executorPlugin) stayDown(exit string) {
+	e.host.logger.Error("executor plugin crashed and stays down, because its restart policy is never; "+
+		"tasks of its types fail as retryable until the worker restarts",
+		"plugin", e.cfg.Name, "exit", exit, "task_types", e.host.typesOf(e))
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.staysDown = true
+	if e.upAgain != nil {
+		close(e.upAgain)
+		e.upAgain = nil
+	}
+}
+
+// typesOf returns the task types routed to ex, sorted.
+func (h *Host) typesOf(ex *executorPlugin) []string {
+	var types []string
+	for taskType, routed := range h.routes {
+		if routed == ex {
+			types = append(types, taskType)
+		}
+	}
+	sort.Strings(types)
+	return types
 }
 
 // markDown records the crash of launch, so that tasks find its exit and
@@ -264,6 +333,7 @@ func (e *executorPlugin) relaunch(ctx context.Context, backoff *restartBackoff, 
 			e.up(proc)
 			e.checkTaskTypes(proc.Info())
 			logger.Info("executor plugin restarted", "version", proc.Info().GetVersion())
+			e.host.recordRestart(e.cfg, exit)
 			return true
 		}
 		if ctx.Err() != nil {
@@ -292,13 +362,7 @@ func (e *executorPlugin) launchConfigured(ctx context.Context) (pluginProcess, e
 // than at start. The routing table and the session's hello keep the types
 // from the start until the host restarts.
 func (e *executorPlugin) checkTaskTypes(info *pb.PluginInfo) {
-	var declared []string
-	for taskType, ex := range e.host.routes {
-		if ex == e {
-			declared = append(declared, taskType)
-		}
-	}
-	sort.Strings(declared)
+	declared := e.host.typesOf(e)
 	now := slices.Sorted(slices.Values(info.GetTaskTypes()))
 	if !slices.Equal(declared, now) {
 		e.host.logger.Warn("restarted executor plugin declares other task types; "+

@@ -38,6 +38,9 @@ type executorPlugin struct {
 	exits map[uint64]string
 	// upAgain, while the plugin is down, is closed when it runs again.
 	upAgain chan struct{}
+	// staysDown is set when the plugin crashed and its restart policy is
+	// never.
+	staysDown bool
 }
 
 func (e *executorPlugin) current() pluginProcess {
@@ -47,12 +50,8 @@ func (e *executorPlugin) current() pluginProcess {
 }
 
 func (e *executorPlugin) configure(ctx context.Context, proc pluginProcess) error {
-	_, err := proc.Executor().Configure(ctx, &pb.ConfigureRequest{ConfigJson: e.cfg.ConfigJSON})
-	if err != nil {
-		return fmt.Errorf("configure executor plugin %s: %w; check its config block in the worker config",
-			e.cfg.Name, err)
-	}
-	return nil
+	resp, err := proc.Executor().Configure(ctx, &pb.ConfigureRequest{ConfigJson: e.cfg.ConfigJSON})
+	return configureResult(e.cfg, resp.GetProblems(), err)
 }
 
 // runningTask is an attempt that runs on this worker.
@@ -316,6 +315,7 @@ func (h *Host) complete(ref taskRef, outcome *wirepb.TaskOutcome) {
 		memory = outcome
 	}
 	h.holdOutcome(ref, memory)
+	h.recordOutcome(outcome)
 	logger.Info("task finished", "status", outcome.GetStatus().String(), "exit_code", outcome.GetExitCode(),
 		"message", outcome.GetMessage())
 }

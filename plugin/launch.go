@@ -40,7 +40,7 @@ type LaunchConfig struct {
 	// Name is the plugin block's label in worker.hcl. It names the plugin in
 	// errors and is the logger name under which the plugin's log is relayed.
 	Name string
-	// Kind is KindExecutor or KindConnector.
+	// Kind is KindExecutor, KindConnector or KindMetrics.
 	Kind string
 	// Path is the plugin binary, absolute or relative to the working
 	// directory.
@@ -70,6 +70,7 @@ type Client struct {
 	cmd       *exec.Cmd
 	executor  pb.ExecutorClient
 	connector pb.ConnectorClient
+	metrics   pb.MetricsClient
 	info      *pb.PluginInfo
 }
 
@@ -149,6 +150,9 @@ func (c *Client) connect(ctx context.Context, cfg LaunchConfig, timeout time.Dur
 		c.info, err = client.Info(infoCtx, &pb.Empty{})
 	case pb.ConnectorClient:
 		c.connector = client
+		c.info, err = client.Info(infoCtx, &pb.Empty{})
+	case pb.MetricsClient:
+		c.metrics = client
 		c.info, err = client.Info(infoCtx, &pb.Empty{})
 	default:
 		return fmt.Errorf("launch plugin %s: unexpected client type %T", cfg.Name, dispensed)
@@ -279,11 +283,18 @@ func (c *Client) Kind() string { return c.kind }
 // Info returns what the plugin reported about itself at launch.
 func (c *Client) Info() *pb.PluginInfo { return c.info }
 
+// APIVersion returns the plugin API version that the host and the plugin
+// negotiated at launch.
+func (c *Client) APIVersion() int { return c.raw.NegotiatedVersion() }
+
 // Executor returns the executor service client, or nil for another kind.
 func (c *Client) Executor() pb.ExecutorClient { return c.executor }
 
 // Connector returns the connector service client, or nil for another kind.
 func (c *Client) Connector() pb.ConnectorClient { return c.connector }
+
+// Metrics returns the metrics service client, or nil for another kind.
+func (c *Client) Metrics() pb.MetricsClient { return c.metrics }
 
 // Pid returns the plugin's process id, or 0 before it started.
 func (c *Client) Pid() int {

@@ -1,12 +1,13 @@
 // Package plugin is the go-plugin glue between the dtf worker host and its
 // plugin binaries. The host calls Launch to start a plugin process and gets
 // gRPC clients of the services in plugin/pb. A plugin binary calls
-// ServeConnector or ServeExecutor from its main function.
+// ServeConnector, ServeExecutor or ServeMetrics from its main function.
 package plugin
 
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	goplugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
@@ -34,6 +35,7 @@ const APIVersion = 1
 const (
 	KindExecutor  = "executor"
 	KindConnector = "connector"
+	KindMetrics   = "metrics"
 )
 
 // MaxMessageBytes bounds one gRPC message between the host and a plugin, in
@@ -43,7 +45,7 @@ const MaxMessageBytes = 16 << 20
 
 // Kinds lists the valid plugin kinds.
 func Kinds() []string {
-	return []string{KindExecutor, KindConnector}
+	return []string{KindExecutor, KindConnector, KindMetrics}
 }
 
 // VersionedPlugins returns the plugin sets that a host offers for one kind,
@@ -58,9 +60,13 @@ func VersionedPlugins(kind string) (map[int]goplugin.PluginSet, error) {
 		return map[int]goplugin.PluginSet{
 			1: {KindConnector: &ConnectorPlugin{}},
 		}, nil
+	case KindMetrics:
+		return map[int]goplugin.PluginSet{
+			1: {KindMetrics: &MetricsPlugin{}},
+		}, nil
 	default:
-		return nil, fmt.Errorf("unknown plugin kind %q; valid kinds: %s, %s",
-			kind, KindExecutor, KindConnector)
+		return nil, fmt.Errorf("unknown plugin kind %q; valid kinds: %s",
+			kind, strings.Join(Kinds(), ", "))
 	}
 }
 

@@ -226,9 +226,9 @@ func findTrue() (string, error) {
 }
 
 func TestLaunchUnknownKind(t *testing.T) {
-	_, err := Launch(context.Background(), LaunchConfig{Name: "x", Kind: "metrics", Path: testBinary(t)})
+	_, err := Launch(context.Background(), LaunchConfig{Name: "x", Kind: "tracing", Path: testBinary(t)})
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), `unknown plugin kind "metrics"`)
+	assert.Contains(t, err.Error(), `unknown plugin kind "tracing"`)
 }
 
 func TestLaunchRelaysLog(t *testing.T) {

@@ -43,13 +43,20 @@ const (
 type ServeOption func(*serveConfig)
 
 type serveConfig struct {
-	logger hclog.Logger
+	logger         hclog.Logger
+	versionDetails []string
 }
 
 // WithLogger replaces the default plugin logger from NewLogger. The logger
 // must not write to stdout, which carries go-plugin's handshake.
 func WithLogger(logger hclog.Logger) ServeOption {
 	return func(c *serveConfig) { c.logger = logger }
+}
+
+// WithVersionDetails adds details to the line that the binary prints for
+// -version, such as the wire protocol that a connector speaks.
+func WithVersionDetails(details ...string) ServeOption {
+	return func(c *serveConfig) { c.versionDetails = append(c.versionDetails, details...) }
 }
 
 // NewLogger returns the logger a plugin should use: JSON lines on the
@@ -91,6 +98,10 @@ func serve(kind string, p goplugin.Plugin, opts []ServeOption) {
 	for _, opt := range opts {
 		opt(&cfg)
 	}
+	// A binary run with -version prints its version line and exits 0
+	// before go-plugin checks for the magic cookie (version.go).
+	versions := map[int]goplugin.PluginSet{APIVersion: {kind: p}}
+	exitForVersion(kind, p, versions, cfg.versionDetails)
 	if cfg.logger == nil {
 		cfg.logger = NewLogger(kind)
 	}
@@ -125,7 +136,7 @@ func serve(kind string, p goplugin.Plugin, opts []ServeOption) {
 
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig:  Handshake,
-		VersionedPlugins: map[int]goplugin.PluginSet{APIVersion: {kind: p}},
+		VersionedPlugins: versions,
 		Logger:           logger,
 		GRPCServer: func(options []grpc.ServerOption) *grpc.Server {
 			options = append(options,

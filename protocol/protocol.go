@@ -157,6 +157,7 @@ var Directions = map[string]Direction{
 	"checkpoint":        ToCoordinator,
 	"checkpoint_ack":    ToWorker,
 	"draining":          ToCoordinator,
+	"worker_metrics":    ToCoordinator,
 }
 
 // SessionTypes are the frame types that the reconnection plugin handles

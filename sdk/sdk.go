@@ -1,7 +1,12 @@
 // Package sdk is the public API for authors of dtf task-executor plugins.
 // An executor implements Executor and calls ServeExecutor from its main
 // function; the worker host launches the binary through go-plugin and hands
-// it the tasks whose types the executor declares.
+// it the tasks whose types the executor declares. The package sdktest runs
+// an Executor behind a real gRPC connection in a plain go test.
+//
+// Plugin authors import only this package and sdktest: the generated
+// protobuf code and the go-plugin glue stay behind them. docs/plugins.md
+// in the dtf repository has a tutorial and the rules a plugin follows.
 package sdk
 
 import (
@@ -64,10 +69,12 @@ type Info struct {
 
 // Task is one attempt of a task, as handed to an executor.
 type Task struct {
+	// ID is the task's ID, assigned by the coordinator at submission.
 	ID string
 	// Attempt counts from 1 and grows each time the task is handed out again.
 	Attempt int
-	Type    string
+	// Type is the task type, one of the executor's Info.TaskTypes.
+	Type string
 	// Payload is the task's JSON object as submitted.
 	Payload json.RawMessage
 	// Timeout is the task's time limit; zero means the executor's default.
@@ -94,7 +101,9 @@ type Checkpoint struct {
 
 // Result is what an attempt produced.
 type Result struct {
-	Status   Status
+	// Status is required; a Result without one is recorded as failed.
+	Status Status
+	// ExitCode is the exit code of the program the attempt ran, if any.
 	ExitCode int
 	// Message is a one-line summary for tables and logs.
 	Message string
@@ -132,8 +141,18 @@ type Reporter interface {
 // the connection. After that, or when ctx ends for another reason such as
 // the plugin's shutdown, a checkpoint fails with the stream's error.
 type Executor interface {
+	// Info describes the executor. It is called before Configure, and by
+	// ServeExecutor for -version, so it returns constant values.
 	Info() Info
-	// Configure receives the plugin block's config as JSON before any task.
+	// Configure receives the plugin block's config as a JSON object before
+	// any task, {} without a config block, and again after each restart of
+	// the plugin process. The executor checks it and does its slow setup
+	// here. An error at startup stops the worker host with the error's
+	// message, so the message names the bad value and the fix.
 	Configure(config json.RawMessage) error
+	// Execute runs one attempt of task and returns its result. It is
+	// called concurrently, up to the worker's slots. An error, or a panic,
+	// becomes a failed result with the error's message, except an error
+	// that is ctx's own after ctx ended, which becomes a cancelled result.
 	Execute(ctx context.Context, task Task, reporter Reporter) (Result, error)
 }

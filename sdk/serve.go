@@ -30,7 +30,8 @@ type options struct {
 }
 
 // WithLogger sets the logger of the executor plugin. It must not write to
-// stdout; the default logs JSON to stderr, which the host relays.
+// stdout; the default, from NewLogger, logs JSON to stderr, which the host
+// relays.
 func WithLogger(logger hclog.Logger) Option {
 	return func(o *options) { o.logger = logger }
 }
@@ -39,6 +40,15 @@ func WithLogger(logger hclog.Logger) Option {
 // cancelled tasks to return; the default is DefaultStopTimeout.
 func WithStopTimeout(timeout time.Duration) Option {
 	return func(o *options) { o.stopTimeout = timeout }
+}
+
+// NewLogger returns the logger that a plugin named name uses by default:
+// hclog JSON lines on stderr, which the worker host relays into its own
+// log under the plugin block's name, at the host's log level. Create it in
+// main before ServeExecutor, because go-plugin replaces os.Stderr while it
+// serves, and pass it to ServeExecutor with WithLogger.
+func NewLogger(name string) hclog.Logger {
+	return dtfplugin.NewLogger(name)
 }
 
 func buildOptions(opts []Option) options {
@@ -54,12 +64,18 @@ func buildOptions(opts []Option) options {
 // SIGTERM. Each of these cancels the context of every running task, and
 // ServeExecutor then waits up to the stop timeout for the tasks to return.
 // Call it from main and return from main after it.
+//
+// When the binary's first argument is -version or --version, ServeExecutor
+// instead prints one line with e's name and version, the plugin kind and
+// the plugin API versions it serves, and exits with status 0. This works
+// without the worker host, so release tooling and operators can ask any
+// executor binary what it is.
 func ServeExecutor(e Executor, opts ...Option) {
 	o := buildOptions(opts)
 	if o.logger == nil {
 		// The logger must exist before serving, because go-plugin swaps
 		// os.Stderr while it serves.
-		o.logger = dtfplugin.NewLogger(e.Info().Name)
+		o.logger = NewLogger(e.Info().Name)
 		opts = append(opts, WithLogger(o.logger))
 	}
 	server := NewExecutorServer(e, opts...)
@@ -107,10 +123,26 @@ func (s *ExecutorServer) Info(context.Context, *pb.Empty) (*pb.PluginInfo, error
 	return &pb.PluginInfo{Name: info.Name, Version: info.Version, TaskTypes: info.TaskTypes}, nil
 }
 
-// Configure passes the plugin block's JSON config to the executor. An error
-// from the executor returns as INVALID_ARGUMENT with its message.
+// Configure passes the plugin block's JSON config to the executor, or to
+// its ValidateConfig when the host only checks the config. A *ConfigError
+// returns as the response's problems, and any other error as
+// INVALID_ARGUMENT with its message.
 func (s *ExecutorServer) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
-	if err := s.executor.Configure(req.GetConfigJson()); err != nil {
+	var err error
+	if validator, ok := s.executor.(ConfigValidator); ok && req.GetValidateOnly() {
+		err = validator.ValidateConfig(req.GetConfigJson())
+	} else {
+		err = s.executor.Configure(req.GetConfigJson())
+	}
+	var configErr *ConfigError
+	if errors.As(err, &configErr) && len(configErr.Problems) > 0 {
+		problems := make([]*pb.ConfigProblem, 0, len(configErr.Problems))
+		for _, p := range configErr.Problems {
+			problems = append(problems, &pb.ConfigProblem{Path: p.Path, Summary: p.Summary, Detail: p.Detail})
+		}
+		return &pb.ConfigureResponse{Problems: problems}, nil
+	}
+	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	return &pb.ConfigureResponse{}, nil
@@ -134,7 +166,7 @@ func (s *ExecutorServer) Execute(req *pb.ExecuteRequest, stream grpc.ServerStrea
 		Timeout: time.Duration(req.GetTimeoutMs()) * time.Millisecond,
 	}
 	if cp := req.GetCheckpoint(); cp != nil {
-		task.Checkpoint = CheckpointFromProto(cp)
+		task.Checkpoint = checkpointFromProto(cp)
 	}
 	logger := s.logger.With("task_id", task.ID, "attempt", task.Attempt)
 	reporter := &streamReporter{stream: stream, logger: logger}
@@ -309,7 +341,7 @@ func (r *streamReporter) Progress(fraction float64, message string) {
 // Checkpoint sends one checkpoint on the stream. Unlike progress it is not
 // best effort: the executor learns when the host did not get it.
 func (r *streamReporter) Checkpoint(data []byte, fraction float64, message string) error {
-	if err := CheckCheckpointSize(len(data)); err != nil {
+	if err := checkCheckpointSize(len(data)); err != nil {
 		return err
 	}
 	r.mu.Lock()
@@ -326,9 +358,9 @@ func (r *streamReporter) Checkpoint(data []byte, fraction float64, message strin
 	return nil
 }
 
-// CheckCheckpointSize returns an error wrapping ErrCheckpointTooLarge when
+// checkCheckpointSize returns an error wrapping ErrCheckpointTooLarge when
 // size bytes of checkpoint data exceed MaxCheckpointBytes.
-func CheckCheckpointSize(size int) error {
+func checkCheckpointSize(size int) error {
 	if size > MaxCheckpointBytes {
 		return fmt.Errorf("save checkpoint: %w: %d bytes of data, the limit is %d bytes; "+
 			"keep large state in the executor's own storage and checkpoint a reference to it",
@@ -337,8 +369,8 @@ func CheckCheckpointSize(size int) error {
 	return nil
 }
 
-// CheckpointFromProto converts a checkpoint of the plugin API; nil stays nil.
-func CheckpointFromProto(cp *pb.Checkpoint) *Checkpoint {
+// checkpointFromProto converts a checkpoint of the plugin API; nil stays nil.
+func checkpointFromProto(cp *pb.Checkpoint) *Checkpoint {
 	if cp == nil {
 		return nil
 	}
@@ -348,20 +380,6 @@ func CheckpointFromProto(cp *pb.Checkpoint) *Checkpoint {
 		Message:  cp.GetMessage(),
 		Attempt:  int(cp.GetAttempt()),
 		Sequence: cp.GetSequence(),
-	}
-}
-
-// CheckpointToProto converts a checkpoint to the plugin API; nil stays nil.
-func CheckpointToProto(cp *Checkpoint) *pb.Checkpoint {
-	if cp == nil {
-		return nil
-	}
-	return &pb.Checkpoint{
-		Data:     cp.Data,
-		Fraction: cp.Fraction,
-		Message:  cp.Message,
-		Attempt:  uint32(cp.Attempt),
-		Sequence: cp.Sequence,
 	}
 }
 
@@ -383,7 +401,7 @@ func clampFraction(f float64) float64 {
 
 func resultToProto(r Result) *pb.Result {
 	return &pb.Result{
-		Status:     StatusToProto(r.Status),
+		Status:     statusToProto(r.Status),
 		ExitCode:   int32(r.ExitCode),
 		Message:    r.Message,
 		Output:     r.Output,
@@ -391,9 +409,9 @@ func resultToProto(r Result) *pb.Result {
 	}
 }
 
-// StatusToProto converts a Status to its plugin API value; an unknown
+// statusToProto converts a Status to its plugin API value; an unknown
 // status becomes STATUS_UNSPECIFIED, which the host records as failed.
-func StatusToProto(s Status) pb.Status {
+func statusToProto(s Status) pb.Status {
 	switch s {
 	case StatusSucceeded:
 		return pb.Status_STATUS_SUCCEEDED
@@ -405,21 +423,6 @@ func StatusToProto(s Status) pb.Status {
 		return pb.Status_STATUS_TIMED_OUT
 	default:
 		return pb.Status_STATUS_UNSPECIFIED
-	}
-}
-
-// StatusFromProto converts a plugin API status to a Status; an unknown or
-// unspecified value becomes StatusFailed.
-func StatusFromProto(s pb.Status) Status {
-	switch s {
-	case pb.Status_STATUS_SUCCEEDED:
-		return StatusSucceeded
-	case pb.Status_STATUS_CANCELLED:
-		return StatusCancelled
-	case pb.Status_STATUS_TIMED_OUT:
-		return StatusTimedOut
-	default:
-		return StatusFailed
 	}
 }
 

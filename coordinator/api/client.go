@@ -158,6 +158,18 @@ func (c *Client) ListWorkers(ctx context.Context) ([]Worker, error) {
 	return resp.Workers, nil
 }
 
+// WorkerTimeline returns the connection history that the coordinator keeps
+// for one worker. A worker without history is an error that matches
+// ErrNotFound.
+func (c *Client) WorkerTimeline(ctx context.Context, id string) (*WorkerTimeline, error) {
+	var timeline WorkerTimeline
+	path := "/v1/workers/" + url.PathEscape(id) + "/timeline"
+	if err := c.do(ctx, http.MethodGet, path, nil, &timeline); err != nil {
+		return nil, err
+	}
+	return &timeline, nil
+}
+
 // Health checks GET /healthz and returns nil when the coordinator reports
 // status "ok".
 func (c *Client) Health(ctx context.Context) error {

@@ -169,9 +169,67 @@ type Worker struct {
 	LastSeen      time.Time `json:"last_seen"`
 	HostVersion   string    `json:"host_version,omitempty"`
 	PluginVersion string    `json:"plugin_version,omitempty"`
+	// Plugins are the plugin processes that the worker listed in the hello
+	// that opened its current session; empty once the session is gone.
+	Plugins []WorkerPlugin `json:"plugins,omitempty"`
 	// RTTMs is the smoothed round-trip time of the worker's heartbeats in
 	// milliseconds; 0 before the first heartbeat reply.
 	RTTMs float64 `json:"rtt_ms"`
+	// StateSince is when the worker entered State. It is zero when the
+	// coordinator keeps no history of the worker, as for a worker not seen
+	// since the coordinator started.
+	StateSince time.Time `json:"state_since,omitzero"`
+	// Reconnects counts the sessions the worker opened or resumed after its
+	// first one, within the coordinator's history of the worker.
+	Reconnects int `json:"reconnects"`
+	// DowntimeMs is the time the worker spent disconnected, the current
+	// disconnection included, within the same history, in milliseconds.
+	// Time spent drained is not downtime.
+	DowntimeMs int64 `json:"downtime_ms"`
+	// Metrics is the newest summary from the worker's metrics plugin, kept
+	// while the session that sent it exists; nil without one.
+	Metrics *WorkerMetrics `json:"metrics,omitempty"`
+}
+
+// WorkerPlugin is one plugin process of a worker, as its host reported it.
+type WorkerPlugin struct {
+	// Name is the plugin block's label in the worker config.
+	Name string `json:"name"`
+	// Kind is connector, executor or metrics.
+	Kind string `json:"kind"`
+	// Version is the plugin's own release version.
+	Version string `json:"version"`
+	// APIVersion is the plugin API version that the host and the plugin
+	// negotiated; 0 when the host did not report one.
+	APIVersion int `json:"api_version"`
+}
+
+// WorkerMetrics is a summary that a worker's metrics plugin sends at its
+// summary_interval. Its counts cover the window from WindowStart, when the
+// plugin started, to WindowEnd, both by the worker's clock.
+type WorkerMetrics struct {
+	WindowStart time.Time `json:"window_start"`
+	WindowEnd   time.Time `json:"window_end"`
+	// Received is when the coordinator received the summary.
+	Received   time.Time `json:"received"`
+	Reconnects uint64    `json:"reconnects"`
+	// DisconnectedMs is the time without a session in the window, in
+	// milliseconds, including an outage that lasted when it was sent.
+	DisconnectedMs int64   `json:"disconnected_ms"`
+	SmoothedRTTMs  float64 `json:"smoothed_rtt_ms"`
+	// FramesIn, FramesOut, BytesIn and BytesOut count the WebSocket
+	// messages of the worker's connections and their bytes on the wire.
+	FramesIn  uint64 `json:"frames_in"`
+	FramesOut uint64 `json:"frames_out"`
+	BytesIn   uint64 `json:"bytes_in"`
+	BytesOut  uint64 `json:"bytes_out"`
+	// Outcomes counts the attempts finished on the worker by status:
+	// succeeded, failed, cancelled and timed_out.
+	Outcomes       map[string]uint64 `json:"outcomes"`
+	PluginRestarts uint64            `json:"plugin_restarts"`
+	// EventsDropped counts the host events that the metrics plugin did not
+	// receive because it was slow or down.
+	EventsDropped uint64 `json:"events_dropped"`
 }
 
 // Error is the body of every non-2xx response.

@@ -72,6 +72,32 @@ type writer struct {
 	once   sync.Once
 	// batches counts committed batches, for tests and benchmarks.
 	batches atomic.Int64
+	// observer, when set, is called after each committed batch.
+	observer atomic.Pointer[func(BatchCommit)]
+}
+
+// BatchCommit describes one committed batch of the group-commit writer.
+type BatchCommit struct {
+	// Requests is the number of write requests in the batch.
+	Requests int
+	// Duration runs from the start of the batch's transaction to the end
+	// of its commit: the time the batch's callers wait once the writer
+	// took their requests.
+	Duration time.Duration
+	// Commit is the time of the COMMIT alone, which includes the sync of
+	// the WAL file.
+	Commit time.Duration
+}
+
+// SetCommitObserver makes the store call observe after every committed
+// batch, such as to record commit latency in a metric. observe runs on the
+// writer goroutine, so it must return quickly. nil removes the observer.
+func (s *SQLite) SetCommitObserver(observe func(BatchCommit)) {
+	if observe == nil {
+		s.writer.observer.Store(nil)
+		return
+	}
+	s.writer.observer.Store(&observe)
 }
 
 func newWriter(db *sql.DB) *writer {
@@ -164,14 +190,21 @@ func (w *writer) runBatch(batch []*writeRequest) {
 	defer cancel()
 	errs := make([]error, len(batch))
 	tx := &txn{stmts: w.stmts}
+	start := time.Now()
 	err := w.runRequests(ctx, tx, batch, errs)
+	var commitStart time.Time
 	if err == nil {
+		commitStart = time.Now()
 		err = w.commit(tx)
 	} else if tx.Tx != nil {
 		_ = tx.Rollback()
 	}
 	if err == nil {
 		w.batches.Add(1)
+		if observe := w.observer.Load(); observe != nil {
+			end := time.Now()
+			(*observe)(BatchCommit{Requests: len(batch), Duration: end.Sub(start), Commit: end.Sub(commitStart)})
+		}
 	}
 	for i, req := range batch {
 		if err != nil {

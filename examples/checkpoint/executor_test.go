@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -204,4 +205,39 @@ func (s *stopAfterProgress) Checkpoint(data []byte, fraction float64, message st
 		Data: append([]byte(nil), data...), Fraction: fraction, Message: message,
 	})
 	return nil
+}
+
+// TestHarnessResumesFromLastCheckpoint runs both attempts through the
+// harness, as the worker host runs them: the first one times out partway,
+// and the second one starts from the newest checkpoint that the first one
+// saved.
+func TestHarnessResumesFromLastCheckpoint(t *testing.T) {
+	h := sdktest.New(t, NewExecutor())
+	first := task(1, `{"steps":100000,"interval_ms":2}`, nil)
+	first.Timeout = 300 * time.Millisecond
+	run1, err := h.Execute(context.Background(), first)
+	require.NoError(t, err)
+	require.Equal(t, sdk.StatusTimedOut, run1.Result.Status)
+	last := run1.LastCheckpoint()
+	require.NotNil(t, last, "the first attempt saved no checkpoint before its timeout")
+	var reached State
+	require.NoError(t, json.Unmarshal(last.Data, &reached))
+	require.Positive(t, reached.Step)
+	assert.Equal(t, 1, last.Attempt)
+	assert.Equal(t, uint64(len(run1.Checkpoints)), last.Sequence)
+
+	// The retry counts without a pause and checkpoints less often.
+	run2, err := h.Execute(context.Background(),
+		task(2, `{"steps":100000,"interval_ms":0,"checkpoint_every":10000}`, last))
+	require.NoError(t, err)
+	assert.Equal(t, sdk.StatusSucceeded, run2.Result.Status)
+	assert.Equal(t, Report{StartedAt: reached.Step, Steps: 100000,
+		ResumedFrom: &CheckpointRef{Attempt: 1, Sequence: last.Sequence}}, report(t, run2.Result))
+	require.NotEmpty(t, run2.Checkpoints)
+	for _, cp := range run2.Checkpoints {
+		var state State
+		require.NoError(t, json.Unmarshal(cp.Data, &state))
+		assert.Greater(t, state.Step, reached.Step, "no step before the checkpoint runs again")
+	}
+	assert.JSONEq(t, `{"step":100000}`, string(run2.LastCheckpoint().Data))
 }

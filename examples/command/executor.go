@@ -94,38 +94,32 @@ func (e *Executor) Info() sdk.Info {
 }
 
 // Configure applies the plugin config; an empty config keeps the defaults.
+// It reports every invalid setting as an *sdk.ConfigError, so the worker
+// host shows each one at its line in worker.hcl.
 func (e *Executor) Configure(raw json.RawMessage) error {
 	cfg := Config{}
-	if len(bytes.TrimSpace(raw)) > 0 && string(bytes.TrimSpace(raw)) != "null" {
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&cfg); err != nil {
-			return fmt.Errorf("invalid command plugin config: %w; known fields: "+
-				"env_allowlist, max_output_bytes, default_timeout, kill_grace", err)
-		}
-	}
+	problems := sdk.DecodeConfig(raw, &cfg)
 
 	maxOutput := defaultMaxOutputBytes
 	if cfg.MaxOutputBytes < 0 {
-		return fmt.Errorf("invalid command plugin config: max_output_bytes is %d; "+
-			"set a positive number of bytes", cfg.MaxOutputBytes)
+		problems = append(problems, sdk.ConfigProblem{Path: "max_output_bytes", Summary: "Invalid max_output_bytes",
+			Detail: fmt.Sprintf("max_output_bytes is %d; set a positive number of bytes", cfg.MaxOutputBytes)})
 	}
 	if cfg.MaxOutputBytes > 0 {
 		maxOutput = cfg.MaxOutputBytes
 	}
-	timeout, err := parseDuration("default_timeout", cfg.DefaultTimeout, defaultTimeout)
-	if err != nil {
-		return err
-	}
-	grace, err := parseDuration("kill_grace", cfg.KillGrace, procgroup.DefaultKillGrace)
-	if err != nil {
-		return err
-	}
-	for _, name := range cfg.EnvAllowlist {
+	timeout, problem := parseDuration("default_timeout", cfg.DefaultTimeout, defaultTimeout)
+	problems = append(problems, problem...)
+	grace, problem := parseDuration("kill_grace", cfg.KillGrace, procgroup.DefaultKillGrace)
+	problems = append(problems, problem...)
+	for i, name := range cfg.EnvAllowlist {
 		if name == "" || strings.ContainsAny(name, "=\x00") {
-			return fmt.Errorf("invalid command plugin config: env_allowlist entry %q "+
-				"is not a variable name", name)
+			problems = append(problems, sdk.ConfigProblem{Path: fmt.Sprintf("env_allowlist[%d]", i),
+				Summary: "Invalid env_allowlist", Detail: fmt.Sprintf("%q is not a variable name", name)})
 		}
+	}
+	if len(problems) > 0 {
+		return &sdk.ConfigError{Problems: problems}
 	}
 
 	e.mu.Lock()
@@ -137,14 +131,16 @@ func (e *Executor) Configure(raw json.RawMessage) error {
 	return nil
 }
 
-func parseDuration(field, value string, fallback time.Duration) (time.Duration, error) {
+// parseDuration parses an optional duration setting; it returns fallback
+// for an empty value, and a problem for an invalid one.
+func parseDuration(field, value string, fallback time.Duration) (time.Duration, []sdk.ConfigProblem) {
 	if value == "" {
 		return fallback, nil
 	}
 	d, err := time.ParseDuration(value)
 	if err != nil || d < 0 {
-		return 0, fmt.Errorf("invalid command plugin config: %s is %q; "+
-			"use a non-negative Go duration such as \"30s\" or \"10m\"", field, value)
+		return 0, []sdk.ConfigProblem{{Path: field, Summary: "Invalid duration", Detail: fmt.Sprintf(
+			"%s is %q; use a non-negative Go duration such as \"30s\" or \"10m\"", field, value)}}
 	}
 	return d, nil
 }

@@ -281,7 +281,8 @@ func TestConfigureErrors(t *testing.T) {
 		config string
 		want   string
 	}{
-		{"unknown field", `{"allowlist": []}`, `unknown field "allowlist"`},
+		{"unknown field", `{"allowlist": []}`, `allowlist: the plugin has no setting "allowlist"`},
+		{"wrong type", `{"max_output_bytes": "1k"}`, `max_output_bytes: "1k" is not a valid int`},
 		{"bad timeout", `{"default_timeout": "10"}`, `default_timeout is "10"`},
 		{"negative output", `{"max_output_bytes": -1}`, "max_output_bytes is -1"},
 		{"bad env name", `{"env_allowlist": ["A=B"]}`, `"A=B" is not a variable name`},

@@ -102,33 +102,21 @@ func (e *Executor) Info() sdk.Info {
 }
 
 // Configure applies the plugin config; an empty config keeps the defaults.
+// It reports every invalid setting as an *sdk.ConfigError, so the worker
+// host shows each one at its line in worker.hcl.
 func (e *Executor) Configure(raw json.RawMessage) error {
 	cfg := Config{}
-	trimmed := bytes.TrimSpace(raw)
-	if len(trimmed) > 0 && string(trimmed) != "null" {
-		dec := json.NewDecoder(bytes.NewReader(trimmed))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&cfg); err != nil {
-			return fmt.Errorf("invalid gotest plugin config: %w; known fields: go, "+
-				"max_test_output_bytes, max_output_bytes, default_timeout, kill_grace", err)
-		}
-	}
-
-	perTest, err := positiveOr("max_test_output_bytes", cfg.MaxTestOutputBytes, defaultMaxTestOutputBytes)
-	if err != nil {
-		return err
-	}
-	total, err := positiveOr("max_output_bytes", cfg.MaxOutputBytes, defaultMaxOutputBytes)
-	if err != nil {
-		return err
-	}
-	timeout, err := durationOr("default_timeout", cfg.DefaultTimeout, defaultTimeout)
-	if err != nil {
-		return err
-	}
-	grace, err := durationOr("kill_grace", cfg.KillGrace, procgroup.DefaultKillGrace)
-	if err != nil {
-		return err
+	problems := sdk.DecodeConfig(raw, &cfg)
+	perTest, problem := positiveOr("max_test_output_bytes", cfg.MaxTestOutputBytes, defaultMaxTestOutputBytes)
+	problems = append(problems, problem...)
+	total, problem := positiveOr("max_output_bytes", cfg.MaxOutputBytes, defaultMaxOutputBytes)
+	problems = append(problems, problem...)
+	timeout, problem := durationOr("default_timeout", cfg.DefaultTimeout, defaultTimeout)
+	problems = append(problems, problem...)
+	grace, problem := durationOr("kill_grace", cfg.KillGrace, procgroup.DefaultKillGrace)
+	problems = append(problems, problem...)
+	if len(problems) > 0 {
+		return &sdk.ConfigError{Problems: problems}
 	}
 
 	e.mu.Lock()
@@ -140,10 +128,10 @@ func (e *Executor) Configure(raw json.RawMessage) error {
 	return nil
 }
 
-func positiveOr(field string, value, fallback int) (int, error) {
+func positiveOr(field string, value, fallback int) (int, []sdk.ConfigProblem) {
 	if value < 0 {
-		return 0, fmt.Errorf("invalid gotest plugin config: %s is %d; "+
-			"set a positive number of bytes", field, value)
+		return 0, []sdk.ConfigProblem{{Path: field, Summary: "Invalid " + field,
+			Detail: fmt.Sprintf("%s is %d; set a positive number of bytes", field, value)}}
 	}
 	if value == 0 {
 		return fallback, nil
@@ -151,14 +139,14 @@ func positiveOr(field string, value, fallback int) (int, error) {
 	return value, nil
 }
 
-func durationOr(field, value string, fallback time.Duration) (time.Duration, error) {
+func durationOr(field, value string, fallback time.Duration) (time.Duration, []sdk.ConfigProblem) {
 	if value == "" {
 		return fallback, nil
 	}
 	d, err := time.ParseDuration(value)
 	if err != nil || d < 0 {
-		return 0, fmt.Errorf("invalid gotest plugin config: %s is %q; "+
-			"use a non-negative Go duration such as \"30s\" or \"10m\"", field, value)
+		return 0, []sdk.ConfigProblem{{Path: field, Summary: "Invalid duration", Detail: fmt.Sprintf(
+			"%s is %q; use a non-negative Go duration such as \"30s\" or \"10m\"", field, value)}}
 	}
 	return d, nil
 }

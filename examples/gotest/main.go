@@ -5,7 +5,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"os"
 
@@ -13,16 +12,11 @@ import (
 )
 
 func main() {
-	showVersion := flag.Bool("version", false, "print the plugin name and version and exit")
-	flag.Parse()
-	if *showVersion {
-		fmt.Printf("%s %s\n", pluginName, version)
-		return
-	}
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "%s takes no arguments; the dtf worker host launches it\n", pluginName)
+	// ServeExecutor answers -version and --version itself.
+	if len(os.Args) > 1 && os.Args[1] != "-version" && os.Args[1] != "--version" {
+		fmt.Fprintf(os.Stderr, "%s takes no arguments other than -version; the dtf worker host "+
+			"launches it, so remove args from its plugin block\n", pluginName)
 		os.Exit(2)
 	}
-
 	sdk.ServeExecutor(NewExecutor())
 }

@@ -69,9 +69,17 @@ type Config struct {
 	// healthy again.
 	RestartBackoffBase time.Duration
 	RestartBackoffCap  time.Duration
-	Coordinator        Coordinator
-	// Plugins are in file order; exactly one has kind "connector".
+	// PluginDir is the absolute folder where the host looks for the binary
+	// of a plugin block without path (see BinaryName). Default: the folder
+	// of the running dtf binary.
+	PluginDir   string
+	Coordinator Coordinator
+	// Plugins are in file order; exactly one has kind "connector", at
+	// least one has kind "executor", and any number have kind "metrics".
 	Plugins []Plugin
+
+	// files are the parsed HCL files, for the source lines of diagnostics.
+	files map[string]*hcl.File
 }
 
 // Coordinator is the coordinator the worker joins.
@@ -101,9 +109,10 @@ type Coordinator struct {
 type Plugin struct {
 	// Name is the block label, unique in the file.
 	Name string
-	// Kind is "connector" or "executor".
+	// Kind is "connector", "executor" or "metrics".
 	Kind string
-	// Path is the absolute path of the plugin binary.
+	// Path is the absolute path of the plugin binary: the block's path, or
+	// BinaryName(Kind, Name) in PluginDir when the block has none.
 	Path string
 	Args []string
 	// Env lists the names of host environment variables the plugin gets;
@@ -112,8 +121,12 @@ type Plugin struct {
 	// SHA256 is the expected hex checksum of the binary, or empty.
 	SHA256       string
 	StartTimeout time.Duration
+	// Restart is the block's restart policy.
+	Restart RestartPolicy
 	// ConfigJSON is the block's config body as a JSON object.
 	ConfigJSON []byte
+
+	location pluginLocation
 }
 
 // Environ returns the plugin's environment as "NAME=value" entries, taking
@@ -144,6 +157,18 @@ func (c *Config) Executors() []Plugin {
 	var out []Plugin
 	for _, p := range c.Plugins {
 		if p.Kind == dtfplugin.KindExecutor {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// MetricsPlugins returns the metrics plugins in file order. The first one
+// provides the summary that the worker sends to the coordinator.
+func (c *Config) MetricsPlugins() []Plugin {
+	var out []Plugin
+	for _, p := range c.Plugins {
+		if p.Kind == dtfplugin.KindMetrics {
 			out = append(out, p)
 		}
 	}
@@ -215,6 +240,7 @@ func Load(path string) (*Config, error) {
 		return nil, &DiagnosticsError{Diagnostics: diags, text: formatDiagnostics(abs, diags, parser.Files())}
 	}
 	cfg.File = abs
+	cfg.files = parser.Files()
 	return cfg, nil
 }
 
@@ -252,9 +278,15 @@ func decode(body hcl.Body, dir string) (*Config, hcl.Diagnostics) {
 		"shutdown_timeout", DefaultShutdownTimeout, maxShutdownTimeout)
 	diags = append(diags, timeoutDiags...)
 	diags = append(diags, decodeSupervision(&raw, cfg)...)
+	var dirDiags hcl.Diagnostics
+	cfg.PluginDir, dirDiags = decodePluginDir(&raw, dir)
+	diags = append(diags, dirDiags...)
 
 	for _, block := range raw.Plugins {
-		plugin, more := decodePlugin(block, dir, ctx)
+		plugin, more := decodePlugin(block, dir, cfg, ctx)
+		if plugin.Kind == dtfplugin.KindConnector {
+			plugin.location.coordinatorValues = coordinatorValues(raw.Coordinator)
+		}
 		diags = append(diags, more...)
 		cfg.Plugins = append(cfg.Plugins, plugin)
 	}
@@ -317,22 +349,28 @@ func checkTop(raw *fileSchema, cfg *Config) hcl.Diagnostics {
 	return diags
 }
 
-func decodePlugin(block pluginBlock, dir string, ctx *hcl.EvalContext) (Plugin, hcl.Diagnostics) {
+func decodePlugin(block pluginBlock, dir string, cfg *Config, ctx *hcl.EvalContext) (Plugin, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	p := Plugin{
 		Name: block.Name,
 		Kind: block.Kind,
-		Path: resolvePath(dir, block.Path),
 		Args: block.Args,
 		Env:  block.Env,
+		location: pluginLocation{
+			block:        block.DefRange,
+			path:         block.PathRange,
+			sha256:       block.SHA256Range,
+			startTimeout: block.StartTimeoutRange,
+		},
 	}
+	p.Path, p.location.conventional = pluginPath(block, dir, cfg.PluginDir)
 	if _, err := dtfplugin.VersionedPlugins(block.Kind); err != nil {
 		diags = append(diags, errorAt(block.KindRange, "Invalid plugin kind",
 			fmt.Sprintf("Plugin %q has kind %q; valid kinds are %s.", block.Name, block.Kind,
 				strings.Join(dtfplugin.Kinds(), ", "))))
 	}
-	if err := checkBinary(p.Path); err != nil {
-		diags = append(diags, errorAt(block.PathRange, "Invalid plugin path", err.Error()))
+	if diag := checkPluginPath(block, p, cfg.PluginDir); diag != nil {
+		diags = append(diags, diag)
 	}
 	for _, name := range block.Env {
 		if name == "" || strings.ContainsAny(name, "= \t") {
@@ -351,7 +389,9 @@ func decodePlugin(block pluginBlock, dir string, ctx *hcl.EvalContext) (Plugin, 
 	p.StartTimeout, more = parseDuration(block.StartTimeout, block.StartTimeoutRange,
 		"start_timeout", dtfplugin.DefaultStartTimeout, maxStartTimeout)
 	diags = append(diags, more...)
-	p.ConfigJSON, more = configJSON(block.Config, ctx)
+	p.Restart, more = decodeRestart(block.Restart, cfg)
+	diags = append(diags, more...)
+	p.ConfigJSON, more = configJSON(block.Config, ctx, &p.location)
 	diags = append(diags, more...)
 	return p, diags
 }
@@ -390,11 +430,14 @@ func checkPluginSet(blocks []pluginBlock) hcl.Diagnostics {
 }
 
 // configJSON converts the attributes of a plugin's config block to a JSON
-// object. Nested blocks are not allowed, but maps and objects are.
-func configJSON(block *configBlock, ctx *hcl.EvalContext) ([]byte, hcl.Diagnostics) {
+// object. Nested blocks are not allowed, but maps and objects are. It
+// records in loc where the block and each value in it are.
+func configJSON(block *configBlock, ctx *hcl.EvalContext, loc *pluginLocation) ([]byte, hcl.Diagnostics) {
 	if block == nil {
 		return []byte("{}"), nil
 	}
+	loc.config = block.DefRange
+	loc.configValues = make(map[string]hcl.Range)
 	attrs, diags := block.Body.JustAttributes()
 	values := make(map[string]cty.Value, len(attrs))
 	names := make([]string, 0, len(attrs))
@@ -406,6 +449,7 @@ func configJSON(block *configBlock, ctx *hcl.EvalContext) ([]byte, hcl.Diagnosti
 		value, more := attrs[name].Expr.Value(ctx)
 		diags = append(diags, more...)
 		values[name] = value
+		locateValues(name, attrs[name].Expr, ctx, loc.configValues)
 	}
 	if diags.HasErrors() {
 		return nil, diags

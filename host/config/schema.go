@@ -22,6 +22,8 @@ type fileSchema struct {
 	RestartBaseRange     hcl.Range         `hcl:"restart_backoff_base,attr_value_range"`
 	RestartCap           *string           `hcl:"restart_backoff_cap,optional"`
 	RestartCapRange      hcl.Range         `hcl:"restart_backoff_cap,attr_value_range"`
+	PluginDir            *string           `hcl:"plugin_dir,optional"`
+	PluginDirRange       hcl.Range         `hcl:"plugin_dir,attr_value_range"`
 	Coordinator          coordinatorBlock  `hcl:"coordinator,block"`
 	Plugins              []pluginBlock     `hcl:"plugin,block"`
 }
@@ -41,21 +43,32 @@ type coordinatorBlock struct {
 }
 
 type pluginBlock struct {
-	Name              string       `hcl:"name,label"`
-	NameRange         hcl.Range    `hcl:"name,label_range"`
-	DefRange          hcl.Range    `hcl:",def_range"`
-	Kind              string       `hcl:"kind"`
-	KindRange         hcl.Range    `hcl:"kind,attr_value_range"`
-	Path              string       `hcl:"path"`
-	PathRange         hcl.Range    `hcl:"path,attr_value_range"`
-	Args              []string     `hcl:"args,optional"`
-	Env               []string     `hcl:"env,optional"`
-	EnvRange          hcl.Range    `hcl:"env,attr_value_range"`
-	SHA256            *string      `hcl:"sha256,optional"`
-	SHA256Range       hcl.Range    `hcl:"sha256,attr_value_range"`
-	StartTimeout      *string      `hcl:"start_timeout,optional"`
-	StartTimeoutRange hcl.Range    `hcl:"start_timeout,attr_value_range"`
-	Config            *configBlock `hcl:"config,block"`
+	Name              string        `hcl:"name,label"`
+	NameRange         hcl.Range     `hcl:"name,label_range"`
+	DefRange          hcl.Range     `hcl:",def_range"`
+	Kind              string        `hcl:"kind"`
+	KindRange         hcl.Range     `hcl:"kind,attr_value_range"`
+	Path              *string       `hcl:"path,optional"`
+	PathRange         hcl.Range     `hcl:"path,attr_value_range"`
+	Args              []string      `hcl:"args,optional"`
+	Env               []string      `hcl:"env,optional"`
+	EnvRange          hcl.Range     `hcl:"env,attr_value_range"`
+	SHA256            *string       `hcl:"sha256,optional"`
+	SHA256Range       hcl.Range     `hcl:"sha256,attr_value_range"`
+	StartTimeout      *string       `hcl:"start_timeout,optional"`
+	StartTimeoutRange hcl.Range     `hcl:"start_timeout,attr_value_range"`
+	Restart           *restartBlock `hcl:"restart,block"`
+	Config            *configBlock  `hcl:"config,block"`
+}
+
+type restartBlock struct {
+	DefRange         hcl.Range `hcl:",def_range"`
+	Policy           *string   `hcl:"policy,optional"`
+	PolicyRange      hcl.Range `hcl:"policy,attr_value_range"`
+	BackoffBase      *string   `hcl:"backoff_base,optional"`
+	BackoffBaseRange hcl.Range `hcl:"backoff_base,attr_value_range"`
+	BackoffCap       *string   `hcl:"backoff_cap,optional"`
+	BackoffCapRange  hcl.Range `hcl:"backoff_cap,attr_value_range"`
 }
 
 type configBlock struct {

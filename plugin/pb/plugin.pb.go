@@ -234,7 +234,11 @@ func (x *PluginInfo) GetTaskTypes() []string {
 type ConfigureRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// config_json is the plugin block's `config` body, converted to JSON.
-	ConfigJson    []byte `protobuf:"bytes,1,opt,name=config_json,json=configJson,proto3" json:"config_json,omitempty"`
+	ConfigJson []byte `protobuf:"bytes,1,opt,name=config_json,json=configJson,proto3" json:"config_json,omitempty"`
+	// validate_only asks the plugin to check config_json and report its
+	// problems without applying it or doing any setup, such as binding a
+	// listener. `dtf validate` sets it; the host stops the plugin right after.
+	ValidateOnly  bool `protobuf:"varint,2,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -276,8 +280,20 @@ func (x *ConfigureRequest) GetConfigJson() []byte {
 	return nil
 }
 
+func (x *ConfigureRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
 type ConfigureResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// problems lists what is wrong with the config. A plugin that reports
+	// problems has not applied the config, just as if it had returned an
+	// error. A plugin built before this field returns an INVALID_ARGUMENT
+	// error instead, which the host shows at the config block as a whole.
+	Problems      []*ConfigProblem `protobuf:"bytes,1,rep,name=problems,proto3" json:"problems,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -312,6 +328,81 @@ func (*ConfigureResponse) Descriptor() ([]byte, []int) {
 	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{3}
 }
 
+func (x *ConfigureResponse) GetProblems() []*ConfigProblem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+// ConfigProblem is one invalid setting of a plugin's config block.
+type ConfigProblem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// path names the setting inside the config block: an attribute name such
+	// as "heartbeat_timeout", a key of an object attribute after a dot
+	// ("limits.cpu"), or an element of a list attribute in brackets
+	// ("args[2]"). Empty means the block as a whole. The host points its
+	// diagnostic at the longest prefix of path that it can locate.
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// summary is a short title such as "Invalid duration"; detail names the
+	// value and the fix.
+	Summary       string `protobuf:"bytes,2,opt,name=summary,proto3" json:"summary,omitempty"`
+	Detail        string `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigProblem) Reset() {
+	*x = ConfigProblem{}
+	mi := &file_plugin_pb_plugin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigProblem) ProtoMessage() {}
+
+func (x *ConfigProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_pb_plugin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigProblem.ProtoReflect.Descriptor instead.
+func (*ConfigProblem) Descriptor() ([]byte, []int) {
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ConfigProblem) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ConfigProblem) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *ConfigProblem) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 type StopRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	TaskId  string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -325,7 +416,7 @@ type StopRequest struct {
 
 func (x *StopRequest) Reset() {
 	*x = StopRequest{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[4]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -337,7 +428,7 @@ func (x *StopRequest) String() string {
 func (*StopRequest) ProtoMessage() {}
 
 func (x *StopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[4]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -350,7 +441,7 @@ func (x *StopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
 func (*StopRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{4}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StopRequest) GetTaskId() string {
@@ -389,7 +480,7 @@ type StopResponse struct {
 
 func (x *StopResponse) Reset() {
 	*x = StopResponse{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[5]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -401,7 +492,7 @@ func (x *StopResponse) String() string {
 func (*StopResponse) ProtoMessage() {}
 
 func (x *StopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[5]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -414,7 +505,7 @@ func (x *StopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopResponse.ProtoReflect.Descriptor instead.
 func (*StopResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{5}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{6}
 }
 
 type ExecuteRequest struct {
@@ -433,7 +524,7 @@ type ExecuteRequest struct {
 
 func (x *ExecuteRequest) Reset() {
 	*x = ExecuteRequest{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[6]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +536,7 @@ func (x *ExecuteRequest) String() string {
 func (*ExecuteRequest) ProtoMessage() {}
 
 func (x *ExecuteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[6]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +549,7 @@ func (x *ExecuteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{6}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ExecuteRequest) GetTaskId() string {
@@ -517,7 +608,7 @@ type ExecuteEvent struct {
 
 func (x *ExecuteEvent) Reset() {
 	*x = ExecuteEvent{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[7]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +620,7 @@ func (x *ExecuteEvent) String() string {
 func (*ExecuteEvent) ProtoMessage() {}
 
 func (x *ExecuteEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[7]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +633,7 @@ func (x *ExecuteEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteEvent.ProtoReflect.Descriptor instead.
 func (*ExecuteEvent) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{7}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ExecuteEvent) GetEvent() isExecuteEvent_Event {
@@ -617,7 +708,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[8]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +720,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[8]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,7 +733,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{8}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Checkpoint) GetData() []byte {
@@ -690,7 +781,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[9]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +793,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[9]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +806,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{9}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Progress) GetFraction() float64 {
@@ -745,7 +836,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[10]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +848,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[10]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +861,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{10}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Result) GetStatus() Status {
@@ -829,14 +920,20 @@ type ConnectorConfig struct {
 	// ca_file is the absolute path of a PEM file with the CA certificates
 	// that a wss:// coordinator's certificate must chain to, in place of the
 	// system roots; empty uses the system roots.
-	CaFile        string `protobuf:"bytes,11,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
+	CaFile string `protobuf:"bytes,11,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
+	// validate_only asks the plugin to check this config, as in
+	// ConfigureRequest.validate_only, without applying it.
+	ValidateOnly bool `protobuf:"varint,12,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
+	// plugins lists the host's plugin processes, which the connector sends
+	// in its Hello as release metadata.
+	Plugins       []*HostPlugin `protobuf:"bytes,13,rep,name=plugins,proto3" json:"plugins,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConnectorConfig) Reset() {
 	*x = ConnectorConfig{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[11]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +945,7 @@ func (x *ConnectorConfig) String() string {
 func (*ConnectorConfig) ProtoMessage() {}
 
 func (x *ConnectorConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[11]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +958,7 @@ func (x *ConnectorConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectorConfig.ProtoReflect.Descriptor instead.
 func (*ConnectorConfig) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{11}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ConnectorConfig) GetUrl() string {
@@ -941,6 +1038,92 @@ func (x *ConnectorConfig) GetCaFile() string {
 	return ""
 }
 
+func (x *ConnectorConfig) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
+func (x *ConnectorConfig) GetPlugins() []*HostPlugin {
+	if x != nil {
+		return x.Plugins
+	}
+	return nil
+}
+
+// HostPlugin describes one plugin process of the worker host.
+type HostPlugin struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the plugin block's label in the worker config.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// version is the release version from the plugin's Info.
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// api_version is the plugin API version negotiated at launch.
+	ApiVersion    uint32 `protobuf:"varint,4,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostPlugin) Reset() {
+	*x = HostPlugin{}
+	mi := &file_plugin_pb_plugin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostPlugin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostPlugin) ProtoMessage() {}
+
+func (x *HostPlugin) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_pb_plugin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostPlugin.ProtoReflect.Descriptor instead.
+func (*HostPlugin) Descriptor() ([]byte, []int) {
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *HostPlugin) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HostPlugin) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *HostPlugin) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *HostPlugin) GetApiVersion() uint32 {
+	if x != nil {
+		return x.ApiVersion
+	}
+	return 0
+}
+
 type SendRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Frame         []byte                 `protobuf:"bytes,1,opt,name=frame,proto3" json:"frame,omitempty"`
@@ -950,7 +1133,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[12]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1145,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[12]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1158,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{12}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SendRequest) GetFrame() []byte {
@@ -1003,7 +1186,7 @@ type SendBatchRequest struct {
 
 func (x *SendBatchRequest) Reset() {
 	*x = SendBatchRequest{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[13]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1015,7 +1198,7 @@ func (x *SendBatchRequest) String() string {
 func (*SendBatchRequest) ProtoMessage() {}
 
 func (x *SendBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[13]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1028,7 +1211,7 @@ func (x *SendBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendBatchRequest.ProtoReflect.Descriptor instead.
 func (*SendBatchRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{13}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SendBatchRequest) GetFrames() [][]byte {
@@ -1061,7 +1244,7 @@ type SendBatchResponse struct {
 
 func (x *SendBatchResponse) Reset() {
 	*x = SendBatchResponse{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[14]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1256,7 @@ func (x *SendBatchResponse) String() string {
 func (*SendBatchResponse) ProtoMessage() {}
 
 func (x *SendBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[14]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1269,7 @@ func (x *SendBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendBatchResponse.ProtoReflect.Descriptor instead.
 func (*SendBatchResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{14}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SendBatchResponse) GetAccepted() uint32 {
@@ -1116,6 +1299,7 @@ type ConnectorEvent struct {
 	//
 	//	*ConnectorEvent_Frame
 	//	*ConnectorEvent_State
+	//	*ConnectorEvent_Stats
 	Event         isConnectorEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1123,7 +1307,7 @@ type ConnectorEvent struct {
 
 func (x *ConnectorEvent) Reset() {
 	*x = ConnectorEvent{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[15]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1319,7 @@ func (x *ConnectorEvent) String() string {
 func (*ConnectorEvent) ProtoMessage() {}
 
 func (x *ConnectorEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[15]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1332,7 @@ func (x *ConnectorEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectorEvent.ProtoReflect.Descriptor instead.
 func (*ConnectorEvent) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{15}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ConnectorEvent) GetEvent() isConnectorEvent_Event {
@@ -1176,6 +1360,15 @@ func (x *ConnectorEvent) GetState() *StateChange {
 	return nil
 }
 
+func (x *ConnectorEvent) GetStats() *ConnectorStats {
+	if x != nil {
+		if x, ok := x.Event.(*ConnectorEvent_Stats); ok {
+			return x.Stats
+		}
+	}
+	return nil
+}
+
 type isConnectorEvent_Event interface {
 	isConnectorEvent_Event()
 }
@@ -1188,9 +1381,17 @@ type ConnectorEvent_State struct {
 	State *StateChange `protobuf:"bytes,2,opt,name=state,proto3,oneof"`
 }
 
+type ConnectorEvent_Stats struct {
+	// stats is a periodic snapshot of the connection's counters. A host
+	// built before this member ignores it.
+	Stats *ConnectorStats `protobuf:"bytes,3,opt,name=stats,proto3,oneof"`
+}
+
 func (*ConnectorEvent_Frame) isConnectorEvent_Event() {}
 
 func (*ConnectorEvent_State) isConnectorEvent_Event() {}
+
+func (*ConnectorEvent_Stats) isConnectorEvent_Event() {}
 
 // StateChange reports a transition of the connection state machine.
 type StateChange struct {
@@ -1218,7 +1419,7 @@ type StateChange struct {
 
 func (x *StateChange) Reset() {
 	*x = StateChange{}
-	mi := &file_plugin_pb_plugin_proto_msgTypes[16]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1431,7 @@ func (x *StateChange) String() string {
 func (*StateChange) ProtoMessage() {}
 
 func (x *StateChange) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_pb_plugin_proto_msgTypes[16]
+	mi := &file_plugin_pb_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1444,7 @@ func (x *StateChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateChange.ProtoReflect.Descriptor instead.
 func (*StateChange) Descriptor() ([]byte, []int) {
-	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{16}
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StateChange) GetState() string {
@@ -1316,6 +1517,881 @@ func (x *StateChange) GetHeartbeatTimeoutMs() int64 {
 	return 0
 }
 
+// ConnectorStats is a snapshot of the connector's counters, sent every few
+// seconds and after each state change. The counters start at zero when the
+// connector process starts, so a restarted connector reports smaller
+// values, which a receiver treats as a counter reset.
+type ConnectorStats struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Connected bool                   `protobuf:"varint,1,opt,name=connected,proto3" json:"connected,omitempty"`
+	// frames_in and frames_out count WebSocket messages, heartbeats included;
+	// bytes_in and bytes_out count their payload bytes as sent on the wire,
+	// after compression and with the authentication tag.
+	FramesIn  uint64 `protobuf:"varint,2,opt,name=frames_in,json=framesIn,proto3" json:"frames_in,omitempty"`
+	FramesOut uint64 `protobuf:"varint,3,opt,name=frames_out,json=framesOut,proto3" json:"frames_out,omitempty"`
+	BytesIn   uint64 `protobuf:"varint,4,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
+	BytesOut  uint64 `protobuf:"varint,5,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
+	// frame_bytes_out_raw is the size of the frames sent before compression
+	// and frame_bytes_out_encoded their size after it, so that their ratio is
+	// the compression ratio of the frames the worker sends. Both leave out
+	// the authentication tag, and they are equal while compression is off.
+	FrameBytesOutRaw     uint64 `protobuf:"varint,6,opt,name=frame_bytes_out_raw,json=frameBytesOutRaw,proto3" json:"frame_bytes_out_raw,omitempty"`
+	FrameBytesOutEncoded uint64 `protobuf:"varint,7,opt,name=frame_bytes_out_encoded,json=frameBytesOutEncoded,proto3" json:"frame_bytes_out_encoded,omitempty"`
+	// smoothed_rtt_micros and rtt_variance_micros describe the round-trip
+	// time of the open connection, or of the last one while disconnected.
+	SmoothedRttMicros int64 `protobuf:"varint,8,opt,name=smoothed_rtt_micros,json=smoothedRttMicros,proto3" json:"smoothed_rtt_micros,omitempty"`
+	RttVarianceMicros int64 `protobuf:"varint,9,opt,name=rtt_variance_micros,json=rttVarianceMicros,proto3" json:"rtt_variance_micros,omitempty"`
+	// rtt_samples_micros lists the round-trip samples measured since the
+	// previous stats event, oldest first, at most 64; older ones are left
+	// out.
+	RttSamplesMicros []int64 `protobuf:"varint,10,rep,packed,name=rtt_samples_micros,json=rttSamplesMicros,proto3" json:"rtt_samples_micros,omitempty"`
+	// send_queue_frames is the number of frames in the send queue per
+	// priority level, highest priority first: control, outcome, checkpoint,
+	// progress, telemetry.
+	SendQueueFrames []uint32 `protobuf:"varint,11,rep,packed,name=send_queue_frames,json=sendQueueFrames,proto3" json:"send_queue_frames,omitempty"`
+	// replay_frames and replay_bytes describe the frames sent but not yet
+	// acknowledged by the coordinator.
+	ReplayFrames uint32 `protobuf:"varint,12,opt,name=replay_frames,json=replayFrames,proto3" json:"replay_frames,omitempty"`
+	ReplayBytes  uint64 `protobuf:"varint,13,opt,name=replay_bytes,json=replayBytes,proto3" json:"replay_bytes,omitempty"`
+	// resumes counts connections that resumed the previous session.
+	Resumes       uint64 `protobuf:"varint,14,opt,name=resumes,proto3" json:"resumes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectorStats) Reset() {
+	*x = ConnectorStats{}
+	mi := &file_plugin_pb_plugin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectorStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectorStats) ProtoMessage() {}
+
+func (x *ConnectorStats) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_pb_plugin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectorStats.ProtoReflect.Descriptor instead.
+func (*ConnectorStats) Descriptor() ([]byte, []int) {
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ConnectorStats) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *ConnectorStats) GetFramesIn() uint64 {
+	if x != nil {
+		return x.FramesIn
+	}
+	return 0
+}
+
+func (x *ConnectorStats) GetFramesOut() uint64 {
+	if x != nil {
+		return x.FramesOut
+	}
+	return 0
+}
+
+func (x *ConnectorStats) GetBytesIn() uint64 {
+	if x != nil {
+		return x.BytesIn
+	}
+	return 0
+}
+
+func (x *ConnectorStats) GetBytesOut() uint64 {
+	if x != nil {
+		return x.BytesOut
+	}
+	return 0
+}
+
+func (x *ConnectorStats) GetFrameBytesOutRaw() uint64 {
+	if x != nil {
+		return x.FrameBytesOutRaw
+	}
+	return 0
+}
+
+func (x *ConnectorStats) GetFrameBytesOutEncoded() uint64 {
+	if x != nil {
+		return x.FrameBytesOutEncoded
+	}
+	return 0
+}
+
+func (x *ConnectorStats) GetSmoothedRttMicros() int64 {
+	if x != nil {
+		return x.SmoothedRttMicros
+	}
+	return 0
+}
+
+func (x *ConnectorStats) GetRttVarianceMicros() int64 {
+	if x != nil {
+		return x.RttVarianceMicros
+	}
+	return 0
+}
+
+func (x *ConnectorStats) GetRttSamplesMicros() []int64 {
+	if x != nil {
+		return x.RttSamplesMicros
+	}
+	return nil
+}
+
+func (x *ConnectorStats) GetSendQueueFrames() []uint32 {
+	if x != nil {
+		return x.SendQueueFrames
+	}
+	return nil
+}
+
+func (x *ConnectorStats) GetReplayFrames() uint32 {
+	if x != nil {
+		return x.ReplayFrames
+	}
+	return 0
+}
+
+func (x *ConnectorStats) GetReplayBytes() uint64 {
+	if x != nil {
+		return x.ReplayBytes
+	}
+	return 0
+}
+
+func (x *ConnectorStats) GetResumes() uint64 {
+	if x != nil {
+		return x.Resumes
+	}
+	return 0
+}
+
+type MetricsConfigureResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// summary_interval_ms is how often, in milliseconds, the host calls
+	// Summary and sends the result to the coordinator. Zero means never.
+	SummaryIntervalMs int64 `protobuf:"varint,1,opt,name=summary_interval_ms,json=summaryIntervalMs,proto3" json:"summary_interval_ms,omitempty"`
+	// problems lists what is wrong with the config, as in
+	// ConfigureResponse.problems.
+	Problems      []*ConfigProblem `protobuf:"bytes,2,rep,name=problems,proto3" json:"problems,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricsConfigureResponse) Reset() {
+	*x = MetricsConfigureResponse{}
+	mi := &file_plugin_pb_plugin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricsConfigureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricsConfigureResponse) ProtoMessage() {}
+
+func (x *MetricsConfigureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_pb_plugin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricsConfigureResponse.ProtoReflect.Descriptor instead.
+func (*MetricsConfigureResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *MetricsConfigureResponse) GetSummaryIntervalMs() int64 {
+	if x != nil {
+		return x.SummaryIntervalMs
+	}
+	return 0
+}
+
+func (x *MetricsConfigureResponse) GetProblems() []*ConfigProblem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+type RecordRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Events []*HostEvent           `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// dropped_buffer_full counts the events that the host dropped for this
+	// plugin since the host started because the plugin's buffer was full,
+	// and dropped_record_failed those in Record calls that failed or timed
+	// out. Both include the events of earlier processes of the plugin.
+	DroppedBufferFull   uint64 `protobuf:"varint,2,opt,name=dropped_buffer_full,json=droppedBufferFull,proto3" json:"dropped_buffer_full,omitempty"`
+	DroppedRecordFailed uint64 `protobuf:"varint,3,opt,name=dropped_record_failed,json=droppedRecordFailed,proto3" json:"dropped_record_failed,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *RecordRequest) Reset() {
+	*x = RecordRequest{}
+	mi := &file_plugin_pb_plugin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordRequest) ProtoMessage() {}
+
+func (x *RecordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_pb_plugin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordRequest.ProtoReflect.Descriptor instead.
+func (*RecordRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RecordRequest) GetEvents() []*HostEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *RecordRequest) GetDroppedBufferFull() uint64 {
+	if x != nil {
+		return x.DroppedBufferFull
+	}
+	return 0
+}
+
+func (x *RecordRequest) GetDroppedRecordFailed() uint64 {
+	if x != nil {
+		return x.DroppedRecordFailed
+	}
+	return 0
+}
+
+// HostEvent is one thing that happened on the worker.
+type HostEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// unix_ms is when the host recorded the event, by the worker's clock.
+	UnixMs int64 `protobuf:"varint,1,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*HostEvent_State
+	//	*HostEvent_Reconnected
+	//	*HostEvent_ConnectorStats
+	//	*HostEvent_HostStats
+	//	*HostEvent_TaskFinished
+	//	*HostEvent_PluginRestart
+	Event         isHostEvent_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostEvent) Reset() {
+	*x = HostEvent{}
+	mi := &file_plugin_pb_plugin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostEvent) ProtoMessage() {}
+
+func (x *HostEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_pb_plugin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostEvent.ProtoReflect.Descriptor instead.
+func (*HostEvent) Descriptor() ([]byte, []int) {
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *HostEvent) GetUnixMs() int64 {
+	if x != nil {
+		return x.UnixMs
+	}
+	return 0
+}
+
+func (x *HostEvent) GetEvent() isHostEvent_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *HostEvent) GetState() *StateChange {
+	if x != nil {
+		if x, ok := x.Event.(*HostEvent_State); ok {
+			return x.State
+		}
+	}
+	return nil
+}
+
+func (x *HostEvent) GetReconnected() *Reconnected {
+	if x != nil {
+		if x, ok := x.Event.(*HostEvent_Reconnected); ok {
+			return x.Reconnected
+		}
+	}
+	return nil
+}
+
+func (x *HostEvent) GetConnectorStats() *ConnectorStats {
+	if x != nil {
+		if x, ok := x.Event.(*HostEvent_ConnectorStats); ok {
+			return x.ConnectorStats
+		}
+	}
+	return nil
+}
+
+func (x *HostEvent) GetHostStats() *HostStats {
+	if x != nil {
+		if x, ok := x.Event.(*HostEvent_HostStats); ok {
+			return x.HostStats
+		}
+	}
+	return nil
+}
+
+func (x *HostEvent) GetTaskFinished() *TaskFinished {
+	if x != nil {
+		if x, ok := x.Event.(*HostEvent_TaskFinished); ok {
+			return x.TaskFinished
+		}
+	}
+	return nil
+}
+
+func (x *HostEvent) GetPluginRestart() *PluginRestart {
+	if x != nil {
+		if x, ok := x.Event.(*HostEvent_PluginRestart); ok {
+			return x.PluginRestart
+		}
+	}
+	return nil
+}
+
+type isHostEvent_Event interface {
+	isHostEvent_Event()
+}
+
+type HostEvent_State struct {
+	// state is a transition of the connection, as the connector reported
+	// it.
+	State *StateChange `protobuf:"bytes,2,opt,name=state,proto3,oneof"`
+}
+
+type HostEvent_Reconnected struct {
+	// reconnected ends an outage.
+	Reconnected *Reconnected `protobuf:"bytes,3,opt,name=reconnected,proto3,oneof"`
+}
+
+type HostEvent_ConnectorStats struct {
+	ConnectorStats *ConnectorStats `protobuf:"bytes,4,opt,name=connector_stats,json=connectorStats,proto3,oneof"`
+}
+
+type HostEvent_HostStats struct {
+	HostStats *HostStats `protobuf:"bytes,5,opt,name=host_stats,json=hostStats,proto3,oneof"`
+}
+
+type HostEvent_TaskFinished struct {
+	TaskFinished *TaskFinished `protobuf:"bytes,6,opt,name=task_finished,json=taskFinished,proto3,oneof"`
+}
+
+type HostEvent_PluginRestart struct {
+	PluginRestart *PluginRestart `protobuf:"bytes,7,opt,name=plugin_restart,json=pluginRestart,proto3,oneof"`
+}
+
+func (*HostEvent_State) isHostEvent_Event() {}
+
+func (*HostEvent_Reconnected) isHostEvent_Event() {}
+
+func (*HostEvent_ConnectorStats) isHostEvent_Event() {}
+
+func (*HostEvent_HostStats) isHostEvent_Event() {}
+
+func (*HostEvent_TaskFinished) isHostEvent_Event() {}
+
+func (*HostEvent_PluginRestart) isHostEvent_Event() {}
+
+// Reconnected reports that the worker has a session again after it lost
+// one: the connection dropped, or the connector plugin stopped.
+type Reconnected struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// outage_ms is the time from the loss to the new connected state.
+	OutageMs int64 `protobuf:"varint,1,opt,name=outage_ms,json=outageMs,proto3" json:"outage_ms,omitempty"`
+	// resumed is true when the coordinator resumed the previous session.
+	Resumed bool `protobuf:"varint,2,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	// attempts is the number of connection attempts during the outage.
+	Attempts      uint32 `protobuf:"varint,3,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reconnected) Reset() {
+	*x = Reconnected{}
+	mi := &file_plugin_pb_plugin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reconnected) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reconnected) ProtoMessage() {}
+
+func (x *Reconnected) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_pb_plugin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reconnected.ProtoReflect.Descriptor instead.
+func (*Reconnected) Descriptor() ([]byte, []int) {
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Reconnected) GetOutageMs() int64 {
+	if x != nil {
+		return x.OutageMs
+	}
+	return 0
+}
+
+func (x *Reconnected) GetResumed() bool {
+	if x != nil {
+		return x.Resumed
+	}
+	return false
+}
+
+func (x *Reconnected) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+// HostStats are the host's own queue depths, sent with each
+// ConnectorStats.
+type HostStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// running_tasks is the number of attempts that run on the worker.
+	RunningTasks uint32 `protobuf:"varint,1,opt,name=running_tasks,json=runningTasks,proto3" json:"running_tasks,omitempty"`
+	// held_outcomes is the number of outcomes in the outbox that the
+	// coordinator has not acknowledged.
+	HeldOutcomes  uint32 `protobuf:"varint,2,opt,name=held_outcomes,json=heldOutcomes,proto3" json:"held_outcomes,omitempty"`
+	Slots         uint32 `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostStats) Reset() {
+	*x = HostStats{}
+	mi := &file_plugin_pb_plugin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostStats) ProtoMessage() {}
+
+func (x *HostStats) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_pb_plugin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostStats.ProtoReflect.Descriptor instead.
+func (*HostStats) Descriptor() ([]byte, []int) {
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *HostStats) GetRunningTasks() uint32 {
+	if x != nil {
+		return x.RunningTasks
+	}
+	return 0
+}
+
+func (x *HostStats) GetHeldOutcomes() uint32 {
+	if x != nil {
+		return x.HeldOutcomes
+	}
+	return 0
+}
+
+func (x *HostStats) GetSlots() uint32 {
+	if x != nil {
+		return x.Slots
+	}
+	return 0
+}
+
+// TaskFinished reports an attempt's outcome as the host recorded it.
+type TaskFinished struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Status Status                 `protobuf:"varint,1,opt,name=status,proto3,enum=dtf.plugin.v1.Status" json:"status,omitempty"`
+	// duration_ms is the time from the start of the attempt to its outcome.
+	DurationMs    int64 `protobuf:"varint,2,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	Retryable     bool  `protobuf:"varint,3,opt,name=retryable,proto3" json:"retryable,omitempty"`
+	Released      bool  `protobuf:"varint,4,opt,name=released,proto3" json:"released,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskFinished) Reset() {
+	*x = TaskFinished{}
+	mi := &file_plugin_pb_plugin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskFinished) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskFinished) ProtoMessage() {}
+
+func (x *TaskFinished) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_pb_plugin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskFinished.ProtoReflect.Descriptor instead.
+func (*TaskFinished) Descriptor() ([]byte, []int) {
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TaskFinished) GetStatus() Status {
+	if x != nil {
+		return x.Status
+	}
+	return Status_STATUS_UNSPECIFIED
+}
+
+func (x *TaskFinished) GetDurationMs() int64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
+}
+
+func (x *TaskFinished) GetRetryable() bool {
+	if x != nil {
+		return x.Retryable
+	}
+	return false
+}
+
+func (x *TaskFinished) GetReleased() bool {
+	if x != nil {
+		return x.Released
+	}
+	return false
+}
+
+// PluginRestart reports a crashed plugin that the host launched again.
+type PluginRestart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// plugin is the plugin block's name in worker.hcl.
+	Plugin string `protobuf:"bytes,1,opt,name=plugin,proto3" json:"plugin,omitempty"`
+	Kind   string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// exit says how the crashed process ended, such as "signal: killed".
+	Exit          string `protobuf:"bytes,3,opt,name=exit,proto3" json:"exit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PluginRestart) Reset() {
+	*x = PluginRestart{}
+	mi := &file_plugin_pb_plugin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PluginRestart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PluginRestart) ProtoMessage() {}
+
+func (x *PluginRestart) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_pb_plugin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PluginRestart.ProtoReflect.Descriptor instead.
+func (*PluginRestart) Descriptor() ([]byte, []int) {
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *PluginRestart) GetPlugin() string {
+	if x != nil {
+		return x.Plugin
+	}
+	return ""
+}
+
+func (x *PluginRestart) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *PluginRestart) GetExit() string {
+	if x != nil {
+		return x.Exit
+	}
+	return ""
+}
+
+// WorkerSummary is the compact summary of a worker since the metrics
+// plugin started: counts over the window from window_start_unix_ms to
+// window_end_unix_ms, and the newest round-trip time.
+type WorkerSummary struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	WindowStartUnixMs int64                  `protobuf:"varint,1,opt,name=window_start_unix_ms,json=windowStartUnixMs,proto3" json:"window_start_unix_ms,omitempty"`
+	WindowEndUnixMs   int64                  `protobuf:"varint,2,opt,name=window_end_unix_ms,json=windowEndUnixMs,proto3" json:"window_end_unix_ms,omitempty"`
+	Reconnects        uint64                 `protobuf:"varint,3,opt,name=reconnects,proto3" json:"reconnects,omitempty"`
+	// disconnected_ms is the time without a session in the window,
+	// including an outage that still lasts.
+	DisconnectedMs    int64  `protobuf:"varint,4,opt,name=disconnected_ms,json=disconnectedMs,proto3" json:"disconnected_ms,omitempty"`
+	SmoothedRttMicros int64  `protobuf:"varint,5,opt,name=smoothed_rtt_micros,json=smoothedRttMicros,proto3" json:"smoothed_rtt_micros,omitempty"`
+	FramesIn          uint64 `protobuf:"varint,6,opt,name=frames_in,json=framesIn,proto3" json:"frames_in,omitempty"`
+	FramesOut         uint64 `protobuf:"varint,7,opt,name=frames_out,json=framesOut,proto3" json:"frames_out,omitempty"`
+	BytesIn           uint64 `protobuf:"varint,8,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
+	BytesOut          uint64 `protobuf:"varint,9,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
+	TasksSucceeded    uint64 `protobuf:"varint,10,opt,name=tasks_succeeded,json=tasksSucceeded,proto3" json:"tasks_succeeded,omitempty"`
+	TasksFailed       uint64 `protobuf:"varint,11,opt,name=tasks_failed,json=tasksFailed,proto3" json:"tasks_failed,omitempty"`
+	TasksCancelled    uint64 `protobuf:"varint,12,opt,name=tasks_cancelled,json=tasksCancelled,proto3" json:"tasks_cancelled,omitempty"`
+	TasksTimedOut     uint64 `protobuf:"varint,13,opt,name=tasks_timed_out,json=tasksTimedOut,proto3" json:"tasks_timed_out,omitempty"`
+	PluginRestarts    uint64 `protobuf:"varint,14,opt,name=plugin_restarts,json=pluginRestarts,proto3" json:"plugin_restarts,omitempty"`
+	// events_dropped is the host's count of events it dropped for this
+	// plugin, for both reasons of RecordRequest.
+	EventsDropped uint64 `protobuf:"varint,15,opt,name=events_dropped,json=eventsDropped,proto3" json:"events_dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerSummary) Reset() {
+	*x = WorkerSummary{}
+	mi := &file_plugin_pb_plugin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerSummary) ProtoMessage() {}
+
+func (x *WorkerSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_pb_plugin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerSummary.ProtoReflect.Descriptor instead.
+func (*WorkerSummary) Descriptor() ([]byte, []int) {
+	return file_plugin_pb_plugin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *WorkerSummary) GetWindowStartUnixMs() int64 {
+	if x != nil {
+		return x.WindowStartUnixMs
+	}
+	return 0
+}
+
+func (x *WorkerSummary) GetWindowEndUnixMs() int64 {
+	if x != nil {
+		return x.WindowEndUnixMs
+	}
+	return 0
+}
+
+func (x *WorkerSummary) GetReconnects() uint64 {
+	if x != nil {
+		return x.Reconnects
+	}
+	return 0
+}
+
+func (x *WorkerSummary) GetDisconnectedMs() int64 {
+	if x != nil {
+		return x.DisconnectedMs
+	}
+	return 0
+}
+
+func (x *WorkerSummary) GetSmoothedRttMicros() int64 {
+	if x != nil {
+		return x.SmoothedRttMicros
+	}
+	return 0
+}
+
+func (x *WorkerSummary) GetFramesIn() uint64 {
+	if x != nil {
+		return x.FramesIn
+	}
+	return 0
+}
+
+func (x *WorkerSummary) GetFramesOut() uint64 {
+	if x != nil {
+		return x.FramesOut
+	}
+	return 0
+}
+
+func (x *WorkerSummary) GetBytesIn() uint64 {
+	if x != nil {
+		return x.BytesIn
+	}
+	return 0
+}
+
+func (x *WorkerSummary) GetBytesOut() uint64 {
+	if x != nil {
+		return x.BytesOut
+	}
+	return 0
+}
+
+func (x *WorkerSummary) GetTasksSucceeded() uint64 {
+	if x != nil {
+		return x.TasksSucceeded
+	}
+	return 0
+}
+
+func (x *WorkerSummary) GetTasksFailed() uint64 {
+	if x != nil {
+		return x.TasksFailed
+	}
+	return 0
+}
+
+func (x *WorkerSummary) GetTasksCancelled() uint64 {
+	if x != nil {
+		return x.TasksCancelled
+	}
+	return 0
+}
+
+func (x *WorkerSummary) GetTasksTimedOut() uint64 {
+	if x != nil {
+		return x.TasksTimedOut
+	}
+	return 0
+}
+
+func (x *WorkerSummary) GetPluginRestarts() uint64 {
+	if x != nil {
+		return x.PluginRestarts
+	}
+	return 0
+}
+
+func (x *WorkerSummary) GetEventsDropped() uint64 {
+	if x != nil {
+		return x.EventsDropped
+	}
+	return 0
+}
+
 var File_plugin_pb_plugin_proto protoreflect.FileDescriptor
 
 const file_plugin_pb_plugin_proto_rawDesc = "" +
@@ -1327,11 +2403,17 @@ const file_plugin_pb_plugin_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1d\n" +
 	"\n" +
-	"task_types\x18\x03 \x03(\tR\ttaskTypes\"3\n" +
+	"task_types\x18\x03 \x03(\tR\ttaskTypes\"X\n" +
 	"\x10ConfigureRequest\x12\x1f\n" +
 	"\vconfig_json\x18\x01 \x01(\fR\n" +
-	"configJson\"\x13\n" +
-	"\x11ConfigureResponse\"\x8d\x01\n" +
+	"configJson\x12#\n" +
+	"\rvalidate_only\x18\x02 \x01(\bR\fvalidateOnly\"M\n" +
+	"\x11ConfigureResponse\x128\n" +
+	"\bproblems\x18\x01 \x03(\v2\x1c.dtf.plugin.v1.ConfigProblemR\bproblems\"U\n" +
+	"\rConfigProblem\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
+	"\asummary\x18\x02 \x01(\tR\asummary\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"\x8d\x01\n" +
 	"\vStopRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x121\n" +
@@ -1371,7 +2453,7 @@ const file_plugin_pb_plugin_proto_rawDesc = "" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x16\n" +
 	"\x06output\x18\x04 \x01(\fR\x06output\x12\x1f\n" +
 	"\vresult_json\x18\x05 \x01(\fR\n" +
-	"resultJson\"\xa0\x03\n" +
+	"resultJson\"\xfa\x03\n" +
 	"\x0fConnectorConfig\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x14\n" +
@@ -1387,10 +2469,19 @@ const file_plugin_pb_plugin_proto_rawDesc = "" +
 	"\vsecret_file\x18\n" +
 	" \x01(\tR\n" +
 	"secretFile\x12\x17\n" +
-	"\aca_file\x18\v \x01(\tR\x06caFile\x1a9\n" +
+	"\aca_file\x18\v \x01(\tR\x06caFile\x12#\n" +
+	"\rvalidate_only\x18\f \x01(\bR\fvalidateOnly\x123\n" +
+	"\aplugins\x18\r \x03(\v2\x19.dtf.plugin.v1.HostPluginR\aplugins\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"#\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"o\n" +
+	"\n" +
+	"HostPlugin\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x1f\n" +
+	"\vapi_version\x18\x04 \x01(\rR\n" +
+	"apiVersion\"#\n" +
 	"\vSendRequest\x12\x14\n" +
 	"\x05frame\x18\x01 \x01(\fR\x05frame\"I\n" +
 	"\x10SendBatchRequest\x12\x16\n" +
@@ -1401,10 +2492,11 @@ const file_plugin_pb_plugin_proto_rawDesc = "" +
 	"\baccepted\x18\x01 \x01(\rR\baccepted\x12\x1d\n" +
 	"\n" +
 	"error_code\x18\x02 \x01(\rR\terrorCode\x12#\n" +
-	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage\"e\n" +
+	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage\"\x9c\x01\n" +
 	"\x0eConnectorEvent\x12\x16\n" +
 	"\x05frame\x18\x01 \x01(\fH\x00R\x05frame\x122\n" +
-	"\x05state\x18\x02 \x01(\v2\x1a.dtf.plugin.v1.StateChangeH\x00R\x05stateB\a\n" +
+	"\x05state\x18\x02 \x01(\v2\x1a.dtf.plugin.v1.StateChangeH\x00R\x05state\x125\n" +
+	"\x05stats\x18\x03 \x01(\v2\x1d.dtf.plugin.v1.ConnectorStatsH\x00R\x05statsB\a\n" +
 	"\x05event\"\xe0\x02\n" +
 	"\vStateChange\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x16\n" +
@@ -1421,7 +2513,79 @@ const file_plugin_pb_plugin_proto_rawDesc = "" +
 	"\aresumed\x18\b \x01(\bR\aresumed\x122\n" +
 	"\x15heartbeat_interval_ms\x18\t \x01(\x03R\x13heartbeatIntervalMs\x120\n" +
 	"\x14heartbeat_timeout_ms\x18\n" +
-	" \x01(\x03R\x12heartbeatTimeoutMs*^\n" +
+	" \x01(\x03R\x12heartbeatTimeoutMs\"\xa4\x04\n" +
+	"\x0eConnectorStats\x12\x1c\n" +
+	"\tconnected\x18\x01 \x01(\bR\tconnected\x12\x1b\n" +
+	"\tframes_in\x18\x02 \x01(\x04R\bframesIn\x12\x1d\n" +
+	"\n" +
+	"frames_out\x18\x03 \x01(\x04R\tframesOut\x12\x19\n" +
+	"\bbytes_in\x18\x04 \x01(\x04R\abytesIn\x12\x1b\n" +
+	"\tbytes_out\x18\x05 \x01(\x04R\bbytesOut\x12-\n" +
+	"\x13frame_bytes_out_raw\x18\x06 \x01(\x04R\x10frameBytesOutRaw\x125\n" +
+	"\x17frame_bytes_out_encoded\x18\a \x01(\x04R\x14frameBytesOutEncoded\x12.\n" +
+	"\x13smoothed_rtt_micros\x18\b \x01(\x03R\x11smoothedRttMicros\x12.\n" +
+	"\x13rtt_variance_micros\x18\t \x01(\x03R\x11rttVarianceMicros\x12,\n" +
+	"\x12rtt_samples_micros\x18\n" +
+	" \x03(\x03R\x10rttSamplesMicros\x12*\n" +
+	"\x11send_queue_frames\x18\v \x03(\rR\x0fsendQueueFrames\x12#\n" +
+	"\rreplay_frames\x18\f \x01(\rR\freplayFrames\x12!\n" +
+	"\freplay_bytes\x18\r \x01(\x04R\vreplayBytes\x12\x18\n" +
+	"\aresumes\x18\x0e \x01(\x04R\aresumes\"\x84\x01\n" +
+	"\x18MetricsConfigureResponse\x12.\n" +
+	"\x13summary_interval_ms\x18\x01 \x01(\x03R\x11summaryIntervalMs\x128\n" +
+	"\bproblems\x18\x02 \x03(\v2\x1c.dtf.plugin.v1.ConfigProblemR\bproblems\"\xa5\x01\n" +
+	"\rRecordRequest\x120\n" +
+	"\x06events\x18\x01 \x03(\v2\x18.dtf.plugin.v1.HostEventR\x06events\x12.\n" +
+	"\x13dropped_buffer_full\x18\x02 \x01(\x04R\x11droppedBufferFull\x122\n" +
+	"\x15dropped_record_failed\x18\x03 \x01(\x04R\x13droppedRecordFailed\"\xb1\x03\n" +
+	"\tHostEvent\x12\x17\n" +
+	"\aunix_ms\x18\x01 \x01(\x03R\x06unixMs\x122\n" +
+	"\x05state\x18\x02 \x01(\v2\x1a.dtf.plugin.v1.StateChangeH\x00R\x05state\x12>\n" +
+	"\vreconnected\x18\x03 \x01(\v2\x1a.dtf.plugin.v1.ReconnectedH\x00R\vreconnected\x12H\n" +
+	"\x0fconnector_stats\x18\x04 \x01(\v2\x1d.dtf.plugin.v1.ConnectorStatsH\x00R\x0econnectorStats\x129\n" +
+	"\n" +
+	"host_stats\x18\x05 \x01(\v2\x18.dtf.plugin.v1.HostStatsH\x00R\thostStats\x12B\n" +
+	"\rtask_finished\x18\x06 \x01(\v2\x1b.dtf.plugin.v1.TaskFinishedH\x00R\ftaskFinished\x12E\n" +
+	"\x0eplugin_restart\x18\a \x01(\v2\x1c.dtf.plugin.v1.PluginRestartH\x00R\rpluginRestartB\a\n" +
+	"\x05event\"`\n" +
+	"\vReconnected\x12\x1b\n" +
+	"\toutage_ms\x18\x01 \x01(\x03R\boutageMs\x12\x18\n" +
+	"\aresumed\x18\x02 \x01(\bR\aresumed\x12\x1a\n" +
+	"\battempts\x18\x03 \x01(\rR\battempts\"k\n" +
+	"\tHostStats\x12#\n" +
+	"\rrunning_tasks\x18\x01 \x01(\rR\frunningTasks\x12#\n" +
+	"\rheld_outcomes\x18\x02 \x01(\rR\fheldOutcomes\x12\x14\n" +
+	"\x05slots\x18\x03 \x01(\rR\x05slots\"\x98\x01\n" +
+	"\fTaskFinished\x12-\n" +
+	"\x06status\x18\x01 \x01(\x0e2\x15.dtf.plugin.v1.StatusR\x06status\x12\x1f\n" +
+	"\vduration_ms\x18\x02 \x01(\x03R\n" +
+	"durationMs\x12\x1c\n" +
+	"\tretryable\x18\x03 \x01(\bR\tretryable\x12\x1a\n" +
+	"\breleased\x18\x04 \x01(\bR\breleased\"O\n" +
+	"\rPluginRestart\x12\x16\n" +
+	"\x06plugin\x18\x01 \x01(\tR\x06plugin\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04exit\x18\x03 \x01(\tR\x04exit\"\xc7\x04\n" +
+	"\rWorkerSummary\x12/\n" +
+	"\x14window_start_unix_ms\x18\x01 \x01(\x03R\x11windowStartUnixMs\x12+\n" +
+	"\x12window_end_unix_ms\x18\x02 \x01(\x03R\x0fwindowEndUnixMs\x12\x1e\n" +
+	"\n" +
+	"reconnects\x18\x03 \x01(\x04R\n" +
+	"reconnects\x12'\n" +
+	"\x0fdisconnected_ms\x18\x04 \x01(\x03R\x0edisconnectedMs\x12.\n" +
+	"\x13smoothed_rtt_micros\x18\x05 \x01(\x03R\x11smoothedRttMicros\x12\x1b\n" +
+	"\tframes_in\x18\x06 \x01(\x04R\bframesIn\x12\x1d\n" +
+	"\n" +
+	"frames_out\x18\a \x01(\x04R\tframesOut\x12\x19\n" +
+	"\bbytes_in\x18\b \x01(\x04R\abytesIn\x12\x1b\n" +
+	"\tbytes_out\x18\t \x01(\x04R\bbytesOut\x12'\n" +
+	"\x0ftasks_succeeded\x18\n" +
+	" \x01(\x04R\x0etasksSucceeded\x12!\n" +
+	"\ftasks_failed\x18\v \x01(\x04R\vtasksFailed\x12'\n" +
+	"\x0ftasks_cancelled\x18\f \x01(\x04R\x0etasksCancelled\x12&\n" +
+	"\x0ftasks_timed_out\x18\r \x01(\x04R\rtasksTimedOut\x12'\n" +
+	"\x0fplugin_restarts\x18\x0e \x01(\x04R\x0epluginRestarts\x12%\n" +
+	"\x0eevents_dropped\x18\x0f \x01(\x04R\reventsDropped*^\n" +
 	"\n" +
 	"StopReason\x12\x1b\n" +
 	"\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
@@ -1444,7 +2608,12 @@ const file_plugin_pb_plugin_proto_rawDesc = "" +
 	"\x06Events\x12\x14.dtf.plugin.v1.Empty\x1a\x1d.dtf.plugin.v1.ConnectorEvent0\x01\x128\n" +
 	"\x04Send\x12\x1a.dtf.plugin.v1.SendRequest\x1a\x14.dtf.plugin.v1.Empty\x12N\n" +
 	"\tSendBatch\x12\x1f.dtf.plugin.v1.SendBatchRequest\x1a .dtf.plugin.v1.SendBatchResponse\x122\n" +
-	"\x04Stop\x12\x14.dtf.plugin.v1.Empty\x1a\x14.dtf.plugin.v1.EmptyB!Z\x1fgithub.com/dtf-io/dtf/plugin/pbb\x06proto3"
+	"\x04Stop\x12\x14.dtf.plugin.v1.Empty\x1a\x14.dtf.plugin.v1.Empty2\x96\x02\n" +
+	"\aMetrics\x127\n" +
+	"\x04Info\x12\x14.dtf.plugin.v1.Empty\x1a\x19.dtf.plugin.v1.PluginInfo\x12U\n" +
+	"\tConfigure\x12\x1f.dtf.plugin.v1.ConfigureRequest\x1a'.dtf.plugin.v1.MetricsConfigureResponse\x12<\n" +
+	"\x06Record\x12\x1c.dtf.plugin.v1.RecordRequest\x1a\x14.dtf.plugin.v1.Empty\x12=\n" +
+	"\aSummary\x12\x14.dtf.plugin.v1.Empty\x1a\x1c.dtf.plugin.v1.WorkerSummaryB!Z\x1fgithub.com/dtf-io/dtf/plugin/pbb\x06proto3"
 
 var (
 	file_plugin_pb_plugin_proto_rawDescOnce sync.Once
@@ -1459,63 +2628,94 @@ func file_plugin_pb_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_plugin_pb_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_plugin_pb_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_plugin_pb_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_plugin_pb_plugin_proto_goTypes = []any{
-	(StopReason)(0),           // 0: dtf.plugin.v1.StopReason
-	(Status)(0),               // 1: dtf.plugin.v1.Status
-	(*Empty)(nil),             // 2: dtf.plugin.v1.Empty
-	(*PluginInfo)(nil),        // 3: dtf.plugin.v1.PluginInfo
-	(*ConfigureRequest)(nil),  // 4: dtf.plugin.v1.ConfigureRequest
-	(*ConfigureResponse)(nil), // 5: dtf.plugin.v1.ConfigureResponse
-	(*StopRequest)(nil),       // 6: dtf.plugin.v1.StopRequest
-	(*StopResponse)(nil),      // 7: dtf.plugin.v1.StopResponse
-	(*ExecuteRequest)(nil),    // 8: dtf.plugin.v1.ExecuteRequest
-	(*ExecuteEvent)(nil),      // 9: dtf.plugin.v1.ExecuteEvent
-	(*Checkpoint)(nil),        // 10: dtf.plugin.v1.Checkpoint
-	(*Progress)(nil),          // 11: dtf.plugin.v1.Progress
-	(*Result)(nil),            // 12: dtf.plugin.v1.Result
-	(*ConnectorConfig)(nil),   // 13: dtf.plugin.v1.ConnectorConfig
-	(*SendRequest)(nil),       // 14: dtf.plugin.v1.SendRequest
-	(*SendBatchRequest)(nil),  // 15: dtf.plugin.v1.SendBatchRequest
-	(*SendBatchResponse)(nil), // 16: dtf.plugin.v1.SendBatchResponse
-	(*ConnectorEvent)(nil),    // 17: dtf.plugin.v1.ConnectorEvent
-	(*StateChange)(nil),       // 18: dtf.plugin.v1.StateChange
-	nil,                       // 19: dtf.plugin.v1.ConnectorConfig.LabelsEntry
+	(StopReason)(0),                  // 0: dtf.plugin.v1.StopReason
+	(Status)(0),                      // 1: dtf.plugin.v1.Status
+	(*Empty)(nil),                    // 2: dtf.plugin.v1.Empty
+	(*PluginInfo)(nil),               // 3: dtf.plugin.v1.PluginInfo
+	(*ConfigureRequest)(nil),         // 4: dtf.plugin.v1.ConfigureRequest
+	(*ConfigureResponse)(nil),        // 5: dtf.plugin.v1.ConfigureResponse
+	(*ConfigProblem)(nil),            // 6: dtf.plugin.v1.ConfigProblem
+	(*StopRequest)(nil),              // 7: dtf.plugin.v1.StopRequest
+	(*StopResponse)(nil),             // 8: dtf.plugin.v1.StopResponse
+	(*ExecuteRequest)(nil),           // 9: dtf.plugin.v1.ExecuteRequest
+	(*ExecuteEvent)(nil),             // 10: dtf.plugin.v1.ExecuteEvent
+	(*Checkpoint)(nil),               // 11: dtf.plugin.v1.Checkpoint
+	(*Progress)(nil),                 // 12: dtf.plugin.v1.Progress
+	(*Result)(nil),                   // 13: dtf.plugin.v1.Result
+	(*ConnectorConfig)(nil),          // 14: dtf.plugin.v1.ConnectorConfig
+	(*HostPlugin)(nil),               // 15: dtf.plugin.v1.HostPlugin
+	(*SendRequest)(nil),              // 16: dtf.plugin.v1.SendRequest
+	(*SendBatchRequest)(nil),         // 17: dtf.plugin.v1.SendBatchRequest
+	(*SendBatchResponse)(nil),        // 18: dtf.plugin.v1.SendBatchResponse
+	(*ConnectorEvent)(nil),           // 19: dtf.plugin.v1.ConnectorEvent
+	(*StateChange)(nil),              // 20: dtf.plugin.v1.StateChange
+	(*ConnectorStats)(nil),           // 21: dtf.plugin.v1.ConnectorStats
+	(*MetricsConfigureResponse)(nil), // 22: dtf.plugin.v1.MetricsConfigureResponse
+	(*RecordRequest)(nil),            // 23: dtf.plugin.v1.RecordRequest
+	(*HostEvent)(nil),                // 24: dtf.plugin.v1.HostEvent
+	(*Reconnected)(nil),              // 25: dtf.plugin.v1.Reconnected
+	(*HostStats)(nil),                // 26: dtf.plugin.v1.HostStats
+	(*TaskFinished)(nil),             // 27: dtf.plugin.v1.TaskFinished
+	(*PluginRestart)(nil),            // 28: dtf.plugin.v1.PluginRestart
+	(*WorkerSummary)(nil),            // 29: dtf.plugin.v1.WorkerSummary
+	nil,                              // 30: dtf.plugin.v1.ConnectorConfig.LabelsEntry
 }
 var file_plugin_pb_plugin_proto_depIdxs = []int32{
-	0,  // 0: dtf.plugin.v1.StopRequest.reason:type_name -> dtf.plugin.v1.StopReason
-	10, // 1: dtf.plugin.v1.ExecuteRequest.checkpoint:type_name -> dtf.plugin.v1.Checkpoint
-	11, // 2: dtf.plugin.v1.ExecuteEvent.progress:type_name -> dtf.plugin.v1.Progress
-	12, // 3: dtf.plugin.v1.ExecuteEvent.result:type_name -> dtf.plugin.v1.Result
-	10, // 4: dtf.plugin.v1.ExecuteEvent.checkpoint:type_name -> dtf.plugin.v1.Checkpoint
-	1,  // 5: dtf.plugin.v1.Result.status:type_name -> dtf.plugin.v1.Status
-	19, // 6: dtf.plugin.v1.ConnectorConfig.labels:type_name -> dtf.plugin.v1.ConnectorConfig.LabelsEntry
-	18, // 7: dtf.plugin.v1.ConnectorEvent.state:type_name -> dtf.plugin.v1.StateChange
-	2,  // 8: dtf.plugin.v1.Executor.Info:input_type -> dtf.plugin.v1.Empty
-	4,  // 9: dtf.plugin.v1.Executor.Configure:input_type -> dtf.plugin.v1.ConfigureRequest
-	8,  // 10: dtf.plugin.v1.Executor.Execute:input_type -> dtf.plugin.v1.ExecuteRequest
-	6,  // 11: dtf.plugin.v1.Executor.Stop:input_type -> dtf.plugin.v1.StopRequest
-	2,  // 12: dtf.plugin.v1.Connector.Info:input_type -> dtf.plugin.v1.Empty
-	13, // 13: dtf.plugin.v1.Connector.Configure:input_type -> dtf.plugin.v1.ConnectorConfig
-	2,  // 14: dtf.plugin.v1.Connector.Events:input_type -> dtf.plugin.v1.Empty
-	14, // 15: dtf.plugin.v1.Connector.Send:input_type -> dtf.plugin.v1.SendRequest
-	15, // 16: dtf.plugin.v1.Connector.SendBatch:input_type -> dtf.plugin.v1.SendBatchRequest
-	2,  // 17: dtf.plugin.v1.Connector.Stop:input_type -> dtf.plugin.v1.Empty
-	3,  // 18: dtf.plugin.v1.Executor.Info:output_type -> dtf.plugin.v1.PluginInfo
-	5,  // 19: dtf.plugin.v1.Executor.Configure:output_type -> dtf.plugin.v1.ConfigureResponse
-	9,  // 20: dtf.plugin.v1.Executor.Execute:output_type -> dtf.plugin.v1.ExecuteEvent
-	7,  // 21: dtf.plugin.v1.Executor.Stop:output_type -> dtf.plugin.v1.StopResponse
-	3,  // 22: dtf.plugin.v1.Connector.Info:output_type -> dtf.plugin.v1.PluginInfo
-	5,  // 23: dtf.plugin.v1.Connector.Configure:output_type -> dtf.plugin.v1.ConfigureResponse
-	17, // 24: dtf.plugin.v1.Connector.Events:output_type -> dtf.plugin.v1.ConnectorEvent
-	2,  // 25: dtf.plugin.v1.Connector.Send:output_type -> dtf.plugin.v1.Empty
-	16, // 26: dtf.plugin.v1.Connector.SendBatch:output_type -> dtf.plugin.v1.SendBatchResponse
-	2,  // 27: dtf.plugin.v1.Connector.Stop:output_type -> dtf.plugin.v1.Empty
-	18, // [18:28] is the sub-list for method output_type
-	8,  // [8:18] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	6,  // 0: dtf.plugin.v1.ConfigureResponse.problems:type_name -> dtf.plugin.v1.ConfigProblem
+	0,  // 1: dtf.plugin.v1.StopRequest.reason:type_name -> dtf.plugin.v1.StopReason
+	11, // 2: dtf.plugin.v1.ExecuteRequest.checkpoint:type_name -> dtf.plugin.v1.Checkpoint
+	12, // 3: dtf.plugin.v1.ExecuteEvent.progress:type_name -> dtf.plugin.v1.Progress
+	13, // 4: dtf.plugin.v1.ExecuteEvent.result:type_name -> dtf.plugin.v1.Result
+	11, // 5: dtf.plugin.v1.ExecuteEvent.checkpoint:type_name -> dtf.plugin.v1.Checkpoint
+	1,  // 6: dtf.plugin.v1.Result.status:type_name -> dtf.plugin.v1.Status
+	30, // 7: dtf.plugin.v1.ConnectorConfig.labels:type_name -> dtf.plugin.v1.ConnectorConfig.LabelsEntry
+	15, // 8: dtf.plugin.v1.ConnectorConfig.plugins:type_name -> dtf.plugin.v1.HostPlugin
+	20, // 9: dtf.plugin.v1.ConnectorEvent.state:type_name -> dtf.plugin.v1.StateChange
+	21, // 10: dtf.plugin.v1.ConnectorEvent.stats:type_name -> dtf.plugin.v1.ConnectorStats
+	6,  // 11: dtf.plugin.v1.MetricsConfigureResponse.problems:type_name -> dtf.plugin.v1.ConfigProblem
+	24, // 12: dtf.plugin.v1.RecordRequest.events:type_name -> dtf.plugin.v1.HostEvent
+	20, // 13: dtf.plugin.v1.HostEvent.state:type_name -> dtf.plugin.v1.StateChange
+	25, // 14: dtf.plugin.v1.HostEvent.reconnected:type_name -> dtf.plugin.v1.Reconnected
+	21, // 15: dtf.plugin.v1.HostEvent.connector_stats:type_name -> dtf.plugin.v1.ConnectorStats
+	26, // 16: dtf.plugin.v1.HostEvent.host_stats:type_name -> dtf.plugin.v1.HostStats
+	27, // 17: dtf.plugin.v1.HostEvent.task_finished:type_name -> dtf.plugin.v1.TaskFinished
+	28, // 18: dtf.plugin.v1.HostEvent.plugin_restart:type_name -> dtf.plugin.v1.PluginRestart
+	1,  // 19: dtf.plugin.v1.TaskFinished.status:type_name -> dtf.plugin.v1.Status
+	2,  // 20: dtf.plugin.v1.Executor.Info:input_type -> dtf.plugin.v1.Empty
+	4,  // 21: dtf.plugin.v1.Executor.Configure:input_type -> dtf.plugin.v1.ConfigureRequest
+	9,  // 22: dtf.plugin.v1.Executor.Execute:input_type -> dtf.plugin.v1.ExecuteRequest
+	7,  // 23: dtf.plugin.v1.Executor.Stop:input_type -> dtf.plugin.v1.StopRequest
+	2,  // 24: dtf.plugin.v1.Connector.Info:input_type -> dtf.plugin.v1.Empty
+	14, // 25: dtf.plugin.v1.Connector.Configure:input_type -> dtf.plugin.v1.ConnectorConfig
+	2,  // 26: dtf.plugin.v1.Connector.Events:input_type -> dtf.plugin.v1.Empty
+	16, // 27: dtf.plugin.v1.Connector.Send:input_type -> dtf.plugin.v1.SendRequest
+	17, // 28: dtf.plugin.v1.Connector.SendBatch:input_type -> dtf.plugin.v1.SendBatchRequest
+	2,  // 29: dtf.plugin.v1.Connector.Stop:input_type -> dtf.plugin.v1.Empty
+	2,  // 30: dtf.plugin.v1.Metrics.Info:input_type -> dtf.plugin.v1.Empty
+	4,  // 31: dtf.plugin.v1.Metrics.Configure:input_type -> dtf.plugin.v1.ConfigureRequest
+	23, // 32: dtf.plugin.v1.Metrics.Record:input_type -> dtf.plugin.v1.RecordRequest
+	2,  // 33: dtf.plugin.v1.Metrics.Summary:input_type -> dtf.plugin.v1.Empty
+	3,  // 34: dtf.plugin.v1.Executor.Info:output_type -> dtf.plugin.v1.PluginInfo
+	5,  // 35: dtf.plugin.v1.Executor.Configure:output_type -> dtf.plugin.v1.ConfigureResponse
+	10, // 36: dtf.plugin.v1.Executor.Execute:output_type -> dtf.plugin.v1.ExecuteEvent
+	8,  // 37: dtf.plugin.v1.Executor.Stop:output_type -> dtf.plugin.v1.StopResponse
+	3,  // 38: dtf.plugin.v1.Connector.Info:output_type -> dtf.plugin.v1.PluginInfo
+	5,  // 39: dtf.plugin.v1.Connector.Configure:output_type -> dtf.plugin.v1.ConfigureResponse
+	19, // 40: dtf.plugin.v1.Connector.Events:output_type -> dtf.plugin.v1.ConnectorEvent
+	2,  // 41: dtf.plugin.v1.Connector.Send:output_type -> dtf.plugin.v1.Empty
+	18, // 42: dtf.plugin.v1.Connector.SendBatch:output_type -> dtf.plugin.v1.SendBatchResponse
+	2,  // 43: dtf.plugin.v1.Connector.Stop:output_type -> dtf.plugin.v1.Empty
+	3,  // 44: dtf.plugin.v1.Metrics.Info:output_type -> dtf.plugin.v1.PluginInfo
+	22, // 45: dtf.plugin.v1.Metrics.Configure:output_type -> dtf.plugin.v1.MetricsConfigureResponse
+	2,  // 46: dtf.plugin.v1.Metrics.Record:output_type -> dtf.plugin.v1.Empty
+	29, // 47: dtf.plugin.v1.Metrics.Summary:output_type -> dtf.plugin.v1.WorkerSummary
+	34, // [34:48] is the sub-list for method output_type
+	20, // [20:34] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_plugin_pb_plugin_proto_init() }
@@ -1523,14 +2723,23 @@ func file_plugin_pb_plugin_proto_init() {
 	if File_plugin_pb_plugin_proto != nil {
 		return
 	}
-	file_plugin_pb_plugin_proto_msgTypes[7].OneofWrappers = []any{
+	file_plugin_pb_plugin_proto_msgTypes[8].OneofWrappers = []any{
 		(*ExecuteEvent_Progress)(nil),
 		(*ExecuteEvent_Result)(nil),
 		(*ExecuteEvent_Checkpoint)(nil),
 	}
-	file_plugin_pb_plugin_proto_msgTypes[15].OneofWrappers = []any{
+	file_plugin_pb_plugin_proto_msgTypes[17].OneofWrappers = []any{
 		(*ConnectorEvent_Frame)(nil),
 		(*ConnectorEvent_State)(nil),
+		(*ConnectorEvent_Stats)(nil),
+	}
+	file_plugin_pb_plugin_proto_msgTypes[22].OneofWrappers = []any{
+		(*HostEvent_State)(nil),
+		(*HostEvent_Reconnected)(nil),
+		(*HostEvent_ConnectorStats)(nil),
+		(*HostEvent_HostStats)(nil),
+		(*HostEvent_TaskFinished)(nil),
+		(*HostEvent_PluginRestart)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1538,9 +2747,9 @@ func file_plugin_pb_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_pb_plugin_proto_rawDesc), len(file_plugin_pb_plugin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   29,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_plugin_pb_plugin_proto_goTypes,
 		DependencyIndexes: file_plugin_pb_plugin_proto_depIdxs,

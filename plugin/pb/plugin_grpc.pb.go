@@ -580,3 +580,241 @@ var Connector_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "plugin/pb/plugin.proto",
 }
+
+const (
+	Metrics_Info_FullMethodName      = "/dtf.plugin.v1.Metrics/Info"
+	Metrics_Configure_FullMethodName = "/dtf.plugin.v1.Metrics/Configure"
+	Metrics_Record_FullMethodName    = "/dtf.plugin.v1.Metrics/Record"
+	Metrics_Summary_FullMethodName   = "/dtf.plugin.v1.Metrics/Summary"
+)
+
+// MetricsClient is the client API for Metrics service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Metrics receives the worker host's events and exports them, for example
+// as Prometheus metrics. A host may load several metrics plugins; each gets
+// every event.
+type MetricsClient interface {
+	Info(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*PluginInfo, error)
+	// Configure passes the plugin block's config. The plugin does its slow
+	// setup here, such as binding its listener.
+	Configure(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*MetricsConfigureResponse, error)
+	// Record delivers host events in the order in which they happened. The
+	// host bounds each call with a timeout and drops events while the plugin
+	// is slow, so a plugin must not rely on seeing every event.
+	Record(ctx context.Context, in *RecordRequest, opts ...grpc.CallOption) (*Empty, error)
+	// Summary returns the compact summary of the worker that the host sends
+	// to the coordinator.
+	Summary(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*WorkerSummary, error)
+}
+
+type metricsClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewMetricsClient(cc grpc.ClientConnInterface) MetricsClient {
+	return &metricsClient{cc}
+}
+
+func (c *metricsClient) Info(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*PluginInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PluginInfo)
+	err := c.cc.Invoke(ctx, Metrics_Info_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metricsClient) Configure(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*MetricsConfigureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MetricsConfigureResponse)
+	err := c.cc.Invoke(ctx, Metrics_Configure_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metricsClient) Record(ctx context.Context, in *RecordRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Metrics_Record_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metricsClient) Summary(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*WorkerSummary, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WorkerSummary)
+	err := c.cc.Invoke(ctx, Metrics_Summary_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// MetricsServer is the server API for Metrics service.
+// All implementations must embed UnimplementedMetricsServer
+// for forward compatibility.
+//
+// Metrics receives the worker host's events and exports them, for example
+// as Prometheus metrics. A host may load several metrics plugins; each gets
+// every event.
+type MetricsServer interface {
+	Info(context.Context, *Empty) (*PluginInfo, error)
+	// Configure passes the plugin block's config. The plugin does its slow
+	// setup here, such as binding its listener.
+	Configure(context.Context, *ConfigureRequest) (*MetricsConfigureResponse, error)
+	// Record delivers host events in the order in which they happened. The
+	// host bounds each call with a timeout and drops events while the plugin
+	// is slow, so a plugin must not rely on seeing every event.
+	Record(context.Context, *RecordRequest) (*Empty, error)
+	// Summary returns the compact summary of the worker that the host sends
+	// to the coordinator.
+	Summary(context.Context, *Empty) (*WorkerSummary, error)
+	mustEmbedUnimplementedMetricsServer()
+}
+
+// UnimplementedMetricsServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedMetricsServer struct{}
+
+func (UnimplementedMetricsServer) Info(context.Context, *Empty) (*PluginInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method Info not implemented")
+}
+func (UnimplementedMetricsServer) Configure(context.Context, *ConfigureRequest) (*MetricsConfigureResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Configure not implemented")
+}
+func (UnimplementedMetricsServer) Record(context.Context, *RecordRequest) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method Record not implemented")
+}
+func (UnimplementedMetricsServer) Summary(context.Context, *Empty) (*WorkerSummary, error) {
+	return nil, status.Error(codes.Unimplemented, "method Summary not implemented")
+}
+func (UnimplementedMetricsServer) mustEmbedUnimplementedMetricsServer() {}
+func (UnimplementedMetricsServer) testEmbeddedByValue()                 {}
+
+// UnsafeMetricsServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to MetricsServer will
+// result in compilation errors.
+type UnsafeMetricsServer interface {
+	mustEmbedUnimplementedMetricsServer()
+}
+
+func RegisterMetricsServer(s grpc.ServiceRegistrar, srv MetricsServer) {
+	// If the following call panics, it indicates UnimplementedMetricsServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Metrics_ServiceDesc, srv)
+}
+
+func _Metrics_Info_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(Empty)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetricsServer).Info(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metrics_Info_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetricsServer).Info(ctx, req.(*Empty))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Metrics_Configure_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConfigureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetricsServer).Configure(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metrics_Configure_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetricsServer).Configure(ctx, req.(*ConfigureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Metrics_Record_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetricsServer).Record(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metrics_Record_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetricsServer).Record(ctx, req.(*RecordRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Metrics_Summary_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(Empty)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetricsServer).Summary(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Metrics_Summary_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetricsServer).Summary(ctx, req.(*Empty))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Metrics_ServiceDesc is the grpc.ServiceDesc for Metrics service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Metrics_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "dtf.plugin.v1.Metrics",
+	HandlerType: (*MetricsServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Info",
+			Handler:    _Metrics_Info_Handler,
+		},
+		{
+			MethodName: "Configure",
+			Handler:    _Metrics_Configure_Handler,
+		},
+		{
+			MethodName: "Record",
+			Handler:    _Metrics_Record_Handler,
+		},
+		{
+			MethodName: "Summary",
+			Handler:    _Metrics_Summary_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "plugin/pb/plugin.proto",
+}

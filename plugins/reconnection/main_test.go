@@ -38,11 +38,15 @@ func buildPlugin(t *testing.T) string {
 }
 
 func TestVersionFlag(t *testing.T) {
-	out, err := exec.Command(buildPlugin(t), "--version").CombinedOutput()
-	require.NoError(t, err)
-	assert.Contains(t, string(out), "dtf-reconnection dev")
-	assert.Contains(t, string(out), "plugin API version 1")
-	assert.Contains(t, string(out), protocol.Subprotocol)
+	path := buildPlugin(t)
+	for _, flag := range []string{"-version", "--version"} {
+		t.Run(flag, func(t *testing.T) {
+			out, err := exec.Command(path, flag).CombinedOutput()
+			require.NoError(t, err, "output: %s", out)
+			assert.Equal(t, "reconnection dev (plugin kind connector, plugin API version 1, wire protocol "+
+				protocol.Subprotocol+")\n", string(out))
+		})
+	}
 }
 
 // TestPluginThroughGoPlugin launches the binary as the worker host does and

@@ -147,7 +147,7 @@ func (x Reject_Code) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Reject_Code.Descriptor instead.
 func (Reject_Code) EnumDescriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{5, 0}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{6, 0}
 }
 
 // Frame is one WebSocket message. Session frames (hello, welcome, reject,
@@ -183,6 +183,7 @@ type Frame struct {
 	//	*Frame_Checkpoint
 	//	*Frame_CheckpointAck
 	//	*Frame_Draining
+	//	*Frame_WorkerMetrics
 	Body          isFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -392,6 +393,15 @@ func (x *Frame) GetDraining() *Draining {
 	return nil
 }
 
+func (x *Frame) GetWorkerMetrics() *WorkerMetrics {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_WorkerMetrics); ok {
+			return x.WorkerMetrics
+		}
+	}
+	return nil
+}
+
 type isFrame_Body interface {
 	isFrame_Body()
 }
@@ -464,6 +474,10 @@ type Frame_Draining struct {
 	Draining *Draining `protobuf:"bytes,30,opt,name=draining,proto3,oneof"`
 }
 
+type Frame_WorkerMetrics struct {
+	WorkerMetrics *WorkerMetrics `protobuf:"bytes,31,opt,name=worker_metrics,json=workerMetrics,proto3,oneof"`
+}
+
 func (*Frame_Hello) isFrame_Body() {}
 
 func (*Frame_Welcome) isFrame_Body() {}
@@ -498,6 +512,8 @@ func (*Frame_CheckpointAck) isFrame_Body() {}
 
 func (*Frame_Draining) isFrame_Body() {}
 
+func (*Frame_WorkerMetrics) isFrame_Body() {}
+
 // Hello is the first frame a worker sends on a new connection.
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -528,6 +544,10 @@ type Hello struct {
 	// after decompression; the coordinator sends it no larger frame. 0 means
 	// the protocol's default of 4 MiB.
 	MaxFrameBytes uint32 `protobuf:"varint,12,opt,name=max_frame_bytes,json=maxFrameBytes,proto3" json:"max_frame_bytes,omitempty"`
+	// plugins lists the plugin processes that the worker host runs, for
+	// `dtf workers`. It is release metadata only: the coordinator does not
+	// schedule by it.
+	Plugins       []*WorkerPlugin `protobuf:"bytes,13,rep,name=plugins,proto3" json:"plugins,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -646,6 +666,87 @@ func (x *Hello) GetMaxFrameBytes() uint32 {
 	return 0
 }
 
+func (x *Hello) GetPlugins() []*WorkerPlugin {
+	if x != nil {
+		return x.Plugins
+	}
+	return nil
+}
+
+// WorkerPlugin describes one plugin process of a worker host.
+type WorkerPlugin struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the plugin block's label in the worker config.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// kind is connector, executor or metrics.
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// version is the release version that the plugin reports in its Info.
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// api_version is the plugin API version that the host and the plugin
+	// negotiated at launch.
+	ApiVersion    uint32 `protobuf:"varint,4,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerPlugin) Reset() {
+	*x = WorkerPlugin{}
+	mi := &file_protocol_pb_wire_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerPlugin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerPlugin) ProtoMessage() {}
+
+func (x *WorkerPlugin) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_pb_wire_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerPlugin.ProtoReflect.Descriptor instead.
+func (*WorkerPlugin) Descriptor() ([]byte, []int) {
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *WorkerPlugin) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WorkerPlugin) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *WorkerPlugin) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *WorkerPlugin) GetApiVersion() uint32 {
+	if x != nil {
+		return x.ApiVersion
+	}
+	return 0
+}
+
 // Challenge is the coordinator's SCRAM server-first message: the combined
 // nonce, the credential's salt and its iteration count.
 type Challenge struct {
@@ -657,7 +758,7 @@ type Challenge struct {
 
 func (x *Challenge) Reset() {
 	*x = Challenge{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[2]
+	mi := &file_protocol_pb_wire_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +770,7 @@ func (x *Challenge) String() string {
 func (*Challenge) ProtoMessage() {}
 
 func (x *Challenge) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[2]
+	mi := &file_protocol_pb_wire_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +783,7 @@ func (x *Challenge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Challenge.ProtoReflect.Descriptor instead.
 func (*Challenge) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{2}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Challenge) GetScramServerFirst() string {
@@ -703,7 +804,7 @@ type Proof struct {
 
 func (x *Proof) Reset() {
 	*x = Proof{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[3]
+	mi := &file_protocol_pb_wire_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +816,7 @@ func (x *Proof) String() string {
 func (*Proof) ProtoMessage() {}
 
 func (x *Proof) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[3]
+	mi := &file_protocol_pb_wire_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +829,7 @@ func (x *Proof) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Proof.ProtoReflect.Descriptor instead.
 func (*Proof) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{3}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Proof) GetScramClientFinal() string {
@@ -762,7 +863,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[4]
+	mi := &file_protocol_pb_wire_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +875,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[4]
+	mi := &file_protocol_pb_wire_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +888,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{4}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Welcome) GetSessionId() string {
@@ -859,7 +960,7 @@ type Reject struct {
 
 func (x *Reject) Reset() {
 	*x = Reject{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[5]
+	mi := &file_protocol_pb_wire_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +972,7 @@ func (x *Reject) String() string {
 func (*Reject) ProtoMessage() {}
 
 func (x *Reject) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[5]
+	mi := &file_protocol_pb_wire_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +985,7 @@ func (x *Reject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reject.ProtoReflect.Descriptor instead.
 func (*Reject) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{5}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Reject) GetCode() Reject_Code {
@@ -923,7 +1024,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[6]
+	mi := &file_protocol_pb_wire_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1036,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[6]
+	mi := &file_protocol_pb_wire_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1049,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{6}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Heartbeat) GetSentUnixNano() int64 {
@@ -984,7 +1085,7 @@ type TaskRef struct {
 
 func (x *TaskRef) Reset() {
 	*x = TaskRef{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[7]
+	mi := &file_protocol_pb_wire_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -996,7 +1097,7 @@ func (x *TaskRef) String() string {
 func (*TaskRef) ProtoMessage() {}
 
 func (x *TaskRef) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[7]
+	mi := &file_protocol_pb_wire_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1009,7 +1110,7 @@ func (x *TaskRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRef.ProtoReflect.Descriptor instead.
 func (*TaskRef) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{7}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TaskRef) GetTaskId() string {
@@ -1038,7 +1139,7 @@ type StateSync struct {
 
 func (x *StateSync) Reset() {
 	*x = StateSync{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[8]
+	mi := &file_protocol_pb_wire_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1151,7 @@ func (x *StateSync) String() string {
 func (*StateSync) ProtoMessage() {}
 
 func (x *StateSync) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[8]
+	mi := &file_protocol_pb_wire_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1164,7 @@ func (x *StateSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateSync.ProtoReflect.Descriptor instead.
 func (*StateSync) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{8}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StateSync) GetRunning() []*TaskRef {
@@ -1093,7 +1194,7 @@ type StateSyncResult struct {
 
 func (x *StateSyncResult) Reset() {
 	*x = StateSyncResult{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[9]
+	mi := &file_protocol_pb_wire_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1206,7 @@ func (x *StateSyncResult) String() string {
 func (*StateSyncResult) ProtoMessage() {}
 
 func (x *StateSyncResult) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[9]
+	mi := &file_protocol_pb_wire_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1219,7 @@ func (x *StateSyncResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateSyncResult.ProtoReflect.Descriptor instead.
 func (*StateSyncResult) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{9}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StateSyncResult) GetKeep() []*TaskRef {
@@ -1153,7 +1254,7 @@ type Assign struct {
 
 func (x *Assign) Reset() {
 	*x = Assign{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[10]
+	mi := &file_protocol_pb_wire_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1266,7 @@ func (x *Assign) String() string {
 func (*Assign) ProtoMessage() {}
 
 func (x *Assign) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[10]
+	mi := &file_protocol_pb_wire_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1279,7 @@ func (x *Assign) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assign.ProtoReflect.Descriptor instead.
 func (*Assign) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{10}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Assign) GetRef() *TaskRef {
@@ -1232,7 +1333,7 @@ type TaskStarted struct {
 
 func (x *TaskStarted) Reset() {
 	*x = TaskStarted{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[11]
+	mi := &file_protocol_pb_wire_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1345,7 @@ func (x *TaskStarted) String() string {
 func (*TaskStarted) ProtoMessage() {}
 
 func (x *TaskStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[11]
+	mi := &file_protocol_pb_wire_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1358,7 @@ func (x *TaskStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStarted.ProtoReflect.Descriptor instead.
 func (*TaskStarted) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{11}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TaskStarted) GetRef() *TaskRef {
@@ -1278,7 +1379,7 @@ type TaskProgress struct {
 
 func (x *TaskProgress) Reset() {
 	*x = TaskProgress{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[12]
+	mi := &file_protocol_pb_wire_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1290,7 +1391,7 @@ func (x *TaskProgress) String() string {
 func (*TaskProgress) ProtoMessage() {}
 
 func (x *TaskProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[12]
+	mi := &file_protocol_pb_wire_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1303,7 +1404,7 @@ func (x *TaskProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskProgress.ProtoReflect.Descriptor instead.
 func (*TaskProgress) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{12}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TaskProgress) GetRef() *TaskRef {
@@ -1359,7 +1460,7 @@ type TaskOutcome struct {
 
 func (x *TaskOutcome) Reset() {
 	*x = TaskOutcome{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[13]
+	mi := &file_protocol_pb_wire_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1371,7 +1472,7 @@ func (x *TaskOutcome) String() string {
 func (*TaskOutcome) ProtoMessage() {}
 
 func (x *TaskOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[13]
+	mi := &file_protocol_pb_wire_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1384,7 +1485,7 @@ func (x *TaskOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskOutcome.ProtoReflect.Descriptor instead.
 func (*TaskOutcome) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{13}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TaskOutcome) GetRef() *TaskRef {
@@ -1478,7 +1579,7 @@ type OutcomeAck struct {
 
 func (x *OutcomeAck) Reset() {
 	*x = OutcomeAck{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[14]
+	mi := &file_protocol_pb_wire_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1591,7 @@ func (x *OutcomeAck) String() string {
 func (*OutcomeAck) ProtoMessage() {}
 
 func (x *OutcomeAck) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[14]
+	mi := &file_protocol_pb_wire_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1604,7 @@ func (x *OutcomeAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutcomeAck.ProtoReflect.Descriptor instead.
 func (*OutcomeAck) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{14}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *OutcomeAck) GetRef() *TaskRef {
@@ -1537,7 +1638,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[15]
+	mi := &file_protocol_pb_wire_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1650,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[15]
+	mi := &file_protocol_pb_wire_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1663,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{15}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CancelTask) GetRef() *TaskRef {
@@ -1599,7 +1700,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[16]
+	mi := &file_protocol_pb_wire_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1712,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[16]
+	mi := &file_protocol_pb_wire_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1725,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{16}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Checkpoint) GetRef() *TaskRef {
@@ -1683,7 +1784,7 @@ type CheckpointAck struct {
 
 func (x *CheckpointAck) Reset() {
 	*x = CheckpointAck{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[17]
+	mi := &file_protocol_pb_wire_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1695,7 +1796,7 @@ func (x *CheckpointAck) String() string {
 func (*CheckpointAck) ProtoMessage() {}
 
 func (x *CheckpointAck) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[17]
+	mi := &file_protocol_pb_wire_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1708,7 +1809,7 @@ func (x *CheckpointAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointAck.ProtoReflect.Descriptor instead.
 func (*CheckpointAck) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{17}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CheckpointAck) GetRef() *TaskRef {
@@ -1753,7 +1854,7 @@ type Draining struct {
 
 func (x *Draining) Reset() {
 	*x = Draining{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[18]
+	mi := &file_protocol_pb_wire_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1765,7 +1866,7 @@ func (x *Draining) String() string {
 func (*Draining) ProtoMessage() {}
 
 func (x *Draining) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[18]
+	mi := &file_protocol_pb_wire_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1778,7 +1879,7 @@ func (x *Draining) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Draining.ProtoReflect.Descriptor instead.
 func (*Draining) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{18}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Draining) GetDeadlineUnixMs() int64 {
@@ -1795,11 +1896,180 @@ func (x *Draining) GetReason() string {
 	return ""
 }
 
+// WorkerMetrics is the worker's compact telemetry summary from its first
+// metrics plugin, sent at the plugin's summary interval with the lowest
+// priority. The counts cover the window from window_start_unix_ms to
+// window_end_unix_ms, by the worker's clock, which starts when the metrics
+// plugin started; a later summary replaces an earlier one.
+type WorkerMetrics struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	WindowStartUnixMs int64                  `protobuf:"varint,1,opt,name=window_start_unix_ms,json=windowStartUnixMs,proto3" json:"window_start_unix_ms,omitempty"`
+	WindowEndUnixMs   int64                  `protobuf:"varint,2,opt,name=window_end_unix_ms,json=windowEndUnixMs,proto3" json:"window_end_unix_ms,omitempty"`
+	// reconnects counts the sessions opened again after a lost one.
+	Reconnects uint64 `protobuf:"varint,3,opt,name=reconnects,proto3" json:"reconnects,omitempty"`
+	// disconnected_ms is the time without a session in the window.
+	DisconnectedMs int64 `protobuf:"varint,4,opt,name=disconnected_ms,json=disconnectedMs,proto3" json:"disconnected_ms,omitempty"`
+	// smoothed_rtt_micros is the worker's newest smoothed round-trip time.
+	SmoothedRttMicros int64  `protobuf:"varint,5,opt,name=smoothed_rtt_micros,json=smoothedRttMicros,proto3" json:"smoothed_rtt_micros,omitempty"`
+	FramesIn          uint64 `protobuf:"varint,6,opt,name=frames_in,json=framesIn,proto3" json:"frames_in,omitempty"`
+	FramesOut         uint64 `protobuf:"varint,7,opt,name=frames_out,json=framesOut,proto3" json:"frames_out,omitempty"`
+	BytesIn           uint64 `protobuf:"varint,8,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
+	BytesOut          uint64 `protobuf:"varint,9,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
+	// The task outcomes by status.
+	TasksSucceeded uint64 `protobuf:"varint,10,opt,name=tasks_succeeded,json=tasksSucceeded,proto3" json:"tasks_succeeded,omitempty"`
+	TasksFailed    uint64 `protobuf:"varint,11,opt,name=tasks_failed,json=tasksFailed,proto3" json:"tasks_failed,omitempty"`
+	TasksCancelled uint64 `protobuf:"varint,12,opt,name=tasks_cancelled,json=tasksCancelled,proto3" json:"tasks_cancelled,omitempty"`
+	TasksTimedOut  uint64 `protobuf:"varint,13,opt,name=tasks_timed_out,json=tasksTimedOut,proto3" json:"tasks_timed_out,omitempty"`
+	// plugin_restarts counts the crashed plugins that the host launched
+	// again, of every kind.
+	PluginRestarts uint64 `protobuf:"varint,14,opt,name=plugin_restarts,json=pluginRestarts,proto3" json:"plugin_restarts,omitempty"`
+	// events_dropped counts the host events that the metrics plugin did not
+	// receive because it was slow or down.
+	EventsDropped uint64 `protobuf:"varint,15,opt,name=events_dropped,json=eventsDropped,proto3" json:"events_dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerMetrics) Reset() {
+	*x = WorkerMetrics{}
+	mi := &file_protocol_pb_wire_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerMetrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerMetrics) ProtoMessage() {}
+
+func (x *WorkerMetrics) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_pb_wire_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerMetrics.ProtoReflect.Descriptor instead.
+func (*WorkerMetrics) Descriptor() ([]byte, []int) {
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *WorkerMetrics) GetWindowStartUnixMs() int64 {
+	if x != nil {
+		return x.WindowStartUnixMs
+	}
+	return 0
+}
+
+func (x *WorkerMetrics) GetWindowEndUnixMs() int64 {
+	if x != nil {
+		return x.WindowEndUnixMs
+	}
+	return 0
+}
+
+func (x *WorkerMetrics) GetReconnects() uint64 {
+	if x != nil {
+		return x.Reconnects
+	}
+	return 0
+}
+
+func (x *WorkerMetrics) GetDisconnectedMs() int64 {
+	if x != nil {
+		return x.DisconnectedMs
+	}
+	return 0
+}
+
+func (x *WorkerMetrics) GetSmoothedRttMicros() int64 {
+	if x != nil {
+		return x.SmoothedRttMicros
+	}
+	return 0
+}
+
+func (x *WorkerMetrics) GetFramesIn() uint64 {
+	if x != nil {
+		return x.FramesIn
+	}
+	return 0
+}
+
+func (x *WorkerMetrics) GetFramesOut() uint64 {
+	if x != nil {
+		return x.FramesOut
+	}
+	return 0
+}
+
+func (x *WorkerMetrics) GetBytesIn() uint64 {
+	if x != nil {
+		return x.BytesIn
+	}
+	return 0
+}
+
+func (x *WorkerMetrics) GetBytesOut() uint64 {
+	if x != nil {
+		return x.BytesOut
+	}
+	return 0
+}
+
+func (x *WorkerMetrics) GetTasksSucceeded() uint64 {
+	if x != nil {
+		return x.TasksSucceeded
+	}
+	return 0
+}
+
+func (x *WorkerMetrics) GetTasksFailed() uint64 {
+	if x != nil {
+		return x.TasksFailed
+	}
+	return 0
+}
+
+func (x *WorkerMetrics) GetTasksCancelled() uint64 {
+	if x != nil {
+		return x.TasksCancelled
+	}
+	return 0
+}
+
+func (x *WorkerMetrics) GetTasksTimedOut() uint64 {
+	if x != nil {
+		return x.TasksTimedOut
+	}
+	return 0
+}
+
+func (x *WorkerMetrics) GetPluginRestarts() uint64 {
+	if x != nil {
+		return x.PluginRestarts
+	}
+	return 0
+}
+
+func (x *WorkerMetrics) GetEventsDropped() uint64 {
+	if x != nil {
+		return x.EventsDropped
+	}
+	return 0
+}
+
 var File_protocol_pb_wire_proto protoreflect.FileDescriptor
 
 const file_protocol_pb_wire_proto_rawDesc = "" +
 	"\n" +
-	"\x16protocol/pb/wire.proto\x12\vdtf.wire.v1\"\xfd\a\n" +
+	"\x16protocol/pb/wire.proto\x12\vdtf.wire.v1\"\xc2\b\n" +
 	"\x05Frame\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x10\n" +
 	"\x03ack\x18\x02 \x01(\x04R\x03ack\x12*\n" +
@@ -1825,8 +2095,9 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"checkpoint\x18\x1c \x01(\v2\x17.dtf.wire.v1.CheckpointH\x00R\n" +
 	"checkpoint\x12C\n" +
 	"\x0echeckpoint_ack\x18\x1d \x01(\v2\x1a.dtf.wire.v1.CheckpointAckH\x00R\rcheckpointAck\x123\n" +
-	"\bdraining\x18\x1e \x01(\v2\x15.dtf.wire.v1.DrainingH\x00R\bdrainingB\x06\n" +
-	"\x04body\"\xe8\x03\n" +
+	"\bdraining\x18\x1e \x01(\v2\x15.dtf.wire.v1.DrainingH\x00R\bdraining\x12C\n" +
+	"\x0eworker_metrics\x18\x1f \x01(\v2\x1a.dtf.wire.v1.WorkerMetricsH\x00R\rworkerMetricsB\x06\n" +
+	"\x04body\"\x9d\x04\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12\x1d\n" +
@@ -1842,10 +2113,17 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"\rcredential_id\x18\n" +
 	" \x01(\tR\fcredentialId\x12,\n" +
 	"\x12scram_client_first\x18\v \x01(\tR\x10scramClientFirst\x12&\n" +
-	"\x0fmax_frame_bytes\x18\f \x01(\rR\rmaxFrameBytes\x1a9\n" +
+	"\x0fmax_frame_bytes\x18\f \x01(\rR\rmaxFrameBytes\x123\n" +
+	"\aplugins\x18\r \x03(\v2\x19.dtf.wire.v1.WorkerPluginR\aplugins\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"9\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"q\n" +
+	"\fWorkerPlugin\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x1f\n" +
+	"\vapi_version\x18\x04 \x01(\rR\n" +
+	"apiVersion\"9\n" +
 	"\tChallenge\x12,\n" +
 	"\x12scram_server_first\x18\x01 \x01(\tR\x10scramServerFirst\"5\n" +
 	"\x05Proof\x12,\n" +
@@ -1940,7 +2218,27 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\"L\n" +
 	"\bDraining\x12(\n" +
 	"\x10deadline_unix_ms\x18\x01 \x01(\x03R\x0edeadlineUnixMs\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason*u\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xc7\x04\n" +
+	"\rWorkerMetrics\x12/\n" +
+	"\x14window_start_unix_ms\x18\x01 \x01(\x03R\x11windowStartUnixMs\x12+\n" +
+	"\x12window_end_unix_ms\x18\x02 \x01(\x03R\x0fwindowEndUnixMs\x12\x1e\n" +
+	"\n" +
+	"reconnects\x18\x03 \x01(\x04R\n" +
+	"reconnects\x12'\n" +
+	"\x0fdisconnected_ms\x18\x04 \x01(\x03R\x0edisconnectedMs\x12.\n" +
+	"\x13smoothed_rtt_micros\x18\x05 \x01(\x03R\x11smoothedRttMicros\x12\x1b\n" +
+	"\tframes_in\x18\x06 \x01(\x04R\bframesIn\x12\x1d\n" +
+	"\n" +
+	"frames_out\x18\a \x01(\x04R\tframesOut\x12\x19\n" +
+	"\bbytes_in\x18\b \x01(\x04R\abytesIn\x12\x1b\n" +
+	"\tbytes_out\x18\t \x01(\x04R\bbytesOut\x12'\n" +
+	"\x0ftasks_succeeded\x18\n" +
+	" \x01(\x04R\x0etasksSucceeded\x12!\n" +
+	"\ftasks_failed\x18\v \x01(\x04R\vtasksFailed\x12'\n" +
+	"\x0ftasks_cancelled\x18\f \x01(\x04R\x0etasksCancelled\x12&\n" +
+	"\x0ftasks_timed_out\x18\r \x01(\x04R\rtasksTimedOut\x12'\n" +
+	"\x0fplugin_restarts\x18\x0e \x01(\x04R\x0epluginRestarts\x12%\n" +
+	"\x0eevents_dropped\x18\x0f \x01(\x04R\reventsDropped*u\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10STATUS_SUCCEEDED\x10\x01\x12\x11\n" +
@@ -1961,71 +2259,75 @@ func file_protocol_pb_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_protocol_pb_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_protocol_pb_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_protocol_pb_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_protocol_pb_wire_proto_goTypes = []any{
 	(Status)(0),             // 0: dtf.wire.v1.Status
 	(Reject_Code)(0),        // 1: dtf.wire.v1.Reject.Code
 	(*Frame)(nil),           // 2: dtf.wire.v1.Frame
 	(*Hello)(nil),           // 3: dtf.wire.v1.Hello
-	(*Challenge)(nil),       // 4: dtf.wire.v1.Challenge
-	(*Proof)(nil),           // 5: dtf.wire.v1.Proof
-	(*Welcome)(nil),         // 6: dtf.wire.v1.Welcome
-	(*Reject)(nil),          // 7: dtf.wire.v1.Reject
-	(*Heartbeat)(nil),       // 8: dtf.wire.v1.Heartbeat
-	(*TaskRef)(nil),         // 9: dtf.wire.v1.TaskRef
-	(*StateSync)(nil),       // 10: dtf.wire.v1.StateSync
-	(*StateSyncResult)(nil), // 11: dtf.wire.v1.StateSyncResult
-	(*Assign)(nil),          // 12: dtf.wire.v1.Assign
-	(*TaskStarted)(nil),     // 13: dtf.wire.v1.TaskStarted
-	(*TaskProgress)(nil),    // 14: dtf.wire.v1.TaskProgress
-	(*TaskOutcome)(nil),     // 15: dtf.wire.v1.TaskOutcome
-	(*OutcomeAck)(nil),      // 16: dtf.wire.v1.OutcomeAck
-	(*CancelTask)(nil),      // 17: dtf.wire.v1.CancelTask
-	(*Checkpoint)(nil),      // 18: dtf.wire.v1.Checkpoint
-	(*CheckpointAck)(nil),   // 19: dtf.wire.v1.CheckpointAck
-	(*Draining)(nil),        // 20: dtf.wire.v1.Draining
-	nil,                     // 21: dtf.wire.v1.Hello.LabelsEntry
+	(*WorkerPlugin)(nil),    // 4: dtf.wire.v1.WorkerPlugin
+	(*Challenge)(nil),       // 5: dtf.wire.v1.Challenge
+	(*Proof)(nil),           // 6: dtf.wire.v1.Proof
+	(*Welcome)(nil),         // 7: dtf.wire.v1.Welcome
+	(*Reject)(nil),          // 8: dtf.wire.v1.Reject
+	(*Heartbeat)(nil),       // 9: dtf.wire.v1.Heartbeat
+	(*TaskRef)(nil),         // 10: dtf.wire.v1.TaskRef
+	(*StateSync)(nil),       // 11: dtf.wire.v1.StateSync
+	(*StateSyncResult)(nil), // 12: dtf.wire.v1.StateSyncResult
+	(*Assign)(nil),          // 13: dtf.wire.v1.Assign
+	(*TaskStarted)(nil),     // 14: dtf.wire.v1.TaskStarted
+	(*TaskProgress)(nil),    // 15: dtf.wire.v1.TaskProgress
+	(*TaskOutcome)(nil),     // 16: dtf.wire.v1.TaskOutcome
+	(*OutcomeAck)(nil),      // 17: dtf.wire.v1.OutcomeAck
+	(*CancelTask)(nil),      // 18: dtf.wire.v1.CancelTask
+	(*Checkpoint)(nil),      // 19: dtf.wire.v1.Checkpoint
+	(*CheckpointAck)(nil),   // 20: dtf.wire.v1.CheckpointAck
+	(*Draining)(nil),        // 21: dtf.wire.v1.Draining
+	(*WorkerMetrics)(nil),   // 22: dtf.wire.v1.WorkerMetrics
+	nil,                     // 23: dtf.wire.v1.Hello.LabelsEntry
 }
 var file_protocol_pb_wire_proto_depIdxs = []int32{
 	3,  // 0: dtf.wire.v1.Frame.hello:type_name -> dtf.wire.v1.Hello
-	6,  // 1: dtf.wire.v1.Frame.welcome:type_name -> dtf.wire.v1.Welcome
-	7,  // 2: dtf.wire.v1.Frame.reject:type_name -> dtf.wire.v1.Reject
-	8,  // 3: dtf.wire.v1.Frame.heartbeat:type_name -> dtf.wire.v1.Heartbeat
-	4,  // 4: dtf.wire.v1.Frame.challenge:type_name -> dtf.wire.v1.Challenge
-	5,  // 5: dtf.wire.v1.Frame.proof:type_name -> dtf.wire.v1.Proof
-	10, // 6: dtf.wire.v1.Frame.state_sync:type_name -> dtf.wire.v1.StateSync
-	11, // 7: dtf.wire.v1.Frame.state_sync_result:type_name -> dtf.wire.v1.StateSyncResult
-	12, // 8: dtf.wire.v1.Frame.assign:type_name -> dtf.wire.v1.Assign
-	13, // 9: dtf.wire.v1.Frame.task_started:type_name -> dtf.wire.v1.TaskStarted
-	14, // 10: dtf.wire.v1.Frame.task_progress:type_name -> dtf.wire.v1.TaskProgress
-	15, // 11: dtf.wire.v1.Frame.task_outcome:type_name -> dtf.wire.v1.TaskOutcome
-	16, // 12: dtf.wire.v1.Frame.outcome_ack:type_name -> dtf.wire.v1.OutcomeAck
-	17, // 13: dtf.wire.v1.Frame.cancel_task:type_name -> dtf.wire.v1.CancelTask
-	18, // 14: dtf.wire.v1.Frame.checkpoint:type_name -> dtf.wire.v1.Checkpoint
-	19, // 15: dtf.wire.v1.Frame.checkpoint_ack:type_name -> dtf.wire.v1.CheckpointAck
-	20, // 16: dtf.wire.v1.Frame.draining:type_name -> dtf.wire.v1.Draining
-	21, // 17: dtf.wire.v1.Hello.labels:type_name -> dtf.wire.v1.Hello.LabelsEntry
-	1,  // 18: dtf.wire.v1.Reject.code:type_name -> dtf.wire.v1.Reject.Code
-	9,  // 19: dtf.wire.v1.StateSync.running:type_name -> dtf.wire.v1.TaskRef
-	9,  // 20: dtf.wire.v1.StateSync.held_outcomes:type_name -> dtf.wire.v1.TaskRef
-	9,  // 21: dtf.wire.v1.StateSyncResult.keep:type_name -> dtf.wire.v1.TaskRef
-	9,  // 22: dtf.wire.v1.StateSyncResult.cancel:type_name -> dtf.wire.v1.TaskRef
-	9,  // 23: dtf.wire.v1.Assign.ref:type_name -> dtf.wire.v1.TaskRef
-	18, // 24: dtf.wire.v1.Assign.checkpoint:type_name -> dtf.wire.v1.Checkpoint
-	9,  // 25: dtf.wire.v1.TaskStarted.ref:type_name -> dtf.wire.v1.TaskRef
-	9,  // 26: dtf.wire.v1.TaskProgress.ref:type_name -> dtf.wire.v1.TaskRef
-	9,  // 27: dtf.wire.v1.TaskOutcome.ref:type_name -> dtf.wire.v1.TaskRef
-	0,  // 28: dtf.wire.v1.TaskOutcome.status:type_name -> dtf.wire.v1.Status
-	18, // 29: dtf.wire.v1.TaskOutcome.checkpoint:type_name -> dtf.wire.v1.Checkpoint
-	9,  // 30: dtf.wire.v1.OutcomeAck.ref:type_name -> dtf.wire.v1.TaskRef
-	9,  // 31: dtf.wire.v1.CancelTask.ref:type_name -> dtf.wire.v1.TaskRef
-	9,  // 32: dtf.wire.v1.Checkpoint.ref:type_name -> dtf.wire.v1.TaskRef
-	9,  // 33: dtf.wire.v1.CheckpointAck.ref:type_name -> dtf.wire.v1.TaskRef
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	7,  // 1: dtf.wire.v1.Frame.welcome:type_name -> dtf.wire.v1.Welcome
+	8,  // 2: dtf.wire.v1.Frame.reject:type_name -> dtf.wire.v1.Reject
+	9,  // 3: dtf.wire.v1.Frame.heartbeat:type_name -> dtf.wire.v1.Heartbeat
+	5,  // 4: dtf.wire.v1.Frame.challenge:type_name -> dtf.wire.v1.Challenge
+	6,  // 5: dtf.wire.v1.Frame.proof:type_name -> dtf.wire.v1.Proof
+	11, // 6: dtf.wire.v1.Frame.state_sync:type_name -> dtf.wire.v1.StateSync
+	12, // 7: dtf.wire.v1.Frame.state_sync_result:type_name -> dtf.wire.v1.StateSyncResult
+	13, // 8: dtf.wire.v1.Frame.assign:type_name -> dtf.wire.v1.Assign
+	14, // 9: dtf.wire.v1.Frame.task_started:type_name -> dtf.wire.v1.TaskStarted
+	15, // 10: dtf.wire.v1.Frame.task_progress:type_name -> dtf.wire.v1.TaskProgress
+	16, // 11: dtf.wire.v1.Frame.task_outcome:type_name -> dtf.wire.v1.TaskOutcome
+	17, // 12: dtf.wire.v1.Frame.outcome_ack:type_name -> dtf.wire.v1.OutcomeAck
+	18, // 13: dtf.wire.v1.Frame.cancel_task:type_name -> dtf.wire.v1.CancelTask
+	19, // 14: dtf.wire.v1.Frame.checkpoint:type_name -> dtf.wire.v1.Checkpoint
+	20, // 15: dtf.wire.v1.Frame.checkpoint_ack:type_name -> dtf.wire.v1.CheckpointAck
+	21, // 16: dtf.wire.v1.Frame.draining:type_name -> dtf.wire.v1.Draining
+	22, // 17: dtf.wire.v1.Frame.worker_metrics:type_name -> dtf.wire.v1.WorkerMetrics
+	23, // 18: dtf.wire.v1.Hello.labels:type_name -> dtf.wire.v1.Hello.LabelsEntry
+	4,  // 19: dtf.wire.v1.Hello.plugins:type_name -> dtf.wire.v1.WorkerPlugin
+	1,  // 20: dtf.wire.v1.Reject.code:type_name -> dtf.wire.v1.Reject.Code
+	10, // 21: dtf.wire.v1.StateSync.running:type_name -> dtf.wire.v1.TaskRef
+	10, // 22: dtf.wire.v1.StateSync.held_outcomes:type_name -> dtf.wire.v1.TaskRef
+	10, // 23: dtf.wire.v1.StateSyncResult.keep:type_name -> dtf.wire.v1.TaskRef
+	10, // 24: dtf.wire.v1.StateSyncResult.cancel:type_name -> dtf.wire.v1.TaskRef
+	10, // 25: dtf.wire.v1.Assign.ref:type_name -> dtf.wire.v1.TaskRef
+	19, // 26: dtf.wire.v1.Assign.checkpoint:type_name -> dtf.wire.v1.Checkpoint
+	10, // 27: dtf.wire.v1.TaskStarted.ref:type_name -> dtf.wire.v1.TaskRef
+	10, // 28: dtf.wire.v1.TaskProgress.ref:type_name -> dtf.wire.v1.TaskRef
+	10, // 29: dtf.wire.v1.TaskOutcome.ref:type_name -> dtf.wire.v1.TaskRef
+	0,  // 30: dtf.wire.v1.TaskOutcome.status:type_name -> dtf.wire.v1.Status
+	19, // 31: dtf.wire.v1.TaskOutcome.checkpoint:type_name -> dtf.wire.v1.Checkpoint
+	10, // 32: dtf.wire.v1.OutcomeAck.ref:type_name -> dtf.wire.v1.TaskRef
+	10, // 33: dtf.wire.v1.CancelTask.ref:type_name -> dtf.wire.v1.TaskRef
+	10, // 34: dtf.wire.v1.Checkpoint.ref:type_name -> dtf.wire.v1.TaskRef
+	10, // 35: dtf.wire.v1.CheckpointAck.ref:type_name -> dtf.wire.v1.TaskRef
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_protocol_pb_wire_proto_init() }
@@ -2051,6 +2353,7 @@ func file_protocol_pb_wire_proto_init() {
 		(*Frame_Checkpoint)(nil),
 		(*Frame_CheckpointAck)(nil),
 		(*Frame_Draining)(nil),
+		(*Frame_WorkerMetrics)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2058,7 +2361,7 @@ func file_protocol_pb_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_protocol_pb_wire_proto_rawDesc), len(file_protocol_pb_wire_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -92,10 +92,19 @@ func (h *Harness) Info(ctx context.Context) (sdk.Info, error) {
 	return sdk.Info{Name: info.GetName(), Version: info.GetVersion(), TaskTypes: info.GetTaskTypes()}, nil
 }
 
-// Configure passes config to the executor as the host would.
+// Configure passes config to the executor as the host would. Problems that
+// the executor reported return as a *sdk.ConfigError.
 func (h *Harness) Configure(ctx context.Context, config json.RawMessage) error {
-	_, err := h.client.Configure(ctx, &pb.ConfigureRequest{ConfigJson: config})
-	return err
+	resp, err := h.client.Configure(ctx, &pb.ConfigureRequest{ConfigJson: config})
+	if err != nil || len(resp.GetProblems()) == 0 {
+		return err
+	}
+	configErr := &sdk.ConfigError{}
+	for _, p := range resp.GetProblems() {
+		configErr.Problems = append(configErr.Problems,
+			sdk.ConfigProblem{Path: p.GetPath(), Summary: p.GetSummary(), Detail: p.GetDetail()})
+	}
+	return configErr
 }
 
 // Run executes task and returns its result and every progress report.
@@ -140,7 +149,7 @@ func (h *Harness) Execute(ctx context.Context, task sdk.Task) (Report, error) {
 		Type:       task.Type,
 		Payload:    task.Payload,
 		TimeoutMs:  task.Timeout.Milliseconds(),
-		Checkpoint: sdk.CheckpointToProto(task.Checkpoint),
+		Checkpoint: checkpointToProto(task.Checkpoint),
 	})
 	if err != nil {
 		return Report{}, err
@@ -170,7 +179,7 @@ func (h *Harness) Execute(ctx context.Context, task sdk.Task) (Report, error) {
 		}
 		if r := event.GetResult(); r != nil {
 			report.Result = sdk.Result{
-				Status:   sdk.StatusFromProto(r.GetStatus()),
+				Status:   statusFromProto(r.GetStatus()),
 				ExitCode: int(r.GetExitCode()),
 				Message:  r.GetMessage(),
 				Output:   r.GetOutput(),
@@ -239,5 +248,36 @@ func (h *Harness) Close() {
 	select {
 	case <-h.stopped:
 	case <-time.After(sdk.DefaultStopTimeout):
+	}
+}
+
+// checkpointToProto converts a checkpoint to the plugin API, as the worker
+// host does before it hands a stored checkpoint to an executor; nil stays
+// nil.
+func checkpointToProto(cp *sdk.Checkpoint) *pb.Checkpoint {
+	if cp == nil {
+		return nil
+	}
+	return &pb.Checkpoint{
+		Data:     cp.Data,
+		Fraction: cp.Fraction,
+		Message:  cp.Message,
+		Attempt:  uint32(cp.Attempt),
+		Sequence: cp.Sequence,
+	}
+}
+
+// statusFromProto converts a result's status as the worker host reads it:
+// an unknown or unspecified value becomes sdk.StatusFailed.
+func statusFromProto(s pb.Status) sdk.Status {
+	switch s {
+	case pb.Status_STATUS_SUCCEEDED:
+		return sdk.StatusSucceeded
+	case pb.Status_STATUS_CANCELLED:
+		return sdk.StatusCancelled
+	case pb.Status_STATUS_TIMED_OUT:
+		return sdk.StatusTimedOut
+	default:
+		return sdk.StatusFailed
 	}
 }

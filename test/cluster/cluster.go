@@ -36,6 +36,7 @@ func (b Binaries) Path(name string) string {
 var binaryPackages = map[string]string{
 	"dtf":                 "./cmd/dtf",
 	"dtf-reconnection":    "./plugins/reconnection",
+	"dtf-metrics":         "./plugins/metrics",
 	"dtf-exec-command":    "./examples/command",
 	"dtf-exec-gotest":     "./examples/gotest",
 	"dtf-exec-checkpoint": "./examples/checkpoint",
@@ -250,9 +251,45 @@ type WorkerConfig struct {
 	// CAFile, when set, is the coordinator block's ca_file: the PEM CA
 	// that a wss:// coordinator's certificate must chain to.
 	CAFile string
+	// Metrics, when set, adds the metrics plugin dtf-metrics.
+	Metrics *MetricsPlugin
 }
 
-// WriteWorkerConfig writes an HCL worker config to path.
+// MetricsPlugin is the metrics plugin block of a test worker.
+type MetricsPlugin struct {
+	// Listen is the address of the plugin's Prometheus endpoint. When it
+	// is empty, WriteWorkerConfig sets it to a free 127.0.0.1 port.
+	Listen string
+	// SummaryInterval is the plugin's summary_interval; zero keeps the
+	// plugin's default.
+	SummaryInterval time.Duration
+}
+
+// URL returns the plugin's Prometheus endpoint.
+func (m *MetricsPlugin) URL() string {
+	return "http://" + m.Listen + "/metrics"
+}
+
+// block returns the plugin block, choosing a free port for an empty
+// Listen first.
+func (m *MetricsPlugin) block(bin Binaries) (string, error) {
+	if m.Listen == "" {
+		addr, err := FreeAddr()
+		if err != nil {
+			return "", err
+		}
+		m.Listen = addr
+	}
+	interval := ""
+	if m.SummaryInterval > 0 {
+		interval = fmt.Sprintf("    summary_interval = %q\n", m.SummaryInterval)
+	}
+	return fmt.Sprintf("\nplugin \"metrics\" {\n  kind = \"metrics\"\n  path = %q\n  config {\n"+
+		"    listen = %q\n%s  }\n}\n", bin.Path("dtf-metrics"), m.Listen, interval), nil
+}
+
+// WriteWorkerConfig writes an HCL worker config to path. With c.Metrics
+// set, it fills in c.Metrics.Listen when that is empty.
 func WriteWorkerConfig(path string, c WorkerConfig) error {
 	text := fmt.Sprintf(`data_dir  = %q
 slots     = %d
@@ -294,6 +331,13 @@ plugin "gotest" {
 	if c.Checkpoint {
 		text += fmt.Sprintf("\nplugin \"checkpoint\" {\n  kind = \"executor\"\n  path = %q\n}\n",
 			c.Bin.Path("dtf-exec-checkpoint"))
+	}
+	if c.Metrics != nil {
+		block, err := c.Metrics.block(c.Bin)
+		if err != nil {
+			return err
+		}
+		text += block
 	}
 	return os.WriteFile(path, []byte(text), 0o644)
 }

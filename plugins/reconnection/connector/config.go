@@ -14,6 +14,7 @@ import (
 
 	"github.com/dtf-io/dtf/plugin/pb"
 	"github.com/dtf-io/dtf/protocol"
+	wirepb "github.com/dtf-io/dtf/protocol/pb"
 )
 
 // Defaults of the plugin's config block. The heartbeat timeout spans three
@@ -154,6 +155,8 @@ type Config struct {
 	Slots       uint32
 	Labels      map[string]string
 	HostVersion string
+	// Plugins lists the host's plugin processes for the Hello.
+	Plugins []*wirepb.WorkerPlugin
 
 	// HeartbeatInterval is the period of the worker's heartbeats and
 	// WebSocket pings. A shorter interval announced in the coordinator's
@@ -232,18 +235,21 @@ type pluginConfig struct {
 }
 
 // ParseConfig validates the host's ConnectorConfig and decodes its
-// config_json. Every error names the field, the value and the fix.
+// config_json. Every problem names the field, the value and the fix. When
+// the config has problems, the error is a *ConfigError that lists each of
+// them with its setting.
 func ParseConfig(in *pb.ConnectorConfig) (*Config, error) {
 	if in == nil {
 		return nil, errors.New("missing connector config; the worker host must send url and worker_id")
 	}
+	var problems []*pb.ConfigProblem
 	url, err := protocol.ConnectURL(in.GetUrl())
 	if err != nil {
-		return nil, fmt.Errorf("coordinator.url: %w", err)
+		problems = append(problems, problemOf(fmt.Errorf("coordinator.url: %w", err)))
 	}
 	if strings.TrimSpace(in.GetWorkerId()) == "" {
-		return nil, errors.New("coordinator.worker_id: missing; set a worker_id unique in the fleet, " +
-			"for example worker_id = \"worker-1\"")
+		problems = append(problems, problemOf(errors.New("coordinator.worker_id: missing; set a worker_id "+
+			"unique in the fleet, for example worker_id = \"worker-1\"")))
 	}
 	cfg := &Config{
 		URL:               url,
@@ -256,6 +262,7 @@ func ParseConfig(in *pb.ConnectorConfig) (*Config, error) {
 		Slots:             in.GetSlots(),
 		Labels:            in.GetLabels(),
 		HostVersion:       in.GetHostVersion(),
+		Plugins:           helloPlugins(in.GetPlugins()),
 		HeartbeatInterval: DefaultHeartbeatInterval,
 		HeartbeatTimeout:  DefaultHeartbeatTimeout,
 		Backoff: BackoffPolicy{
@@ -279,36 +286,64 @@ func ParseConfig(in *pb.ConnectorConfig) (*Config, error) {
 		Compression: true,
 	}
 	if cfg.TLS, err = clientTLSConfig(cfg.CAFile); err != nil {
-		return nil, err
+		problems = append(problems, problemOf(err))
 	}
 	if err := cfg.checkSecret(); err != nil {
-		return nil, err
+		problems = append(problems, problemOf(err))
 	}
-	if err := cfg.decodePluginConfig(in.GetConfigJson()); err != nil {
-		return nil, err
+	fieldProblems := cfg.decodePluginConfig(in.GetConfigJson())
+	problems = append(problems, fieldProblems...)
+	if len(fieldProblems) == 0 {
+		// The relations between fields are checked only when each field
+		// has a valid value.
+		if err := cfg.validate(); err != nil {
+			problems = append(problems, problemOf(err))
+		}
 	}
-	if err := cfg.validate(); err != nil {
-		return nil, err
+	if len(problems) > 0 {
+		return nil, &ConfigError{Problems: problems}
 	}
 	return cfg, nil
 }
 
-func (c *Config) decodePluginConfig(data []byte) error {
+// validFields lists the settings of the plugin's config block, for the
+// message about an unknown one.
+const validFields = "heartbeat_interval, heartbeat_timeout, backoff_base, backoff_multiplier, " +
+	"backoff_cap, healthy_after, dial_timeout, handshake_timeout, max_frame_bytes, fatal_after, " +
+	"max_heartbeat_interval, max_heartbeat_timeout, send_timeout, send_queue_frames, " +
+	"replay_buffer_frames, replay_buffer_bytes, failure_threshold, circuit_cooldown, max_attempts, " +
+	"compression"
+
+// decodePluginConfig decodes the config block into c and returns a problem
+// for each setting that is unknown or invalid.
+func (c *Config) decodePluginConfig(data []byte) []*pb.ConfigProblem {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil
 	}
-	var raw pluginConfig
+	var fields map[string]json.RawMessage
 	decoder := json.NewDecoder(bytes.NewReader(data))
-	decoder.DisallowUnknownFields()
-	if err := decoder.Decode(&raw); err != nil {
-		return fmt.Errorf("invalid reconnection plugin config: %w; valid fields: heartbeat_interval, "+
-			"heartbeat_timeout, backoff_base, backoff_multiplier, backoff_cap, healthy_after, "+
-			"dial_timeout, handshake_timeout, max_frame_bytes, fatal_after, max_heartbeat_interval, "+
-			"max_heartbeat_timeout, send_timeout, send_queue_frames, replay_buffer_frames, "+
-			"replay_buffer_bytes, failure_threshold, circuit_cooldown, max_attempts, compression", err)
+	if err := decoder.Decode(&fields); err != nil {
+		return []*pb.ConfigProblem{{Summary: "Invalid plugin config", Detail: fmt.Sprintf(
+			"invalid reconnection plugin config: %v; the config must be an object with the fields %s",
+			err, validFields)}}
 	}
 	if _, err := decoder.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("invalid reconnection plugin config: trailing data after the JSON object")
+		return []*pb.ConfigProblem{{Summary: "Invalid plugin config",
+			Detail: "invalid reconnection plugin config: trailing data after the JSON object"}}
+	}
+	var problems []*pb.ConfigProblem
+	for _, name := range sortedKeys(fields) {
+		if !strings.Contains(", "+validFields+", ", ", "+name+", ") {
+			problems = append(problems, &pb.ConfigProblem{Path: name, Summary: "Unsupported argument",
+				Detail: fmt.Sprintf("the reconnection plugin has no setting %q; valid fields: %s", name, validFields)})
+			delete(fields, name)
+		}
+	}
+	known, _ := json.Marshal(fields)
+	var raw pluginConfig
+	if err := json.Unmarshal(known, &raw); err != nil {
+		// Every field is json.RawMessage, so only a broken object fails.
+		return append(problems, &pb.ConfigProblem{Summary: "Invalid plugin config", Detail: err.Error()})
 	}
 
 	durations := []struct {
@@ -330,11 +365,11 @@ func (c *Config) decodePluginConfig(data []byte) error {
 	}
 	for _, d := range durations {
 		if err := decodeDuration(d.name, d.raw, d.dst); err != nil {
-			return err
+			problems = append(problems, problemOf(err))
 		}
 	}
 	if err := decodeFloat("backoff_multiplier", raw.BackoffMultiplier, &c.Backoff.Multiplier); err != nil {
-		return err
+		problems = append(problems, problemOf(err))
 	}
 	ints := []struct {
 		name string
@@ -351,10 +386,13 @@ func (c *Config) decodePluginConfig(data []byte) error {
 	}
 	for _, i := range ints {
 		if err := decodeInt(i.name, i.raw, i.dst); err != nil {
-			return err
+			problems = append(problems, problemOf(err))
 		}
 	}
-	return decodeBool("compression", raw.Compression, &c.Compression)
+	if err := decodeBool("compression", raw.Compression, &c.Compression); err != nil {
+		problems = append(problems, problemOf(err))
+	}
+	return problems
 }
 
 func decodeBool(name string, raw json.RawMessage, dst *bool) error {
@@ -497,4 +535,15 @@ func (c *Config) validateHeartbeatBounds() error {
 			c.MaxHeartbeatTimeout, c.HeartbeatTimeout, maxHeartbeatFactor)
 	}
 	return nil
+}
+
+// helloPlugins converts the host's plugin list to the Hello's.
+func helloPlugins(in []*pb.HostPlugin) []*wirepb.WorkerPlugin {
+	var out []*wirepb.WorkerPlugin
+	for _, p := range in {
+		out = append(out, &wirepb.WorkerPlugin{
+			Name: p.GetName(), Kind: p.GetKind(), Version: p.GetVersion(), ApiVersion: p.GetApiVersion(),
+		})
+	}
+	return out
 }

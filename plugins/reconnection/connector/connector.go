@@ -46,6 +46,9 @@ type Options struct {
 	Version string
 	// Rand draws the backoff jitter; nil seeds one at random.
 	Rand *rand.Rand
+	// StatsInterval is how often the Events stream carries a stats event;
+	// zero means DefaultStatsInterval.
+	StatsInterval time.Duration
 }
 
 // Stats is a snapshot of the connector's counters.
@@ -61,9 +64,16 @@ type Stats struct {
 	SmoothedRTT time.Duration
 	RTTVariance time.Duration
 	RTTSamples  uint64
-	// FramesIn and FramesOut count WebSocket messages, heartbeats included.
+	// FramesIn and FramesOut count WebSocket messages, heartbeats included,
+	// and BytesIn and BytesOut their payload bytes on the wire.
 	FramesIn  uint64
 	FramesOut uint64
+	BytesIn   uint64
+	BytesOut  uint64
+	// FrameBytesRaw and FrameBytesEncoded are the size of the frames sent
+	// before and after compression, without authentication tags.
+	FrameBytesRaw     uint64
+	FrameBytesEncoded uint64
 	// UnknownFrames counts frames whose type this build does not know.
 	UnknownFrames uint64
 	// MalformedFrames counts messages that did not decode as a frame.
@@ -90,9 +100,16 @@ type Stats struct {
 }
 
 type counters struct {
-	connections     atomic.Uint64
-	framesIn        atomic.Uint64
-	framesOut       atomic.Uint64
+	connections       atomic.Uint64
+	framesIn          atomic.Uint64
+	framesOut         atomic.Uint64
+	bytesIn           atomic.Uint64
+	bytesOut          atomic.Uint64
+	frameBytesRaw     atomic.Uint64
+	frameBytesEncoded atomic.Uint64
+	// rttSamples keeps the heartbeat round-trip samples for the next
+	// stats event.
+	rttSamples      sampleBuffer
 	unknownFrames   atomic.Uint64
 	malformedFrames atomic.Uint64
 	rejectedFrames  atomic.Uint64
@@ -106,10 +123,11 @@ type counters struct {
 type Connector struct {
 	pb.UnimplementedConnectorServer
 
-	log     hclog.Logger
-	version string
-	rng     *rand.Rand
-	stats   counters
+	log           hclog.Logger
+	version       string
+	rng           *rand.Rand
+	statsInterval time.Duration
+	stats         counters
 
 	mu     sync.Mutex
 	cfg    *Config
@@ -143,7 +161,11 @@ func New(opts Options) *Connector {
 	if rng == nil {
 		rng = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}
-	return &Connector{log: logger, version: opts.Version, rng: rng}
+	statsInterval := opts.StatsInterval
+	if statsInterval <= 0 {
+		statsInterval = DefaultStatsInterval
+	}
+	return &Connector{log: logger, version: opts.Version, rng: rng, statsInterval: statsInterval}
 }
 
 // Info returns the plugin's name and version.
@@ -151,12 +173,21 @@ func (c *Connector) Info(context.Context, *pb.Empty) (*pb.PluginInfo, error) {
 	return &pb.PluginInfo{Name: Name, Version: c.version}, nil
 }
 
-// Configure validates and stores the configuration. It fails while an
+// Configure validates and stores the configuration. A config with
+// problems returns them in the response and is not stored, and with
+// validate_only set a valid one is not stored either. It fails while an
 // Events stream is open.
 func (c *Connector) Configure(_ context.Context, in *pb.ConnectorConfig) (*pb.ConfigureResponse, error) {
 	cfg, err := ParseConfig(in)
+	var problems *ConfigError
+	if errors.As(err, &problems) {
+		return &pb.ConfigureResponse{Problems: problems.Problems}, nil
+	}
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if in.GetValidateOnly() {
+		return &pb.ConfigureResponse{}, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -192,7 +223,12 @@ func (c *Connector) Events(_ *pb.Empty, stream grpc.ServerStreamingServer[pb.Con
 		done:       make(chan struct{}),
 		link:       newLink(cfg),
 	}
-	loop.machine = newStateMachine(loop.emit)
+	// Each state change is followed by a stats event, so a receiver sees
+	// the counters of a connection at its end.
+	loop.machine = newStateMachine(func(change *pb.StateChange) {
+		loop.emit(change)
+		c.emitStats(loop)
+	})
 	c.loop = loop
 	c.link = loop.link
 	c.mu.Unlock()
@@ -201,8 +237,14 @@ func (c *Connector) Events(_ *pb.Empty, stream grpc.ServerStreamingServer[pb.Con
 		defer close(loop.done)
 		c.connectLoop(ctx, cfg, loop)
 	}()
+	statsDone := make(chan struct{})
+	go func() {
+		defer close(statsDone)
+		c.reportStats(ctx, loop, c.statsInterval)
+	}()
 	err := c.relay(stream, loop)
 	cancel(nil)
+	<-statsDone
 
 	c.mu.Lock()
 	c.loop = nil
@@ -409,15 +451,19 @@ func (c *Connector) Stats() Stats {
 	active, last, link := c.active, c.last, c.link
 	c.mu.Unlock()
 	stats := Stats{
-		Connections:     c.stats.connections.Load(),
-		FramesIn:        c.stats.framesIn.Load(),
-		FramesOut:       c.stats.framesOut.Load(),
-		UnknownFrames:   c.stats.unknownFrames.Load(),
-		MalformedFrames: c.stats.malformedFrames.Load(),
-		RejectedFrames:  c.stats.rejectedFrames.Load(),
-		DuplicateFrames: c.stats.duplicateFrames.Load(),
-		ReplayedFrames:  c.stats.replayed.Load(),
-		Resumes:         c.stats.resumes.Load(),
+		Connections:       c.stats.connections.Load(),
+		FramesIn:          c.stats.framesIn.Load(),
+		FramesOut:         c.stats.framesOut.Load(),
+		BytesIn:           c.stats.bytesIn.Load(),
+		BytesOut:          c.stats.bytesOut.Load(),
+		FrameBytesRaw:     c.stats.frameBytesRaw.Load(),
+		FrameBytesEncoded: c.stats.frameBytesEncoded.Load(),
+		UnknownFrames:     c.stats.unknownFrames.Load(),
+		MalformedFrames:   c.stats.malformedFrames.Load(),
+		RejectedFrames:    c.stats.rejectedFrames.Load(),
+		DuplicateFrames:   c.stats.duplicateFrames.Load(),
+		ReplayedFrames:    c.stats.replayed.Load(),
+		Resumes:           c.stats.resumes.Load(),
 	}
 	if active != nil {
 		stats.Connected = true

@@ -388,12 +388,15 @@ func reject(code wirepb.Reject_Code, message string, retryAfter time.Duration) *
 }
 
 // eventStream replaces the gRPC server stream of Events in tests. It splits
-// the events into state changes and task frames.
+// the events into state changes, task frames and stats; stats that find
+// their channel full are dropped, so that tests that ignore them never
+// block the stream.
 type eventStream struct {
 	grpc.ServerStream
 	ctx    context.Context
 	states chan *pb.StateChange
 	frames chan []byte
+	stats  chan *pb.ConnectorStats
 }
 
 func (s *eventStream) Context() context.Context { return s.ctx }
@@ -404,6 +407,11 @@ func (s *eventStream) Send(event *pb.ConnectorEvent) error {
 		s.states <- e.State
 	case *pb.ConnectorEvent_Frame:
 		s.frames <- e.Frame
+	case *pb.ConnectorEvent_Stats:
+		select {
+		case s.stats <- e.Stats:
+		default:
+		}
 	}
 	return nil
 }
@@ -454,7 +462,15 @@ func connectorConfig(url, configJSON string) *pb.ConnectorConfig {
 // stream. The test's cleanup stops it and waits for Events to return.
 func startConnector(t *testing.T, url, configJSON string) *harness {
 	t.Helper()
-	c := New(Options{Logger: testLogger(), Version: "test", Rand: rand.New(rand.NewPCG(1, 2))})
+	return startConnectorWith(t, url, configJSON, Options{})
+}
+
+// startConnectorWith is startConnector with options; the logger, version
+// and random source are the test's.
+func startConnectorWith(t *testing.T, url, configJSON string, opts Options) *harness {
+	t.Helper()
+	opts.Logger, opts.Version, opts.Rand = testLogger(), "test", rand.New(rand.NewPCG(1, 2))
+	c := New(opts)
 	_, err := c.Configure(context.Background(), connectorConfig(url, configJSON))
 	require.NoError(t, err)
 
@@ -466,6 +482,7 @@ func startConnector(t *testing.T, url, configJSON string) *harness {
 			ctx:    ctx,
 			states: make(chan *pb.StateChange, 1024),
 			frames: make(chan []byte, 1024),
+			stats:  make(chan *pb.ConnectorStats, 1024),
 		},
 		cancel: cancel,
 		done:   make(chan error, 1),

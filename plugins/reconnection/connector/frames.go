@@ -163,6 +163,7 @@ func (s *session) onHeartbeat(frame *pb.Frame) error {
 		sample := time.Duration(now.UnixNano() - heartbeat.GetEchoUnixNano())
 		if sample > 0 && sample <= s.cfg.MaxHeartbeatTimeout {
 			s.rtt.Add(sample)
+			s.hooks.stats.rttSamples.add(sample)
 			s.adaptHeartbeat()
 		}
 		return nil

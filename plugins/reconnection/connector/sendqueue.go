@@ -22,7 +22,8 @@ const (
 	PriorityCheckpoint
 	// PriorityProgress carries task_started and task_progress.
 	PriorityProgress
-	// PriorityTelemetry is reserved for telemetry.
+	// PriorityTelemetry carries worker_metrics, whose loss or delay only
+	// makes the coordinator's view of the worker older.
 	PriorityTelemetry
 
 	priorityLevels = int(PriorityTelemetry) + 1
@@ -47,6 +48,8 @@ func priorityOf(frameType string) Priority {
 		return PriorityCheckpoint
 	case "task_started", "task_progress":
 		return PriorityProgress
+	case "worker_metrics":
+		return PriorityTelemetry
 	default:
 		return PriorityControl
 	}

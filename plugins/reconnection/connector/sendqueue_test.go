@@ -23,6 +23,7 @@ func TestPriorityOf(t *testing.T) {
 	assert.Equal(t, PriorityOutcome, priorityOf("task_outcome"))
 	assert.Equal(t, PriorityProgress, priorityOf("task_started"))
 	assert.Equal(t, PriorityProgress, priorityOf("task_progress"))
+	assert.Equal(t, PriorityTelemetry, priorityOf("worker_metrics"))
 }
 
 func TestSendQueueOrdersByPriority(t *testing.T) {

@@ -234,6 +234,7 @@ func (s *session) open(ctx context.Context, pluginVersion string) error {
 		HostVersion:   s.cfg.HostVersion,
 		PluginVersion: pluginVersion,
 		MaxFrameBytes: uint32(s.cfg.MaxFrameBytes),
+		Plugins:       s.cfg.Plugins,
 	}}}
 	if s.cfg.Compression {
 		hello.GetHello().Compression = []string{protocol.CompressionDeflate}
@@ -440,6 +441,7 @@ func (s *session) readLoop() {
 			return
 		}
 		s.hooks.stats.framesIn.Add(1)
+		s.hooks.stats.bytesIn.Add(uint64(len(data)))
 		if messageType != websocket.BinaryMessage {
 			s.malformed(fmt.Errorf("websocket message type %d, expected binary", messageType))
 			continue

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/dtf-io/dtf/protocol"
 	"github.com/dtf-io/dtf/protocol/pb"
@@ -228,13 +230,15 @@ func (s *session) write(item outbound) error {
 		return s.ws.WriteControl(item.messageType, item.data, time.Now().Add(closeWait))
 	}
 	data := item.data
+	rawSize := 0
 	if item.frame != nil {
-		encoded, err := s.encode(item.frame)
+		encoded, raw, err := s.encode(item.frame)
 		if err != nil {
 			return err
 		}
-		data = encoded
+		data, rawSize = encoded, raw
 	}
+	encodedSize := len(data)
 	// After Welcome, every message of an authenticated connection is
 	// tagged; the handshake messages before it are not.
 	if s.isWelcomed.Load() && s.sealer != nil {
@@ -247,21 +251,44 @@ func (s *session) write(item outbound) error {
 		return err
 	}
 	s.unacked.Store(0)
-	s.hooks.stats.framesOut.Add(1)
+	stats := s.hooks.stats
+	stats.framesOut.Add(1)
+	stats.bytesOut.Add(uint64(len(data)))
+	if item.frame != nil {
+		stats.frameBytesRaw.Add(uint64(rawSize))
+		stats.frameBytesEncoded.Add(uint64(encodedSize))
+	}
 	return nil
 }
 
 // encode stamps frame with the current acknowledgement and encodes it. A
 // frame relayed from the host carries its body as bytes (see
 // relayedFrame), which go out unchanged behind the two numbers. The frame
-// itself is left alone, because the replay buffer may hold it.
-func (s *session) encode(frame *pb.Frame) ([]byte, error) {
+// itself is left alone, because the replay buffer may hold it. rawSize is
+// the size of the encoding without compression, for the compression ratio.
+func (s *session) encode(frame *pb.Frame) (data []byte, rawSize int, err error) {
+	seq, ack := frame.GetSeq(), s.received()
 	if frame.Body == nil {
 		body := frame.ProtoReflect().GetUnknown()
-		return s.writeCodec().EncodeStamped(frame.GetSeq(), s.received(), body, "task")
+		data, err = s.writeCodec().EncodeStamped(seq, ack, body, "task")
+		return data, 1 + stampSize(seq, ack) + len(body), err
 	}
-	stamped := &pb.Frame{Seq: frame.GetSeq(), Ack: s.received(), Body: frame.Body}
-	return s.writeCodec().Encode(stamped)
+	stamped := &pb.Frame{Seq: seq, Ack: ack, Body: frame.Body}
+	data, err = s.writeCodec().Encode(stamped)
+	return data, 1 + proto.Size(stamped), err
+}
+
+// stampSize returns the encoded size of a frame's sequence number and
+// acknowledgement fields (numbers 1 and 2), which proto3 leaves out when
+// zero.
+func stampSize(seq, ack uint64) int {
+	size := 0
+	for _, value := range []uint64{seq, ack} {
+		if value != 0 {
+			size += protowire.SizeTag(1) + protowire.SizeVarint(value)
+		}
+	}
+	return size
 }
 
 // received returns the ack to stamp: the highest coordinator frame received

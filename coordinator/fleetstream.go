@@ -1,0 +1,282 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/dtf-io/dtf/coordinator/api"
+)
+
+// Bounds of the server-sent event stream at api.StreamPath.
+const (
+	// streamSnapshotInterval is the time between two snapshots of every
+	// worker's row and the task counts.
+	streamSnapshotInterval = 2 * time.Second
+	// maxStreams bounds the streams open at once. Each costs a goroutine,
+	// a buffer of streamBuffer events and a share of the snapshot reads.
+	maxStreams = 16
+	// streamBuffer bounds the events queued for one client. A client that
+	// falls this far behind is dropped, and it reconnects and starts from
+	// a new snapshot.
+	streamBuffer = 64
+	// streamWriteTimeout bounds writing one event to a client that stopped
+	// reading.
+	streamWriteTimeout = 10 * time.Second
+	// streamRetryAfter is the Retry-After of a stream rejected because
+	// maxStreams are open.
+	streamRetryAfter = 5 * time.Second
+)
+
+var (
+	errStreamsFull   = errors.New("too many streams open")
+	errStreamsClosed = errors.New("coordinator is shutting down")
+)
+
+// streamHub fans the stream's events out to the open streams. An event is
+// encoded once and every client's buffer holds the same bytes, so a
+// client's memory is bounded by streamBuffer events. Its lock is taken
+// after fleetHistory.mu and never before.
+type streamHub struct {
+	log hclog.Logger
+	// dropLog limits the warnings about dropped clients.
+	dropLog logLimiter
+
+	mu      sync.Mutex
+	clients map[*streamClient]struct{}
+	closed  bool
+}
+
+// streamClient is one open stream.
+type streamClient struct {
+	events chan []byte
+	// done is closed when the hub drops the client or shuts down.
+	done chan struct{}
+	// dropped is set, under the hub's lock, when the client fell behind.
+	dropped bool
+}
+
+func newStreamHub(log hclog.Logger) *streamHub {
+	return &streamHub{log: log, clients: map[*streamClient]struct{}{}}
+}
+
+// subscribe opens a stream, or returns errStreamsFull or errStreamsClosed.
+func (h *streamHub) subscribe() (*streamClient, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, errStreamsClosed
+	}
+	if len(h.clients) >= maxStreams {
+		return nil, errStreamsFull
+	}
+	c := &streamClient{events: make(chan []byte, streamBuffer), done: make(chan struct{})}
+	h.clients[c] = struct{}{}
+	return c, nil
+}
+
+// unsubscribe removes a client and reports whether the hub had dropped it
+// for falling behind.
+func (h *streamHub) unsubscribe(c *streamClient) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.clients[c]; ok {
+		delete(h.clients, c)
+		close(c.done)
+	}
+	return c.dropped
+}
+
+// count returns the number of open streams.
+func (h *streamHub) count() int {
+	if h == nil {
+		return 0
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.clients)
+}
+
+// publish encodes one event and queues it for every client. It never
+// blocks: a client whose buffer is full is dropped.
+func (h *streamHub) publish(name string, data any) {
+	if h.count() == 0 {
+		return
+	}
+	msg, err := encodeStreamEvent(name, data)
+	if err != nil {
+		h.log.Error("encoding a stream event failed", "event", name, "error", err)
+		return
+	}
+	h.send(msg)
+}
+
+func (h *streamHub) send(msg []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.clients {
+		select {
+		case c.events <- msg:
+		default:
+			c.dropped = true
+			delete(h.clients, c)
+			close(c.done)
+		}
+	}
+}
+
+// close ends every stream and rejects new ones. http.Server.Shutdown calls
+// it, because Shutdown waits for running handlers, and a stream's handler
+// would otherwise run until the shutdown timeout.
+func (h *streamHub) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for c := range h.clients {
+		delete(h.clients, c)
+		close(c.done)
+	}
+}
+
+// encodeStreamEvent formats one server-sent event. json.Marshal writes no
+// newline, so the data fits on one data line.
+func encodeStreamEvent(name string, data any) ([]byte, error) {
+	body, err := json.Marshal(data)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(name) + len(body) + 16)
+	buf.WriteString("event: ")
+	buf.WriteString(name)
+	buf.WriteString("\ndata: ")
+	buf.Write(body)
+	buf.WriteString("\n\n")
+	return buf.Bytes(), nil
+}
+
+// handleStream serves the event stream at api.StreamPath: a hello, a
+// snapshot, then each new timeline entry, each sampling round and a
+// snapshot every streamSnapshotInterval, until the client leaves, falls
+// streamBuffer events behind, or the coordinator shuts down.
+func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
+	log := s.log.Named("stream").With("remote_addr", r.RemoteAddr)
+	client, err := s.streams.subscribe()
+	switch {
+	case errors.Is(err, errStreamsFull):
+		seconds := int(streamRetryAfter / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(seconds))
+		writeError(w, http.StatusServiceUnavailable, "", fmt.Sprintf("%d event streams are open, the "+
+			"maximum; close a dashboard tab or retry after %d s", maxStreams, seconds))
+		return
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, "", err.Error())
+		return
+	}
+	defer func() {
+		if s.streams.unsubscribe(client) {
+			if n, ok := s.streams.dropLog.count(time.Now()); ok {
+				log.Warn("event stream dropped: the client fell behind", "buffered_events", streamBuffer,
+					"dropped_since_last_log", n)
+			}
+		}
+	}()
+
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+
+	first, err := s.streamStart(r.Context())
+	if err != nil {
+		log.Warn("event stream ended before its first snapshot", "error", err)
+		return
+	}
+	if writeStreamEvent(rc, w, first) != nil {
+		return
+	}
+	log.Debug("event stream opened")
+	for {
+		select {
+		case msg := <-client.events:
+			if err := writeStreamEvent(rc, w, msg); err != nil {
+				log.Debug("event stream closed", "error", err)
+				return
+			}
+		case <-client.done:
+			return
+		case <-r.Context().Done():
+			log.Debug("event stream closed by the client")
+			return
+		}
+	}
+}
+
+// streamStart returns the hello and the first snapshot of a new stream.
+func (s *Server) streamStart(ctx context.Context) ([]byte, error) {
+	hello, err := encodeStreamEvent(api.StreamHello, api.StreamHelloData{
+		ServerTime:         time.Now().UTC(),
+		SnapshotIntervalMs: streamSnapshotInterval.Milliseconds(),
+		SampleIntervalMs:   fleetSampleInterval.Milliseconds(),
+		MaxEvents:          fleetMaxEvents,
+		MaxSamples:         fleetMaxSamples,
+	})
+	if err != nil {
+		return nil, err
+	}
+	snapshot, err := s.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	msg, err := encodeStreamEvent(api.StreamSnapshot, snapshot)
+	if err != nil {
+		return nil, err
+	}
+	return append(hello, msg...), nil
+}
+
+// writeStreamEvent writes and flushes one event within streamWriteTimeout.
+func writeStreamEvent(rc *http.ResponseController, w http.ResponseWriter, msg []byte) error {
+	_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	if _, err := w.Write(msg); err != nil {
+		return err
+	}
+	return rc.Flush()
+}
+
+// snapshot returns every worker's row and the task counts.
+func (s *Server) snapshot(ctx context.Context) (api.StreamSnapshotData, error) {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	workers, err := s.listWorkers(ctx)
+	if err != nil {
+		return api.StreamSnapshotData{}, fmt.Errorf("list workers: %w", err)
+	}
+	counts, err := s.taskCounts(ctx)
+	if err != nil {
+		return api.StreamSnapshotData{}, fmt.Errorf("count tasks: %w", err)
+	}
+	return api.StreamSnapshotData{Time: time.Now().UTC(), Workers: workers, Tasks: counts}, nil
+}
+
+// publishSnapshot sends a snapshot to every open stream.
+func (s *Server) publishSnapshot(ctx context.Context) {
+	snapshot, err := s.snapshot(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Named("stream").Warn("stream snapshot failed; the next one follows", "error", err,
+				"interval", streamSnapshotInterval)
+		}
+		return
+	}
+	s.streams.publish(api.StreamSnapshot, snapshot)
+}

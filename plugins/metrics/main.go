@@ -1,0 +1,51 @@
+// Command dtf-metrics is the worker's metrics plugin. The worker host
+// launches it through go-plugin as a plugin of kind "metrics". It serves
+// the host's events as Prometheus metrics on its own listener and returns
+// the summary that the host sends to the coordinator. The implementation
+// is in the exporter package.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	dtfplugin "github.com/dtf-io/dtf/plugin"
+	"github.com/dtf-io/dtf/plugins/metrics/exporter"
+)
+
+// version is the plugin's release version, set at build time with
+// -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+// closeTimeout bounds the wait for scrapes in progress when the plugin
+// stops.
+const closeTimeout = 2 * time.Second
+
+func main() {
+	flags := flag.NewFlagSet("dtf-metrics", flag.ContinueOnError)
+	showVersion := flags.Bool("version", false,
+		"print the plugin name, its version and the API version it serves, then exit")
+	if err := flags.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	if *showVersion {
+		fmt.Printf("dtf-%s %s (plugin kind %s, plugin API version %d)\n",
+			exporter.Name, version, dtfplugin.KindMetrics, dtfplugin.APIVersion)
+		return
+	}
+
+	// The logger must exist before serving starts, because go-plugin
+	// replaces os.Stderr while it serves.
+	logger := dtfplugin.NewLogger(exporter.Name)
+	impl := exporter.New(exporter.Options{Logger: logger, Version: version})
+	dtfplugin.ServeMetrics(impl, dtfplugin.WithLogger(logger))
+
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	if err := impl.Close(ctx); err != nil {
+		logger.Warn("metrics endpoint did not close cleanly", "error", err)
+	}
+}
