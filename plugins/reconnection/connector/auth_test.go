@@ -143,18 +143,37 @@ func TestScramRevokedCredentialStopsConnector(t *testing.T) {
 // connector resumes its session with the secret it reads again.
 func TestScramRotatedSecretFileResumes(t *testing.T) {
 	coord := startCredentialCoordinator(t)
-	oldSecret, _ := coord.createCredential(t)
+	oldSecret, oldVerifier := coord.createCredential(t)
 	h, path := startSecretConnector(t, coord, oldSecret)
 	first := h.nextState(StateConnected)
 
+	// As dtf credentials rotate does: a new credential, the old one valid
+	// for a grace period that outlasts the test, the new secret in the
+	// worker's secret_file.
 	newSecret, newVerifier := coord.createCredential(t)
-	require.NoError(t, os.WriteFile(path, []byte(newSecret+"\n"), 0o600))
 	_, err := coord.store.ExpireCredentials(context.Background(), "worker-1", newVerifier.CredentialID,
-		time.Now().Add(500*time.Millisecond))
+		time.Now().Add(time.Hour))
 	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, []byte(newSecret+"\n"), 0o600))
 
-	h.nextState(StateBackingOff)
+	// The worker notices the new secret and resumes its session with it,
+	// long before the old credential would be rejected.
+	left := h.nextState(StateBackingOff)
+	assert.Contains(t, left.GetReason(), "secret_file holds a new credential")
 	again := h.nextState(StateConnected)
 	assert.True(t, again.GetResumed(), "session not resumed after the rotation")
 	assert.Equal(t, first.GetSessionId(), again.GetSessionId())
+
+	// The old credential can now be revoked without ending the session.
+	// The coordinator closes the connections of a revoked credential
+	// within a second, so three seconds without a state change show that
+	// the session no longer uses it.
+	_, err = coord.store.RevokeCredentials(context.Background(), "worker-1", oldVerifier.CredentialID, time.Now())
+	require.NoError(t, err)
+	select {
+	case change := <-h.stream.states:
+		t.Fatalf("state changed to %s (%s) after the old credential was revoked", change.GetState(),
+			change.GetReason())
+	case <-time.After(3 * time.Second):
+	}
 }

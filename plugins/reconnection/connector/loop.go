@@ -61,6 +61,15 @@ func (c *Connector) connectLoop(ctx context.Context, cfg *Config, loop *eventLoo
 			c.emitStopped(ctx, loop, log, attempt)
 			return
 		}
+		if s != nil && s.rotated.Load() {
+			// The worker left to log in with its new credential: resume
+			// at once, without a backoff delay.
+			c.transition(loop, log, describe(&pb.StateChange{
+				State: StateBackingOff, Reason: errSecretRotated.Error(), Attempt: attempt,
+				NextRetryUnixMs: time.Now().UnixMilli(), Reconnects: c.reconnects(connections),
+			}, cfg, last))
+			continue
+		}
 
 		// Give up on credentials that keep failing the same way, or after
 		// max_attempts.
@@ -213,6 +222,7 @@ func (c *Connector) runSession(
 		"heartbeat_interval", interval, "heartbeat_timeout", timeout)
 
 	started := time.Now()
+	go s.watchSecretFile(secretCheckInterval)
 	err := s.run(ctx, func() {
 		c.transition(loop, log, describe(&pb.StateChange{
 			State: StateDraining, Reason: "stopping", SessionId: s.id, Attempt: info.attempt,

@@ -134,6 +134,9 @@ type session struct {
 	welcomed    chan struct{}
 	isWelcomed  atomic.Bool
 	handshakeBy time.Time
+	// rotated is set when the session ends because secret_file holds a
+	// new credential, so the loop redials at once instead of backing off.
+	rotated atomic.Bool
 
 	out        chan outbound
 	done       chan struct{}
@@ -310,19 +313,7 @@ func (s *session) drainSendQueue() {
 // closeNormally sends a close frame and waits up to closeWait for the
 // coordinator's close frame.
 func (s *session) closeNormally() {
-	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "worker stopping")
-	select {
-	case s.out <- outbound{messageType: websocket.CloseMessage, data: msg}:
-	case <-s.done:
-		return
-	}
-	timer := time.NewTimer(closeWait)
-	defer timer.Stop()
-	select {
-	case <-s.done:
-	case <-timer.C:
-	}
-	s.end(errStopped)
+	s.closeFor("worker stopping", errStopped)
 }
 
 // finish closes the socket once the connection has ended and waits for the
