@@ -218,9 +218,11 @@ func (h *Host) execute(
 	if errors.As(err, &down) {
 		h.logger.Info("task waits for its executor plugin to restart", "task_id", task.ref.TaskID,
 			"attempt", task.ref.Attempt, "plugin", ex.cfg.Name, "max_wait", h.executorUpWait)
-		if ex.awaitUp(ctx, h.executorUpWait) {
-			client, err = ex.clientFor(task)
-		}
+		// Asked again whether or not the wait ended with a restart: the
+		// plugin may have been left down meanwhile, and the error then
+		// says so instead of "restarting".
+		ex.awaitUp(ctx, h.executorUpWait)
+		client, err = ex.clientFor(task)
 	}
 	if err != nil {
 		return nil, err

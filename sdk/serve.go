@@ -86,8 +86,10 @@ func ServeExecutor(e Executor, opts ...Option) {
 }
 
 // ExecutorServer adapts an Executor to the gRPC service that the host calls.
-// ServeExecutor uses it; tests and embedders may serve it on their own
-// gRPC server, as the sdktest package does.
+// ServeExecutor uses it, and the sdktest package and the worker host's own
+// tests serve it on their own gRPC server. An executor does not need it: its
+// methods take the generated plugin API types, which may change between
+// dtf releases.
 type ExecutorServer struct {
 	pb.UnimplementedExecutorServer
 

@@ -32,9 +32,9 @@ func tutorialBlock(t *testing.T, docs, marker string) string {
 }
 
 // goCommand runs the go tool in dir as the tutorial's reader does. The
-// test may run without network access, so modules come only from the
-// local module cache and are not verified against the checksum database;
-// a reader who is online needs neither setting.
+// test may run offline, so it takes modules only from the local module
+// cache and skips the checksum database. A reader who is online needs
+// neither setting.
 func goCommand(ctx context.Context, t *testing.T, dir string, args ...string) {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, "go", args...)
