@@ -290,8 +290,12 @@ func loadCAFile(path string) (*x509.CertPool, error) {
 }
 
 // requestError describes a failed API request. When the coordinator could
-// not be reached at all, it adds how to start it or point dtf elsewhere.
+// not be reached at all, it adds how to start it or point dtf elsewhere, and
+// when TLS failed, the fix that schemeHint names.
 func requestError(client *api.Client, err error) string {
+	if hint := schemeHint(client, err); hint != "" {
+		return err.Error() + "; " + hint
+	}
 	var respErr *api.ResponseError
 	if errors.As(err, &respErr) {
 		return err.Error()

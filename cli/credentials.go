@@ -87,11 +87,18 @@ func (a *App) runCredentials(ctx context.Context, args []string) int {
 		}
 	}
 
-	st, err := openCoordinatorStore(ctx, *flags.config, sub == "create")
+	st, created, err := openOrCreateStore(ctx, *flags.config, sub == "create")
 	if err != nil {
 		return a.errorf("%v", err)
 	}
 	defer st.Close()
+	if created != "" {
+		// A mistyped data_dir would otherwise go unnoticed until the
+		// worker's login fails.
+		fmt.Fprintf(a.Stderr, "Created a new, empty coordinator store at %s, because data_dir of %s had "+
+			"none. If the coordinator already has a store, fix data_dir in %s and delete this one.\n",
+			created, *flags.config, *flags.config)
+	}
 	switch sub {
 	case "create":
 		_, code := a.createCredential(ctx, st, flags, false)
@@ -113,20 +120,33 @@ func secretFileFlag(fs *flag.FlagSet) *string {
 // openCoordinatorStore opens the SQLite store of the coordinator config at
 // path. Only create makes a store that does not exist yet.
 func openCoordinatorStore(ctx context.Context, path string, create bool) (*store.SQLite, error) {
+	st, _, err := openOrCreateStore(ctx, path, create)
+	return st, err
+}
+
+// openOrCreateStore is openCoordinatorStore that also returns the path of
+// the store when it created one, or "" when the store existed.
+func openOrCreateStore(ctx context.Context, path string, create bool) (*store.SQLite, string, error) {
 	cfg, err := coordconfig.Load(path)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	storePath := filepath.Join(cfg.DataDir, coordinator.StoreFile)
+	created := ""
 	if _, err := os.Stat(storePath); errors.Is(err, os.ErrNotExist) {
 		if !create {
-			return nil, fmt.Errorf("no coordinator store at %s; check data_dir in %s", storePath, path)
+			return nil, "", fmt.Errorf("no coordinator store at %s; check data_dir in %s", storePath, path)
 		}
 		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-			return nil, fmt.Errorf("create data_dir %s: %w", cfg.DataDir, err)
+			return nil, "", fmt.Errorf("create data_dir %s: %w", cfg.DataDir, err)
 		}
+		created = storePath
 	}
-	return store.OpenSQLite(ctx, storePath)
+	st, err := store.OpenSQLite(ctx, storePath)
+	if err != nil {
+		return nil, "", err
+	}
+	return st, created, nil
 }
 
 // createCredential creates a credential and hands out its secret once:
@@ -181,8 +201,14 @@ func (a *App) createCredential(ctx context.Context, st *store.SQLite, flags cred
 	}
 	fmt.Fprintln(a.Stderr, ".")
 	if *flags.secretFile != "" {
+		// worker.hcl resolves a relative path against its own folder, not
+		// against the folder this command ran in.
+		path, err := filepath.Abs(*flags.secretFile)
+		if err != nil {
+			path = *flags.secretFile
+		}
 		fmt.Fprintf(a.Stderr, "The secret is in %s. Set secret_file = %q in the coordinator block of "+
-			"the worker's worker.hcl.\n", *flags.secretFile, *flags.secretFile)
+			"the worker's worker.hcl.\n", path, path)
 		return cred.CredentialID, ExitOK
 	}
 	fmt.Fprintf(a.Stderr, "The secret follows on standard output, shown only this once (the coordinator "+

@@ -68,3 +68,41 @@ func TestCredentialsCreateRejectsInvalidWorkerID(t *testing.T) {
 	assert.Contains(t, stderr.String(), `worker_id "worker\n1" has the character '\n'`)
 	assert.Empty(t, stdout.String())
 }
+
+// A create on a config whose data_dir has no store, such as a mistyped
+// one, reports that it made a new store and where.
+func TestCredentialsCreateReportsNewStore(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "coordinator.hcl")
+	require.NoError(t, os.WriteFile(config, []byte("listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n"), 0o600))
+	storePath := filepath.Join(dir, "data", "coordinator.db")
+
+	app, _, stderr := testApp("", false)
+	require.Equal(t, ExitOK, runApp(app, "credentials", "create", "-config", config, "-worker", "worker-1"),
+		stderr.String())
+	assert.Contains(t, stderr.String(), "Created a new, empty coordinator store at "+storePath)
+	assert.Contains(t, stderr.String(), "fix data_dir in "+config)
+
+	app, _, stderr = testApp("", false)
+	require.Equal(t, ExitOK, runApp(app, "credentials", "create", "-config", config, "-worker", "worker-2"),
+		stderr.String())
+	assert.NotContains(t, stderr.String(), "new, empty coordinator store", "the store existed")
+}
+
+// The guidance names the secret file by its absolute path, because
+// worker.hcl resolves a relative secret_file against its own folder.
+func TestCredentialsCreatePrintsAbsoluteSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "coordinator.hcl")
+	require.NoError(t, os.WriteFile(config, []byte("listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n"), 0o600))
+	t.Chdir(dir)
+
+	app, stdout, stderr := testApp("", false)
+	require.Equal(t, ExitOK, runApp(app, "credentials", "create", "-config", config, "-worker", "worker-4",
+		"-secret-file", "w4.secret"), stderr.String())
+	assert.Empty(t, stdout.String())
+	want := filepath.Join(dir, "w4.secret")
+	assert.FileExists(t, want)
+	assert.Contains(t, stderr.String(), "The secret is in "+want+".")
+	assert.Contains(t, stderr.String(), `secret_file = "`+want+`"`)
+}

@@ -104,11 +104,13 @@ workers {
   # After a coordinator restart it counts from the start.
   reassign_after     = "30s"
 
-  # Wait for the Hello frame of a new connection. Default "10s".
+  # Time a new connection has to finish its whole handshake: the hello and,
+  # with a credential, the SCRAM proof. Default "10s".
   # handshake_timeout = "10s"
 
-  # Bound on one received WebSocket message in bytes. Default 4194304
-  # (4 MiB); executors truncate task output well below it.
+  # Bound on one received WebSocket message in bytes, not counting the
+  # 32-byte tag of a tagged message. Default 4194304 (4 MiB); executors
+  # truncate task output well below it.
   # max_frame_bytes = 4194304
 
   # Unsequenced frames, such as heartbeat replies, queued for one
@@ -137,8 +139,9 @@ workers {
   # max_sessions_per_second = 500
   # session_burst           = 1000
 
-  # Connections upgraded but without a hello yet; further upgrades get HTTP
-  # 503 with Retry-After. Default 1024.
+  # Connections in their handshake at once, from the upgrade request to the
+  # welcome or reject; further upgrades get HTTP 503 with Retry-After.
+  # Default 1024.
   # max_pending_handshakes = 1024
 
   # DEFLATE for workers that offer it. Default true.

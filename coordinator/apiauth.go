@@ -85,9 +85,9 @@ func (s *Server) requireRole(required string, next http.HandlerFunc) http.Handle
 		return next
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		token, ok := bearerToken(r)
-		if !ok {
-			s.rejectAPI(w, r, http.StatusUnauthorized, required, "missing API token")
+		token, problem := bearerToken(r)
+		if problem != "" {
+			s.rejectAPI(w, r, http.StatusUnauthorized, required, problem)
 			return
 		}
 		record, err := s.store.APITokenByHash(r.Context(), HashAPIToken(token))
@@ -126,12 +126,25 @@ func (s *Server) rejectAPI(w http.ResponseWriter, r *http.Request, status int, r
 		"(dtf -token or $DTF_API_TOKEN)", problem, r.Method, r.URL.Path, required, required))
 }
 
-// bearerToken returns the token of an Authorization: Bearer header.
-func bearerToken(r *http.Request) (string, bool) {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
+// maxSchemeInError bounds the part of an unknown Authorization scheme that
+// an error message repeats.
+const maxSchemeInError = 20
+
+// bearerToken returns the token of an Authorization: Bearer header, or
+// what is wrong with the header: missing, another scheme, or no token.
+func bearerToken(r *http.Request) (token, problem string) {
+	header := strings.TrimSpace(r.Header.Get("Authorization"))
+	if header == "" {
+		return "", "missing API token"
+	}
+	scheme, token, _ := strings.Cut(header, " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return "", fmt.Sprintf("Authorization header uses the scheme %.*q, but the API accepts only Bearer",
+			maxSchemeInError, scheme)
 	}
 	token = strings.TrimSpace(token)
-	return token, token != ""
+	if token == "" {
+		return "", "Authorization header has the Bearer scheme but no token"
+	}
+	return token, ""
 }

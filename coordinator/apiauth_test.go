@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -180,5 +181,36 @@ func TestTLSListenerServesHTTPS(t *testing.T) {
 	if err == nil {
 		_ = resp.Body.Close()
 		assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	}
+}
+
+func TestBearerTokenHeader(t *testing.T) {
+	token := APITokenPrefix + "abc"
+	cases := []struct {
+		name, header, token, problem string
+	}{
+		{"bearer", "Bearer " + token, token, ""},
+		{"lower case and spaces", "  bearer   " + token + " ", token, ""},
+		{"missing", "", "", "missing API token"},
+		{"basic", "Basic " + token, "", `Authorization header uses the scheme "Basic", but the API accepts only Bearer`},
+		{"token without scheme", token, "", `the scheme "dtfa_abc", but the API accepts only Bearer`},
+		{"long scheme", strings.Repeat("x", 100) + " t", "", `scheme "` + strings.Repeat("x", 20) + `"`},
+		{"bearer without token", "Bearer", "", "has the Bearer scheme but no token"},
+		{"bearer with blank token", "Bearer   ", "", "has the Bearer scheme but no token"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, "/v1/tasks", nil)
+			if tc.header != "" {
+				req.Header.Set("Authorization", tc.header)
+			}
+			got, problem := bearerToken(req)
+			assert.Equal(t, tc.token, got)
+			if tc.problem == "" {
+				assert.Empty(t, problem)
+			} else {
+				assert.Contains(t, problem, tc.problem)
+			}
+		})
 	}
 }

@@ -85,7 +85,7 @@ func (s *Server) authenticate(ws *websocket.Conn, hello *pb.Hello, helloBytes []
 	// ends within handshake_timeout.
 	proofFrame, proofBytes, err := readMessage(ws, s.handshakeCodec())
 	if err != nil {
-		return nil, rejectFrame(rejectProtocolError, "send a proof frame after the challenge: "+err.Error(), 0)
+		return nil, rejectFrame(rejectProtocolError, s.proofError(err), 0)
 	}
 	proof := proofFrame.GetProof()
 	if proof == nil {
@@ -105,6 +105,18 @@ func (s *Server) authenticate(ws *websocket.Conn, hello *pb.Hello, helloBytes []
 	return auth, nil
 }
 
+// proofError returns the message of the Reject for a connection that sent
+// no proof after the challenge.
+func (s *Server) proofError(err error) string {
+	var netErr interface{ Timeout() bool }
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		return fmt.Sprintf("no proof within workers.handshake_timeout %s, which bounds the whole handshake "+
+			"from the hello on; send the proof frame right after the challenge, or raise "+
+			"workers.handshake_timeout for a slow link", s.cfg.Workers.HandshakeTimeout)
+	}
+	return "send a proof frame after the challenge: " + err.Error()
+}
+
 // lookupCredential returns the verifier of the credential that hello names,
 // or a Reject when the worker has no such credential or it is no longer
 // active.
@@ -113,8 +125,7 @@ func (s *Server) lookupCredential(ctx context.Context, hello *pb.Hello, log hclo
 	cred, err := s.store.GetCredential(ctx, workerID, credentialID)
 	if errors.Is(err, store.ErrCredentialNotFound) {
 		s.authFailures.Add(1)
-		return protocol.Verifier{}, rejectFrame(rejectUnauthenticated, fmt.Sprintf(
-			"worker_id %q has no credential %s; "+createCredentialHint, workerID, credentialID, workerID), 0)
+		return protocol.Verifier{}, s.unknownCredentialReject(ctx, workerID, credentialID, log)
 	}
 	if err != nil {
 		log.Error("reading the worker's credential failed", "credential_id", credentialID, "error", err)
@@ -137,6 +148,32 @@ func (s *Server) lookupCredential(ctx context.Context, hello *pb.Hello, log hclo
 		StoredKey:    cred.StoredKey,
 		ServerKey:    cred.ServerKey,
 	}, nil
+}
+
+// unknownCredentialReject returns the Reject for a credential id that
+// workerID does not have. When the worker has credentials of its own, the
+// secret is usually another worker's, so the message states that the
+// credential is not this worker's. It never names the worker that owns the
+// credential: whoever holds a stolen secret would learn the worker_id to
+// use it with.
+func (s *Server) unknownCredentialReject(
+	ctx context.Context,
+	workerID, credentialID string,
+	log hclog.Logger,
+) *pb.Frame {
+	has, err := s.store.HasCredentials(ctx, workerID)
+	if err != nil {
+		log.Error("reading the worker's credentials failed", "error", err)
+	}
+	if !has {
+		return rejectFrame(rejectUnauthenticated, fmt.Sprintf(
+			"worker_id %q has no credential %s; "+createCredentialHint, workerID, credentialID, workerID), 0)
+	}
+	return rejectFrame(rejectUnauthenticated, fmt.Sprintf(
+		"credential %s does not belong to worker_id %q: the secret is another worker's or comes from "+
+			"another coordinator's store; give the worker the secret created for %s "+
+			"(`dtf credentials list -config coordinator.hcl -worker %s` lists its credentials), or "+
+			createCredentialHint, credentialID, workerID, workerID, workerID, workerID), 0)
 }
 
 // checkToken admits a worker in the token mode, or returns a Reject. A

@@ -214,6 +214,28 @@ func TestScramUnknownCredentialRejected(t *testing.T) {
 	assert.Contains(t, reject.GetMessage(), "dtf credentials create")
 }
 
+// A worker that logs in with another worker's secret learns that the
+// credential is not its own, but not whose it is.
+func TestScramOtherWorkersSecretRejected(t *testing.T) {
+	ts := startServer(t, testConfig(t, ""))
+	w2Secret, w2 := addCredential(t, ts, "w2")
+	addCredential(t, ts, "w3")
+
+	_, reject := connectScram(t, ts, "w3", w2Secret, "")
+	require.NotNil(t, reject)
+	assert.Equal(t, pb.Reject_CODE_UNAUTHENTICATED, reject.GetCode())
+	assert.Contains(t, reject.GetMessage(), "credential "+w2.CredentialID+` does not belong to worker_id "w3"`)
+	assert.Contains(t, reject.GetMessage(), "dtf credentials list -config coordinator.hcl -worker w3")
+	assert.NotContains(t, reject.GetMessage(), "w2", "the reject names the credential's owner")
+
+	// A worker without credentials gets the message for that case.
+	_, reject = connectScram(t, ts, "w4", w2Secret, "")
+	require.NotNil(t, reject)
+	assert.Contains(t, reject.GetMessage(), `worker_id "w4" has no credential `+w2.CredentialID)
+	assert.NotContains(t, reject.GetMessage(), "w2")
+	assert.Equal(t, uint64(2), ts.Stats().AuthFailures)
+}
+
 // A copy of the store has each credential's salt, iteration count,
 // stored_key and server_key. Neither key works as the secret.
 func TestScramDatabaseCopyCannotLogIn(t *testing.T) {

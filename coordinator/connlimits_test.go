@@ -268,9 +268,12 @@ func TestHandshakeNeverFinishing(t *testing.T) {
 		assert.Equal(t, 1, ts.Stats().PendingHandshakes, "the SCRAM exchange counts as pending")
 
 		// The worker never sends its proof.
-		_, err = readWebSocketUntilClosed(conn, waitFor)
+		reject, err := readWebSocketUntilClosed(conn, waitFor)
 		elapsed := time.Since(start)
 		require.False(t, isTimeout(err), "connection still open after %s", waitFor)
+		require.NotNil(t, reject, "the coordinator sends a reject before closing")
+		assert.Equal(t, pb.Reject_CODE_PROTOCOL_ERROR, reject.GetCode())
+		assert.Contains(t, reject.GetMessage(), "no proof within workers.handshake_timeout 300ms")
 		assert.Less(t, elapsed, cfg.Workers.HandshakeTimeout+closeGrace+time.Second,
 			"the whole handshake is bounded by handshake_timeout")
 		require.Eventually(t, func() bool { return ts.Stats().PendingHandshakes == 0 }, waitFor, 5*time.Millisecond)
@@ -336,6 +339,37 @@ func TestReplayBytesBoundAssignments(t *testing.T) {
 // never authenticate: silent WebSockets, WebSockets that send garbage and
 // TCP connections that send nothing. Meanwhile a worker with a SCRAM
 // credential connects, keeps its session and gets a task.
+// The rejections that the log limiter holds back in a burst are logged
+// with their count once the interval has passed, without waiting for a
+// later rejection.
+func TestConnectionRateRejectsLoggedAfterBurst(t *testing.T) {
+	cfg := testConfig(t, "")
+	cfg.Workers.ConnectionsPerSecondPerAddress = 1
+	cfg.Workers.ConnectionBurstPerAddress = 1
+	logs := &logBuffer{next: testLogWriter{t}}
+	ts := startServerLogging(t, cfg, logs)
+
+	const burst = 50
+	rejected := 0
+	for range burst + 1 {
+		req := httptest.NewRequest(http.MethodGet, protocol.ConnectPath, nil)
+		req.RemoteAddr = "198.51.100.7:5000"
+		req.Header.Set("Sec-WebSocket-Protocol", protocol.Subprotocol)
+		rec := httptest.NewRecorder()
+		ts.handleConnect(rec, req)
+		if rec.Code == http.StatusTooManyRequests {
+			rejected++
+		}
+	}
+	require.Equal(t, burst, rejected, "the bucket admits one connection")
+
+	const message = "websocket upgrade rejected: connection rate of the address exceeded"
+	require.NotEmpty(t, logs.line(message), "the first rejection is logged at once")
+	require.Eventually(t, func() bool {
+		return logs.line(message, fmt.Sprintf("suppressed=%d", burst-1)) != ""
+	}, waitFor, 20*time.Millisecond, "the held-back rejections are logged with their count")
+}
+
 func TestThousandUnauthenticatedConnections(t *testing.T) {
 	var limit syscall.Rlimit
 	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_NOFILE, &limit))
@@ -479,4 +513,102 @@ func TestDecodedLimitAboveFrameLimit(t *testing.T) {
 	ack := w.expect("outcome_ack").GetOutcomeAck()
 	assert.False(t, ack.GetApplied(), "an outcome of an unknown task is not applied")
 	assert.Equal(t, 1, ts.Stats().Sessions, "the session stays open")
+}
+
+// readUntilClosedRaw reads until the coordinator closes conn and returns
+// the Reject received, if any, and the read error.
+func readUntilClosedRaw(t *testing.T, conn *websocket.Conn, opener *protocol.Opener) (*pb.Reject, error) {
+	t.Helper()
+	var reject *pb.Reject
+	for range 100 {
+		data, err := readRaw(t, conn)
+		if err != nil {
+			return reject, err
+		}
+		if opener != nil {
+			if data, err = opener.Open(data); err != nil {
+				continue
+			}
+		}
+		if frame, err := protocol.Decode(data, 0); err == nil && frame.GetReject() != nil {
+			reject = frame.GetReject()
+		}
+	}
+	return reject, errors.New("connection not closed after 100 messages")
+}
+
+// assertClosedTooBig checks that the coordinator ended the connection at
+// the WebSocket read limit, with close code 1009 and no Reject, which a
+// message read in full and then found too large would get.
+func assertClosedTooBig(t *testing.T, reject *pb.Reject, err error) {
+	t.Helper()
+	require.Error(t, err)
+	require.False(t, isTimeout(err), "the coordinator kept the connection open")
+	assert.Nil(t, reject, "the message was read in full and rejected after decoding")
+	var closeErr *websocket.CloseError
+	if errors.As(err, &closeErr) {
+		assert.Equal(t, websocket.CloseMessageTooBig, closeErr.Code)
+	} else {
+		t.Logf("connection reset before the close message arrived: %v", err)
+	}
+}
+
+// stateSyncOfSize returns a state sync whose encoding is exactly size bytes.
+func stateSyncOfSize(t *testing.T, size int) *pb.Frame {
+	t.Helper()
+	for n := size; n > 0; n-- {
+		frame := &pb.Frame{Seq: 1, Body: &pb.Frame_StateSync{StateSync: &pb.StateSync{
+			Running: []*pb.TaskRef{{TaskId: strings.Repeat("x", n), Attempt: 1}},
+		}}}
+		data, err := protocol.Encode(frame)
+		require.NoError(t, err)
+		if len(data) == size {
+			return frame
+		}
+	}
+	t.Fatalf("no state sync encodes to %d bytes", size)
+	return nil
+}
+
+func TestFrameLimitExactWithAndWithoutTag(t *testing.T) {
+	cfg := testConfig(t, "")
+	cfg.Workers.MaxFrameBytes = 4 << 10
+	ts := startServer(t, cfg)
+
+	t.Run("untagged one byte over", func(t *testing.T) {
+		conn := dialRaw(t, ts)
+		defer conn.Close()
+		hello, err := protocol.Encode(&pb.Frame{Body: &pb.Frame_Hello{Hello: &pb.Hello{WorkerId: "plain", Slots: 1}}})
+		require.NoError(t, err)
+		require.NoError(t, conn.WriteMessage(websocket.BinaryMessage, hello))
+		data, err := readRaw(t, conn)
+		require.NoError(t, err)
+		welcome, err := protocol.Decode(data, 0)
+		require.NoError(t, err)
+		require.NotNil(t, welcome.GetWelcome(), "first frame: %v", welcome)
+
+		big := make([]byte, cfg.Workers.MaxFrameBytes+1)
+		_ = conn.WriteMessage(websocket.BinaryMessage, big)
+		reject, err := readUntilClosedRaw(t, conn, nil)
+		assertClosedTooBig(t, reject, err)
+	})
+
+	t.Run("tagged at the limit", func(t *testing.T) {
+		secret, _ := addCredential(t, ts, "tagged")
+		w, reject := connectScram(t, ts, "tagged", secret, "")
+		require.Nil(t, reject)
+		sealed := w.seal(stateSyncOfSize(t, cfg.Workers.MaxFrameBytes))
+		require.Len(t, sealed, cfg.Workers.MaxFrameBytes+protocol.TagSize)
+		w.write(sealed)
+		assert.NotNil(t, w.next().GetStateSyncResult(), "a frame of max_frame_bytes with its tag is accepted")
+	})
+
+	t.Run("tagged one byte over", func(t *testing.T) {
+		secret, _ := addCredential(t, ts, "tagged-big")
+		w, reject := connectScram(t, ts, "tagged-big", secret, "")
+		require.Nil(t, reject)
+		w.write(w.seal(stateSyncOfSize(t, cfg.Workers.MaxFrameBytes+1)))
+		reject, err := readUntilClosedRaw(t, w.conn, w.opener)
+		assertClosedTooBig(t, reject, err)
+	})
 }

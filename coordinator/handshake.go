@@ -49,12 +49,16 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 			"error", err)
 		return
 	}
-	// A tagged message carries its tag after a frame of up to the limit.
-	ws.SetReadLimit(int64(s.cfg.Workers.MaxFrameBytes + protocol.TagSize))
-
+	// The handshake's messages and those of the token mode carry no tag,
+	// so max_frame_bytes bounds them exactly. A tagged message carries its
+	// tag after a frame of up to the limit.
+	ws.SetReadLimit(int64(s.cfg.Workers.MaxFrameBytes))
 	ss, c, welcome := s.handshake(ws, r.RemoteAddr)
 	if ss == nil {
 		return
+	}
+	if c.opener != nil {
+		ws.SetReadLimit(int64(s.cfg.Workers.MaxFrameBytes + protocol.TagSize))
 	}
 	s.serveConnection(ss, c, welcome)
 }

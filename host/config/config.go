@@ -288,6 +288,7 @@ func decode(body hcl.Body, dir string) (*Config, hcl.Diagnostics) {
 			plugin.location.coordinatorValues = coordinatorValues(raw.Coordinator)
 		}
 		diags = append(diags, more...)
+		diags = append(diags, checkPluginEnv(block, cfg.Coordinator, os.LookupEnv)...)
 		cfg.Plugins = append(cfg.Plugins, plugin)
 	}
 	diags = append(diags, checkPluginSet(raw.Plugins)...)
