@@ -139,7 +139,8 @@ func (s *Server) lookupCredential(ctx context.Context, hello *pb.Hello, log hclo
 			state = "was revoked at " + cred.Revoked.Format(time.RFC3339)
 		}
 		return protocol.Verifier{}, rejectFrame(rejectUnauthenticated, fmt.Sprintf(
-			"credential %s of worker_id %q %s; "+createCredentialHint, credentialID, workerID, state, workerID), 0)
+			"credential %s of worker_id %q %s; %s", credentialID, workerID, state,
+			s.endedCredentialFix(ctx, workerID)), 0)
 	}
 	return protocol.Verifier{
 		CredentialID: cred.CredentialID,
@@ -277,10 +278,23 @@ func (s *Server) closeEndedCredentials(log hclog.Logger, since, now time.Time) b
 		how := ended[c.credentialID]
 		ss.log.Warn("closing the connection: its credential "+how, "credential_id", c.credentialID)
 		c.close(rejectFrame(rejectUnauthenticated, fmt.Sprintf(
-			"credential %s: credential %s of worker_id %q; "+createCredentialHint,
-			how, c.credentialID, ss.workerID, ss.workerID), 0), "credential "+how)
+			"credential %s: credential %s of worker_id %q; %s",
+			how, c.credentialID, ss.workerID, s.endedCredentialFix(ctx, ss.workerID)), 0), "credential "+how)
 	}
 	return true
+}
+
+// endedCredentialFix returns the fix for a worker whose credential was
+// revoked or expired. After a rotation the worker has a newer credential,
+// and only its secret is missing from the worker's config.
+func (s *Server) endedCredentialFix(ctx context.Context, workerID string) string {
+	active, err := s.store.ActiveCredentials(ctx, workerID, time.Now())
+	if err != nil || len(active) == 0 {
+		return fmt.Sprintf(createCredentialHint, workerID)
+	}
+	return fmt.Sprintf("worker_id %q has an active credential, %s: put its secret in secret or secret_file "+
+		"of worker.hcl (the worker reads a secret_file again every 2 seconds)",
+		workerID, active[len(active)-1].CredentialID)
 }
 
 // credentialSessions returns the sessions whose attached connection

@@ -391,6 +391,8 @@ func TestRotatedCredentialOldWorksUntilExpiry(t *testing.T) {
 	_, reject = connectScram(t, ts, "w1", oldSecret, old.sessionID)
 	require.NotNil(t, reject, "old secret accepted after its expiry")
 	assert.Contains(t, reject.GetMessage(), "expired at")
+	assert.Contains(t, reject.GetMessage(), `worker_id "w1" has an active credential, `+newVerifier.CredentialID,
+		"the fix names the credential that replaced it")
 	fresh, reject := connectScram(t, ts, "w1", newSecret, old.sessionID)
 	require.Nil(t, reject, "new secret rejected")
 	assert.Equal(t, old.sessionID, fresh.sessionID, "the new secret resumes the session")

@@ -1,11 +1,14 @@
 package connector
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
+	"strings"
 )
 
 // clientTLSConfig returns the TLS settings of wss:// connections: TLS 1.2
@@ -53,4 +56,15 @@ func certificateHint(cfg *Config, err error) string {
 		return "the coordinator's certificate failed verification"
 	}
 	return ""
+}
+
+// plainToTLSHint returns advice for a ws:// url whose server answered with
+// Go's 400 reply to a plain HTTP request on a TLS listener, or "".
+func plainToTLSHint(url string, status int, body []byte) string {
+	if status != http.StatusBadRequest || !strings.HasPrefix(url, "ws://") ||
+		!bytes.Contains(body, []byte("HTTP request to an HTTPS server")) {
+		return ""
+	}
+	return "; the coordinator serves TLS: use a wss:// url in coordinator.url of worker.hcl, " +
+		"and ca_file if its certificate is not signed by a system CA"
 }
