@@ -7,9 +7,6 @@ package main
 
 import (
 	"context"
-	"flag"
-	"fmt"
-	"os"
 	"time"
 
 	dtfplugin "github.com/dtf-io/dtf/plugin"
@@ -25,18 +22,8 @@ var version = "dev"
 const closeTimeout = 2 * time.Second
 
 func main() {
-	flags := flag.NewFlagSet("dtf-metrics", flag.ContinueOnError)
-	showVersion := flags.Bool("version", false,
-		"print the plugin name, its version and the API version it serves, then exit")
-	if err := flags.Parse(os.Args[1:]); err != nil {
-		os.Exit(2)
-	}
-	if *showVersion {
-		fmt.Printf("dtf-%s %s (plugin kind %s, plugin API version %d)\n",
-			exporter.Name, version, dtfplugin.KindMetrics, dtfplugin.APIVersion)
-		return
-	}
-
+	// ServeMetrics answers -version and --version itself, before anything
+	// else runs.
 	// The logger must exist before serving starts, because go-plugin
 	// replaces os.Stderr while it serves.
 	logger := dtfplugin.NewLogger(exporter.Name)
