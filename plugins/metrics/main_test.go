@@ -45,7 +45,7 @@ func freeAddr(t *testing.T) string {
 func TestVersionFlag(t *testing.T) {
 	out, err := exec.Command(buildPlugin(t), "--version").CombinedOutput()
 	require.NoError(t, err)
-	assert.Contains(t, string(out), "dtf-metrics dev")
+	assert.Contains(t, string(out), "metrics dev")
 	assert.Contains(t, string(out), "plugin kind metrics")
 }
 
