@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dtf-io/dtf/host/config"
 	dtfplugin "github.com/dtf-io/dtf/plugin"
 	"github.com/dtf-io/dtf/plugin/pb"
 	"github.com/dtf-io/dtf/protocol"
@@ -45,15 +46,24 @@ var errNotConnected = errors.New("no connector plugin running")
 // state sync and then every outcome that the coordinator has not
 // acknowledged.
 func (h *Host) superviseConnector(ctx context.Context, proc pluginProcess) error {
-	backoff := h.newPluginBackoff(h.cfg.Connector())
-	logger := h.logger.With("plugin", h.cfg.Connector().Name)
+	backoff := h.newPluginBackoff(h.connectorPlugin())
+	logger := h.logger.With("plugin", h.connectorPlugin().Name)
 	// exit is how the last connector process ended, for the restart event.
 	exit := ""
+	// resume is the session that an upgrade handed over to proc.
+	var resume *pb.SessionHandover
 	for {
 		started := time.Now()
 		var err error
 		if proc != nil {
-			err = h.runConnector(ctx, proc)
+			err = h.runConnector(ctx, proc, resume)
+			resume = nil
+		}
+		// A live upgrade ends the old process's stream on purpose, and
+		// its successor takes over without a restart backoff (upgrade.go).
+		if next, ok := h.takeSwap(ctx, proc); ok {
+			proc, resume = next.proc, next.resume
+			continue
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -67,8 +77,8 @@ func (h *Host) superviseConnector(ctx context.Context, proc pluginProcess) error
 			exit = awaitExit(proc, exitAwait)
 			h.dropConnector(proc)
 			h.recordConnectorStopped()
-			if h.cfg.Connector().Restart.Never() {
-				return connectorStaysDown(h.cfg.Connector(), err, exit)
+			if h.connectorPlugin().Restart.Never() {
+				return connectorStaysDown(h.connectorPlugin(), err, exit)
 			}
 		}
 		delay, recent, looping := backoff.crashed(time.Now(), ran)
@@ -89,7 +99,7 @@ func (h *Host) superviseConnector(ctx context.Context, proc pluginProcess) error
 			proc = nil
 			continue
 		}
-		h.recordRestart(h.cfg.Connector(), exit)
+		h.recordRestart(h.connectorPlugin(), exit)
 	}
 }
 
@@ -111,17 +121,16 @@ func (h *Host) dropConnector(proc pluginProcess) {
 		h.connector, h.connectorProc = nil, nil
 	}
 	h.mu.Unlock()
+	// Senders paused by an upgrade that failed to hand over fail now as
+	// not connected, instead of waiting out their timeouts.
+	h.resumeSenders()
 	proc.Kill()
 }
 
-// runConnector configures the connector, opens its Events stream and
-// handles events until the stream ends. When ctx ends it calls the
-// connector's Stop, which closes the session cleanly, and then cancels the
-// stream.
-func (h *Host) runConnector(ctx context.Context, proc pluginProcess) error {
-	client := proc.Connector()
-	p := h.cfg.Connector()
-	resp, err := client.Configure(ctx, &pb.ConnectorConfig{
+// connectorConfig returns the Configure request of connector process proc
+// of plugin block p.
+func (h *Host) connectorConfig(p config.Plugin, proc pluginProcess) *pb.ConnectorConfig {
+	return &pb.ConnectorConfig{
 		Url:         h.cfg.Coordinator.URL,
 		WorkerId:    h.cfg.Coordinator.WorkerID,
 		Token:       h.cfg.Coordinator.Token,
@@ -134,7 +143,29 @@ func (h *Host) runConnector(ctx context.Context, proc pluginProcess) error {
 		HostVersion: Version,
 		ConfigJson:  p.ConfigJSON,
 		Plugins:     h.hostPlugins(proc),
-	})
+	}
+}
+
+// runConnector configures the connector, opens its Events stream and
+// handles events until the stream ends. When ctx ends it calls the
+// connector's Stop, which closes the session cleanly, and then cancels the
+// stream. A non-nil resume is a session that an upgrade handed over; the
+// connector then continues it, and senders paused by the upgrade go on
+// once the stream carries its first event.
+func (h *Host) runConnector(ctx context.Context, proc pluginProcess, resume *pb.SessionHandover) error {
+	client := proc.Connector()
+	p := h.connectorPlugin()
+	req := h.connectorConfig(p, proc)
+	req.Resume = resume
+	resp, err := client.Configure(ctx, req)
+	if resume != nil && (err != nil || len(resp.GetProblems()) > 0) {
+		// The config itself passed the upgrade's health check, so the
+		// handover is what failed; a new session loses no outcome.
+		h.logger.Warn("new connector plugin rejected the handed-over session; it starts a new session",
+			"session_id", resume.GetSessionId(), "error", err)
+		req.Resume, resume = nil, nil
+		resp, err = client.Configure(ctx, req)
+	}
 	err = configureResult(p, resp.GetProblems(), err)
 	var rejected *configureError
 	if errors.As(err, &rejected) {
@@ -158,9 +189,14 @@ func (h *Host) runConnector(ctx context.Context, proc pluginProcess) error {
 		Logger:       h.logger,
 	})
 	defer sender.Close()
-	h.mu.Lock()
-	h.connector = &batchingConnector{ConnectorClient: client, sender: sender}
-	h.mu.Unlock()
+	connector := &batchingConnector{ConnectorClient: client, sender: sender}
+	// The plugin creates the link that Send queues on when its Events
+	// handler runs, which the first event proves. A new session accepts no
+	// Send before its welcome anyway, so only a resume waits for it.
+	published := resume == nil
+	if published {
+		h.publishConnector(connector)
+	}
 
 	streamDone := make(chan struct{})
 	defer close(streamDone)
@@ -184,6 +220,10 @@ func (h *Host) runConnector(ctx context.Context, proc pluginProcess) error {
 		}
 		if err != nil {
 			return fmt.Errorf("events stream of connector plugin %s: %w", p.Name, err)
+		}
+		if !published {
+			h.publishConnector(connector)
+			published = true
 		}
 		switch e := event.GetEvent().(type) {
 		case *pb.ConnectorEvent_State:
@@ -273,14 +313,16 @@ type batchingConnector struct {
 // send hands one task frame to the connector, waiting at most timeout. It
 // fails while no session is open; callers that must not lose the frame
 // keep it in the outbox. Concurrent sends share SendBatch calls, and each
-// still gets the result for its own frame.
+// still gets the result for its own frame. During a live upgrade it waits,
+// within timeout, for the new connector.
 func (h *Host) send(ctx context.Context, frame *wirepb.Frame, timeout time.Duration) error {
-	client, data, err := h.encodeFor(frame)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	client, data, done, err := h.encodeFor(ctx, frame)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	defer done()
 	if batching, ok := client.(*batchingConnector); ok {
 		return batching.sender.Send(ctx, data)
 	}
@@ -294,13 +336,14 @@ func (h *Host) send(ctx context.Context, frame *wirepb.Frame, timeout time.Durat
 // its queue is full, and counts and logs the frames that the plugin
 // rejects or that do not reach it within bestEffortTimeout.
 func (h *Host) sendBestEffort(frame *wirepb.Frame) {
-	client, data, err := h.encodeFor(frame)
+	ctx, cancel := context.WithTimeout(context.Background(), bestEffortTimeout)
+	defer cancel()
+	client, data, done, err := h.encodeFor(ctx, frame)
 	if err != nil {
 		h.logger.Trace("frame not sent", "type", protocol.TypeOf(frame), "error", err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), bestEffortTimeout)
-	defer cancel()
+	defer done()
 	if batching, ok := client.(*batchingConnector); ok {
 		// SendAsync counts and logs the frames it drops.
 		_ = batching.sender.SendAsync(ctx, data)
@@ -312,19 +355,25 @@ func (h *Host) sendBestEffort(frame *wirepb.Frame) {
 }
 
 // encodeFor returns the current connector and the encoded frame, or
-// errNotConnected while no connector runs.
-func (h *Host) encodeFor(frame *wirepb.Frame) (pb.ConnectorClient, []byte, error) {
-	h.mu.Lock()
-	client := h.connector
-	h.mu.Unlock()
-	if client == nil {
-		return nil, nil, errNotConnected
-	}
-	data, err := protocol.Encode(frame)
+// errNotConnected while no connector runs. While a live upgrade has paused
+// the senders it waits for the new connector until ctx ends. The caller
+// calls done once it has handed the frame to the connector, so that an
+// upgrade knows when no send to the old connector is under way.
+func (h *Host) encodeFor(ctx context.Context, frame *wirepb.Frame) (
+	client pb.ConnectorClient,
+	data []byte,
+	done func(),
+	err error,
+) {
+	data, err = protocol.Encode(frame)
 	if err != nil {
-		return nil, nil, fmt.Errorf("encode %s frame: %w", protocol.TypeOf(frame), err)
+		return nil, nil, nil, fmt.Errorf("encode %s frame: %w", protocol.TypeOf(frame), err)
 	}
-	return client, data, nil
+	client, done, err = h.acquireConnector(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return client, data, done, nil
 }
 
 // isUnavailable reports the error of a send while no session is open.

@@ -108,15 +108,33 @@ type Host struct {
 	// stopGrace bounds the wait for a stopped attempt's result (stop.go);
 	// tests shorten it.
 	stopGrace time.Duration
+	// secretFileInterval is the period of the secret_file mode check
+	// (secretfile.go); zero means defaultSecretFileInterval.
+	secretFileInterval time.Duration
 	// resendNow wakes the resender and ends its backoff; resendReady
 	// wakes it unless it is backing off.
 	resendNow   chan struct{}
 	resendReady chan struct{}
 
+	// upgradeMu serializes live upgrades of the connector (upgrade.go).
+	upgradeMu sync.Mutex
+	// sends counts the sends that hold the current connector client; an
+	// upgrade waits for them after it paused the senders. Add is called
+	// under mu while connector is set.
+	sends sync.WaitGroup
+
 	mu            sync.Mutex
 	connector     pb.ConnectorClient
 	connectorProc pluginProcess
-	running       map[taskRef]*runningTask
+	// connectorBlock is the connector's plugin block: the file's at start,
+	// then the one of the last successful upgrade.
+	connectorBlock config.Plugin
+	// sendPause is non-nil while an upgrade has paused the senders, and
+	// closes when a connector is published again.
+	sendPause chan struct{}
+	// swap is the upgrade that is replacing connectorProc, or nil.
+	swap    *connectorSwap
+	running map[taskRef]*runningTask
 	// held has every outcome that the coordinator has not acknowledged.
 	held map[taskRef]*heldOutcome
 	// unsent lists, oldest first, the held outcomes that the resender
@@ -177,6 +195,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Host, error) {
 		running:        make(map[taskRef]*runningTask),
 		held:           make(map[taskRef]*heldOutcome),
 		session:        1,
+		connectorBlock: cfg.Connector(),
 		unknownFrames:  make(map[string]uint64),
 		drainRequested: make(chan struct{}),
 		acked:          make(chan struct{}, 1),
@@ -204,6 +223,8 @@ func (h *Host) Run(ctx context.Context) error {
 		return err
 	}
 	defer lock.Close()
+	stopSecretFileWatch := h.watchSecretFile()
+	defer stopSecretFileWatch()
 	if err := h.openOutbox(); err != nil {
 		return err
 	}
@@ -271,7 +292,22 @@ func lockDataDir(dir string) (*os.File, error) {
 		return nil, fmt.Errorf("data_dir %s is in use by another worker; give each worker its own data_dir "+
 			"and worker_id", dir)
 	}
-	return f, err
+	if err != nil {
+		return nil, err
+	}
+	// `dtf worker reload` finds the worker to signal through this pid.
+	if err := dirlock.WritePID(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// WorkerPID returns the process id of the worker host that runs on
+// data_dir dir. It returns an error that wraps dirlock.ErrNotHeld when no
+// worker runs there.
+func WorkerPID(dir string) (int, error) {
+	return dirlock.Holder(dir, workerLockFile)
 }
 
 // openOutbox opens data_dir/outbox and holds the outcomes that a previous
@@ -322,7 +358,7 @@ func (h *Host) launchConfig(p config.Plugin) dtfplugin.LaunchConfig {
 }
 
 func (h *Host) launchConnector(ctx context.Context) (pluginProcess, error) {
-	p := h.cfg.Connector()
+	p := h.connectorPlugin()
 	proc, err := h.launch(ctx, h.launchConfig(p))
 	if err != nil {
 		return nil, err

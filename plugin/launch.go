@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,6 +34,7 @@ var (
 	ErrNotPlugin           = errors.New("not a dtf plugin")
 	ErrChecksumMismatch    = errors.New("plugin binary checksum mismatch")
 	ErrStartTimeout        = errors.New("plugin start timed out")
+	ErrNoSharedAPIVersion  = errors.New("no plugin API version in common")
 )
 
 // LaunchConfig describes one plugin process to start.
@@ -186,8 +188,9 @@ func startError(cfg LaunchConfig, timeout time.Duration, err error) error {
 	case strings.Contains(msg, unrecognizedPrefix):
 		return fmt.Errorf("%w: %s %s; point path of plugin %q in worker.hcl at a dtf plugin binary",
 			ErrNotPlugin, cfg.Path, describeHandshakeLine(msg), cfg.Name)
-	case strings.Contains(msg, "incompatible API version"),
-		strings.Contains(msg, "incompatible core API version"),
+	case strings.Contains(msg, "incompatible API version with plugin"):
+		return apiVersionError(cfg, err)
+	case strings.Contains(msg, "incompatible core API version"),
 		strings.Contains(msg, "unsupported plugin protocol"):
 		first, _, _ := strings.Cut(msg, "\n")
 		return fmt.Errorf("%w: %s: %s; rebuild the plugin against this dtf version",
@@ -195,6 +198,25 @@ func startError(cfg LaunchConfig, timeout time.Duration, err error) error {
 	default:
 		return fmt.Errorf("start plugin %s (%s): %w", cfg.Name, cfg.Path, err)
 	}
+}
+
+// apiVersionError names both sides' plugin API versions when the host and
+// the plugin have none in common. go-plugin (v1.8.0) reports the version
+// that the plugin fell back to, its lowest, as "Plugin version: N".
+func apiVersionError(cfg LaunchConfig, err error) error {
+	served := "an API version"
+	if _, rest, ok := strings.Cut(err.Error(), "Plugin version: "); ok {
+		number, _, _ := strings.Cut(rest, ",")
+		served = "API version " + strings.TrimSpace(number)
+	}
+	offered := make([]string, 0, 2)
+	for _, v := range APIVersions(cfg.Kind) {
+		offered = append(offered, strconv.Itoa(v))
+	}
+	return fmt.Errorf("%w: plugin %s (%s) serves %s plugin %s, and this host supports %s plugin API "+
+		"versions %s; rebuild the plugin against this dtf version or point path in worker.hcl at a "+
+		"matching build: %w", ErrNoSharedAPIVersion, cfg.Name, cfg.Path, cfg.Kind, served, cfg.Kind,
+		strings.Join(offered, ", "), err)
 }
 
 // unrecognizedPrefix starts go-plugin's (v1.8.0) error for a first stdout

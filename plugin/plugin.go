@@ -26,9 +26,29 @@ var Handshake = goplugin.HandshakeConfig{
 	MagicCookieValue: "6edbbbd1cdd27c31eb31b306204bd4c5",
 }
 
-// APIVersion is the current version of the plugin API in plugin/pb. The host
-// and a plugin negotiate the highest version that both offer.
+// APIVersion is the first version of every plugin kind's API in plugin/pb,
+// and the only version of the executor and metrics APIs. The host and a
+// plugin negotiate the highest version that both offer.
 const APIVersion = 1
+
+// ConnectorAPIVersion is the newest version of the connector API. Version 2
+// adds the live-session handover: Connector.Export and
+// ConnectorConfig.resume. The host keeps offering version 1, and runs such
+// a plugin without the handover.
+const ConnectorAPIVersion = 2
+
+// APIVersions returns the API versions that the host offers for kind, in
+// ascending order, or nil for an unknown kind.
+func APIVersions(kind string) []int {
+	switch kind {
+	case KindConnector:
+		return []int{APIVersion, ConnectorAPIVersion}
+	case KindExecutor, KindMetrics:
+		return []int{APIVersion}
+	default:
+		return nil
+	}
+}
 
 // Kinds of plugins. Each kind serves one gRPC service of plugin/pb, and a
 // plugin binary serves exactly one kind.
@@ -57,8 +77,11 @@ func VersionedPlugins(kind string) (map[int]goplugin.PluginSet, error) {
 			1: {KindExecutor: &ExecutorPlugin{}},
 		}, nil
 	case KindConnector:
+		// Both versions use the same gRPC service; the negotiated version
+		// only tells the host whether it may call Export.
 		return map[int]goplugin.PluginSet{
-			1: {KindConnector: &ConnectorPlugin{}},
+			APIVersion:          {KindConnector: &ConnectorPlugin{}},
+			ConnectorAPIVersion: {KindConnector: &ConnectorPlugin{}},
 		}, nil
 	case KindMetrics:
 		return map[int]goplugin.PluginSet{

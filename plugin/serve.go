@@ -45,6 +45,17 @@ type ServeOption func(*serveConfig)
 type serveConfig struct {
 	logger         hclog.Logger
 	versionDetails []string
+	apiVersions    []int
+}
+
+// WithAPIVersions sets the plugin API versions that the binary serves; the
+// default is APIVersion alone. A connector offers ConnectorAPIVersion only
+// when it implements Export and ConnectorConfig.resume, because the host
+// then relies on both. The host and the plugin negotiate the highest
+// version that both offer, and a binary with no version in common with
+// the host fails to launch with an error that names both sides' versions.
+func WithAPIVersions(versions ...int) ServeOption {
+	return func(c *serveConfig) { c.apiVersions = append([]int(nil), versions...) }
 }
 
 // WithLogger replaces the default plugin logger from NewLogger. The logger
@@ -100,7 +111,13 @@ func serve(kind string, p goplugin.Plugin, opts []ServeOption) {
 	}
 	// A binary run with -version prints its version line and exits 0
 	// before go-plugin checks for the magic cookie (version.go).
-	versions := map[int]goplugin.PluginSet{APIVersion: {kind: p}}
+	versions := map[int]goplugin.PluginSet{}
+	for _, v := range cfg.apiVersions {
+		versions[v] = goplugin.PluginSet{kind: p}
+	}
+	if len(versions) == 0 {
+		versions[APIVersion] = goplugin.PluginSet{kind: p}
+	}
 	exitForVersion(kind, p, versions, cfg.versionDetails)
 	if cfg.logger == nil {
 		cfg.logger = NewLogger(kind)

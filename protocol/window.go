@@ -179,6 +179,40 @@ func (w *Window) Receive(frame *pb.Frame) (bool, error) {
 	}
 }
 
+// Check classifies an incoming frame as Receive does, without recording
+// it: true for the next frame in sequence or one without a sequence
+// number, false for a duplicate, ErrSequenceGap for a gap. A receiver that
+// must hand the frame on before it may acknowledge it calls Commit after
+// the hand-off, so that a frame lost on the way is never acknowledged and
+// a resumed session replays it.
+func (w *Window) Check(frame *pb.Frame) (bool, error) {
+	seq := frame.GetSeq()
+	if seq == 0 {
+		return true, nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case seq <= w.received:
+		return false, nil
+	case seq == w.received+1:
+		return true, nil
+	default:
+		return false, fmt.Errorf("%w: got %d, expected %d", ErrSequenceGap, seq, w.received+1)
+	}
+}
+
+// Commit records frame seq, which Check accepted, as received. It does
+// nothing for seq 0 or for a seq that is not the next in order, as when
+// another Commit got there first.
+func (w *Window) Commit(seq uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if seq != 0 && seq == w.received+1 {
+		w.received = seq
+	}
+}
+
 // Received returns the highest in-order sequence number received, the value
 // to send as ack.
 func (w *Window) Received() uint64 {

@@ -152,3 +152,28 @@ func TestAcknowledgePastSentDropsNothing(t *testing.T) {
 	assert.Equal(t, 3, frames)
 	require.NoError(t, w.Acknowledge(3))
 }
+
+func TestWindowCheckThenCommit(t *testing.T) {
+	w := NewWindow(0, 0)
+	frame := func(seq uint64) *pb.Frame { return &pb.Frame{Seq: seq} }
+
+	isNew, err := w.Check(frame(1))
+	require.NoError(t, err)
+	assert.True(t, isNew)
+	assert.Zero(t, w.Received(), "Check must not record the frame")
+
+	isNew, err = w.Check(frame(1))
+	require.NoError(t, err)
+	assert.True(t, isNew, "an uncommitted frame is still new when it comes again")
+
+	w.Commit(1)
+	assert.EqualValues(t, 1, w.Received())
+	isNew, err = w.Check(frame(1))
+	require.NoError(t, err)
+	assert.False(t, isNew, "a committed frame is a duplicate")
+
+	_, err = w.Check(frame(3))
+	assert.ErrorIs(t, err, ErrSequenceGap)
+	w.Commit(3)
+	assert.EqualValues(t, 1, w.Received(), "Commit skips a frame out of order")
+}

@@ -19,6 +19,9 @@ func main() {
 	// replaces os.Stderr while it serves.
 	logger := dtfplugin.NewLogger(connector.Name)
 	impl := connector.New(connector.Options{Logger: logger, Version: version})
+	// Version 2 adds the live-session handover (Export and resume), which
+	// the connector package implements; version 1 keeps older hosts working.
 	dtfplugin.ServeConnector(impl, dtfplugin.WithLogger(logger),
+		dtfplugin.WithAPIVersions(dtfplugin.APIVersion, dtfplugin.ConnectorAPIVersion),
 		dtfplugin.WithVersionDetails("wire protocol "+protocol.Subprotocol))
 }

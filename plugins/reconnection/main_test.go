@@ -43,7 +43,7 @@ func TestVersionFlag(t *testing.T) {
 		t.Run(flag, func(t *testing.T) {
 			out, err := exec.Command(path, flag).CombinedOutput()
 			require.NoError(t, err, "output: %s", out)
-			assert.Equal(t, "reconnection dev (plugin kind connector, plugin API version 1, wire protocol "+
+			assert.Equal(t, "reconnection dev (plugin kind connector, plugin API versions 1, 2, wire protocol "+
 				protocol.Subprotocol+")\n", string(out))
 		})
 	}

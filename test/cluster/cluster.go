@@ -190,6 +190,8 @@ type CoordinatorConfig struct {
 	// Extra is HCL appended to the file as is, such as a tls or an api
 	// block.
 	Extra string
+	// LogLevel defaults to debug; trace also logs every task frame.
+	LogLevel string
 }
 
 // WriteCoordinatorConfig writes an HCL coordinator config to path.
@@ -197,9 +199,12 @@ func WriteCoordinatorConfig(path string, c CoordinatorConfig) error {
 	if len(c.TaskTypes) == 0 {
 		c.TaskTypes = []string{"command", "gotest"}
 	}
+	if c.LogLevel == "" {
+		c.LogLevel = "debug"
+	}
 	text := fmt.Sprintf(`listen     = %q
 data_dir   = %q
-log_level  = "debug"
+log_level  = %q
 task_types = [%s]
 
 workers {
@@ -208,7 +213,7 @@ workers {
   heartbeat_timeout  = %q
   reassign_after     = %q
 %s}
-`, c.Listen, c.DataDir, quoteList(c.TaskTypes), c.Token, c.HeartbeatInterval, c.HeartbeatTimeout, c.ReassignAfter,
+`, c.Listen, c.DataDir, c.LogLevel, quoteList(c.TaskTypes), c.Token, c.HeartbeatInterval, c.HeartbeatTimeout, c.ReassignAfter,
 		sessionTTLLine(c.SessionTTL))
 	return os.WriteFile(path, []byte(text+c.Extra), 0o644)
 }
@@ -253,6 +258,10 @@ type WorkerConfig struct {
 	CAFile string
 	// Metrics, when set, adds the metrics plugin dtf-metrics.
 	Metrics *MetricsPlugin
+	// ReconnectionPath, when set, replaces the path of the reconnection
+	// plugin binary, and ReconnectionSHA256 adds its sha256.
+	ReconnectionPath   string
+	ReconnectionSHA256 string
 }
 
 // MetricsPlugin is the metrics plugin block of a test worker.
@@ -303,7 +312,7 @@ coordinator {
 plugin "reconnection" {
   kind = "connector"
   path = %q
-  config {
+%s  config {
     heartbeat_interval = %q
     heartbeat_timeout  = %q
     backoff_base       = %q
@@ -324,8 +333,8 @@ plugin "gotest" {
   path = %q
   env  = [%s]
 }
-`, c.DataDir, c.Slots, attributeLines(c.Top, ""), c.URL, c.WorkerID, credentialLine(c), c.Bin.Path("dtf-reconnection"),
-		c.HeartbeatInterval, c.HeartbeatTimeout, c.BackoffBase, c.BackoffCap, c.HealthyAfter,
+`, c.DataDir, c.Slots, attributeLines(c.Top, ""), c.URL, c.WorkerID, credentialLine(c), reconnectionPath(c),
+		reconnectionChecksum(c), c.HeartbeatInterval, c.HeartbeatTimeout, c.BackoffBase, c.BackoffCap, c.HealthyAfter,
 		attributeLines(c.Reconnection, "    "),
 		c.Bin.Path("dtf-exec-command"), c.Bin.Path("dtf-exec-gotest"), quoteList(GoEnv))
 	if c.Checkpoint {
@@ -340,6 +349,20 @@ plugin "gotest" {
 		text += block
 	}
 	return os.WriteFile(path, []byte(text), 0o644)
+}
+
+func reconnectionPath(c WorkerConfig) string {
+	if c.ReconnectionPath != "" {
+		return c.ReconnectionPath
+	}
+	return c.Bin.Path("dtf-reconnection")
+}
+
+func reconnectionChecksum(c WorkerConfig) string {
+	if c.ReconnectionSHA256 == "" {
+		return ""
+	}
+	return fmt.Sprintf("  sha256 = %q\n", c.ReconnectionSHA256)
 }
 
 // credentialLine returns the coordinator block's lines with the ca_file,

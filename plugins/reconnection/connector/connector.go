@@ -129,8 +129,11 @@ type Connector struct {
 	statsInterval time.Duration
 	stats         counters
 
-	mu     sync.Mutex
-	cfg    *Config
+	mu  sync.Mutex
+	cfg *Config
+	// resume is the session handover of the last Configure, which the
+	// next Events stream continues; nil starts a new session.
+	resume *pb.SessionHandover
 	active *session // the welcomed session, nil while disconnected
 	last   *session // the most recent welcomed session, for Stats
 	loop   *eventLoop
@@ -186,6 +189,9 @@ func (c *Connector) Configure(_ context.Context, in *pb.ConnectorConfig) (*pb.Co
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	if err := checkHandover(cfg, in.GetResume()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
 	if in.GetValidateOnly() {
 		return &pb.ConfigureResponse{}, nil
 	}
@@ -196,8 +202,10 @@ func (c *Connector) Configure(_ context.Context, in *pb.ConnectorConfig) (*pb.Co
 			"cannot configure the reconnection plugin while its Events stream is open; call Stop first")
 	}
 	c.cfg = cfg
+	c.resume = in.GetResume()
 	c.log.Info("configured", "url", cfg.URL, "worker_id", cfg.WorkerID,
-		"heartbeat_interval", cfg.HeartbeatInterval, "heartbeat_timeout", cfg.HeartbeatTimeout)
+		"heartbeat_interval", cfg.HeartbeatInterval, "heartbeat_timeout", cfg.HeartbeatTimeout,
+		"resume_session_id", c.resume.GetSessionId())
 	return &pb.ConfigureResponse{}, nil
 }
 
@@ -215,13 +223,22 @@ func (c *Connector) Events(_ *pb.Empty, stream grpc.ServerStreamingServer[pb.Con
 		c.mu.Unlock()
 		return status.Error(codes.FailedPrecondition, "an Events stream is already open; call Stop first")
 	}
+	// Configure checked the handover, so this fails only on a bug.
+	link, err := restoredLink(cfg, c.resume)
+	if err != nil {
+		c.mu.Unlock()
+		return status.Error(codes.Internal, err.Error())
+	}
+	// A handover is used once: a later stream of this process resumes
+	// from its own link.
+	c.resume = nil
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	loop := &eventLoop{
 		cancel:     cancel,
 		events:     make(chan *pb.ConnectorEvent, eventQueue),
 		streamDone: stream.Context().Done(),
 		done:       make(chan struct{}),
-		link:       newLink(cfg),
+		link:       link,
 	}
 	// Each state change is followed by a stats event, so a receiver sees
 	// the counters of a connection at its end.
@@ -242,7 +259,7 @@ func (c *Connector) Events(_ *pb.Empty, stream grpc.ServerStreamingServer[pb.Con
 		defer close(statsDone)
 		c.reportStats(ctx, loop, c.statsInterval)
 	}()
-	err := c.relay(stream, loop)
+	err = c.relay(stream, loop)
 	cancel(nil)
 	<-statsDone
 
@@ -496,12 +513,24 @@ func (c *Connector) setActive(s *session) {
 // the Events stream of loop.
 func (c *Connector) hooks(loop *eventLoop) sessionHooks {
 	return sessionHooks{
-		forward: func(s *session, data []byte) {
+		forward: func(s *session, data []byte) bool {
 			event := &pb.ConnectorEvent{Event: &pb.ConnectorEvent_Frame{Frame: data}}
 			select {
 			case loop.events <- event:
+				return true
 			case <-s.done:
+				// An export hands the session over as it is, so a frame
+				// that was read must reach the host before the stream ends.
+				if loop.link.isExporting() {
+					select {
+					case loop.events <- event:
+						return true
+					case <-loop.streamDone:
+					}
+				}
+				return false
 			case <-loop.streamDone:
+				return false
 			}
 		},
 		unknown: func(s *session) {

@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"time"
@@ -39,10 +40,16 @@ func HandledTypes() map[string]bool {
 // Welcome every frame first passes the session window: a duplicate from a
 // replay is counted and dropped, a gap in the sequence ends the connection,
 // and the frame's ack drops acknowledged frames from the replay buffer.
+//
+// A task frame counts as received, and so may be acknowledged, only once
+// the host's event stream took it. A frame that the stream did not take
+// before the connection ended stays unacknowledged, and the resumed
+// session replays it.
 func (s *session) dispatch(frame *pb.Frame, data []byte) error {
 	frameType := protocol.TypeOf(frame)
-	if s.isWelcomed.Load() {
-		isNew, err := s.window.Receive(frame)
+	welcomed := s.isWelcomed.Load()
+	if welcomed {
+		isNew, err := s.window.Check(frame)
 		if err != nil {
 			return fmt.Errorf("coordinator sent a %s frame out of sequence: %w", frameType, err)
 		}
@@ -53,6 +60,12 @@ func (s *session) dispatch(frame *pb.Frame, data []byte) error {
 			s.hooks.stats.duplicateFrames.Add(1)
 			return nil
 		}
+	}
+	if err := s.handle(frameType, frame, data); err != nil {
+		return err
+	}
+	if welcomed {
+		s.window.Commit(frame.GetSeq())
 		if frame.GetSeq() > 0 && s.unacked.Add(1) > ackEvery {
 			select {
 			case s.ackNudge <- struct{}{}:
@@ -60,6 +73,17 @@ func (s *session) dispatch(frame *pb.Frame, data []byte) error {
 			}
 		}
 	}
+	return nil
+}
+
+// errNotForwarded ends a connection whose task frame the host's event
+// stream did not take before the connection or the stream ended.
+var errNotForwarded = errors.New("connection ended before the host took a received frame; " +
+	"the resumed session replays it")
+
+// handle runs the session's own handler of a frame, or forwards a task
+// frame to the host.
+func (s *session) handle(frameType string, frame *pb.Frame, data []byte) error {
 	if handle, ok := sessionHandlers[frameType]; ok {
 		return handle(s, frame)
 	}
@@ -71,7 +95,9 @@ func (s *session) dispatch(frame *pb.Frame, data []byte) error {
 		return fmt.Errorf("coordinator sent a %s frame before welcome; check that it speaks %s",
 			frameType, protocol.Subprotocol)
 	}
-	s.hooks.forward(s, data)
+	if !s.hooks.forward(s, data) {
+		return errNotForwarded
+	}
 	return nil
 }
 

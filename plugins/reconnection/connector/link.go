@@ -17,9 +17,12 @@ type link struct {
 	mu        sync.Mutex
 	window    *protocol.Window
 	sessionID string
-	// open is true from the first Welcome until the loop ends; Send
+	// open is true from the first Welcome, or from the start of a link
+	// restored from a handover, until the loop ends or Export starts; Send
 	// queues frames only while it is true.
 	open bool
+	// exporting is set by Export (handover.go).
+	exporting bool
 }
 
 func newLink(cfg *Config) *link {

@@ -168,7 +168,10 @@ func (c *Connector) transition(loop *eventLoop, log hclog.Logger, change *pb.Sta
 // the end of the Events stream.
 func (c *Connector) emitStopped(ctx context.Context, loop *eventLoop, log hclog.Logger, attempt uint32) {
 	reason := "stopped"
-	if cause := context.Cause(ctx); !errors.Is(cause, errStopped) {
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errExported):
+		reason = cause.Error()
+	case !errors.Is(cause, errStopped):
 		reason = fmt.Sprintf("events stream ended: %v", cause)
 	}
 	log.Info("connection loop ended", "reason", reason)
@@ -303,6 +306,10 @@ func (a *authFailures) check(err error, cfg *Config) (string, bool) {
 		fix = fmt.Sprintf("create a credential with `dtf credentials create -config coordinator.hcl -worker %s`, "+
 			"or rotate it with `dtf credentials rotate`, and put the new secret in worker.hcl", cfg.WorkerID)
 	}
-	return fmt.Sprintf("fatal: coordinator at %s rejected worker_id %q as unauthenticated %d times in a row "+
-		"(%s); %s, then restart the worker", cfg.URL, cfg.WorkerID, a.count, reject.Message, fix), true
+	times := "once"
+	if a.count > 1 {
+		times = fmt.Sprintf("%d times in a row", a.count)
+	}
+	return fmt.Sprintf("fatal: coordinator at %s rejected worker_id %q as unauthenticated %s "+
+		"(%s); %s, then restart the worker", cfg.URL, cfg.WorkerID, times, reject.Message, fix), true
 }

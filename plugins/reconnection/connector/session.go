@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -64,8 +65,9 @@ type outbound struct {
 // sessionHooks connect a session to its Connector.
 type sessionHooks struct {
 	// forward passes an inbound task frame to the Events stream. It returns
-	// when the stream took the frame or the connection ended.
-	forward func(s *session, data []byte)
+	// true when the stream took the frame, false when the connection or the
+	// stream ended first.
+	forward func(s *session, data []byte) bool
 	// unknown is called for each frame whose type this build does not know.
 	unknown func(s *session)
 	stats   *counters
@@ -170,12 +172,16 @@ func dialSession(ctx context.Context, cfg *Config, log hclog.Logger, hooks sessi
 	defer cancel()
 
 	ws, resp, err := dialer.DialContext(dialCtx, cfg.URL, nil)
+	var body []byte
 	if resp != nil && resp.Body != nil {
+		// gorilla/websocket keeps up to 1 KiB of a failed handshake's body.
+		body, _ = io.ReadAll(io.LimitReader(resp.Body, 1024))
 		_ = resp.Body.Close()
 	}
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			return nil, fmt.Errorf("dial %s: %w (HTTP status %d)", cfg.URL, err, resp.StatusCode)
+			return nil, fmt.Errorf("dial %s: %w (HTTP status %d)%s", cfg.URL, err, resp.StatusCode,
+				plainToTLSHint(cfg.URL, resp.StatusCode, body))
 		}
 		if hint := certificateHint(cfg, err); hint != "" {
 			return nil, fmt.Errorf("dial %s: %w; %s", cfg.URL, err, hint)
@@ -285,6 +291,12 @@ func (s *session) run(ctx context.Context, draining func()) error {
 	select {
 	case <-s.done:
 	case <-ctx.Done():
+		if errors.Is(context.Cause(ctx), errExported) {
+			// No close frame: the coordinator keeps the session for the
+			// successor's resume, and the queue goes into the handover.
+			s.end(errExported)
+			break
+		}
 		draining()
 		s.drainSendQueue()
 		s.closeNormally()

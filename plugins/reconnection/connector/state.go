@@ -32,7 +32,7 @@ const (
 // transitions lists, per state, the states it may move to. The empty state
 // is the start before the first attempt.
 var transitions = map[string][]string{
-	"":               {StateConnecting, StateClosed},
+	"":               {StateConnecting, StateResuming, StateClosed},
 	StateConnecting:  {StateConnected, StateBackingOff, StateCircuitOpen, StateDraining, StateClosed},
 	StateResuming:    {StateConnected, StateBackingOff, StateCircuitOpen, StateDraining, StateClosed},
 	StateConnected:   {StateBackingOff, StateCircuitOpen, StateDraining, StateClosed},

@@ -14,6 +14,7 @@ func TestStateTransitions(t *testing.T) {
 		StateCircuitOpen, StateDraining, StateClosed}
 	allowed := map[[2]string]bool{
 		{"", StateConnecting}:               true,
+		{"", StateResuming}:                 true,
 		{"", StateClosed}:                   true,
 		{StateConnecting, StateConnected}:   true,
 		{StateConnecting, StateBackingOff}:  true,
