@@ -9,8 +9,8 @@ import (
 	"context"
 	"time"
 
-	dtfplugin "github.com/dtf-io/dtf/plugin"
 	"github.com/dtf-io/dtf/plugins/metrics/exporter"
+	"github.com/dtf-io/dtf/sdk"
 )
 
 // version is the plugin's release version, set at build time with
@@ -26,9 +26,9 @@ func main() {
 	// else runs.
 	// The logger must exist before serving starts, because go-plugin
 	// replaces os.Stderr while it serves.
-	logger := dtfplugin.NewLogger(exporter.Name)
+	logger := sdk.NewLogger(exporter.Name)
 	impl := exporter.New(exporter.Options{Logger: logger, Version: version})
-	dtfplugin.ServeMetrics(impl, dtfplugin.WithLogger(logger))
+	sdk.ServeMetrics(impl, sdk.WithLogger(logger))
 
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()

@@ -121,13 +121,13 @@ func TestTutorialExecutorRunsTask(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(workersJSON), &listed), workersJSON)
 	require.Len(t, listed.Workers, 1)
 	assert.Equal(t, []api.WorkerPlugin{
-		{Name: "reconnection", Kind: "connector", Version: "dev", APIVersion: 1},
+		{Name: "reconnection", Kind: "connector", Version: "dev", APIVersion: 2},
 		{Name: "hello", Kind: "executor", Version: "0.1.0", APIVersion: 1},
 	}, listed.Workers[0].Plugins)
 	table, err := dtf("workers")
 	require.NoError(t, err, table)
 	assert.Contains(t, table, "PLUGINS")
-	assert.Contains(t, table, "reconnection dev/api1, hello 0.1.0/api1")
+	assert.Contains(t, table, "reconnection dev/api2, hello 0.1.0/api1")
 }
 
 // versionLine is the line that every plugin binary prints for -version.

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dtf-io/dtf/plugin/pb"
+	"github.com/dtf-io/dtf/sdk"
 )
 
 // Defaults of the plugin's config block. Port 9464 is also the default
@@ -51,15 +51,15 @@ const settings = "listen, insecure, summary_interval"
 // ConfigError lists the invalid settings of a config block, each as a
 // problem whose path names the setting.
 type ConfigError struct {
-	Problems []*pb.ConfigProblem
+	Problems []sdk.ConfigProblem
 }
 
 func (e *ConfigError) Error() string {
 	parts := make([]string, 0, len(e.Problems))
 	for _, problem := range e.Problems {
-		text := problem.GetDetail()
-		if problem.GetPath() != "" {
-			text = problem.GetPath() + ": " + text
+		text := problem.Detail
+		if problem.Path != "" {
+			text = problem.Path + ": " + text
 		}
 		parts = append(parts, text)
 	}
@@ -76,24 +76,24 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(data, &fields); err != nil {
-		return nil, &ConfigError{Problems: []*pb.ConfigProblem{{
+		return nil, &ConfigError{Problems: []sdk.ConfigProblem{{
 			Summary: "Invalid plugin config",
 			Detail:  fmt.Sprintf("the config is not a JSON object (%v); valid settings are %s", err, settings),
 		}}}
 	}
 
-	var problems []*pb.ConfigProblem
+	var problems []sdk.ConfigProblem
 	listenValid := true
 	for _, name := range slices.Sorted(maps.Keys(fields)) {
 		problem := decodeSetting(cfg, name, fields[name])
 		if problem != nil {
-			problems = append(problems, problem)
+			problems = append(problems, *problem)
 			listenValid = listenValid && name != "listen" && name != "insecure"
 		}
 	}
 	if listenValid {
 		if err := checkListen(cfg.Listen, cfg.Insecure); err != nil {
-			problems = append(problems, &pb.ConfigProblem{
+			problems = append(problems, sdk.ConfigProblem{
 				Path: "listen", Summary: "Invalid listen address", Detail: err.Error(),
 			})
 		}
@@ -106,9 +106,9 @@ func ParseConfig(data []byte) (*Config, error) {
 
 // decodeSetting decodes one setting into cfg and returns its problem, or
 // nil when it is valid.
-func decodeSetting(cfg *Config, name string, raw json.RawMessage) *pb.ConfigProblem {
-	invalid := func(summary, detail string) *pb.ConfigProblem {
-		return &pb.ConfigProblem{Path: name, Summary: summary, Detail: detail}
+func decodeSetting(cfg *Config, name string, raw json.RawMessage) *sdk.ConfigProblem {
+	invalid := func(summary, detail string) *sdk.ConfigProblem {
+		return &sdk.ConfigProblem{Path: name, Summary: summary, Detail: detail}
 	}
 	switch name {
 	case "listen":

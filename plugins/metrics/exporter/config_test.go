@@ -75,9 +75,9 @@ func TestParseConfigErrors(t *testing.T) {
 			var invalid *ConfigError
 			require.ErrorAs(t, err, &invalid)
 			require.Len(t, invalid.Problems, 1)
-			assert.Equal(t, tt.path, invalid.Problems[0].GetPath())
-			assert.Contains(t, invalid.Problems[0].GetDetail(), tt.want)
-			assert.NotEmpty(t, invalid.Problems[0].GetSummary())
+			assert.Equal(t, tt.path, invalid.Problems[0].Path)
+			assert.Contains(t, invalid.Problems[0].Detail, tt.want)
+			assert.NotEmpty(t, invalid.Problems[0].Summary)
 			assert.Contains(t, err.Error(), tt.want)
 		})
 	}
@@ -90,7 +90,7 @@ func TestParseConfigReportsEveryProblem(t *testing.T) {
 	require.ErrorAs(t, err, &invalid)
 	var paths []string
 	for _, problem := range invalid.Problems {
-		paths = append(paths, problem.GetPath())
+		paths = append(paths, problem.Path)
 	}
 	assert.ElementsMatch(t, []string{"listen", "summary_interval", "color"}, paths)
 }

@@ -1,15 +1,16 @@
-// Package exporter is the metrics plugin's implementation of the Metrics
-// service of plugin/pb. It receives the worker host's events, keeps them
+// Package exporter is the metrics plugin's implementation of
+// sdk.MetricsPlugin. It receives the worker host's events, keeps them
 // as Prometheus metrics that it serves in the text exposition format on
 // its own HTTP listener, and keeps the compact summary that the host
 // sends to the coordinator.
 //
 // The package has no go-plugin dependency, so it is tested in process; the
-// plugin binary in the parent folder serves it through go-plugin.
+// plugin binary in the parent folder serves it with sdk.ServeMetrics.
 package exporter
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -20,10 +21,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
-	"github.com/dtf-io/dtf/plugin/pb"
+	"github.com/dtf-io/dtf/sdk"
 )
 
 // Name is the plugin's name in PluginInfo.
@@ -44,11 +43,9 @@ type Options struct {
 	Version string
 }
 
-// Exporter implements pb.MetricsServer. Configure must precede the
+// Exporter implements sdk.MetricsPlugin. Configure must precede the
 // endpoint; Record and Summary work before it.
 type Exporter struct {
-	pb.UnimplementedMetricsServer
-
 	log      hclog.Logger
 	version  string
 	registry *prometheus.Registry
@@ -62,7 +59,10 @@ type Exporter struct {
 	serveDone chan struct{}
 }
 
-var _ pb.MetricsServer = (*Exporter)(nil)
+var (
+	_ sdk.MetricsPlugin   = (*Exporter)(nil)
+	_ sdk.ConfigValidator = (*Exporter)(nil)
+)
 
 // New returns an Exporter whose summary window starts now.
 func New(opts Options) *Exporter {
@@ -80,36 +80,35 @@ func New(opts Options) *Exporter {
 }
 
 // Info returns the plugin's name and version.
-func (e *Exporter) Info(context.Context, *pb.Empty) (*pb.PluginInfo, error) {
-	return &pb.PluginInfo{Name: Name, Version: e.version}, nil
+func (e *Exporter) Info() sdk.Info {
+	return sdk.Info{Name: Name, Version: e.version}
 }
 
-// Configure checks the config block, binds the listener and starts
-// serving the Prometheus endpoint on it. An invalid config is reported as
-// problems in the response, and validate_only stops after the check. An
-// address that cannot be bound fails with Unavailable, and a second call
-// with FailedPrecondition, because a go-plugin process is configured once.
-func (e *Exporter) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.MetricsConfigureResponse, error) {
-	cfg, err := ParseConfig(req.GetConfigJson())
-	var invalid *ConfigError
-	switch {
-	case errors.As(err, &invalid):
-		return &pb.MetricsConfigureResponse{Problems: invalid.Problems}, nil
-	case err != nil:
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	case req.GetValidateOnly():
-		return &pb.MetricsConfigureResponse{SummaryIntervalMs: cfg.SummaryInterval.Milliseconds()}, nil
+// ValidateConfig checks the config block without binding the listener.
+func (e *Exporter) ValidateConfig(config json.RawMessage) error {
+	_, err := parseConfig(config)
+	return err
+}
+
+// Configure checks the config block, binds the listener, starts serving
+// the Prometheus endpoint on it and returns the summary interval. An
+// invalid config returns a *sdk.ConfigError. An address that cannot be
+// bound returns an error wrapping sdk.ErrUnavailable, and a second call an
+// error too, because a go-plugin process is configured once.
+func (e *Exporter) Configure(config json.RawMessage) (time.Duration, error) {
+	cfg, err := parseConfig(config)
+	if err != nil {
+		return 0, err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.cfg != nil {
-		return nil, status.Error(codes.FailedPrecondition,
-			"the metrics plugin is configured already; restart it to change its config")
+		return 0, errors.New("the metrics plugin is configured already; restart it to change its config")
 	}
 	listener, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable,
-			"metrics endpoint cannot listen on %s: %v; choose a free port in listen", cfg.Listen, err)
+		return 0, fmt.Errorf("metrics endpoint cannot listen on %s: %w: %v; choose a free port in listen",
+			cfg.Listen, sdk.ErrUnavailable, err)
 	}
 
 	mux := http.NewServeMux()
@@ -126,19 +125,30 @@ func (e *Exporter) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.M
 	}(e.server, e.serveDone)
 	e.log.Info("serving Prometheus metrics", "url", fmt.Sprintf("http://%s%s", e.addr, MetricsPath),
 		"summary_interval", cfg.SummaryInterval)
-	return &pb.MetricsConfigureResponse{SummaryIntervalMs: cfg.SummaryInterval.Milliseconds()}, nil
+	return cfg.SummaryInterval, nil
+}
+
+// parseConfig is ParseConfig with the problems of an invalid config as a
+// *sdk.ConfigError, which the host shows at the lines of the settings.
+func parseConfig(config json.RawMessage) (*Config, error) {
+	cfg, err := ParseConfig(config)
+	var invalid *ConfigError
+	if errors.As(err, &invalid) {
+		return nil, &sdk.ConfigError{Problems: invalid.Problems}
+	}
+	return cfg, err
 }
 
 // Record applies the host's events to the metrics and the summary.
-func (e *Exporter) Record(_ context.Context, req *pb.RecordRequest) (*pb.Empty, error) {
+func (e *Exporter) Record(_ context.Context, batch sdk.EventBatch) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.recorder.record(req, time.Now())
-	return &pb.Empty{}, nil
+	e.recorder.record(batch, time.Now())
+	return nil
 }
 
 // Summary returns the worker's summary since the plugin started.
-func (e *Exporter) Summary(context.Context, *pb.Empty) (*pb.WorkerSummary, error) {
+func (e *Exporter) Summary(context.Context) (sdk.WorkerSummary, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.recorder.snapshot(time.Now()), nil

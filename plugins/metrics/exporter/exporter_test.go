@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dtf-io/dtf/plugin/pb"
+	"github.com/dtf-io/dtf/sdk"
 )
 
 func TestMain(m *testing.M) {
@@ -82,18 +83,24 @@ func (f expositionFamilies) value(t *testing.T, name string, labels ...string) f
 	return 0
 }
 
-func state(name, reason string) *pb.HostEvent {
-	return &pb.HostEvent{Event: &pb.HostEvent_State{State: &pb.StateChange{State: name, Reason: reason}}}
+func state(name, reason string) sdk.HostEvent {
+	return sdk.HostEvent{State: &sdk.StateChange{State: name, Reason: reason}}
 }
 
-func record(t *testing.T, e *Exporter, req *pb.RecordRequest) {
+func record(t *testing.T, e *Exporter, batch sdk.EventBatch) {
 	t.Helper()
-	_, err := e.Record(context.Background(), req)
-	require.NoError(t, err)
+	require.NoError(t, e.Record(context.Background(), batch))
 }
 
-func events(list ...*pb.HostEvent) *pb.RecordRequest {
-	return &pb.RecordRequest{Events: list}
+func events(list ...sdk.HostEvent) sdk.EventBatch {
+	return sdk.EventBatch{Events: list}
+}
+
+// configure calls Configure through the SDK's gRPC adapter, which the
+// plugin binary serves, so that the checks see what the host receives.
+func configure(e *Exporter, config string, validateOnly bool) (*pb.MetricsConfigureResponse, error) {
+	return sdk.NewMetricsServer(e).Configure(context.Background(),
+		&pb.ConfigureRequest{ConfigJson: []byte(config), ValidateOnly: validateOnly})
 }
 
 func TestExpositionBeforeAnyEvent(t *testing.T) {
@@ -136,9 +143,9 @@ func TestReconnectCountersMove(t *testing.T) {
 		state("backing_off", "read tcp 127.0.0.1:1: connection reset by peer"),
 		state("resuming", ""),
 		state("connected", ""),
-		&pb.HostEvent{Event: &pb.HostEvent_Reconnected{Reconnected: &pb.Reconnected{
-			OutageMs: 1500, Resumed: true, Attempts: 1,
-		}}},
+		sdk.HostEvent{Reconnected: &sdk.Reconnected{
+			Outage: 1500 * time.Millisecond, Resumed: true, Attempts: 1,
+		}},
 	))
 
 	families := scrape(t, e)
@@ -169,18 +176,18 @@ func TestUnknownStateCountsAsOther(t *testing.T) {
 
 func TestConnectorStatsCountersMove(t *testing.T) {
 	e := New(Options{})
-	stats := func(in, out, raw, encoded uint64, samples ...int64) *pb.HostEvent {
-		return &pb.HostEvent{Event: &pb.HostEvent_ConnectorStats{ConnectorStats: &pb.ConnectorStats{
+	stats := func(in, out, raw, encoded uint64, samples ...time.Duration) sdk.HostEvent {
+		return sdk.HostEvent{ConnectorStats: &sdk.ConnectorStats{
 			FramesIn: in, FramesOut: out, BytesIn: in * 100, BytesOut: out * 100,
 			FrameBytesOutRaw: raw, FrameBytesOutEncoded: encoded,
-			SmoothedRttMicros: 2500, RttSamplesMicros: samples,
-			SendQueueFrames: []uint32{1, 2, 3, 4, 5}, ReplayFrames: 6, ReplayBytes: 700,
-		}}}
+			SmoothedRTT: 2500 * time.Microsecond, RTTSamples: samples,
+			SendQueueFrames: []int{1, 2, 3, 4, 5}, ReplayFrames: 6, ReplayBytes: 700,
+		}}
 	}
-	record(t, e, events(stats(10, 20, 4000, 1000, 2000, 3000)))
+	record(t, e, events(stats(10, 20, 4000, 1000, 2*time.Millisecond, 3*time.Millisecond)))
 	// A connector that restarted reports counters from zero again: its
 	// values add to the totals instead of lowering them.
-	record(t, e, events(stats(15, 30, 6000, 1500, 2500), stats(4, 5, 1000, 500)))
+	record(t, e, events(stats(15, 30, 6000, 1500, 2500*time.Microsecond), stats(4, 5, 1000, 500)))
 
 	families := scrape(t, e)
 	assert.Equal(t, 19.0, families.value(t, "dtf_worker_frames_received_total"))
@@ -198,23 +205,19 @@ func TestConnectorStatsCountersMove(t *testing.T) {
 
 func TestTaskRestartAndDropCountersMove(t *testing.T) {
 	e := New(Options{})
-	finished := func(s pb.Status) *pb.HostEvent {
-		return &pb.HostEvent{Event: &pb.HostEvent_TaskFinished{TaskFinished: &pb.TaskFinished{
-			Status: s, DurationMs: 1200,
-		}}}
+	finished := func(s sdk.Status) sdk.HostEvent {
+		return sdk.HostEvent{TaskFinished: &sdk.TaskFinished{Status: s, Duration: 1200 * time.Millisecond}}
 	}
-	restart := &pb.HostEvent{Event: &pb.HostEvent_PluginRestart{PluginRestart: &pb.PluginRestart{
+	restart := sdk.HostEvent{PluginRestart: &sdk.PluginRestart{
 		Plugin: "command", Kind: "executor", Exit: "signal: killed",
-	}}}
-	host := &pb.HostEvent{Event: &pb.HostEvent_HostStats{HostStats: &pb.HostStats{
-		RunningTasks: 2, HeldOutcomes: 3, Slots: 4,
-	}}}
-	record(t, e, &pb.RecordRequest{
-		Events:            []*pb.HostEvent{finished(pb.Status_STATUS_SUCCEEDED), finished(pb.Status_STATUS_FAILED), restart, host},
+	}}
+	host := sdk.HostEvent{HostStats: &sdk.HostStats{RunningTasks: 2, HeldOutcomes: 3, Slots: 4}}
+	record(t, e, sdk.EventBatch{
+		Events:            []sdk.HostEvent{finished(sdk.StatusSucceeded), finished(sdk.StatusFailed), restart, host},
 		DroppedBufferFull: 5,
 	})
-	record(t, e, &pb.RecordRequest{
-		Events:              []*pb.HostEvent{finished(pb.Status_STATUS_SUCCEEDED), finished(pb.Status(42))},
+	record(t, e, sdk.EventBatch{
+		Events:              []sdk.HostEvent{finished(sdk.StatusSucceeded), finished("")},
 		DroppedBufferFull:   7,
 		DroppedRecordFailed: 3,
 	})
@@ -231,12 +234,12 @@ func TestTaskRestartAndDropCountersMove(t *testing.T) {
 	assert.Equal(t, 3.0, families.value(t, "dtf_worker_held_outcomes"))
 	assert.Equal(t, 4.0, families.value(t, "dtf_worker_slots"))
 
-	summary, err := e.Summary(context.Background(), &pb.Empty{})
+	summary, err := e.Summary(context.Background())
 	require.NoError(t, err)
-	assert.Equal(t, uint64(2), summary.GetTasksSucceeded())
-	assert.Equal(t, uint64(1), summary.GetTasksFailed())
-	assert.Equal(t, uint64(1), summary.GetPluginRestarts())
-	assert.Equal(t, uint64(10), summary.GetEventsDropped())
+	assert.Equal(t, uint64(2), summary.TasksSucceeded)
+	assert.Equal(t, uint64(1), summary.TasksFailed)
+	assert.Equal(t, uint64(1), summary.PluginRestarts)
+	assert.Equal(t, uint64(10), summary.EventsDropped)
 }
 
 // The summary counts since the plugin started and includes an outage that
@@ -245,32 +248,30 @@ func TestSummaryWindow(t *testing.T) {
 	e := New(Options{})
 	lost := time.Now().Add(-3 * time.Second)
 	lostEvent := state("backing_off", "cut")
-	lostEvent.UnixMs = lost.UnixMilli()
+	lostEvent.Time = lost
 	record(t, e, events(
 		state("connected", ""),
-		&pb.HostEvent{Event: &pb.HostEvent_ConnectorStats{ConnectorStats: &pb.ConnectorStats{
-			FramesIn: 8, FramesOut: 9, BytesIn: 80, BytesOut: 90, SmoothedRttMicros: 1500,
-		}}},
-		&pb.HostEvent{Event: &pb.HostEvent_Reconnected{Reconnected: &pb.Reconnected{OutageMs: 2000}}},
+		sdk.HostEvent{ConnectorStats: &sdk.ConnectorStats{
+			FramesIn: 8, FramesOut: 9, BytesIn: 80, BytesOut: 90, SmoothedRTT: 1500 * time.Microsecond,
+		}},
+		sdk.HostEvent{Reconnected: &sdk.Reconnected{Outage: 2 * time.Second}},
 		lostEvent,
 	))
 
-	summary, err := e.Summary(context.Background(), &pb.Empty{})
+	summary, err := e.Summary(context.Background())
 	require.NoError(t, err)
-	assert.Equal(t, uint64(1), summary.GetReconnects())
-	assert.GreaterOrEqual(t, summary.GetDisconnectedMs(), int64(5000), "2s outage plus the one since lost")
-	assert.Equal(t, int64(1500), summary.GetSmoothedRttMicros())
-	assert.Equal(t, uint64(8), summary.GetFramesIn())
-	assert.Equal(t, uint64(90), summary.GetBytesOut())
-	assert.LessOrEqual(t, summary.GetWindowStartUnixMs(), summary.GetWindowEndUnixMs())
+	assert.Equal(t, uint64(1), summary.Reconnects)
+	assert.GreaterOrEqual(t, summary.Disconnected, 5*time.Second, "2s outage plus the one since lost")
+	assert.Equal(t, 1500*time.Microsecond, summary.SmoothedRTT)
+	assert.Equal(t, uint64(8), summary.FramesIn)
+	assert.Equal(t, uint64(90), summary.BytesOut)
+	assert.False(t, summary.WindowEnd.Before(summary.WindowStart), "window ends after it starts")
 }
 
 func TestConfigureServesEndpoint(t *testing.T) {
 	e := New(Options{})
 	t.Cleanup(func() { require.NoError(t, e.Close(context.Background())) })
-	resp, err := e.Configure(context.Background(), &pb.ConfigureRequest{
-		ConfigJson: []byte(`{"listen":"127.0.0.1:0","summary_interval":"250ms"}`),
-	})
+	resp, err := configure(e, `{"listen":"127.0.0.1:0","summary_interval":"250ms"}`, false)
 	require.NoError(t, err)
 	assert.Equal(t, int64(250), resp.GetSummaryIntervalMs())
 	record(t, e, events(state("connected", "")))
@@ -287,13 +288,14 @@ func TestConfigureServesEndpoint(t *testing.T) {
 	other.Body.Close()
 	assert.Equal(t, http.StatusNotFound, other.StatusCode)
 
-	_, err = e.Configure(context.Background(), &pb.ConfigureRequest{ConfigJson: []byte(`{}`)})
-	assert.Equal(t, codes.FailedPrecondition, status.Code(err), "a second Configure is rejected")
+	_, err = configure(e, `{}`, false)
+	assert.Equal(t, codes.InvalidArgument, status.Code(err), "a second Configure is rejected")
+	assert.Contains(t, status.Convert(err).Message(), "configured already")
 }
 
 func TestConfigureRejectsInvalidConfig(t *testing.T) {
 	e := New(Options{})
-	resp, err := e.Configure(context.Background(), &pb.ConfigureRequest{ConfigJson: []byte(`{"listen":"0.0.0.0:9464"}`)})
+	resp, err := configure(e, `{"listen":"0.0.0.0:9464"}`, false)
 	require.NoError(t, err)
 	require.Len(t, resp.GetProblems(), 1)
 	assert.Equal(t, "listen", resp.GetProblems()[0].GetPath())
@@ -305,17 +307,12 @@ func TestConfigureRejectsInvalidConfig(t *testing.T) {
 // a worker's config does not take the port of a running worker.
 func TestConfigureValidateOnly(t *testing.T) {
 	e := New(Options{})
-	resp, err := e.Configure(context.Background(), &pb.ConfigureRequest{
-		ConfigJson: []byte(`{"listen":"127.0.0.1:0","summary_interval":"2s"}`), ValidateOnly: true,
-	})
+	resp, err := configure(e, `{"listen":"127.0.0.1:0","summary_interval":"2s"}`, true)
 	require.NoError(t, err)
 	assert.Empty(t, resp.GetProblems())
-	assert.Equal(t, int64(2000), resp.GetSummaryIntervalMs())
 	assert.Empty(t, e.Addr(), "validate_only binds no listener")
 
-	resp, err = e.Configure(context.Background(), &pb.ConfigureRequest{
-		ConfigJson: []byte(`{"summary_interval":"forever"}`), ValidateOnly: true,
-	})
+	resp, err = configure(e, `{"summary_interval":"forever"}`, true)
 	require.NoError(t, err)
 	require.Len(t, resp.GetProblems(), 1)
 	assert.Equal(t, "summary_interval", resp.GetProblems()[0].GetPath())
@@ -324,13 +321,11 @@ func TestConfigureValidateOnly(t *testing.T) {
 func TestConfigureReportsBusyPort(t *testing.T) {
 	first := New(Options{})
 	t.Cleanup(func() { require.NoError(t, first.Close(context.Background())) })
-	_, err := first.Configure(context.Background(), &pb.ConfigureRequest{ConfigJson: []byte(`{"listen":"127.0.0.1:0"}`)})
+	_, err := configure(first, `{"listen":"127.0.0.1:0"}`, false)
 	require.NoError(t, err)
 
 	second := New(Options{})
-	_, err = second.Configure(context.Background(), &pb.ConfigureRequest{
-		ConfigJson: []byte(`{"listen":"` + first.Addr() + `"}`),
-	})
+	_, err = configure(second, `{"listen":"`+first.Addr()+`"}`, false)
 	assert.Equal(t, codes.Unavailable, status.Code(err))
 	assert.Contains(t, status.Convert(err).Message(), first.Addr())
 }

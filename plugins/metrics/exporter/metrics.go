@@ -28,9 +28,10 @@ func stateLabels() []string {
 // priority first, as ConnectorStats.send_queue_frames lists them.
 var sendQueueLevels = []string{"control", "outcome", "checkpoint", "progress", "telemetry"}
 
-// taskStatuses lists the outcome statuses; "unspecified" stands for a
-// status this build does not know.
-var taskStatuses = []string{"succeeded", "failed", "cancelled", "timed_out", "unspecified"}
+// taskStatuses lists the outcome statuses whose series exist from the
+// start. An outcome with a status this build does not know counts as
+// "unspecified", a series that appears only with the first such outcome.
+var taskStatuses = []string{"succeeded", "failed", "cancelled", "timed_out"}
 
 // Histogram buckets, in seconds. Round-trip times range from a loopback
 // link to a link across continents, outages from a dropped packet to a

@@ -4,7 +4,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/dtf-io/dtf/plugin/pb"
+	"github.com/dtf-io/dtf/sdk"
 )
 
 // recorder applies host events to the metric set and to the summary. Its
@@ -69,16 +69,16 @@ func newRecorder(metrics *metricSet, start time.Time) *recorder {
 
 // record applies one Record call: the events in order, then the host's
 // drop counts.
-func (r *recorder) record(req *pb.RecordRequest, now time.Time) {
-	for _, event := range req.GetEvents() {
-		at := now
-		if ms := event.GetUnixMs(); ms > 0 {
-			at = time.UnixMilli(ms)
+func (r *recorder) record(batch sdk.EventBatch, now time.Time) {
+	for _, event := range batch.Events {
+		at := event.Time
+		if at.IsZero() {
+			at = now
 		}
 		r.apply(event, at)
 	}
-	full := r.droppedFull.increment(req.GetDroppedBufferFull())
-	failed := r.droppedFailed.increment(req.GetDroppedRecordFailed())
+	full := r.droppedFull.increment(batch.DroppedBufferFull)
+	failed := r.droppedFailed.increment(batch.DroppedRecordFailed)
 	r.metrics.eventsDropped.WithLabelValues(dropBufferFull).Add(float64(full))
 	r.metrics.eventsDropped.WithLabelValues(dropRecordFailed).Add(float64(failed))
 	r.summary.eventsDroppedTotal += full + failed
@@ -86,29 +86,29 @@ func (r *recorder) record(req *pb.RecordRequest, now time.Time) {
 
 // apply applies one event that happened at at. Event types that this
 // build does not know are ignored, so a newer host can add them.
-func (r *recorder) apply(event *pb.HostEvent, at time.Time) {
-	switch e := event.GetEvent().(type) {
-	case *pb.HostEvent_State:
-		r.applyState(e.State, at)
-	case *pb.HostEvent_Reconnected:
-		r.applyReconnected(e.Reconnected)
-	case *pb.HostEvent_ConnectorStats:
-		r.applyConnectorStats(e.ConnectorStats)
-	case *pb.HostEvent_HostStats:
-		r.metrics.runningTasks.Set(float64(e.HostStats.GetRunningTasks()))
-		r.metrics.heldOutcomes.Set(float64(e.HostStats.GetHeldOutcomes()))
-		r.metrics.slots.Set(float64(e.HostStats.GetSlots()))
-	case *pb.HostEvent_TaskFinished:
-		r.applyTaskFinished(e.TaskFinished)
-	case *pb.HostEvent_PluginRestart:
-		restart := e.PluginRestart
-		r.metrics.pluginRestarts.WithLabelValues(restart.GetPlugin(), restart.GetKind()).Inc()
+func (r *recorder) apply(event sdk.HostEvent, at time.Time) {
+	switch {
+	case event.State != nil:
+		r.applyState(event.State, at)
+	case event.Reconnected != nil:
+		r.applyReconnected(event.Reconnected)
+	case event.ConnectorStats != nil:
+		r.applyConnectorStats(event.ConnectorStats)
+	case event.HostStats != nil:
+		r.metrics.runningTasks.Set(float64(event.HostStats.RunningTasks))
+		r.metrics.heldOutcomes.Set(float64(event.HostStats.HeldOutcomes))
+		r.metrics.slots.Set(float64(event.HostStats.Slots))
+	case event.TaskFinished != nil:
+		r.applyTaskFinished(event.TaskFinished)
+	case event.PluginRestart != nil:
+		restart := event.PluginRestart
+		r.metrics.pluginRestarts.WithLabelValues(restart.Plugin, restart.Kind).Inc()
 		r.summary.pluginRestarts++
 	}
 }
 
-func (r *recorder) applyState(change *pb.StateChange, at time.Time) {
-	state := change.GetState()
+func (r *recorder) applyState(change *sdk.StateChange, at time.Time) {
+	state := change.State
 	if !slices.Contains(connectionStates, state) {
 		state = stateOther
 	}
@@ -136,10 +136,10 @@ func (r *recorder) applyState(change *pb.StateChange, at time.Time) {
 
 // applyReconnected counts a reconnect and its outage, as the host measured
 // it.
-func (r *recorder) applyReconnected(e *pb.Reconnected) {
-	outage := time.Duration(e.GetOutageMs()) * time.Millisecond
+func (r *recorder) applyReconnected(e *sdk.Reconnected) {
+	outage := e.Outage
 	r.metrics.reconnects.Inc()
-	if e.GetResumed() {
+	if e.Resumed {
 		r.metrics.resumed.Inc()
 	}
 	r.metrics.disconnectedTime.Add(outage.Seconds())
@@ -148,12 +148,12 @@ func (r *recorder) applyReconnected(e *pb.Reconnected) {
 	r.summary.disconnected += outage
 }
 
-func (r *recorder) applyConnectorStats(s *pb.ConnectorStats) {
+func (r *recorder) applyConnectorStats(s *sdk.ConnectorStats) {
 	m := r.metrics
-	framesIn := r.framesIn.increment(s.GetFramesIn())
-	framesOut := r.framesOut.increment(s.GetFramesOut())
-	bytesIn := r.bytesIn.increment(s.GetBytesIn())
-	bytesOut := r.bytesOut.increment(s.GetBytesOut())
+	framesIn := r.framesIn.increment(s.FramesIn)
+	framesOut := r.framesOut.increment(s.FramesOut)
+	bytesIn := r.bytesIn.increment(s.BytesIn)
+	bytesOut := r.bytesOut.increment(s.BytesOut)
 	m.framesReceived.Add(float64(framesIn))
 	m.framesSent.Add(float64(framesOut))
 	m.bytesReceived.Add(float64(bytesIn))
@@ -163,47 +163,42 @@ func (r *recorder) applyConnectorStats(s *pb.ConnectorStats) {
 	r.summary.bytesIn += bytesIn
 	r.summary.bytesOut += bytesOut
 
-	r.totalFrameBytesRaw += r.frameBytesRaw.increment(s.GetFrameBytesOutRaw())
-	r.totalFrameBytesEncoded += r.frameBytesEncoded.increment(s.GetFrameBytesOutEncoded())
+	r.totalFrameBytesRaw += r.frameBytesRaw.increment(s.FrameBytesOutRaw)
+	r.totalFrameBytesEncoded += r.frameBytesEncoded.increment(s.FrameBytesOutEncoded)
 	if r.totalFrameBytesEncoded > 0 {
 		m.compressionRatio.Set(float64(r.totalFrameBytesRaw) / float64(r.totalFrameBytesEncoded))
 	}
 
-	for _, sample := range s.GetRttSamplesMicros() {
-		m.rtt.Observe(micros(sample).Seconds())
+	for _, sample := range s.RTTSamples {
+		m.rtt.Observe(sample.Seconds())
 	}
-	if s.GetSmoothedRttMicros() > 0 {
-		r.summary.smoothedRTT = micros(s.GetSmoothedRttMicros())
+	if s.SmoothedRTT > 0 {
+		r.summary.smoothedRTT = s.SmoothedRTT
 		m.smoothedRTT.Set(r.summary.smoothedRTT.Seconds())
-		m.rttVariance.Set(micros(s.GetRttVarianceMicros()).Seconds())
+		m.rttVariance.Set(s.RTTVariance.Seconds())
 	}
-	for i, queued := range s.GetSendQueueFrames() {
+	for i, queued := range s.SendQueueFrames {
 		if i < len(sendQueueLevels) {
 			m.sendQueue.WithLabelValues(sendQueueLevels[i]).Set(float64(queued))
 		}
 	}
-	m.replayFrames.Set(float64(s.GetReplayFrames()))
-	m.replayBytes.Set(float64(s.GetReplayBytes()))
+	m.replayFrames.Set(float64(s.ReplayFrames))
+	m.replayBytes.Set(float64(s.ReplayBytes))
 }
 
-func (r *recorder) applyTaskFinished(e *pb.TaskFinished) {
-	status := statusLabel(e.GetStatus())
+func (r *recorder) applyTaskFinished(e *sdk.TaskFinished) {
+	status := statusLabel(e.Status)
 	r.metrics.outcomes.WithLabelValues(status).Inc()
-	r.metrics.taskDuration.Observe((time.Duration(e.GetDurationMs()) * time.Millisecond).Seconds())
+	r.metrics.taskDuration.Observe(e.Duration.Seconds())
 	r.summary.outcomes[status]++
 }
 
-// statusLabel returns the status label of an outcome status.
-func statusLabel(s pb.Status) string {
+// statusLabel returns the status label of an outcome status. The empty
+// status of an unknown or unspecified value gets "unspecified".
+func statusLabel(s sdk.Status) string {
 	switch s {
-	case pb.Status_STATUS_SUCCEEDED:
-		return "succeeded"
-	case pb.Status_STATUS_FAILED:
-		return "failed"
-	case pb.Status_STATUS_CANCELLED:
-		return "cancelled"
-	case pb.Status_STATUS_TIMED_OUT:
-		return "timed_out"
+	case sdk.StatusSucceeded, sdk.StatusFailed, sdk.StatusCancelled, sdk.StatusTimedOut:
+		return string(s)
 	default:
 		return "unspecified"
 	}
@@ -211,31 +206,27 @@ func statusLabel(s pb.Status) string {
 
 // snapshot returns the summary over the window from the plugin's start to
 // now. The time without a session includes an outage that still lasts.
-func (r *recorder) snapshot(now time.Time) *pb.WorkerSummary {
+func (r *recorder) snapshot(now time.Time) sdk.WorkerSummary {
 	s := r.summary
 	disconnected := s.disconnected
 	if !r.lostAt.IsZero() && now.After(r.lostAt) {
 		disconnected += now.Sub(r.lostAt)
 	}
-	return &pb.WorkerSummary{
-		WindowStartUnixMs: s.start.UnixMilli(),
-		WindowEndUnixMs:   now.UnixMilli(),
-		Reconnects:        s.reconnects,
-		DisconnectedMs:    disconnected.Milliseconds(),
-		SmoothedRttMicros: s.smoothedRTT.Microseconds(),
-		FramesIn:          s.framesIn,
-		FramesOut:         s.framesOut,
-		BytesIn:           s.bytesIn,
-		BytesOut:          s.bytesOut,
-		TasksSucceeded:    s.outcomes["succeeded"],
-		TasksFailed:       s.outcomes["failed"],
-		TasksCancelled:    s.outcomes["cancelled"],
-		TasksTimedOut:     s.outcomes["timed_out"],
-		PluginRestarts:    s.pluginRestarts,
-		EventsDropped:     s.eventsDroppedTotal,
+	return sdk.WorkerSummary{
+		WindowStart:    s.start,
+		WindowEnd:      now,
+		Reconnects:     s.reconnects,
+		Disconnected:   disconnected,
+		SmoothedRTT:    s.smoothedRTT,
+		FramesIn:       s.framesIn,
+		FramesOut:      s.framesOut,
+		BytesIn:        s.bytesIn,
+		BytesOut:       s.bytesOut,
+		TasksSucceeded: s.outcomes["succeeded"],
+		TasksFailed:    s.outcomes["failed"],
+		TasksCancelled: s.outcomes["cancelled"],
+		TasksTimedOut:  s.outcomes["timed_out"],
+		PluginRestarts: s.pluginRestarts,
+		EventsDropped:  s.eventsDroppedTotal,
 	}
-}
-
-func micros(us int64) time.Duration {
-	return time.Duration(us) * time.Microsecond
 }
