@@ -3,6 +3,7 @@ package host
 import (
 	"time"
 
+	dtfplugin "github.com/dtf-io/dtf/plugin"
 	"github.com/dtf-io/dtf/plugin/pb"
 	"github.com/dtf-io/dtf/protocol"
 	wirepb "github.com/dtf-io/dtf/protocol/pb"
@@ -47,7 +48,7 @@ func (h *Host) saveCheckpoint(task *runningTask, cp *pb.Checkpoint) {
 		Sequence:    task.checkpoints.sequence,
 		Data:        cp.GetData(),
 		Fraction:    cp.GetFraction(),
-		Message:     cp.GetMessage(),
+		Message:     dtfplugin.BoundMessage(cp.GetMessage()),
 		SavedUnixMs: time.Now().UnixMilli(),
 	}
 	task.checkpoints.pending = frame

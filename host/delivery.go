@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	wirepb "github.com/dtf-io/dtf/protocol/pb"
 )
@@ -42,6 +44,9 @@ type heldOutcome struct {
 	acceptedIn uint64
 	// queued is true while the outcome waits in Host.unsent.
 	queued bool
+	// replaced is set once the connector rejected the outcome and a
+	// failed outcome took its place.
+	replaced bool
 }
 
 // holdOutcome records a finished attempt's outcome and queues it for the
@@ -272,10 +277,10 @@ func (h *Host) nextUnsent() (taskRef, *heldOutcome, uint64, bool) {
 
 // sendHeld sends one held outcome. On success it records the session in
 // which the connector accepted it. A failure that may pass puts it back at
-// the head of the queue and is returned. A failure that cannot pass, such
-// as a frame over max_frame_bytes or an unreadable outbox file, is logged
-// and skipped, so it does not block the outcomes behind it. That outcome
-// stays held and is tried again after the next new session.
+// the head of the queue and is returned. A rejection that cannot pass,
+// such as a frame over max_frame_bytes, goes to failRejected, and a
+// missing or corrupt outbox file to dropLost, so neither blocks the
+// outcomes behind it.
 //
 // A Send that timed out on the host's side may still have been queued by
 // the connector just before the deadline, and a Send under way when a new
@@ -283,7 +288,6 @@ func (h *Host) nextUnsent() (taskRef, *heldOutcome, uint64, bool) {
 // the current session, so such an outcome can be sent twice, and the
 // coordinator acknowledges the copy with applied = false.
 func (h *Host) sendHeld(ctx context.Context, ref taskRef, entry *heldOutcome, session uint64) error {
-	logger := h.logger.With("task_id", ref.TaskID, "attempt", ref.Attempt)
 	outcome, err := h.heldBody(ref, entry)
 	switch {
 	case errors.Is(err, os.ErrNotExist) || errors.Is(err, errCorruptOutcome):
@@ -302,12 +306,54 @@ func (h *Host) sendHeld(ctx context.Context, ref taskRef, entry *heldOutcome, se
 		h.mu.Unlock()
 		return nil
 	case status.Code(err) == codes.InvalidArgument:
-		logger.Error("connector rejected outcome; it stays in the outbox and is tried again after the "+
-			"next new session", "error", err, "output_bytes", len(outcome.GetOutput()))
+		h.failRejected(ref, entry, outcome, err)
 		return nil
 	}
 	h.requeueFirst(ref, entry)
 	return fmt.Errorf("send outcome of %s: %w", ref, err)
+}
+
+// failRejected handles an outcome that the connector rejected for a reason
+// that cannot pass, such as a frame over its max_frame_bytes. The outcome
+// is replaced with a failed one that names the rejection, which is small
+// enough for any frame limit, and sent at once. When the connector rejects
+// that one too, the outcome is dropped like a lost one, so no rejected
+// outcome stays in the outbox and holds its attempt forever.
+func (h *Host) failRejected(ref taskRef, entry *heldOutcome, outcome *wirepb.TaskOutcome, cause error) {
+	logger := h.logger.With("task_id", ref.TaskID, "attempt", ref.Attempt)
+	h.mu.Lock()
+	replacedBefore := entry.replaced
+	entry.replaced = true
+	h.mu.Unlock()
+	if replacedBefore {
+		h.dropLost(ref, entry, fmt.Errorf("connector rejected the failed outcome that replaced a rejected "+
+			"one: %w", cause))
+		return
+	}
+
+	logger.Error("connector rejected outcome; it is replaced with a failed outcome that names the rejection",
+		"error", cause, "status", outcome.GetStatus().String(), "output_bytes", len(outcome.GetOutput()),
+		"result_bytes", len(outcome.GetResult()))
+	replacement := proto.Clone(outcome).(*wirepb.TaskOutcome)
+	replaceWithFailure(replacement, fmt.Sprintf("the worker's connector plugin rejected this attempt's %s "+
+		"outcome (%s), so its output and data were dropped; lower the executor's output or raise "+
+		"max_frame_bytes of the connector plugin", strings.ToLower(strings.TrimPrefix(
+		outcome.GetStatus().String(), "STATUS_")), status.Convert(cause).Message()))
+
+	h.outboxWrites <- struct{}{}
+	err := h.writeOutbox(replacement)
+	<-h.outboxWrites
+	h.mu.Lock()
+	if err != nil || entry.memory != nil {
+		entry.memory = replacement
+	}
+	h.mu.Unlock()
+	if err != nil {
+		logger.Error("failed outcome not written to outbox; it is kept in memory only", "dir", h.outbox.Dir(),
+			"error", err)
+	}
+	h.requeueFirst(ref, entry)
+	wake(h.resendReady)
 }
 
 // requeueFirst puts a held outcome back at the head of the resender's

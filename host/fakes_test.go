@@ -39,14 +39,19 @@ type fakeProcess struct {
 func newFakeProcess(t *testing.T, info *pb.PluginInfo, register func(*grpc.Server)) *fakeProcess {
 	t.Helper()
 	listener := bufconn.Listen(1 << 20)
-	server := grpc.NewServer()
+	// The message limits of a real plugin process, so large results and
+	// frames reach the host's own bounds.
+	server := grpc.NewServer(grpc.MaxRecvMsgSize(dtfplugin.MaxMessageBytes),
+		grpc.MaxSendMsgSize(dtfplugin.MaxMessageBytes))
 	register(server)
 	go func() { _ = server.Serve(listener) }()
 	conn, err := grpc.NewClient("passthrough:///fake",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
 			return listener.DialContext(ctx)
 		}),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(dtfplugin.MaxMessageBytes),
+			grpc.MaxCallSendMsgSize(dtfplugin.MaxMessageBytes)))
 	require.NoError(t, err)
 	p := &fakeProcess{info: info, server: server, conn: conn}
 	t.Cleanup(p.Kill)
@@ -97,6 +102,9 @@ type fakeConnector struct {
 	exhausted   atomic.Bool
 	stall       atomic.Bool
 	failedSends atomic.Int32
+	// rejectOutcomes makes every outcome Send fail with InvalidArgument,
+	// as the plugin rejects a frame over its max_frame_bytes.
+	rejectOutcomes atomic.Bool
 	// unaryOnly makes SendBatch fail with Unimplemented, as a plugin built
 	// before the method existed does. sendCalls and batchCalls count the
 	// Send and SendBatch calls served, the rejected ones included.
@@ -196,6 +204,9 @@ func (c *fakeConnector) accept(ctx context.Context, data []byte) error {
 	// reports neither slow a test down nor count as failures.
 	if typ := protocol.TypeOf(frame); typ == "task_outcome" || typ == "state_sync" {
 		switch {
+		case typ == "task_outcome" && c.rejectOutcomes.Load():
+			c.failedSends.Add(1)
+			return status.Error(codes.InvalidArgument, "frame exceeds max_frame_bytes")
 		case c.exhausted.Load():
 			c.failedSends.Add(1)
 			return status.Error(codes.ResourceExhausted, "send queue still full after send_timeout")

@@ -366,7 +366,8 @@ func (h *Host) launchConnector(ctx context.Context) (pluginProcess, error) {
 	h.mu.Lock()
 	h.connectorProc = proc
 	h.mu.Unlock()
-	h.logger.Info("connector plugin started", "plugin", p.Name, "version", proc.Info().GetVersion())
+	h.logger.Info("connector plugin started", "plugin", p.Name, "path", p.Path,
+		"version", proc.Info().GetVersion())
 	return proc, nil
 }
 
@@ -387,7 +388,7 @@ func (h *Host) startExecutors(ctx context.Context) error {
 		if err := ex.configure(ctx, proc); err != nil {
 			return h.locate(p, err)
 		}
-		h.logger.Info("executor plugin started", "plugin", p.Name,
+		h.logger.Info("executor plugin started", "plugin", p.Name, "path", p.Path,
 			"version", proc.Info().GetVersion(), "task_types", proc.Info().GetTaskTypes())
 	}
 	return nil

@@ -332,7 +332,7 @@ func (e *executorPlugin) relaunch(ctx context.Context, backoff *restartBackoff, 
 		if err == nil {
 			e.up(proc)
 			e.checkTaskTypes(proc.Info())
-			logger.Info("executor plugin restarted", "version", proc.Info().GetVersion())
+			logger.Info("executor plugin restarted", "path", e.cfg.Path, "version", proc.Info().GetVersion())
 			e.host.recordRestart(e.cfg, exit)
 			return true
 		}

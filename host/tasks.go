@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/dtf-io/dtf/host/config"
+	dtfplugin "github.com/dtf-io/dtf/plugin"
 	"github.com/dtf-io/dtf/plugin/pb"
 	wirepb "github.com/dtf-io/dtf/protocol/pb"
 )
@@ -248,7 +250,8 @@ func (h *Host) execute(
 		}
 		if progress := event.GetProgress(); progress != nil {
 			h.sendBestEffort(&wirepb.Frame{Body: &wirepb.Frame_TaskProgress{TaskProgress: &wirepb.TaskProgress{
-				Ref: task.ref.proto(), Fraction: progress.GetFraction(), Message: progress.GetMessage(),
+				Ref: task.ref.proto(), Fraction: progress.GetFraction(),
+				Message: dtfplugin.BoundMessage(progress.GetMessage()),
 			}}})
 			continue
 		}
@@ -305,6 +308,9 @@ const (
 // its max_attempts.
 func (h *Host) complete(ref taskRef, outcome *wirepb.TaskOutcome) {
 	logger := h.logger.With("task_id", ref.TaskID, "attempt", ref.Attempt)
+	if notes := boundOutcome(outcome); len(notes) > 0 {
+		logger.Warn("outcome bounded to fit one frame", "changes", logMessage(strings.Join(notes, "; ")))
+	}
 	var memory *wirepb.TaskOutcome
 	h.outboxWrites <- struct{}{}
 	err := h.writeOutbox(outcome)
@@ -319,7 +325,7 @@ func (h *Host) complete(ref taskRef, outcome *wirepb.TaskOutcome) {
 	h.holdOutcome(ref, memory)
 	h.recordOutcome(outcome)
 	logger.Info("task finished", "status", outcome.GetStatus().String(), "exit_code", outcome.GetExitCode(),
-		"message", outcome.GetMessage())
+		"message", logMessage(outcome.GetMessage()))
 }
 
 // maxOutboxWrites is how many outcomes complete encodes and writes to the

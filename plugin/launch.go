@@ -70,6 +70,7 @@ type Client struct {
 	kind      string
 	raw       *goplugin.Client
 	cmd       *exec.Cmd
+	logger    hclog.Logger
 	executor  pb.ExecutorClient
 	connector pb.ConnectorClient
 	metrics   pb.MetricsClient
@@ -124,11 +125,21 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Client, error) {
 			),
 		},
 	})
-	client := &Client{name: cfg.Name, kind: cfg.Kind, raw: raw, cmd: cmd}
+	client := &Client{name: cfg.Name, kind: cfg.Kind, raw: raw, cmd: cmd, logger: logger}
 	if err := client.connect(ctx, cfg, timeout); err != nil {
+		// go-plugin's Kill waits until the plugin's stdout and stderr
+		// close, and a child process that the plugin started, such as a
+		// script's background command, keeps them open. Its whole
+		// process group is killed first, so a failed launch ends within
+		// the start timeout.
+		client.killGroup()
 		raw.Kill()
 		return nil, err
 	}
+	// The path shows which binary runs when several builds of a plugin
+	// report the same version.
+	logger.Info("plugin process started", "path", cfg.Path, "pid", client.Pid(),
+		"api_version", client.APIVersion(), "version", client.info.GetVersion())
 	return client, nil
 }
 
@@ -186,8 +197,7 @@ func startError(cfg LaunchConfig, timeout time.Duration, err error) error {
 			"point path of plugin %q in worker.hcl at a dtf plugin binary, "+
 			"or check the plugin's log if it is one", ErrNotPlugin, cfg.Path, cfg.Name)
 	case strings.Contains(msg, unrecognizedPrefix):
-		return fmt.Errorf("%w: %s %s; point path of plugin %q in worker.hcl at a dtf plugin binary",
-			ErrNotPlugin, cfg.Path, describeHandshakeLine(msg), cfg.Name)
+		return fmt.Errorf("%w: %s %s", ErrNotPlugin, cfg.Path, describeHandshakeLine(msg, cfg.Name))
 	case strings.Contains(msg, "incompatible API version with plugin"):
 		return apiVersionError(cfg, err)
 	case strings.Contains(msg, "incompatible core API version"),
@@ -223,19 +233,26 @@ func apiVersionError(cfg LaunchConfig, err error) error {
 // line that is not a handshake.
 const unrecognizedPrefix = "Unrecognized remote plugin message: "
 
-// describeHandshakeLine describes what the binary printed in place of go-plugin's
-// handshake line, from go-plugin's error text.
-func describeHandshakeLine(msg string) string {
+// describeHandshakeLine describes what the binary printed in place of
+// go-plugin's handshake line, from go-plugin's error text, and the fix for
+// the plugin block name. go-plugin reads only the first line, so a dtf
+// plugin that prints anything before it serves fails the same way as a
+// binary that is no plugin at all, and the message names both causes.
+func describeHandshakeLine(msg, name string) string {
 	_, line, _ := strings.Cut(msg, unrecognizedPrefix)
 	line, _, _ = strings.Cut(line, "\n")
 	if line == "" {
-		return "printed nothing on stdout and exited, so it did not serve the go-plugin handshake"
+		return fmt.Sprintf("printed nothing on stdout and exited, so it did not serve the go-plugin "+
+			"handshake; point path of plugin %q in worker.hcl at a dtf plugin binary, "+
+			"or check the plugin's log if it is one", name)
 	}
 	const maxShown = 80
 	if len(line) > maxShown {
 		line = line[:maxShown] + "..."
 	}
-	return fmt.Sprintf("printed %q instead of the go-plugin handshake", line)
+	return fmt.Sprintf("wrote %q to stdout before the go-plugin handshake line; a dtf plugin must not "+
+		"write to stdout before it serves, so remove that print or send it to stderr, and if the binary "+
+		"is not a dtf plugin, point path of plugin %q in worker.hcl at one", line, name)
 }
 
 // checkBinary rejects a path that cannot be a plugin binary before go-plugin
@@ -343,10 +360,45 @@ func (c *Client) ExitStatus() string {
 	return c.cmd.ProcessState.String()
 }
 
+// killGroupAfter is how long Kill waits for go-plugin's own Kill, which
+// asks the plugin to shut down and kills it after two seconds (a go-plugin
+// v1.8.0 constant), before it kills the plugin's whole process group.
+const killGroupAfter = 3 * time.Second
+
 // Kill requests a graceful shutdown of the plugin and kills it if it still
-// runs after two seconds (a go-plugin v1.8.0 constant). It returns once the
-// process has exited and is safe to call more than once.
-func (c *Client) Kill() { c.raw.Kill() }
+// runs after two seconds. It returns once the process has exited and its
+// stdout and stderr have closed. When that takes longer than
+// killGroupAfter, because a child process keeps them open, Kill kills the
+// plugin's process group. It is safe to call more than once.
+func (c *Client) Kill() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.raw.Kill()
+	}()
+	timer := time.NewTimer(killGroupAfter)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return
+	case <-timer.C:
+	}
+	c.killGroup()
+	<-done
+}
+
+// killGroup kills the process group of the plugin process unless go-plugin
+// has reaped it. Until the reap the plugin's pid cannot be reused, so the
+// signal reaches only the plugin's own group.
+func (c *Client) killGroup() {
+	if c.cmd.Process == nil || c.raw.Exited() {
+		return
+	}
+	if err := killProcessGroup(c.cmd.Process.Pid); err != nil {
+		c.logger.Warn("kill of the plugin's process group failed", "plugin", c.name,
+			"pid", c.cmd.Process.Pid, "error", err)
+	}
+}
 
 // relayLogger keeps go-plugin from renaming the logger after the binary's
 // file name, so that a plugin's relayed log appears under the name that the

@@ -202,7 +202,7 @@ func TestLaunchBadPath(t *testing.T) {
 		{"directory", dir, ErrPluginNotExecutable, "is a directory"},
 		{"not executable", notExecutable, ErrPluginNotExecutable, "chmod +x"},
 		{"exits at once", truePath, ErrNotPlugin, "printed nothing"},
-		{"prints junk", junk, ErrNotPlugin, `printed "hello there"`},
+		{"prints junk", junk, ErrNotPlugin, `wrote "hello there" to stdout`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,3 +9,10 @@ import "syscall"
 func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{}
 }
+
+// killProcessGroup does nothing outside Linux, where the plugin shares the
+// host's process group.
+//
+// NOTE: a plugin's child process that keeps its stdout open can therefore
+// delay a failed launch or Kill there until the child exits.
+func killProcessGroup(int) error { return nil }

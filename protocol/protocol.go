@@ -21,8 +21,8 @@ const Subprotocol = "dtf.v1"
 // ConnectPath is the path of the worker WebSocket endpoint on the coordinator.
 const ConnectPath = "/v1/connect"
 
-// DefaultMaxFrameBytes bounds one encoded frame. Task outputs are truncated by
-// executors well below it.
+// DefaultMaxFrameBytes bounds one encoded frame. The worker host cuts task
+// outputs, messages and result data so that an outcome stays well below it.
 const DefaultMaxFrameBytes = 4 << 20
 
 // ErrFrameTooLarge is returned by Decode for a frame over its size limit.

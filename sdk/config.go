@@ -54,9 +54,19 @@ type ConfigValidator interface {
 
 // DecodeConfig decodes a JSON config object into dst, a pointer to a
 // struct with json tags, and returns a problem for each key that dst has
-// no field for and for each value of the wrong type. Fields without a key
-// keep their values, so dst may hold the defaults. An empty or null
-// config decodes to nothing.
+// no field for and for each value of the wrong type. A field's key is its
+// json tag, or, without one, its name in any case, as encoding/json
+// matches it: field Greeting takes the setting greeting. Fields without a
+// key in raw keep their values, so dst may hold the defaults. An empty or
+// null config decodes to nothing.
+//
+// Configure returns the problems as a *ConfigError, so that the host
+// reports each one at its line in worker.hcl:
+//
+//	cfg := struct{ Greeting string }{Greeting: "Hello"}
+//	if problems := sdk.DecodeConfig(raw, &cfg); len(problems) > 0 {
+//		return &sdk.ConfigError{Problems: problems}
+//	}
 func DecodeConfig(raw json.RawMessage, dst any) []ConfigProblem {
 	trimmed := bytes.TrimSpace(raw)
 	if len(trimmed) == 0 || string(trimmed) == "null" {
@@ -76,7 +86,7 @@ func DecodeConfig(raw json.RawMessage, dst any) []ConfigProblem {
 
 	var problems []ConfigProblem
 	for _, key := range keys {
-		if !known[key] {
+		if !known[strings.ToLower(key)] && !known[key] {
 			problems = append(problems, ConfigProblem{Path: key, Summary: "Unsupported argument",
 				Detail: fmt.Sprintf("the plugin has no setting %q; valid settings: %s", key, sortedNames(known))})
 			continue
@@ -95,7 +105,8 @@ func DecodeConfig(raw json.RawMessage, dst any) []ConfigProblem {
 	return problems
 }
 
-// jsonFieldNames returns the JSON keys of the struct that dst points to.
+// jsonFieldNames returns the JSON keys of the struct that dst points to:
+// the tag's name, or the lowercase field name for a field without one.
 func jsonFieldNames(dst any) map[string]bool {
 	names := map[string]bool{}
 	t := reflect.TypeOf(dst)
@@ -115,7 +126,7 @@ func jsonFieldNames(dst any) map[string]bool {
 		case "-":
 			continue
 		case "":
-			name = field.Name
+			name = strings.ToLower(field.Name)
 		}
 		names[name] = true
 	}

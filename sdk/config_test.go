@@ -93,3 +93,34 @@ func TestValidateOnlyCallsValidateConfig(t *testing.T) {
 	assert.True(t, executor.validated)
 	assert.False(t, executor.configured, "a check does not apply the config")
 }
+
+func TestDecodeConfigUntaggedField(t *testing.T) {
+	cfg := struct{ Greeting string }{Greeting: "Hello"}
+	assert.Empty(t, sdk.DecodeConfig(json.RawMessage(`{"greeting": "Hi"}`), &cfg))
+	assert.Equal(t, "Hi", cfg.Greeting)
+
+	problems := sdk.DecodeConfig(json.RawMessage(`{"greting": "Hi"}`), &cfg)
+	require.Len(t, problems, 1)
+	assert.Equal(t, "greting", problems[0].Path)
+	assert.Contains(t, problems[0].Detail, "valid settings: greeting")
+}
+
+// decodingExecutor returns DecodeConfig's problems as a ConfigError even
+// when there are none.
+type decodingExecutor struct{ configExecutor }
+
+func (e *decodingExecutor) Configure(raw json.RawMessage) error {
+	var cfg struct{ Greeting string }
+	return &sdk.ConfigError{Problems: sdk.DecodeConfig(raw, &cfg)}
+}
+
+func TestEmptyConfigErrorAccepts(t *testing.T) {
+	h := sdktest.New(t, &decodingExecutor{})
+	assert.NoError(t, h.Configure(context.Background(), json.RawMessage(`{}`)))
+	assert.NoError(t, h.Configure(context.Background(), json.RawMessage(`{"greeting":"Hi"}`)))
+
+	err := h.Configure(context.Background(), json.RawMessage(`{"greting":"Hi"}`))
+	var configErr *sdk.ConfigError
+	require.ErrorAs(t, err, &configErr)
+	assert.Equal(t, "greting", configErr.Problems[0].Path)
+}

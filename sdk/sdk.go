@@ -107,8 +107,8 @@ type Result struct {
 	ExitCode int
 	// Message is a one-line summary for tables and logs.
 	Message string
-	// Output is the tail of the attempt's output; the host does not truncate
-	// it, so executors bound it.
+	// Output is the tail of the attempt's output. The host keeps only its
+	// last MaxOutputBytes (1 MiB) and notes the cut in Message.
 	Output []byte
 	// Data is executor-specific JSON, for example per-test results.
 	Data json.RawMessage

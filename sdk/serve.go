@@ -21,6 +21,18 @@ import (
 // kill its process groups and stays under the host's own shutdown grace.
 const DefaultStopTimeout = 5 * time.Second
 
+// Bounds that the worker host applies to each Result before it sends the
+// outcome, so that the outcome fits one frame to the coordinator. Output
+// keeps its last MaxOutputBytes, and Message becomes one line of at most
+// MaxMessageBytes. Data over MaxDataBytes is dropped. The message then
+// ends with a note of each cut. Progress and checkpoint messages get the
+// Message bound. The sdktest harness applies the same bounds.
+const (
+	MaxOutputBytes  = dtfplugin.MaxResultOutputBytes
+	MaxMessageBytes = dtfplugin.MaxResultMessageBytes
+	MaxDataBytes    = dtfplugin.MaxResultDataBytes
+)
+
 // Option configures ServeExecutor and NewExecutorServer.
 type Option func(*options)
 
@@ -127,8 +139,8 @@ func (s *ExecutorServer) Info(context.Context, *pb.Empty) (*pb.PluginInfo, error
 
 // Configure passes the plugin block's JSON config to the executor, or to
 // its ValidateConfig when the host only checks the config. A *ConfigError
-// returns as the response's problems, and any other error as
-// INVALID_ARGUMENT with its message.
+// returns as the response's problems, or as success when it has none, and
+// any other error as INVALID_ARGUMENT with its message.
 func (s *ExecutorServer) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
 	var err error
 	if validator, ok := s.executor.(ConfigValidator); ok && req.GetValidateOnly() {
@@ -137,7 +149,12 @@ func (s *ExecutorServer) Configure(_ context.Context, req *pb.ConfigureRequest) 
 		err = s.executor.Configure(req.GetConfigJson())
 	}
 	var configErr *ConfigError
-	if errors.As(err, &configErr) && len(configErr.Problems) > 0 {
+	if errors.As(err, &configErr) && len(configErr.Problems) == 0 {
+		// A ConfigError without problems, such as one built straight from
+		// an empty DecodeConfig result, accepts the config.
+		err = nil
+	}
+	if errors.As(err, &configErr) {
 		problems := make([]*pb.ConfigProblem, 0, len(configErr.Problems))
 		for _, p := range configErr.Problems {
 			problems = append(problems, &pb.ConfigProblem{Path: p.Path, Summary: p.Summary, Detail: p.Detail})

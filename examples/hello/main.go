@@ -23,8 +23,8 @@ func (h *hello) Info() sdk.Info {
 
 func (h *hello) Configure(raw json.RawMessage) error {
 	cfg := struct{ Greeting string }{Greeting: "Hello"}
-	if err := json.Unmarshal(raw, &cfg); err != nil {
-		return fmt.Errorf(`invalid hello config %s: %v; use config { greeting = "Hi" }`, raw, err)
+	if problems := sdk.DecodeConfig(raw, &cfg); len(problems) > 0 {
+		return &sdk.ConfigError{Problems: problems} // each problem is shown at its line
 	}
 	h.greeting = cfg.Greeting
 	return nil

@@ -48,10 +48,20 @@ func TestHelloDefaultGreeting(t *testing.T) {
 
 func TestHelloInvalidConfig(t *testing.T) {
 	h := sdktest.New(t, &hello{log: hclog.NewNullLogger()})
-	err := h.Configure(context.Background(), json.RawMessage(`{"greeting":3}`))
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), `invalid hello config {"greeting":3}`)
-	assert.Contains(t, err.Error(), `use config { greeting = "Hi" }`)
+	cases := []struct{ config, path, detail string }{
+		{`{"greeting":3}`, "greeting", "3 is not a valid string"},
+		{`{"greting":"Hi"}`, "greting", "valid settings: greeting"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.path, func(t *testing.T) {
+			err := h.Configure(context.Background(), json.RawMessage(tc.config))
+			var configErr *sdk.ConfigError
+			require.ErrorAs(t, err, &configErr)
+			require.Len(t, configErr.Problems, 1)
+			assert.Equal(t, tc.path, configErr.Problems[0].Path)
+			assert.Contains(t, configErr.Problems[0].Detail, tc.detail)
+		})
+	}
 }
 
 func TestHelloInvalidPayload(t *testing.T) {

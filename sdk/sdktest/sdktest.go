@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,6 +39,8 @@ type Harness struct {
 	conn    *grpc.ClientConn
 	client  pb.ExecutorClient
 	stopped chan struct{}
+	// tb logs the bounds that a result exceeded.
+	tb testing.TB
 }
 
 // bufferBytes sizes the in-memory connection's buffer; gRPC flow control
@@ -56,6 +59,7 @@ func New(t testing.TB, e sdk.Executor, opts ...sdk.Option) *Harness {
 			grpc.MaxSendMsgSize(dtfplugin.MaxMessageBytes),
 		),
 		stopped: make(chan struct{}),
+		tb:      t,
 	}
 	pb.RegisterExecutorServer(h.grpc, h.server)
 	go func() {
@@ -125,6 +129,10 @@ type Report struct {
 	// does, the harness sets Attempt to the task's attempt and numbers
 	// Sequence from 1.
 	Checkpoints []sdk.Checkpoint
+	// Bounded lists what the worker host's result bounds changed in the
+	// result, one note per field, as the host notes it in the message. It
+	// is empty when the result was within the bounds.
+	Bounded []string
 }
 
 // LastCheckpoint returns the newest checkpoint, or nil when the attempt
@@ -140,8 +148,11 @@ func (r Report) LastCheckpoint() *sdk.Checkpoint {
 
 // Execute runs task, passing task.Checkpoint to the executor as the host
 // passes the coordinator's stored checkpoint, and returns everything the
-// attempt reported. Errors are those of Run; the report then holds what
-// arrived before the failure.
+// attempt reported. It applies the worker host's result bounds: 1 MiB of
+// output tail, a one-line message of 4 KiB and 1 MiB of data. Progress and
+// checkpoint messages get the message bound. It logs the bounds that a
+// result exceeded. Errors are those of Run; the report
+// then holds what arrived before the failure.
 func (h *Harness) Execute(ctx context.Context, task sdk.Task) (Report, error) {
 	stream, err := h.client.Execute(ctx, &pb.ExecuteRequest{
 		TaskId:     task.ID,
@@ -164,20 +175,26 @@ func (h *Harness) Execute(ctx context.Context, task sdk.Task) (Report, error) {
 			return report, err
 		}
 		if p := event.GetProgress(); p != nil {
-			report.Progress = append(report.Progress, Progress{Fraction: p.GetFraction(), Message: p.GetMessage()})
+			report.Progress = append(report.Progress, Progress{Fraction: p.GetFraction(),
+				Message: dtfplugin.BoundMessage(p.GetMessage())})
 			continue
 		}
 		if cp := event.GetCheckpoint(); cp != nil {
 			report.Checkpoints = append(report.Checkpoints, sdk.Checkpoint{
 				Data:     cp.GetData(),
 				Fraction: cp.GetFraction(),
-				Message:  cp.GetMessage(),
+				Message:  dtfplugin.BoundMessage(cp.GetMessage()),
 				Attempt:  task.Attempt,
 				Sequence: uint64(len(report.Checkpoints) + 1),
 			})
 			continue
 		}
 		if r := event.GetResult(); r != nil {
+			report.Bounded = dtfplugin.BoundResult(r)
+			if len(report.Bounded) > 0 {
+				h.tb.Logf("sdktest: task %s attempt %d: the worker host bounds this result: %s",
+					task.ID, task.Attempt, strings.Join(report.Bounded, "; "))
+			}
 			report.Result = sdk.Result{
 				Status:   statusFromProto(r.GetStatus()),
 				ExitCode: int(r.GetExitCode()),

@@ -1,9 +1,11 @@
 package sdktest_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -220,4 +222,28 @@ func TestHarnessCheckpointsAndResume(t *testing.T) {
 	require.NotNil(t, second.LastCheckpoint())
 	assert.Equal(t, "6", string(second.LastCheckpoint().Data))
 	assert.Equal(t, 2, second.LastCheckpoint().Attempt)
+}
+
+// bigResult returns a result over the output and message bounds.
+type bigResult struct{}
+
+func (bigResult) Info() sdk.Info                  { return sdk.Info{Name: "big", TaskTypes: []string{"big"}} }
+func (bigResult) Configure(json.RawMessage) error { return nil }
+func (bigResult) Execute(context.Context, sdk.Task, sdk.Reporter) (sdk.Result, error) {
+	return sdk.Result{
+		Status:  sdk.StatusSucceeded,
+		Message: "line one\nline two",
+		Output:  append(bytes.Repeat([]byte("x"), 5_000_000), "end"...),
+	}, nil
+}
+
+func TestHarnessBoundsResult(t *testing.T) {
+	h := sdktest.New(t, bigResult{})
+	report, err := h.Execute(context.Background(), sdk.Task{ID: "t", Attempt: 1, Type: "big"})
+	require.NoError(t, err)
+	assert.Len(t, report.Result.Output, 1<<20)
+	assert.True(t, bytes.HasSuffix(report.Result.Output, []byte("end")))
+	assert.True(t, strings.HasPrefix(report.Result.Message, "line one / line two ["), report.Result.Message)
+	require.Len(t, report.Bounded, 1)
+	assert.Contains(t, report.Bounded[0], "output cut to its last 1048576 of 5000003 bytes")
 }
