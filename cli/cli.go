@@ -310,9 +310,25 @@ func requestError(client *api.Client, err error) string {
 }
 
 func (a *App) runVersion(_ context.Context, args []string) int {
-	fs := a.newFlagSet("version", "")
+	fs := a.newFlagSet("version", "[-output table|json]")
+	output := outputFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return helpOrUsageError(err)
+	}
+	if !a.noArgs(fs) {
+		return ExitError
+	}
+	if err := checkOutput(*output); err != nil {
+		return a.errorf("%v", err)
+	}
+	if *output == "json" {
+		err := writeJSON(a.Stdout, map[string]string{
+			"version": Version, "go": runtime.Version(), "os": runtime.GOOS, "arch": runtime.GOARCH,
+		})
+		if err != nil {
+			return a.errorf("write output: %v", err)
+		}
+		return ExitOK
 	}
 	fmt.Fprintf(a.Stdout, "dtf %s (%s %s/%s)\n", Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	return ExitOK

@@ -82,6 +82,7 @@ func (a *App) runWorkers(ctx context.Context, args []string) int {
 		return a.errorf("list workers: %s", requestError(client, err))
 	}
 
+	slices.SortFunc(workers, func(a, b api.Worker) int { return naturalCompare(a.ID, b.ID) })
 	if *output == "json" {
 		if workers == nil {
 			workers = []api.Worker{}

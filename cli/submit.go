@@ -144,7 +144,8 @@ func (f *submitFlags) buildPayload(args []string) (json.RawMessage, error) {
 	return json.Marshal(payload)
 }
 
-// submit sends the request and prints the batch and its tasks.
+// submit sends the request and prints the batch and its tasks as a table,
+// as JSON, or not at all with output "none".
 func (a *App) submit(ctx context.Context, client *api.Client, req api.SubmitRequest, output string) (
 	*api.SubmitResponse,
 	bool,
@@ -153,6 +154,9 @@ func (a *App) submit(ctx context.Context, client *api.Client, req api.SubmitRequ
 	if err != nil {
 		a.errorf("submit: %s", requestError(client, err))
 		return nil, false
+	}
+	if output == "none" {
+		return resp, true
 	}
 	if output == "json" {
 		if err := writeJSON(a.Stdout, resp); err != nil {
@@ -217,7 +221,13 @@ func (a *App) runRun(ctx context.Context, args []string) int {
 	if err != nil {
 		return a.errorf("%v", err)
 	}
-	resp, ok := a.submit(ctx, client, req, "table")
+	// With -output json, run prints only the summary at the end, so that
+	// its output is one JSON object.
+	submitOutput := "table"
+	if *watch.output == "json" {
+		submitOutput = "none"
+	}
+	resp, ok := a.submit(ctx, client, req, submitOutput)
 	if !ok {
 		return ExitError
 	}

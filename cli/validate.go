@@ -31,11 +31,12 @@ const (
 const validateTimeout = 2 * time.Minute
 
 func (a *App) runValidate(ctx context.Context, args []string) int {
-	fs := a.newFlagSet("validate", "-config FILE [-kind worker|coordinator] [-offline]")
+	fs := a.newFlagSet("validate", "-config FILE [-kind worker|coordinator] [-offline] [-output table|json]")
 	path := fs.String("config", "", "worker or coordinator config file in HCL to check (required)")
 	kind := fs.String("kind", "", "kind of config, worker or coordinator (default: taken from the file's blocks)")
 	offline := fs.Bool("offline", false, "check a worker config without launching its plugins, "+
 		"so their config blocks are not checked")
+	output := outputFlag(fs)
 	usage := fs.Usage
 	fs.Usage = func() {
 		usage()
@@ -50,36 +51,87 @@ func (a *App) runValidate(ctx context.Context, args []string) int {
 	if *path == "" {
 		return a.errorf("validate needs -config FILE, such as configs/worker.hcl")
 	}
+	if err := checkOutput(*output); err != nil {
+		return a.errorf("%v", err)
+	}
 	if *kind == "" {
 		*kind = detectKind(*path)
 	}
 
+	result := validateResult{Config: *path, Kind: *kind, Offline: *offline}
+	var err error
 	switch *kind {
 	case kindWorker:
-		return a.validateWorker(ctx, *path, *offline)
+		result.PluginsChecked, err = a.validateWorker(ctx, *path, *offline)
 	case kindCoordinator:
-		if _, err := coordconfig.Load(*path); err != nil {
-			fmt.Fprintf(a.Stderr, "dtf: %v\n", err)
-			return ExitInvalidConfig
-		}
-		fmt.Fprintf(a.Stdout, "%s: valid coordinator config\n", *path)
-		return ExitOK
+		_, err = coordconfig.Load(*path)
 	default:
 		return a.errorf("invalid -kind %q; use worker or coordinator", *kind)
 	}
+	if err != nil {
+		result.Error = err.Error()
+	}
+	return a.printValidateResult(result, *output)
+}
+
+// validateResult is the outcome of validate, and its output with -output
+// json.
+type validateResult struct {
+	Config string `json:"config"`
+	Kind   string `json:"kind"`
+	Valid  bool   `json:"valid"`
+	// Error describes the config's problems when Valid is false.
+	Error   string `json:"error,omitempty"`
+	Offline bool   `json:"offline"`
+	// PluginsChecked counts the plugins launched to check their config
+	// block, zero for a coordinator config or with Offline.
+	PluginsChecked int `json:"plugins_checked"`
+}
+
+// printValidateResult prints the result and returns the exit status. An
+// invalid config is also reported on stderr with -output json.
+func (a *App) printValidateResult(result validateResult, output string) int {
+	result.Valid = result.Error == ""
+	if !result.Valid {
+		fmt.Fprintf(a.Stderr, "dtf: %s\n", result.Error)
+	}
+	code := ExitOK
+	if !result.Valid {
+		code = ExitInvalidConfig
+	}
+	if output == "json" {
+		if err := writeJSON(a.Stdout, result); err != nil {
+			return a.errorf("write output: %v", err)
+		}
+		return code
+	}
+	switch {
+	case !result.Valid:
+	case result.Kind == kindCoordinator:
+		fmt.Fprintf(a.Stdout, "%s: valid coordinator config\n", result.Config)
+	case result.Offline:
+		fmt.Fprintf(a.Stdout, "%s: valid worker config (0 plugins checked: -offline)\n", result.Config)
+	default:
+		noun := "plugins"
+		if result.PluginsChecked == 1 {
+			noun = "plugin"
+		}
+		fmt.Fprintf(a.Stdout, "%s: valid worker config (%d %s checked)\n", result.Config, result.PluginsChecked,
+			noun)
+	}
+	return code
 }
 
 // validateWorker loads a worker config and, unless offline, launches each
-// plugin once to check its config block.
-func (a *App) validateWorker(ctx context.Context, path string, offline bool) int {
+// plugin once to check its config block. It returns the number of plugins
+// checked.
+func (a *App) validateWorker(ctx context.Context, path string, offline bool) (int, error) {
 	cfg, err := hostconfig.Load(path)
 	if err != nil {
-		fmt.Fprintf(a.Stderr, "dtf: %v\n", err)
-		return ExitInvalidConfig
+		return 0, err
 	}
 	if offline {
-		fmt.Fprintf(a.Stdout, "%s: valid worker config (0 plugins checked: -offline)\n", path)
-		return ExitOK
+		return 0, nil
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, validateTimeout)
@@ -87,17 +139,7 @@ func (a *App) validateWorker(ctx context.Context, path string, offline bool) int
 	// Plugins log only warnings and errors, so a problem that a plugin
 	// logs instead of reporting still shows.
 	logger := hclog.New(&hclog.LoggerOptions{Name: "validate", Level: hclog.Warn, Output: a.Stderr})
-	checked, err := host.ValidatePlugins(ctx, cfg, logger)
-	if err != nil {
-		fmt.Fprintf(a.Stderr, "dtf: %v\n", err)
-		return ExitInvalidConfig
-	}
-	noun := "plugins"
-	if checked == 1 {
-		noun = "plugin"
-	}
-	fmt.Fprintf(a.Stdout, "%s: valid worker config (%d %s checked)\n", path, checked, noun)
-	return ExitOK
+	return host.ValidatePlugins(ctx, cfg, logger)
 }
 
 // detectKind returns the kind of the config file at path: worker when it

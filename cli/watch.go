@@ -27,6 +27,7 @@ const (
 type watchFlags struct {
 	interval *time.Duration
 	retryFor *time.Duration
+	output   *string
 }
 
 func addWatchFlags(fs *flag.FlagSet) *watchFlags {
@@ -34,10 +35,15 @@ func addWatchFlags(fs *flag.FlagSet) *watchFlags {
 		interval: fs.Duration("interval", time.Second, "time between two polls of the coordinator, 100ms to 1m"),
 		retryFor: fs.Duration("retry-for", 2*time.Minute, "how long to keep polling while the coordinator "+
 			"is unreachable, for example during a restart"),
+		output: fs.String("output", "table", "output format: table, or json for one JSON object with "+
+			"every task and its result when the batch ends, and no progress output"),
 	}
 }
 
 func (w *watchFlags) check() error {
+	if err := checkOutput(*w.output); err != nil {
+		return err
+	}
 	if *w.interval < minPollInterval || *w.interval > maxPollInterval {
 		return fmt.Errorf("invalid -interval %s; use a duration from %s to %s",
 			*w.interval, minPollInterval, maxPollInterval)
@@ -49,7 +55,7 @@ func (w *watchFlags) check() error {
 }
 
 func (a *App) runWatch(ctx context.Context, args []string) int {
-	fs := a.newFlagSet("watch", "-batch ID [-interval D]")
+	fs := a.newFlagSet("watch", "-batch ID [-interval D] [-output table|json]")
 	addr := a.addrFlag(fs)
 	batch := fs.String("batch", "", "batch to watch, as printed by dtf submit (required)")
 	flags := addWatchFlags(fs)
@@ -74,8 +80,11 @@ func (a *App) runWatch(ctx context.Context, args []string) int {
 
 // watcher follows one batch and renders its progress.
 type watcher struct {
-	app    *App
-	batch  string
+	app   *App
+	batch string
+	// json suppresses the progress output, and finish prints the summary
+	// as one JSON object.
+	json   bool
 	states map[string]string // last seen state by task id
 	// lastLine is the last plain progress line, printed again only when it
 	// changes.
@@ -125,7 +134,7 @@ func formatETA(d time.Duration) string {
 // It returns ExitOK when all tasks succeeded, ExitTasksFailed when any did
 // not, and ExitError when it had to stop watching.
 func (a *App) watch(ctx context.Context, client *api.Client, batch string, flags *watchFlags) int {
-	w := &watcher{app: a, batch: batch, states: map[string]string{}}
+	w := &watcher{app: a, batch: batch, json: *flags.output == "json", states: map[string]string{}}
 	var unreachableSince time.Time
 
 	for {
@@ -193,7 +202,7 @@ func (w *watcher) update(tasks []api.Task) bool {
 		counts[t.State]++
 		if api.Terminal(t.State) {
 			done++
-			if !api.Terminal(w.states[t.ID]) {
+			if !api.Terminal(w.states[t.ID]) && !w.json {
 				w.clearBar()
 				fmt.Fprintf(w.app.Stdout, "%s %s %s\n", t.ID, cell(t.Name), t.State)
 			}
@@ -202,14 +211,16 @@ func (w *watcher) update(tasks []api.Task) bool {
 	}
 
 	line := fmt.Sprintf("%d/%d done  %s", done, len(tasks), formatCounts(counts))
-	if w.app.Terminal {
+	switch {
+	case w.json:
+	case w.app.Terminal:
 		bar := progressBar(done, len(tasks)) + " " + line
 		if left, ok := w.eta.estimate(w.app.now(), done, len(tasks)); ok && done < len(tasks) {
 			bar += "  " + formatETA(left)
 		}
 		fmt.Fprintf(w.app.Stdout, "\r\033[K%s", bar)
 		w.barShown = true
-	} else if line != w.lastLine {
+	case line != w.lastLine:
 		fmt.Fprintf(w.app.Stdout, "%s %s\n", w.app.now().Format("15:04:05"), line)
 	}
 	w.lastLine = line
@@ -264,6 +275,18 @@ func (w *watcher) finish(ctx context.Context, client *api.Client, tasks []api.Ta
 		results[i] = outcomeSummary(ctx, client, t)
 	}
 
+	failed := len(tasks) - counts[api.StateSucceeded]
+	code := ExitOK
+	if failed > 0 {
+		code = ExitTasksFailed
+	}
+	if w.json {
+		if err := writeJSON(w.app.Stdout, newWatchSummary(w.batch, tasks, results, counts)); err != nil {
+			return w.app.errorf("write output: %v", err)
+		}
+		return code
+	}
+
 	fmt.Fprintln(w.app.Stdout)
 	tw := newTable(w.app.Stdout)
 	fmt.Fprintln(tw, "ID\tNAME\tTYPE\tSTATE\tATTEMPT\tWORKER\tRESULT")
@@ -274,14 +297,39 @@ func (w *watcher) finish(ctx context.Context, client *api.Client, tasks []api.Ta
 		return w.app.errorf("write output: %v", err)
 	}
 
-	failed := len(tasks) - counts[api.StateSucceeded]
 	fmt.Fprintf(w.app.Stdout, "\nbatch %s: %d tasks, %s\n", w.batch, len(tasks), formatCounts(counts))
 	if failed > 0 {
 		fmt.Fprintf(w.app.Stdout, "%d of %d tasks did not succeed; see one with dtf tasks -batch %s "+
 			"-output json or the coordinator's GET /v1/tasks/ID\n", failed, len(tasks), w.batch)
-		return ExitTasksFailed
 	}
-	return ExitOK
+	return code
+}
+
+// watchSummary is the output of watch and run with -output json.
+type watchSummary struct {
+	Batch string `json:"batch"`
+	// Counts has the number of tasks in each state, every state included.
+	Counts map[string]int `json:"counts"`
+	Tasks  []watchTask    `json:"tasks"`
+}
+
+// watchTask is a task of watchSummary with the one-line result that the
+// table shows: "ok", the outcome's message, or empty past
+// maxOutcomeFetches unsuccessful tasks.
+type watchTask struct {
+	api.Task
+	Result string `json:"result"`
+}
+
+func newWatchSummary(batch string, tasks []api.Task, results []string, counts map[string]int) watchSummary {
+	summary := watchSummary{Batch: batch, Counts: map[string]int{}, Tasks: make([]watchTask, len(tasks))}
+	for _, state := range taskStates {
+		summary.Counts[state] = counts[state]
+	}
+	for i, t := range tasks {
+		summary.Tasks[i] = watchTask{Task: t, Result: results[i]}
+	}
+	return summary
 }
 
 // outcomeSummary returns the one-line message of a task's outcome, or why

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -140,7 +141,7 @@ func TestFleetSampleRTTWhileConnected(t *testing.T) {
 
 func TestStreamHubDropsSlowClient(t *testing.T) {
 	hub := newStreamHub(hclog.NewNullLogger())
-	slow, err := hub.subscribe()
+	slow, err := hub.subscribe("127.0.0.1")
 	require.NoError(t, err)
 	for range streamBuffer {
 		hub.publish("tick", map[string]int{"n": 1})
@@ -163,12 +164,12 @@ func TestStreamHubDropsSlowClient(t *testing.T) {
 func TestStreamHubLimitAndClose(t *testing.T) {
 	hub := newStreamHub(hclog.NewNullLogger())
 	clients := make([]*streamClient, 0, maxStreams)
-	for range maxStreams {
-		c, err := hub.subscribe()
+	for i := range maxStreams {
+		c, err := hub.subscribe(fmt.Sprintf("10.0.0.%d", i/maxStreamsPerAddr))
 		require.NoError(t, err)
 		clients = append(clients, c)
 	}
-	_, err := hub.subscribe()
+	_, err := hub.subscribe("10.0.1.1")
 	require.ErrorIs(t, err, errStreamsFull)
 
 	hub.close()
@@ -180,8 +181,29 @@ func TestStreamHubLimitAndClose(t *testing.T) {
 		}
 		assert.False(t, hub.unsubscribe(c), "a stream ended by close was not dropped for falling behind")
 	}
-	_, err = hub.subscribe()
+	_, err = hub.subscribe("10.0.1.1")
 	require.ErrorIs(t, err, errStreamsClosed)
+}
+
+// One address gets maxStreamsPerAddr streams, and a stream that ends
+// frees its slot for that address.
+func TestStreamHubLimitPerAddr(t *testing.T) {
+	hub := newStreamHub(hclog.NewNullLogger())
+	clients := make([]*streamClient, 0, maxStreamsPerAddr)
+	for range maxStreamsPerAddr {
+		c, err := hub.subscribe("10.0.0.1")
+		require.NoError(t, err)
+		clients = append(clients, c)
+	}
+	_, err := hub.subscribe("10.0.0.1")
+	require.ErrorIs(t, err, errAddrFull)
+	_, err = hub.subscribe("10.0.0.2")
+	require.NoError(t, err, "another address gets a stream")
+
+	hub.unsubscribe(clients[0])
+	_, err = hub.subscribe("10.0.0.1")
+	require.NoError(t, err, "an ended stream frees its slot")
+	assert.Equal(t, maxStreamsPerAddr+1, hub.count())
 }
 
 func TestStreamEventFormat(t *testing.T) {
@@ -299,9 +321,9 @@ func TestStreamNeedsReadToken(t *testing.T) {
 	stream.next(t, api.StreamHello)
 }
 
-func TestStreamLimit(t *testing.T) {
+func TestStreamLimitPerAddr(t *testing.T) {
 	ts := startServer(t, testConfig(t, ""))
-	for range maxStreams {
+	for range maxStreamsPerAddr {
 		openStream(t, ts.url, "").next(t, api.StreamHello)
 	}
 	req, err := http.NewRequest("GET", ts.url+api.StreamPath, nil)
@@ -311,6 +333,24 @@ func TestStreamLimit(t *testing.T) {
 	defer resp.Body.Close()
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 	assert.Equal(t, "5", resp.Header.Get("Retry-After"))
+	var apiErr api.Error
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&apiErr))
+	assert.Contains(t, apiErr.Error, "from 127.0.0.1")
+}
+
+// A stream ends after its lifetime although its client is still
+// connected, so a client that never reads cannot keep its slot.
+func TestStreamEndsAfterLifetime(t *testing.T) {
+	ts := startServer(t, testConfig(t, ""))
+	ts.streams.mu.Lock()
+	ts.streams.lifetime = 500 * time.Millisecond
+	ts.streams.mu.Unlock()
+
+	stream := openStream(t, ts.url, "")
+	stream.next(t, api.StreamHello)
+	stream.waitEnded(t)
+	require.Eventually(t, func() bool { return ts.streams.count() == 0 },
+		waitFor, 10*time.Millisecond, "the ended stream still holds its slot")
 }
 
 // Shutdown ends open streams at once instead of waiting for them until

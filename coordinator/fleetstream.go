@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -23,7 +24,15 @@ const (
 	streamSnapshotInterval = 2 * time.Second
 	// maxStreams bounds the streams open at once. Each costs a goroutine,
 	// a buffer of streamBuffer events and a share of the snapshot reads.
-	maxStreams = 16
+	maxStreams = 64
+	// maxStreamsPerAddr bounds the streams of one client IP address, so
+	// that one host cannot take every slot. Clients behind one proxy or
+	// NAT address share it.
+	maxStreamsPerAddr = 4
+	// streamLifetime ends every stream after this time, so that a client
+	// that keeps its connection open without reading frees its slot. The
+	// dashboard opens a new stream at once and gets a new snapshot.
+	streamLifetime = 10 * time.Minute
 	// streamBuffer bounds the events queued for one client. A client that
 	// falls this far behind is dropped, and it reconnects and starts from
 	// a new snapshot.
@@ -38,6 +47,7 @@ const (
 
 var (
 	errStreamsFull   = errors.New("too many streams open")
+	errAddrFull      = errors.New("too many streams open from one address")
 	errStreamsClosed = errors.New("coordinator is shutting down")
 )
 
@@ -50,14 +60,22 @@ type streamHub struct {
 	// dropLog limits the warnings about dropped clients.
 	dropLog logLimiter
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// lifetime is streamLifetime, and shorter in tests.
+	lifetime time.Duration
 	clients map[*streamClient]struct{}
+	// perAddr counts the open streams per client IP address.
+	perAddr map[string]int
 	closed  bool
 }
 
 // streamClient is one open stream.
 type streamClient struct {
-	events chan []byte
+	// addr is the client's IP address without the port.
+	addr string
+	// lifetime is how long the stream may stay open.
+	lifetime time.Duration
+	events   chan []byte
 	// done is closed when the hub drops the client or shuts down.
 	done chan struct{}
 	// dropped is set, under the hub's lock, when the client fell behind.
@@ -65,11 +83,17 @@ type streamClient struct {
 }
 
 func newStreamHub(log hclog.Logger) *streamHub {
-	return &streamHub{log: log, clients: map[*streamClient]struct{}{}}
+	return &streamHub{
+		log:      log,
+		lifetime: streamLifetime,
+		clients:  map[*streamClient]struct{}{},
+		perAddr:  map[string]int{},
+	}
 }
 
-// subscribe opens a stream, or returns errStreamsFull or errStreamsClosed.
-func (h *streamHub) subscribe() (*streamClient, error) {
+// subscribe opens a stream for a client at addr, an IP address, or returns
+// errStreamsFull, errAddrFull or errStreamsClosed.
+func (h *streamHub) subscribe(addr string) (*streamClient, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -78,9 +102,30 @@ func (h *streamHub) subscribe() (*streamClient, error) {
 	if len(h.clients) >= maxStreams {
 		return nil, errStreamsFull
 	}
-	c := &streamClient{events: make(chan []byte, streamBuffer), done: make(chan struct{})}
+	if h.perAddr[addr] >= maxStreamsPerAddr {
+		return nil, errAddrFull
+	}
+	c := &streamClient{
+		addr:     addr,
+		lifetime: h.lifetime,
+		events:   make(chan []byte, streamBuffer),
+		done:     make(chan struct{}),
+	}
 	h.clients[c] = struct{}{}
+	h.perAddr[addr]++
 	return c, nil
+}
+
+// removeLocked ends a client's stream. The caller holds h.mu and has
+// checked that c is in h.clients.
+func (h *streamHub) removeLocked(c *streamClient) {
+	delete(h.clients, c)
+	close(c.done)
+	if h.perAddr[c.addr] <= 1 {
+		delete(h.perAddr, c.addr)
+	} else {
+		h.perAddr[c.addr]--
+	}
 }
 
 // unsubscribe removes a client and reports whether the hub had dropped it
@@ -89,8 +134,7 @@ func (h *streamHub) unsubscribe(c *streamClient) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.clients[c]; ok {
-		delete(h.clients, c)
-		close(c.done)
+		h.removeLocked(c)
 	}
 	return c.dropped
 }
@@ -127,8 +171,7 @@ func (h *streamHub) send(msg []byte) {
 		case c.events <- msg:
 		default:
 			c.dropped = true
-			delete(h.clients, c)
-			close(c.done)
+			h.removeLocked(c)
 		}
 	}
 }
@@ -141,8 +184,7 @@ func (h *streamHub) close() {
 	defer h.mu.Unlock()
 	h.closed = true
 	for c := range h.clients {
-		delete(h.clients, c)
-		close(c.done)
+		h.removeLocked(c)
 	}
 }
 
@@ -165,17 +207,24 @@ func encodeStreamEvent(name string, data any) ([]byte, error) {
 
 // handleStream serves the event stream at api.StreamPath: a hello, a
 // snapshot, then each new timeline entry, each sampling round and a
-// snapshot every streamSnapshotInterval, until the client leaves, falls
-// streamBuffer events behind, or the coordinator shuts down.
+// snapshot every streamSnapshotInterval. The stream ends when the client
+// leaves or falls streamBuffer events behind, at the end of its lifetime,
+// or when the coordinator shuts down.
 func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	log := s.log.Named("stream").With("remote_addr", r.RemoteAddr)
-	client, err := s.streams.subscribe()
+	client, err := s.streams.subscribe(clientIP(r.RemoteAddr))
+	seconds := int(streamRetryAfter / time.Second)
 	switch {
 	case errors.Is(err, errStreamsFull):
-		seconds := int(streamRetryAfter / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(seconds))
 		writeError(w, http.StatusServiceUnavailable, "", fmt.Sprintf("%d event streams are open, the "+
 			"maximum; close a dashboard tab or retry after %d s", maxStreams, seconds))
+		return
+	case errors.Is(err, errAddrFull):
+		w.Header().Set("Retry-After", strconv.Itoa(seconds))
+		writeError(w, http.StatusServiceUnavailable, "", fmt.Sprintf("%d event streams are open from %s, "+
+			"the maximum per address; close a dashboard tab or retry after %d s",
+			maxStreamsPerAddr, clientIP(r.RemoteAddr), seconds))
 		return
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, "", err.Error())
@@ -205,8 +254,13 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log.Debug("event stream opened")
+	lifetime := time.NewTimer(client.lifetime)
+	defer lifetime.Stop()
 	for {
 		select {
+		case <-lifetime.C:
+			log.Debug("event stream ended at the end of its lifetime", "lifetime", client.lifetime)
+			return
 		case msg := <-client.events:
 			if err := writeStreamEvent(rc, w, msg); err != nil {
 				log.Debug("event stream closed", "error", err)
@@ -219,6 +273,16 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// clientIP returns the IP address of a request's RemoteAddr, or RemoteAddr
+// itself when it has no port.
+func clientIP(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		return remoteAddr
+	}
+	return host
 }
 
 // streamStart returns the hello and the first snapshot of a new stream.

@@ -105,11 +105,13 @@ func metricsConfig(t *testing.T, metrics ...string) *config.Config {
 }
 
 // startMetricsHost is startHost with metrics plugins served by the given
-// fakes, and it completes the first state sync as startRunner does.
+// fakes, and it completes the first state sync as startRunner does. Each
+// option changes the host after the fakes are installed and before it runs.
 func startMetricsHost(
 	t *testing.T,
 	cfg *config.Config,
 	metrics map[string]pb.MetricsServer,
+	options ...func(*Host),
 ) (*harness, *fakeConnector) {
 	t.Helper()
 	logs := &logBuffer{}
@@ -124,6 +126,9 @@ func startMetricsHost(
 		metrics:    metrics,
 	}
 	h.launch = plugins.launch
+	for _, option := range options {
+		option(h)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

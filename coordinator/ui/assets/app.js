@@ -16,6 +16,7 @@
   const MIN_WINDOW_MS = 20 * 1000;
   const RETRY_MIN_MS = 1000;
   const RETRY_MAX_MS = 10000;
+  const RENDER_INTERVAL_MS = 250; // shortest time between two renders of the stream's changes
   const COLORS = ['#2f6fd0', '#d0542f', '#2e9d5b', '#8a4fd0', '#c9a227', '#1d9aa8', '#c2417c', '#59616b'];
   const TASK_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'timed_out'];
 
@@ -207,7 +208,7 @@
       state.taskCounts = counts;
       loadTasks();
     }
-    renderWorkers();
+    scheduleRender({ workers: true });
   }
 
   function applyWorkerEvent(data) {
@@ -234,8 +235,7 @@
         loadTimeline(data.worker_id);
       }
     }
-    renderWorkers();
-    renderTimeline();
+    scheduleRender({ workers: true, timeline: true });
   }
 
   // addEvent appends an event unless the timeline has it already, as when
@@ -272,8 +272,7 @@
         }
       }
     }
-    renderWorkers();
-    renderCharts();
+    scheduleRender({ workers: true, charts: true });
   }
 
   async function loadTimeline(id) {
@@ -297,8 +296,39 @@
       state.loading.delete(id);
       state.pending.delete(id);
     }
-    renderTimeline();
-    renderCharts();
+    scheduleRender({ timeline: true, charts: true });
+  }
+
+  // Stream events and timeline loads only mark what changed, and one timer
+  // renders it at most every RENDER_INTERVAL_MS. While hundreds of workers
+  // connect or resume at once, the stream delivers thousands of events in
+  // a few seconds, and rendering the whole table and timeline for each one
+  // kept the page busy for 10 s and more.
+  const dirty = { workers: false, timeline: false, charts: false };
+  let renderTimer = null;
+
+  function scheduleRender(parts) {
+    Object.assign(dirty, parts);
+    if (renderTimer === null) {
+      renderTimer = setTimeout(renderDirty, RENDER_INTERVAL_MS);
+    }
+  }
+
+  function renderDirty() {
+    renderTimer = null;
+    const { workers, timeline, charts } = dirty;
+    dirty.workers = false;
+    dirty.timeline = false;
+    dirty.charts = false;
+    if (workers) {
+      renderWorkers();
+    }
+    if (timeline) {
+      renderTimeline();
+    }
+    if (charts) {
+      renderCharts();
+    }
   }
 
   // ---- workers -----------------------------------------------------------
@@ -489,7 +519,10 @@
   function renderCharts() {
     const ids = [...state.timelines.keys()].sort();
     const color = new Map(ids.map((id, i) => [id, COLORS[i % COLORS.length]]));
-    drawChart($('chart-rtt'), ids, color, (s) => (s.state === 'connected' || s.state === 'draining' ? s.rtt_ms : null));
+    // A round-trip time of 0 means that the worker has no measurement yet,
+    // as right after it connects, so it is left out instead of drawn as 0 ms.
+    const rtt = (s) => ((s.state === 'connected' || s.state === 'draining') && s.rtt_ms > 0 ? s.rtt_ms : null);
+    drawChart($('chart-rtt'), ids, color, rtt);
     drawChart($('chart-reconnects'), ids, color, (s) => s.reconnects);
     const legend = $('chart-legend');
     legend.replaceChildren(...ids.map((id) => {

@@ -178,7 +178,7 @@ func (s *session) rejectMessage(err error) error {
 	}
 	s.hooks.stats.rejectedFrames.Add(1)
 	s.log.Warn("message from the coordinator failed authentication; closing the connection",
-		"worker_id", s.cfg.WorkerID, "reason", reason, "error", err)
+		"reason", reason, "error", err)
 	return fmt.Errorf("message from the coordinator failed authentication: %w", err)
 }
 

@@ -203,7 +203,7 @@ func (c *Connector) Configure(_ context.Context, in *pb.ConnectorConfig) (*pb.Co
 	}
 	c.cfg = cfg
 	c.resume = in.GetResume()
-	c.log.Info("configured", "url", cfg.URL, "worker_id", cfg.WorkerID,
+	c.log.Info("configured", "url", cfg.URL,
 		"heartbeat_interval", cfg.HeartbeatInterval, "heartbeat_timeout", cfg.HeartbeatTimeout,
 		"resume_session_id", c.resume.GetSessionId())
 	return &pb.ConfigureResponse{}, nil

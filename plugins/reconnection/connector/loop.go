@@ -18,7 +18,9 @@ import (
 // MaxAttempts failed attempts in a row; its last event is always a closed
 // state change.
 func (c *Connector) connectLoop(ctx context.Context, cfg *Config, loop *eventLoop) {
-	log := c.log.With("worker_id", cfg.WorkerID)
+	// The worker host's logger adds worker_id to every line it relays from
+	// this plugin, so the plugin's lines do not repeat it.
+	log := c.log
 	defer loop.link.close()
 	r := &retryState{
 		backoff: NewBackoff(cfg.Backoff, c.rng),

@@ -49,7 +49,7 @@ func (s *session) watchSecretFile(interval time.Duration) {
 			continue
 		}
 		s.log.Info("secret_file holds a new credential; reconnecting to log in with it and resume the session",
-			"worker_id", s.cfg.WorkerID, "session_id", s.id, "old_credential_id", current, "credential_id", id)
+			"session_id", s.id, "old_credential_id", current, "credential_id", id)
 		s.rotated.Store(true)
 		s.closeFor("worker logs in with a new credential", errSecretRotated)
 		return
