@@ -142,27 +142,60 @@ func (a *App) validateWorker(ctx context.Context, path string, offline bool) (in
 	return host.ValidatePlugins(ctx, cfg, logger)
 }
 
-// detectKind returns the kind of the config file at path: worker when it
-// has a coordinator or plugin block, which only worker configs have, and
-// coordinator otherwise. A file that does not parse is taken for a
-// coordinator config only when its name contains "coordinator", so its
-// syntax errors are reported in either case.
+// Top-level names that only one kind of config file has. Names that both
+// kinds have (data_dir, log_level, shutdown_timeout) decide nothing.
+var (
+	coordinatorOnlyNames = map[string]bool{
+		"listen": true, "insecure": true, "max_body_bytes": true, "task_types": true, "max_attempts": true,
+		"retry_backoff_base": true, "retry_backoff_max": true, "task_timeout_grace": true,
+		"schedule_interval": true, "http_read_header_timeout": true, "http_read_timeout": true,
+		"http_idle_timeout": true, "workers": true, "tls": true, "api": true,
+	}
+	workerOnlyNames = map[string]bool{
+		"plugin": true, "slots": true, "labels": true, "drain_timeout": true, "restart_backoff_base": true,
+		"restart_backoff_cap": true, "plugin_dir": true,
+	}
+)
+
+// detectKind returns the kind of the config file at path. A coordinator
+// block, which every worker config needs, makes it a worker config.
+// Otherwise a setting that only coordinator configs have makes it a
+// coordinator config, so that a stray plugin block is reported as the
+// coordinator reports it. Otherwise a setting that only worker configs
+// have makes it a worker config. A file with syntax errors is judged by
+// the part that parsed. When nothing decides, a file that parsed is a
+// coordinator config, and one that did not is judged by its name: a
+// coordinator config when the name contains "coordinator".
 func detectKind(path string) string {
 	file, diags := hclparse.NewParser().ParseHCLFile(path)
-	if diags.HasErrors() || file == nil {
-		if strings.Contains(filepath.Base(path), kindCoordinator) {
+	var body *hclsyntax.Body
+	if file != nil {
+		body, _ = file.Body.(*hclsyntax.Body)
+	}
+	var names []string
+	if body != nil {
+		for name := range body.Attributes {
+			names = append(names, name)
+		}
+		for _, block := range body.Blocks {
+			if block.Type == "coordinator" {
+				return kindWorker
+			}
+			names = append(names, block.Type)
+		}
+	}
+	for _, name := range names {
+		if coordinatorOnlyNames[name] {
 			return kindCoordinator
 		}
-		return kindWorker
 	}
-	body, ok := file.Body.(*hclsyntax.Body)
-	if !ok {
-		return kindWorker
-	}
-	for _, block := range body.Blocks {
-		if block.Type == "plugin" || block.Type == "coordinator" {
+	for _, name := range names {
+		if workerOnlyNames[name] {
 			return kindWorker
 		}
+	}
+	if diags.HasErrors() && !strings.Contains(filepath.Base(path), kindCoordinator) {
+		return kindWorker
 	}
 	return kindCoordinator
 }

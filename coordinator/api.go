@@ -292,7 +292,10 @@ func (s *Server) listWorkers(ctx context.Context) ([]api.Worker, error) {
 		if ss := s.sessions[rec.ID]; ss != nil {
 			wk.Connected = ss.attached() != nil
 			wk.SessionID = ss.id
-			wk.Plugins = workerPlugins(ss.hello)
+			wk.Plugins = workerPlugins(ss.currentPlugins())
+			if version, ok := ss.listedConnectorVersion(); ok {
+				wk.PluginVersion = version
+			}
 			wk.LastSeen = time.Unix(0, ss.lastFrame.Load()).UTC()
 			switch {
 			case wk.Connected && ss.draining.Load():

@@ -33,6 +33,7 @@ var frameHandlers = map[string]frameHandler{
 	"draining":      (*Server).handleDraining,
 	// handleWorkerMetrics is in workermetrics.go.
 	"worker_metrics": (*Server).handleWorkerMetrics,
+	"plugin_list":    (*Server).handlePluginList,
 }
 
 // HandledFrameTypes returns the frame types the coordinator handles, sorted.

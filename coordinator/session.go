@@ -38,6 +38,10 @@ type session struct {
 	started   time.Time
 	log       hclog.Logger
 
+	// pluginList is the newest plugin_list frame of the session, nil until
+	// the worker sends one. Server.mu guards it.
+	pluginList *pb.PluginList
+
 	// window numbers the task frames sent to the worker, keeps them until
 	// the worker acknowledges them, and tracks the worker's frames received.
 	window *protocol.Window
@@ -429,10 +433,9 @@ const (
 	maxPluginFieldBytes = 128
 )
 
-// workerPlugins returns the plugin list of hello for the API, trimmed to
+// workerPlugins returns a worker's plugin list for the API, trimmed to
 // maxHelloPlugins entries of at most maxPluginFieldBytes per string.
-func workerPlugins(hello *pb.Hello) []api.WorkerPlugin {
-	listed := hello.GetPlugins()
+func workerPlugins(listed []*pb.WorkerPlugin) []api.WorkerPlugin {
 	if len(listed) == 0 {
 		return nil
 	}

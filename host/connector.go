@@ -245,17 +245,22 @@ func (h *Host) runConnector(ctx context.Context, proc pluginProcess, resume *pb.
 // It returns an ErrConnectorFatal error for a "closed" state whose reason
 // starts with "fatal".
 func (h *Host) handleState(state *pb.StateChange) error {
+	sessionID := state.GetSessionId()
 	h.mu.Lock()
 	wasOffline := h.offline
 	switch state.GetState() {
 	case "connected":
 		h.offline = false
+		h.lastSessionID = sessionID
 	case "backing_off", "circuit_open":
 		h.offline = true
 	}
+	if sessionID == "" {
+		sessionID = h.lastSessionID
+	}
 	h.mu.Unlock()
 
-	logger := h.logger.With("session_id", state.GetSessionId(), "attempt", state.GetAttempt())
+	logger := h.logger.With("session_id", sessionID, "attempt", state.GetAttempt())
 	nextRetry := time.UnixMilli(state.GetNextRetryUnixMs()).Format(time.RFC3339Nano)
 	switch state.GetState() {
 	case "connected":

@@ -93,6 +93,9 @@ func (h *Host) startSession(resumed bool) {
 	}
 	h.mu.Unlock()
 	wake(h.resendNow)
+	// The hello carried the connector's list from its launch, which a
+	// plugin restart since then has made stale.
+	wake(h.pluginsChanged)
 }
 
 // queueAfterSync queues, in task order, every held outcome that the

@@ -276,7 +276,7 @@ func (f *fakePlugins) launch(_ context.Context, cfg dtfplugin.LaunchConfig) (plu
 		if custom, ok := exec.(interface{ server() pb.ExecutorServer }); ok {
 			server = custom.server()
 		}
-		proc = newFakeProcess(f.t, &pb.PluginInfo{Name: info.Name, TaskTypes: info.TaskTypes},
+		proc = newFakeProcess(f.t, &pb.PluginInfo{Name: info.Name, Version: info.Version, TaskTypes: info.TaskTypes},
 			func(s *grpc.Server) { pb.RegisterExecutorServer(s, server) })
 		proc.executor = pb.NewExecutorClient(proc.conn)
 	case dtfplugin.KindMetrics:

@@ -105,9 +105,11 @@ type Host struct {
 	sendTimeout time.Duration
 	resendBase  time.Duration
 	resendCap   time.Duration
-	// stopGrace bounds the wait for a stopped attempt's result (stop.go);
-	// tests shorten it.
-	stopGrace time.Duration
+	// stopGrace bounds the wait for a stopped attempt's result (stop.go),
+	// and timeoutGrace the run of an attempt past its timeout (tasks.go).
+	// Tests shorten them.
+	stopGrace    time.Duration
+	timeoutGrace time.Duration
 	// secretFileInterval is the period of the secret_file mode check
 	// (secretfile.go); zero means defaultSecretFileInterval.
 	secretFileInterval time.Duration
@@ -115,6 +117,8 @@ type Host struct {
 	// wakes it unless it is backing off.
 	resendNow   chan struct{}
 	resendReady chan struct{}
+	// pluginsChanged wakes the plugin list sender (pluginlist.go).
+	pluginsChanged chan struct{}
 
 	// upgradeMu serializes live upgrades of the connector (upgrade.go).
 	upgradeMu sync.Mutex
@@ -148,7 +152,11 @@ type Host struct {
 	syncPending bool
 	// offline is true from a failed connection attempt until the next
 	// connected event, so that one outage warns once.
-	offline       bool
+	offline bool
+	// lastSessionID is the session of the last connected event. The
+	// connector reports no session in its backing_off and circuit_open
+	// states, so their log lines name this one, the session that was lost.
+	lastSessionID string
 	unknownFrames map[string]uint64
 	// stopping is set when the host stops taking tasks, at the start of a
 	// drain or of an immediate stop; assignments are then released.
@@ -190,8 +198,10 @@ func New(cfg *config.Config, logger hclog.Logger) (*Host, error) {
 		resendBase:     defaultResendBase,
 		resendCap:      defaultResendCap,
 		stopGrace:      defaultStopGrace,
+		timeoutGrace:   executorGrace,
 		resendNow:      make(chan struct{}, 1),
 		resendReady:    make(chan struct{}, 1),
+		pluginsChanged: make(chan struct{}, 1),
 		running:        make(map[taskRef]*runningTask),
 		held:           make(map[taskRef]*heldOutcome),
 		session:        1,
@@ -240,6 +250,8 @@ func (h *Host) Run(ctx context.Context) error {
 		stopResender()
 		<-resenderDone
 	}()
+	stopPluginListSender := h.startPluginListSender()
+	defer stopPluginListSender()
 
 	// The connector starts first so that a wrong binary fails fast, but it
 	// is configured last because its Hello lists the executors' task types.

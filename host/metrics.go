@@ -496,6 +496,7 @@ func (m *metricsPlugin) supervise(ctx context.Context) {
 		if m.cfg.Restart.Never() {
 			m.host.logger.Error("metrics plugin crashed and stays down, because its restart policy is never; "+
 				"its events are dropped", "plugin", m.cfg.Name, "exit", exit)
+			wake(m.host.pluginsChanged)
 			return
 		}
 		if !m.relaunch(ctx, backoff, time.Since(started), exit) {
@@ -542,6 +543,7 @@ func (m *metricsPlugin) relaunch(ctx context.Context, backoff *restartBackoff, r
 		proc, err := m.launchConfigured(ctx)
 		if err == nil {
 			m.up(proc)
+			wake(m.host.pluginsChanged)
 			logs.Info(logger, key+":done", "metrics plugin restarted", "version", proc.Info().GetVersion(),
 				"failed_attempts", failed)
 			m.host.recordRestart(m.cfg, exit)

@@ -52,7 +52,7 @@ func (h *Host) stopAttempt(task *runningTask, reason pb.StopReason, message stri
 // stopExecution calls Stop and waits up to h.stopGrace for the attempt to
 // end, then cancels its call. It also ends when the attempt ends.
 func (h *Host) stopExecution(task *runningTask, client pb.ExecutorClient, reason pb.StopReason, message string) {
-	logger := h.logger.With("task_id", task.ref.TaskID, "attempt", task.ref.Attempt)
+	logger := h.logger.With("plugin", task.plugin, "task_id", task.ref.TaskID, "attempt", task.ref.Attempt)
 	callCtx, cancelCall := context.WithTimeout(task.ctx, stopCallTimeout)
 	_, err := client.Stop(callCtx, &pb.StopRequest{
 		TaskId:  task.ref.TaskID,
@@ -82,7 +82,8 @@ func (h *Host) stopExecution(task *runningTask, client pb.ExecutorClient, reason
 	select {
 	case <-task.ctx.Done():
 	case <-timer.C:
-		logger.Warn("executor did not return the stopped attempt's result in time; cancelling the call",
+		logger.Warn("executor plugin did not return the stopped attempt's result in time; the host ends "+
+			"the call and frees the slot, but the plugin may still run the attempt until its process stops",
 			"grace", h.stopGrace)
 		task.cancel()
 	}

@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -169,4 +170,75 @@ func TestStopGraceCancelsCall(t *testing.T) {
 	require.NotNil(t, outcome.GetCheckpoint())
 	assert.Equal(t, "early", string(outcome.GetCheckpoint().GetData()))
 	assert.Contains(t, hs.logs.String(), "did not return the stopped attempt's result in time")
+}
+
+// An executor that ignores a cancel gets the stop grace: then the host
+// warns once, naming the plugin and the attempt, reports the attempt
+// cancelled and frees its slot.
+func TestIgnoredCancelWarnsAndFreesSlot(t *testing.T) {
+	exec := newStoppingExecutor()
+	exec.ignoreStop = true
+	hs, c := startHolding(t, time.Minute, exec, func(h *Host) {
+		h.stopGrace = 200 * time.Millisecond
+	})
+	t.Cleanup(func() { close(exec.proceed) })
+	require.Len(t, hs.host.slots, 1, "the held attempt takes a slot")
+
+	c.frame(t, &wirepb.Frame{Body: &wirepb.Frame_CancelTask{CancelTask: &wirepb.CancelTask{
+		Ref: &wirepb.TaskRef{TaskId: "t1", Attempt: 2}, Reason: "user cancelled",
+	}}})
+	assert.ErrorIs(t, <-exec.causes, sdk.ErrCancelled)
+
+	outcome := expectFrame(t, c, "task_outcome").GetTaskOutcome()
+	assert.Equal(t, wirepb.Status_STATUS_CANCELLED, outcome.GetStatus())
+	assert.Equal(t, "user cancelled", outcome.GetMessage())
+	require.Eventually(t, func() bool { return len(hs.host.slots) == 0 }, waitFor, 10*time.Millisecond,
+		"the slot stays taken")
+
+	warnings := linesWith(hs.logs.String(), "did not return the stopped attempt's result in time")
+	require.Len(t, warnings, 1)
+	assert.Contains(t, warnings[0], "plugin=runner")
+	assert.Contains(t, warnings[0], "task_id=t1")
+	assert.Contains(t, warnings[0], "attempt=2")
+}
+
+// An executor that ignores its task timeout gets the timeout grace: then
+// the host warns once, reports the attempt timed out and frees its slot.
+func TestIgnoredTimeoutWarnsAndFreesSlot(t *testing.T) {
+	exec := newStoppingExecutor()
+	exec.ignoreStop = true
+	hs := startHost(t, testConfig(t, "runner"), map[string]sdk.Executor{"runner": exec}, func(h *Host) {
+		h.timeoutGrace = 200 * time.Millisecond
+	})
+	t.Cleanup(func() { close(exec.proceed) })
+	c := nextConnector(t, hs)
+	c.state("connected", "")
+	expectFrame(t, c, "state_sync")
+	c.frame(t, syncResultFrame())
+	c.frame(t, &wirepb.Frame{Body: &wirepb.Frame_Assign{Assign: &wirepb.Assign{
+		Ref: &wirepb.TaskRef{TaskId: "t1", Attempt: 1}, Type: "hold", TimeoutMs: 100,
+	}}})
+	assert.Error(t, <-exec.causes, "the SDK ends the executor's context at the task timeout")
+
+	outcome := expectFrame(t, c, "task_outcome").GetTaskOutcome()
+	assert.Equal(t, wirepb.Status_STATUS_TIMED_OUT, outcome.GetStatus())
+	assert.Contains(t, outcome.GetMessage(), "did not stop within the task timeout plus 200ms")
+	require.Eventually(t, func() bool { return len(hs.host.slots) == 0 }, waitFor, 10*time.Millisecond,
+		"the slot stays taken")
+
+	warnings := linesWith(hs.logs.String(), "ignored the task timeout")
+	require.Len(t, warnings, 1)
+	assert.Contains(t, warnings[0], "plugin=runner")
+	assert.Contains(t, warnings[0], "task_id=t1")
+}
+
+// linesWith returns the lines of logs that contain text.
+func linesWith(logs, text string) []string {
+	var lines []string
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, text) {
+			lines = append(lines, line)
+		}
+	}
+	return lines
 }

@@ -200,6 +200,7 @@ func (e *executorPlugin) supervise(ctx context.Context) {
 		e.host.killOrphans(fmt.Sprintf("executor plugin %s crashed (%s)", e.cfg.Name, exit))
 		if e.cfg.Restart.Never() {
 			e.stayDown(exit)
+			wake(e.host.pluginsChanged)
 			return
 		}
 		if !e.relaunch(ctx, backoff, time.Since(started), exit) {
@@ -331,6 +332,7 @@ func (e *executorPlugin) relaunch(ctx context.Context, backoff *restartBackoff, 
 		proc, err := e.launchConfigured(ctx)
 		if err == nil {
 			e.up(proc)
+			wake(e.host.pluginsChanged)
 			e.checkTaskTypes(proc.Info())
 			logger.Info("executor plugin restarted", "path", e.cfg.Path, "version", proc.Info().GetVersion())
 			e.host.recordRestart(e.cfg, exit)

@@ -59,6 +59,8 @@ func (e *executorPlugin) configure(ctx context.Context, proc pluginProcess) erro
 // runningTask is an attempt that runs on this worker.
 type runningTask struct {
 	ref taskRef
+	// plugin is the name of the executor plugin block that runs it.
+	plugin string
 	// ctx is the attempt's context. It ends with cancel, which also
 	// cancels the Execute call, or when runTask returns.
 	ctx    context.Context
@@ -112,7 +114,7 @@ func (h *Host) handleAssign(frame *wirepb.Frame) {
 	}
 
 	ctx, cancel := context.WithCancel(h.tasksCtx)
-	task := &runningTask{ref: ref, ctx: ctx, cancel: cancel}
+	task := &runningTask{ref: ref, plugin: ex.cfg.Name, ctx: ctx, cancel: cancel}
 	h.mu.Lock()
 	h.lastAssign = time.Now()
 	stopping := h.stopping
@@ -186,9 +188,12 @@ func (h *Host) runTask(ctx context.Context, task *runningTask, ex *executorPlugi
 		outcome.Message = task.reason()
 	case task.released() != "":
 		// markReleased fills in the outcome.
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(err, errPastTimeout):
+		h.logger.Warn("executor plugin ignored the task timeout; the host ended the call and freed the slot, "+
+			"but the plugin may still run the attempt until its process stops",
+			"plugin", ex.cfg.Name, "task_id", task.ref.TaskID, "attempt", task.ref.Attempt, "grace", h.timeoutGrace)
 		outcome.Status = wirepb.Status_STATUS_TIMED_OUT
-		outcome.Message = fmt.Sprintf("executor %s did not stop within the task timeout plus %s", ex.cfg.Name, executorGrace)
+		outcome.Message = fmt.Sprintf("executor %s did not stop within the task timeout plus %s", ex.cfg.Name, h.timeoutGrace)
 	default:
 		outcome.Status = wirepb.Status_STATUS_FAILED
 		outcome.Message = fmt.Sprintf("executor plugin %s failed: %v", ex.cfg.Name, err)
@@ -201,19 +206,29 @@ func (h *Host) runTask(ctx context.Context, task *runningTask, ex *executorPlugi
 	h.complete(task.ref, outcome)
 }
 
+// errPastTimeout marks an Execute call that the host ended because the
+// executor ran past the task timeout plus timeoutGrace.
+var errPastTimeout = errors.New("executor ran past the task timeout and its grace")
+
 // execute calls the executor and forwards its progress and checkpoints. It
 // returns the result, or nil and the error when the call failed before a
-// result.
+// result. The error wraps errPastTimeout when the task timeout plus
+// timeoutGrace ended the call.
 func (h *Host) execute(
 	ctx context.Context,
 	task *runningTask,
 	ex *executorPlugin,
 	assign *wirepb.Assign,
-) (*pb.Result, error) {
+) (result *pb.Result, err error) {
 	if timeout := assign.GetTimeoutMs(); timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(timeout)*time.Millisecond+executorGrace)
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(timeout)*time.Millisecond+h.timeoutGrace)
 		defer cancel()
+		defer func() {
+			if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				err = fmt.Errorf("%w: %w", errPastTimeout, err)
+			}
+		}()
 	}
 	client, err := ex.clientFor(task)
 	var down *executorDownError

@@ -261,6 +261,10 @@ func (h *Host) commitSwap(swap connectorSwap) connectorSwap {
 		h.connectorProc = swap.proc
 	}
 	h.mu.Unlock()
+	// A handed-over session sends no new hello, so a plugin_list frame
+	// brings the new connector's version to the coordinator. The resumed
+	// connect that follows sends one again.
+	wake(h.pluginsChanged)
 	go swap.old.Kill()
 	return swap
 }

@@ -158,6 +158,7 @@ var Directions = map[string]Direction{
 	"checkpoint_ack":    ToWorker,
 	"draining":          ToCoordinator,
 	"worker_metrics":    ToCoordinator,
+	"plugin_list":       ToCoordinator,
 }
 
 // SessionTypes are the frame types that the reconnection plugin handles

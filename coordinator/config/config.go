@@ -284,9 +284,11 @@ func Default(listen, dataDir string) *Config {
 }
 
 // Load reads, decodes and validates the coordinator configuration at path.
-// A file that does not parse or decode returns a *DiagnosticsError that
-// lists each problem with its file, line, column and source line. A value
-// that fails Validate returns an error prefixed with the file's path.
+// A file with problems returns a *DiagnosticsError that lists each one
+// with its file, line, column and source line. A file that does not parse
+// or decode reports only those problems. Otherwise the decoding problems
+// and those that Validate finds are reported together. A problem of a
+// setting that the file leaves out is located at the start of the file.
 func Load(path string) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -309,14 +311,16 @@ func Load(path string) (*Config, error) {
 		return nil, newDiagnosticsError(abs, diags, parser.Files())
 	}
 
+	// The value checks run even when decoding failed, so that every
+	// problem of the file shows at once.
 	cfg, diags := raw.resolve(filepath.Dir(abs))
+	if err := cfg.Validate(); err != nil {
+		diags = append(diags, validationDiagnostics(err, file.Body, diags)...)
+	}
 	if diags.HasErrors() {
 		return nil, newDiagnosticsError(abs, diags, parser.Files())
 	}
 	cfg.File = abs
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", abs, err)
-	}
 	return cfg, nil
 }
 

@@ -147,7 +147,7 @@ func (x Reject_Code) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Reject_Code.Descriptor instead.
 func (Reject_Code) EnumDescriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{6, 0}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{7, 0}
 }
 
 // Frame is one WebSocket message. Session frames (hello, welcome, reject,
@@ -184,6 +184,7 @@ type Frame struct {
 	//	*Frame_CheckpointAck
 	//	*Frame_Draining
 	//	*Frame_WorkerMetrics
+	//	*Frame_PluginList
 	Body          isFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -402,6 +403,15 @@ func (x *Frame) GetWorkerMetrics() *WorkerMetrics {
 	return nil
 }
 
+func (x *Frame) GetPluginList() *PluginList {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_PluginList); ok {
+			return x.PluginList
+		}
+	}
+	return nil
+}
+
 type isFrame_Body interface {
 	isFrame_Body()
 }
@@ -478,6 +488,10 @@ type Frame_WorkerMetrics struct {
 	WorkerMetrics *WorkerMetrics `protobuf:"bytes,31,opt,name=worker_metrics,json=workerMetrics,proto3,oneof"`
 }
 
+type Frame_PluginList struct {
+	PluginList *PluginList `protobuf:"bytes,32,opt,name=plugin_list,json=pluginList,proto3,oneof"`
+}
+
 func (*Frame_Hello) isFrame_Body() {}
 
 func (*Frame_Welcome) isFrame_Body() {}
@@ -513,6 +527,8 @@ func (*Frame_CheckpointAck) isFrame_Body() {}
 func (*Frame_Draining) isFrame_Body() {}
 
 func (*Frame_WorkerMetrics) isFrame_Body() {}
+
+func (*Frame_PluginList) isFrame_Body() {}
 
 // Hello is the first frame a worker sends on a new connection.
 type Hello struct {
@@ -747,6 +763,55 @@ func (x *WorkerPlugin) GetApiVersion() uint32 {
 	return 0
 }
 
+// PluginList is the worker host's current plugin list, which replaces the
+// list of its hello in `dtf workers` for the rest of the session. The hello
+// carries the list from the connector's launch, so the host sends this
+// frame after every connect, after each plugin restart and after a live
+// upgrade of the connector. A coordinator that does not know it ignores it.
+type PluginList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Plugins       []*WorkerPlugin        `protobuf:"bytes,1,rep,name=plugins,proto3" json:"plugins,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PluginList) Reset() {
+	*x = PluginList{}
+	mi := &file_protocol_pb_wire_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PluginList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PluginList) ProtoMessage() {}
+
+func (x *PluginList) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_pb_wire_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PluginList.ProtoReflect.Descriptor instead.
+func (*PluginList) Descriptor() ([]byte, []int) {
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PluginList) GetPlugins() []*WorkerPlugin {
+	if x != nil {
+		return x.Plugins
+	}
+	return nil
+}
+
 // Challenge is the coordinator's SCRAM server-first message: the combined
 // nonce, the credential's salt and its iteration count.
 type Challenge struct {
@@ -758,7 +823,7 @@ type Challenge struct {
 
 func (x *Challenge) Reset() {
 	*x = Challenge{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[3]
+	mi := &file_protocol_pb_wire_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +835,7 @@ func (x *Challenge) String() string {
 func (*Challenge) ProtoMessage() {}
 
 func (x *Challenge) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[3]
+	mi := &file_protocol_pb_wire_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +848,7 @@ func (x *Challenge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Challenge.ProtoReflect.Descriptor instead.
 func (*Challenge) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{3}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Challenge) GetScramServerFirst() string {
@@ -804,7 +869,7 @@ type Proof struct {
 
 func (x *Proof) Reset() {
 	*x = Proof{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[4]
+	mi := &file_protocol_pb_wire_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +881,7 @@ func (x *Proof) String() string {
 func (*Proof) ProtoMessage() {}
 
 func (x *Proof) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[4]
+	mi := &file_protocol_pb_wire_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +894,7 @@ func (x *Proof) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Proof.ProtoReflect.Descriptor instead.
 func (*Proof) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{4}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Proof) GetScramClientFinal() string {
@@ -863,7 +928,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[5]
+	mi := &file_protocol_pb_wire_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +940,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[5]
+	mi := &file_protocol_pb_wire_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +953,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{5}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Welcome) GetSessionId() string {
@@ -960,7 +1025,7 @@ type Reject struct {
 
 func (x *Reject) Reset() {
 	*x = Reject{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[6]
+	mi := &file_protocol_pb_wire_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1037,7 @@ func (x *Reject) String() string {
 func (*Reject) ProtoMessage() {}
 
 func (x *Reject) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[6]
+	mi := &file_protocol_pb_wire_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1050,7 @@ func (x *Reject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reject.ProtoReflect.Descriptor instead.
 func (*Reject) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{6}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Reject) GetCode() Reject_Code {
@@ -1024,7 +1089,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[7]
+	mi := &file_protocol_pb_wire_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1101,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[7]
+	mi := &file_protocol_pb_wire_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1114,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{7}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Heartbeat) GetSentUnixNano() int64 {
@@ -1085,7 +1150,7 @@ type TaskRef struct {
 
 func (x *TaskRef) Reset() {
 	*x = TaskRef{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[8]
+	mi := &file_protocol_pb_wire_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1162,7 @@ func (x *TaskRef) String() string {
 func (*TaskRef) ProtoMessage() {}
 
 func (x *TaskRef) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[8]
+	mi := &file_protocol_pb_wire_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1175,7 @@ func (x *TaskRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRef.ProtoReflect.Descriptor instead.
 func (*TaskRef) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{8}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TaskRef) GetTaskId() string {
@@ -1139,7 +1204,7 @@ type StateSync struct {
 
 func (x *StateSync) Reset() {
 	*x = StateSync{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[9]
+	mi := &file_protocol_pb_wire_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1216,7 @@ func (x *StateSync) String() string {
 func (*StateSync) ProtoMessage() {}
 
 func (x *StateSync) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[9]
+	mi := &file_protocol_pb_wire_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1229,7 @@ func (x *StateSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateSync.ProtoReflect.Descriptor instead.
 func (*StateSync) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{9}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StateSync) GetRunning() []*TaskRef {
@@ -1194,7 +1259,7 @@ type StateSyncResult struct {
 
 func (x *StateSyncResult) Reset() {
 	*x = StateSyncResult{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[10]
+	mi := &file_protocol_pb_wire_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1206,7 +1271,7 @@ func (x *StateSyncResult) String() string {
 func (*StateSyncResult) ProtoMessage() {}
 
 func (x *StateSyncResult) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[10]
+	mi := &file_protocol_pb_wire_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1219,7 +1284,7 @@ func (x *StateSyncResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateSyncResult.ProtoReflect.Descriptor instead.
 func (*StateSyncResult) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{10}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StateSyncResult) GetKeep() []*TaskRef {
@@ -1254,7 +1319,7 @@ type Assign struct {
 
 func (x *Assign) Reset() {
 	*x = Assign{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[11]
+	mi := &file_protocol_pb_wire_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1331,7 @@ func (x *Assign) String() string {
 func (*Assign) ProtoMessage() {}
 
 func (x *Assign) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[11]
+	mi := &file_protocol_pb_wire_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1344,7 @@ func (x *Assign) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assign.ProtoReflect.Descriptor instead.
 func (*Assign) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{11}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Assign) GetRef() *TaskRef {
@@ -1333,7 +1398,7 @@ type TaskStarted struct {
 
 func (x *TaskStarted) Reset() {
 	*x = TaskStarted{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[12]
+	mi := &file_protocol_pb_wire_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1410,7 @@ func (x *TaskStarted) String() string {
 func (*TaskStarted) ProtoMessage() {}
 
 func (x *TaskStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[12]
+	mi := &file_protocol_pb_wire_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1423,7 @@ func (x *TaskStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStarted.ProtoReflect.Descriptor instead.
 func (*TaskStarted) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{12}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TaskStarted) GetRef() *TaskRef {
@@ -1379,7 +1444,7 @@ type TaskProgress struct {
 
 func (x *TaskProgress) Reset() {
 	*x = TaskProgress{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[13]
+	mi := &file_protocol_pb_wire_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1391,7 +1456,7 @@ func (x *TaskProgress) String() string {
 func (*TaskProgress) ProtoMessage() {}
 
 func (x *TaskProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[13]
+	mi := &file_protocol_pb_wire_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1404,7 +1469,7 @@ func (x *TaskProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskProgress.ProtoReflect.Descriptor instead.
 func (*TaskProgress) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{13}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TaskProgress) GetRef() *TaskRef {
@@ -1460,7 +1525,7 @@ type TaskOutcome struct {
 
 func (x *TaskOutcome) Reset() {
 	*x = TaskOutcome{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[14]
+	mi := &file_protocol_pb_wire_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1472,7 +1537,7 @@ func (x *TaskOutcome) String() string {
 func (*TaskOutcome) ProtoMessage() {}
 
 func (x *TaskOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[14]
+	mi := &file_protocol_pb_wire_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1485,7 +1550,7 @@ func (x *TaskOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskOutcome.ProtoReflect.Descriptor instead.
 func (*TaskOutcome) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{14}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TaskOutcome) GetRef() *TaskRef {
@@ -1579,7 +1644,7 @@ type OutcomeAck struct {
 
 func (x *OutcomeAck) Reset() {
 	*x = OutcomeAck{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[15]
+	mi := &file_protocol_pb_wire_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1656,7 @@ func (x *OutcomeAck) String() string {
 func (*OutcomeAck) ProtoMessage() {}
 
 func (x *OutcomeAck) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[15]
+	mi := &file_protocol_pb_wire_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1669,7 @@ func (x *OutcomeAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutcomeAck.ProtoReflect.Descriptor instead.
 func (*OutcomeAck) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{15}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *OutcomeAck) GetRef() *TaskRef {
@@ -1638,7 +1703,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[16]
+	mi := &file_protocol_pb_wire_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +1715,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[16]
+	mi := &file_protocol_pb_wire_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +1728,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{16}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CancelTask) GetRef() *TaskRef {
@@ -1700,7 +1765,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[17]
+	mi := &file_protocol_pb_wire_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1712,7 +1777,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[17]
+	mi := &file_protocol_pb_wire_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1725,7 +1790,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{17}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Checkpoint) GetRef() *TaskRef {
@@ -1784,7 +1849,7 @@ type CheckpointAck struct {
 
 func (x *CheckpointAck) Reset() {
 	*x = CheckpointAck{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[18]
+	mi := &file_protocol_pb_wire_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +1861,7 @@ func (x *CheckpointAck) String() string {
 func (*CheckpointAck) ProtoMessage() {}
 
 func (x *CheckpointAck) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[18]
+	mi := &file_protocol_pb_wire_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +1874,7 @@ func (x *CheckpointAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointAck.ProtoReflect.Descriptor instead.
 func (*CheckpointAck) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{18}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CheckpointAck) GetRef() *TaskRef {
@@ -1854,7 +1919,7 @@ type Draining struct {
 
 func (x *Draining) Reset() {
 	*x = Draining{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[19]
+	mi := &file_protocol_pb_wire_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +1931,7 @@ func (x *Draining) String() string {
 func (*Draining) ProtoMessage() {}
 
 func (x *Draining) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[19]
+	mi := &file_protocol_pb_wire_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +1944,7 @@ func (x *Draining) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Draining.ProtoReflect.Descriptor instead.
 func (*Draining) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{19}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Draining) GetDeadlineUnixMs() int64 {
@@ -1932,7 +1997,7 @@ type WorkerMetrics struct {
 
 func (x *WorkerMetrics) Reset() {
 	*x = WorkerMetrics{}
-	mi := &file_protocol_pb_wire_proto_msgTypes[20]
+	mi := &file_protocol_pb_wire_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1944,7 +2009,7 @@ func (x *WorkerMetrics) String() string {
 func (*WorkerMetrics) ProtoMessage() {}
 
 func (x *WorkerMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_pb_wire_proto_msgTypes[20]
+	mi := &file_protocol_pb_wire_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1957,7 +2022,7 @@ func (x *WorkerMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerMetrics.ProtoReflect.Descriptor instead.
 func (*WorkerMetrics) Descriptor() ([]byte, []int) {
-	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{20}
+	return file_protocol_pb_wire_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WorkerMetrics) GetWindowStartUnixMs() int64 {
@@ -2069,7 +2134,7 @@ var File_protocol_pb_wire_proto protoreflect.FileDescriptor
 
 const file_protocol_pb_wire_proto_rawDesc = "" +
 	"\n" +
-	"\x16protocol/pb/wire.proto\x12\vdtf.wire.v1\"\xc2\b\n" +
+	"\x16protocol/pb/wire.proto\x12\vdtf.wire.v1\"\xfe\b\n" +
 	"\x05Frame\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x10\n" +
 	"\x03ack\x18\x02 \x01(\x04R\x03ack\x12*\n" +
@@ -2096,7 +2161,9 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"checkpoint\x12C\n" +
 	"\x0echeckpoint_ack\x18\x1d \x01(\v2\x1a.dtf.wire.v1.CheckpointAckH\x00R\rcheckpointAck\x123\n" +
 	"\bdraining\x18\x1e \x01(\v2\x15.dtf.wire.v1.DrainingH\x00R\bdraining\x12C\n" +
-	"\x0eworker_metrics\x18\x1f \x01(\v2\x1a.dtf.wire.v1.WorkerMetricsH\x00R\rworkerMetricsB\x06\n" +
+	"\x0eworker_metrics\x18\x1f \x01(\v2\x1a.dtf.wire.v1.WorkerMetricsH\x00R\rworkerMetrics\x12:\n" +
+	"\vplugin_list\x18  \x01(\v2\x17.dtf.wire.v1.PluginListH\x00R\n" +
+	"pluginListB\x06\n" +
 	"\x04body\"\x9d\x04\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x14\n" +
@@ -2123,7 +2190,10 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x1f\n" +
 	"\vapi_version\x18\x04 \x01(\rR\n" +
-	"apiVersion\"9\n" +
+	"apiVersion\"A\n" +
+	"\n" +
+	"PluginList\x123\n" +
+	"\aplugins\x18\x01 \x03(\v2\x19.dtf.wire.v1.WorkerPluginR\aplugins\"9\n" +
 	"\tChallenge\x12,\n" +
 	"\x12scram_server_first\x18\x01 \x01(\tR\x10scramServerFirst\"5\n" +
 	"\x05Proof\x12,\n" +
@@ -2259,75 +2329,78 @@ func file_protocol_pb_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_protocol_pb_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_protocol_pb_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_protocol_pb_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_protocol_pb_wire_proto_goTypes = []any{
 	(Status)(0),             // 0: dtf.wire.v1.Status
 	(Reject_Code)(0),        // 1: dtf.wire.v1.Reject.Code
 	(*Frame)(nil),           // 2: dtf.wire.v1.Frame
 	(*Hello)(nil),           // 3: dtf.wire.v1.Hello
 	(*WorkerPlugin)(nil),    // 4: dtf.wire.v1.WorkerPlugin
-	(*Challenge)(nil),       // 5: dtf.wire.v1.Challenge
-	(*Proof)(nil),           // 6: dtf.wire.v1.Proof
-	(*Welcome)(nil),         // 7: dtf.wire.v1.Welcome
-	(*Reject)(nil),          // 8: dtf.wire.v1.Reject
-	(*Heartbeat)(nil),       // 9: dtf.wire.v1.Heartbeat
-	(*TaskRef)(nil),         // 10: dtf.wire.v1.TaskRef
-	(*StateSync)(nil),       // 11: dtf.wire.v1.StateSync
-	(*StateSyncResult)(nil), // 12: dtf.wire.v1.StateSyncResult
-	(*Assign)(nil),          // 13: dtf.wire.v1.Assign
-	(*TaskStarted)(nil),     // 14: dtf.wire.v1.TaskStarted
-	(*TaskProgress)(nil),    // 15: dtf.wire.v1.TaskProgress
-	(*TaskOutcome)(nil),     // 16: dtf.wire.v1.TaskOutcome
-	(*OutcomeAck)(nil),      // 17: dtf.wire.v1.OutcomeAck
-	(*CancelTask)(nil),      // 18: dtf.wire.v1.CancelTask
-	(*Checkpoint)(nil),      // 19: dtf.wire.v1.Checkpoint
-	(*CheckpointAck)(nil),   // 20: dtf.wire.v1.CheckpointAck
-	(*Draining)(nil),        // 21: dtf.wire.v1.Draining
-	(*WorkerMetrics)(nil),   // 22: dtf.wire.v1.WorkerMetrics
-	nil,                     // 23: dtf.wire.v1.Hello.LabelsEntry
+	(*PluginList)(nil),      // 5: dtf.wire.v1.PluginList
+	(*Challenge)(nil),       // 6: dtf.wire.v1.Challenge
+	(*Proof)(nil),           // 7: dtf.wire.v1.Proof
+	(*Welcome)(nil),         // 8: dtf.wire.v1.Welcome
+	(*Reject)(nil),          // 9: dtf.wire.v1.Reject
+	(*Heartbeat)(nil),       // 10: dtf.wire.v1.Heartbeat
+	(*TaskRef)(nil),         // 11: dtf.wire.v1.TaskRef
+	(*StateSync)(nil),       // 12: dtf.wire.v1.StateSync
+	(*StateSyncResult)(nil), // 13: dtf.wire.v1.StateSyncResult
+	(*Assign)(nil),          // 14: dtf.wire.v1.Assign
+	(*TaskStarted)(nil),     // 15: dtf.wire.v1.TaskStarted
+	(*TaskProgress)(nil),    // 16: dtf.wire.v1.TaskProgress
+	(*TaskOutcome)(nil),     // 17: dtf.wire.v1.TaskOutcome
+	(*OutcomeAck)(nil),      // 18: dtf.wire.v1.OutcomeAck
+	(*CancelTask)(nil),      // 19: dtf.wire.v1.CancelTask
+	(*Checkpoint)(nil),      // 20: dtf.wire.v1.Checkpoint
+	(*CheckpointAck)(nil),   // 21: dtf.wire.v1.CheckpointAck
+	(*Draining)(nil),        // 22: dtf.wire.v1.Draining
+	(*WorkerMetrics)(nil),   // 23: dtf.wire.v1.WorkerMetrics
+	nil,                     // 24: dtf.wire.v1.Hello.LabelsEntry
 }
 var file_protocol_pb_wire_proto_depIdxs = []int32{
 	3,  // 0: dtf.wire.v1.Frame.hello:type_name -> dtf.wire.v1.Hello
-	7,  // 1: dtf.wire.v1.Frame.welcome:type_name -> dtf.wire.v1.Welcome
-	8,  // 2: dtf.wire.v1.Frame.reject:type_name -> dtf.wire.v1.Reject
-	9,  // 3: dtf.wire.v1.Frame.heartbeat:type_name -> dtf.wire.v1.Heartbeat
-	5,  // 4: dtf.wire.v1.Frame.challenge:type_name -> dtf.wire.v1.Challenge
-	6,  // 5: dtf.wire.v1.Frame.proof:type_name -> dtf.wire.v1.Proof
-	11, // 6: dtf.wire.v1.Frame.state_sync:type_name -> dtf.wire.v1.StateSync
-	12, // 7: dtf.wire.v1.Frame.state_sync_result:type_name -> dtf.wire.v1.StateSyncResult
-	13, // 8: dtf.wire.v1.Frame.assign:type_name -> dtf.wire.v1.Assign
-	14, // 9: dtf.wire.v1.Frame.task_started:type_name -> dtf.wire.v1.TaskStarted
-	15, // 10: dtf.wire.v1.Frame.task_progress:type_name -> dtf.wire.v1.TaskProgress
-	16, // 11: dtf.wire.v1.Frame.task_outcome:type_name -> dtf.wire.v1.TaskOutcome
-	17, // 12: dtf.wire.v1.Frame.outcome_ack:type_name -> dtf.wire.v1.OutcomeAck
-	18, // 13: dtf.wire.v1.Frame.cancel_task:type_name -> dtf.wire.v1.CancelTask
-	19, // 14: dtf.wire.v1.Frame.checkpoint:type_name -> dtf.wire.v1.Checkpoint
-	20, // 15: dtf.wire.v1.Frame.checkpoint_ack:type_name -> dtf.wire.v1.CheckpointAck
-	21, // 16: dtf.wire.v1.Frame.draining:type_name -> dtf.wire.v1.Draining
-	22, // 17: dtf.wire.v1.Frame.worker_metrics:type_name -> dtf.wire.v1.WorkerMetrics
-	23, // 18: dtf.wire.v1.Hello.labels:type_name -> dtf.wire.v1.Hello.LabelsEntry
-	4,  // 19: dtf.wire.v1.Hello.plugins:type_name -> dtf.wire.v1.WorkerPlugin
-	1,  // 20: dtf.wire.v1.Reject.code:type_name -> dtf.wire.v1.Reject.Code
-	10, // 21: dtf.wire.v1.StateSync.running:type_name -> dtf.wire.v1.TaskRef
-	10, // 22: dtf.wire.v1.StateSync.held_outcomes:type_name -> dtf.wire.v1.TaskRef
-	10, // 23: dtf.wire.v1.StateSyncResult.keep:type_name -> dtf.wire.v1.TaskRef
-	10, // 24: dtf.wire.v1.StateSyncResult.cancel:type_name -> dtf.wire.v1.TaskRef
-	10, // 25: dtf.wire.v1.Assign.ref:type_name -> dtf.wire.v1.TaskRef
-	19, // 26: dtf.wire.v1.Assign.checkpoint:type_name -> dtf.wire.v1.Checkpoint
-	10, // 27: dtf.wire.v1.TaskStarted.ref:type_name -> dtf.wire.v1.TaskRef
-	10, // 28: dtf.wire.v1.TaskProgress.ref:type_name -> dtf.wire.v1.TaskRef
-	10, // 29: dtf.wire.v1.TaskOutcome.ref:type_name -> dtf.wire.v1.TaskRef
-	0,  // 30: dtf.wire.v1.TaskOutcome.status:type_name -> dtf.wire.v1.Status
-	19, // 31: dtf.wire.v1.TaskOutcome.checkpoint:type_name -> dtf.wire.v1.Checkpoint
-	10, // 32: dtf.wire.v1.OutcomeAck.ref:type_name -> dtf.wire.v1.TaskRef
-	10, // 33: dtf.wire.v1.CancelTask.ref:type_name -> dtf.wire.v1.TaskRef
-	10, // 34: dtf.wire.v1.Checkpoint.ref:type_name -> dtf.wire.v1.TaskRef
-	10, // 35: dtf.wire.v1.CheckpointAck.ref:type_name -> dtf.wire.v1.TaskRef
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	8,  // 1: dtf.wire.v1.Frame.welcome:type_name -> dtf.wire.v1.Welcome
+	9,  // 2: dtf.wire.v1.Frame.reject:type_name -> dtf.wire.v1.Reject
+	10, // 3: dtf.wire.v1.Frame.heartbeat:type_name -> dtf.wire.v1.Heartbeat
+	6,  // 4: dtf.wire.v1.Frame.challenge:type_name -> dtf.wire.v1.Challenge
+	7,  // 5: dtf.wire.v1.Frame.proof:type_name -> dtf.wire.v1.Proof
+	12, // 6: dtf.wire.v1.Frame.state_sync:type_name -> dtf.wire.v1.StateSync
+	13, // 7: dtf.wire.v1.Frame.state_sync_result:type_name -> dtf.wire.v1.StateSyncResult
+	14, // 8: dtf.wire.v1.Frame.assign:type_name -> dtf.wire.v1.Assign
+	15, // 9: dtf.wire.v1.Frame.task_started:type_name -> dtf.wire.v1.TaskStarted
+	16, // 10: dtf.wire.v1.Frame.task_progress:type_name -> dtf.wire.v1.TaskProgress
+	17, // 11: dtf.wire.v1.Frame.task_outcome:type_name -> dtf.wire.v1.TaskOutcome
+	18, // 12: dtf.wire.v1.Frame.outcome_ack:type_name -> dtf.wire.v1.OutcomeAck
+	19, // 13: dtf.wire.v1.Frame.cancel_task:type_name -> dtf.wire.v1.CancelTask
+	20, // 14: dtf.wire.v1.Frame.checkpoint:type_name -> dtf.wire.v1.Checkpoint
+	21, // 15: dtf.wire.v1.Frame.checkpoint_ack:type_name -> dtf.wire.v1.CheckpointAck
+	22, // 16: dtf.wire.v1.Frame.draining:type_name -> dtf.wire.v1.Draining
+	23, // 17: dtf.wire.v1.Frame.worker_metrics:type_name -> dtf.wire.v1.WorkerMetrics
+	5,  // 18: dtf.wire.v1.Frame.plugin_list:type_name -> dtf.wire.v1.PluginList
+	24, // 19: dtf.wire.v1.Hello.labels:type_name -> dtf.wire.v1.Hello.LabelsEntry
+	4,  // 20: dtf.wire.v1.Hello.plugins:type_name -> dtf.wire.v1.WorkerPlugin
+	4,  // 21: dtf.wire.v1.PluginList.plugins:type_name -> dtf.wire.v1.WorkerPlugin
+	1,  // 22: dtf.wire.v1.Reject.code:type_name -> dtf.wire.v1.Reject.Code
+	11, // 23: dtf.wire.v1.StateSync.running:type_name -> dtf.wire.v1.TaskRef
+	11, // 24: dtf.wire.v1.StateSync.held_outcomes:type_name -> dtf.wire.v1.TaskRef
+	11, // 25: dtf.wire.v1.StateSyncResult.keep:type_name -> dtf.wire.v1.TaskRef
+	11, // 26: dtf.wire.v1.StateSyncResult.cancel:type_name -> dtf.wire.v1.TaskRef
+	11, // 27: dtf.wire.v1.Assign.ref:type_name -> dtf.wire.v1.TaskRef
+	20, // 28: dtf.wire.v1.Assign.checkpoint:type_name -> dtf.wire.v1.Checkpoint
+	11, // 29: dtf.wire.v1.TaskStarted.ref:type_name -> dtf.wire.v1.TaskRef
+	11, // 30: dtf.wire.v1.TaskProgress.ref:type_name -> dtf.wire.v1.TaskRef
+	11, // 31: dtf.wire.v1.TaskOutcome.ref:type_name -> dtf.wire.v1.TaskRef
+	0,  // 32: dtf.wire.v1.TaskOutcome.status:type_name -> dtf.wire.v1.Status
+	20, // 33: dtf.wire.v1.TaskOutcome.checkpoint:type_name -> dtf.wire.v1.Checkpoint
+	11, // 34: dtf.wire.v1.OutcomeAck.ref:type_name -> dtf.wire.v1.TaskRef
+	11, // 35: dtf.wire.v1.CancelTask.ref:type_name -> dtf.wire.v1.TaskRef
+	11, // 36: dtf.wire.v1.Checkpoint.ref:type_name -> dtf.wire.v1.TaskRef
+	11, // 37: dtf.wire.v1.CheckpointAck.ref:type_name -> dtf.wire.v1.TaskRef
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_protocol_pb_wire_proto_init() }
@@ -2354,6 +2427,7 @@ func file_protocol_pb_wire_proto_init() {
 		(*Frame_CheckpointAck)(nil),
 		(*Frame_Draining)(nil),
 		(*Frame_WorkerMetrics)(nil),
+		(*Frame_PluginList)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2361,7 +2435,7 @@ func file_protocol_pb_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_protocol_pb_wire_proto_rawDesc), len(file_protocol_pb_wire_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

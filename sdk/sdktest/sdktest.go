@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,6 +42,39 @@ type Harness struct {
 	stopped chan struct{}
 	// tb logs the bounds that a result exceeded.
 	tb testing.TB
+
+	// StopGrace is how long Execute waits for the result of an attempt
+	// after a Release or Cancel that the executor accepted. Then it ends
+	// the call, as the worker host does. New sets it to HostStopGrace. A
+	// test may shorten it before it calls Release or Cancel.
+	StopGrace time.Duration
+
+	mu sync.Mutex
+	// calls are the open Execute calls by task id and attempt.
+	calls map[attemptKey]*executeCall
+}
+
+// HostStopGrace is the worker host's wait for an attempt's result after
+// its executor accepted Stop (defaultStopGrace in the host package). When
+// it passes, the host ends the Execute call and reports the attempt
+// cancelled or released without the executor's result.
+const HostStopGrace = 10 * time.Second
+
+// ErrStopGraceExceeded is wrapped by the error of an Execute call that
+// the harness ended because the executor did not return within StopGrace
+// after Release or Cancel.
+var ErrStopGraceExceeded = errors.New("executor did not return its result within the stop grace")
+
+type attemptKey struct {
+	taskID  string
+	attempt int
+}
+
+// executeCall is one open Execute call: cancel ends it, and done closes
+// when it returns.
+type executeCall struct {
+	cancel context.CancelCauseFunc
+	done   chan struct{}
 }
 
 // bufferBytes sizes the in-memory connection's buffer; gRPC flow control
@@ -58,8 +92,10 @@ func New(t testing.TB, e sdk.Executor, opts ...sdk.Option) *Harness {
 			grpc.MaxRecvMsgSize(dtfplugin.MaxMessageBytes),
 			grpc.MaxSendMsgSize(dtfplugin.MaxMessageBytes),
 		),
-		stopped: make(chan struct{}),
-		tb:      t,
+		stopped:   make(chan struct{}),
+		tb:        t,
+		StopGrace: HostStopGrace,
+		calls:     make(map[attemptKey]*executeCall),
 	}
 	pb.RegisterExecutorServer(h.grpc, h.server)
 	go func() {
@@ -152,8 +188,62 @@ func (r Report) LastCheckpoint() *sdk.Checkpoint {
 // output tail, a one-line message of 4 KiB and 1 MiB of data. Progress and
 // checkpoint messages get the message bound. It logs the bounds that a
 // result exceeded. Errors are those of Run; the report
-// then holds what arrived before the failure.
+// then holds what arrived before the failure. When the executor does not
+// return within StopGrace after a Release or Cancel, Execute ends the call
+// and returns an error that wraps ErrStopGraceExceeded.
 func (h *Harness) Execute(ctx context.Context, task sdk.Task) (Report, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer h.track(task, cancel)()
+	report, err := h.execute(ctx, task)
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrStopGraceExceeded) {
+		err = cause
+	}
+	return report, err
+}
+
+// track registers the Execute call of task and returns the function that
+// removes it.
+func (h *Harness) track(task sdk.Task, cancel context.CancelCauseFunc) (untrack func()) {
+	key := attemptKey{taskID: task.ID, attempt: task.Attempt}
+	call := &executeCall{cancel: cancel, done: make(chan struct{})}
+	h.mu.Lock()
+	h.calls[key] = call
+	h.mu.Unlock()
+	return func() {
+		close(call.done)
+		h.mu.Lock()
+		if h.calls[key] == call {
+			delete(h.calls, key)
+		}
+		h.mu.Unlock()
+	}
+}
+
+// endAfterGrace ends the Execute call of task unless it returns within
+// StopGrace.
+func (h *Harness) endAfterGrace(task sdk.Task) {
+	h.mu.Lock()
+	call := h.calls[attemptKey{taskID: task.ID, attempt: task.Attempt}]
+	grace := h.StopGrace
+	h.mu.Unlock()
+	if call == nil {
+		return
+	}
+	go func() {
+		timer := time.NewTimer(grace)
+		defer timer.Stop()
+		select {
+		case <-call.done:
+		case <-timer.C:
+			call.cancel(fmt.Errorf("%w: task %s attempt %d did not return within %s after its stop; the worker host ends the call "+
+				"here too, and the attempt keeps only the checkpoints saved before, so return from Execute "+
+				"soon after its context ends", ErrStopGraceExceeded, task.ID, task.Attempt, grace))
+		}
+	}()
+}
+
+func (h *Harness) execute(ctx context.Context, task sdk.Task) (Report, error) {
 	stream, err := h.client.Execute(ctx, &pb.ExecuteRequest{
 		TaskId:     task.ID,
 		Attempt:    uint32(task.Attempt),
@@ -213,7 +303,8 @@ func (h *Harness) Execute(ctx context.Context, task sdk.Task) (Report, error) {
 // still save a last checkpoint before it returns. Call it while Execute
 // runs in another goroutine. Until the attempt has started in the
 // executor, it tries again every 10 milliseconds, for at most
-// stopRetryLimit or until ctx ends.
+// stopRetryLimit or until ctx ends. Once the executor accepted the stop,
+// Execute waits at most StopGrace for the result.
 func (h *Harness) Release(ctx context.Context, task sdk.Task, message string) error {
 	return h.stop(ctx, task, pb.StopReason_STOP_REASON_RELEASED, message)
 }
@@ -246,6 +337,9 @@ func (h *Harness) stop(ctx context.Context, task sdk.Task, reason pb.StopReason,
 		case notFound != nil && (code == codes.DeadlineExceeded || code == codes.Canceled):
 			return fmt.Errorf("stop task %s attempt %d: the attempt did not start: %w; last error: %v",
 				task.ID, task.Attempt, err, notFound)
+		case err == nil:
+			h.endAfterGrace(task)
+			return nil
 		default:
 			return err
 		}

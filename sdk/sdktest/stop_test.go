@@ -130,3 +130,56 @@ func TestStopWithoutReasonRejected(t *testing.T) {
 	assert.Equal(t, codes.InvalidArgument, status.Code(err))
 	assert.Contains(t, err.Error(), "stop reason STOP_REASON_UNSPECIFIED of task t-1 attempt 1")
 }
+
+// stubbornExecutor ignores its context until the test closes proceed.
+type stubbornExecutor struct {
+	started chan struct{}
+	proceed chan struct{}
+}
+
+func (e *stubbornExecutor) Info() sdk.Info {
+	return sdk.Info{Name: "stubborn", Version: "1.0.0", TaskTypes: []string{"wait"}}
+}
+
+func (e *stubbornExecutor) Configure(json.RawMessage) error { return nil }
+
+func (e *stubbornExecutor) Execute(context.Context, sdk.Task, sdk.Reporter) (sdk.Result, error) {
+	e.started <- struct{}{}
+	<-e.proceed
+	return sdk.Result{Status: sdk.StatusSucceeded}, nil
+}
+
+// An executor that ignores Release or Cancel has its call ended after
+// StopGrace, as the worker host ends it.
+func TestStopGraceEndsIgnoredStop(t *testing.T) {
+	stops := map[string]func(*sdktest.Harness) error{
+		"release": func(h *sdktest.Harness) error { return h.Release(context.Background(), waitTask(), "drain") },
+		"cancel":  func(h *sdktest.Harness) error { return h.Cancel(context.Background(), waitTask(), "user") },
+	}
+	for name, stop := range stops {
+		t.Run(name, func(t *testing.T) {
+			exec := &stubbornExecutor{started: make(chan struct{}, 1), proceed: make(chan struct{})}
+			h := sdktest.New(t, exec)
+			assert.Equal(t, sdktest.HostStopGrace, h.StopGrace)
+			h.StopGrace = 200 * time.Millisecond
+			done := make(chan error, 1)
+			go func() {
+				_, err := h.Execute(context.Background(), waitTask())
+				done <- err
+			}()
+			<-exec.started
+			// Cleanups run last first, so this one runs before the
+			// harness's Close, which then does not wait for the executor.
+			t.Cleanup(func() { close(exec.proceed) })
+
+			require.NoError(t, stop(h))
+			select {
+			case err := <-done:
+				assert.ErrorIs(t, err, sdktest.ErrStopGraceExceeded)
+				assert.Contains(t, err.Error(), "t-stop attempt 2")
+			case <-time.After(5 * time.Second):
+				t.Fatal("Execute still runs 5s after the stop, with a StopGrace of 200ms")
+			}
+		})
+	}
+}

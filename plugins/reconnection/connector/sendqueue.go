@@ -22,8 +22,8 @@ const (
 	PriorityCheckpoint
 	// PriorityProgress carries task_started and task_progress.
 	PriorityProgress
-	// PriorityTelemetry carries worker_metrics, whose loss or delay only
-	// makes the coordinator's view of the worker older.
+	// PriorityTelemetry carries worker_metrics and plugin_list, whose loss
+	// or delay only makes the coordinator's view of the worker older.
 	PriorityTelemetry
 
 	priorityLevels = int(PriorityTelemetry) + 1
@@ -48,7 +48,7 @@ func priorityOf(frameType string) Priority {
 		return PriorityCheckpoint
 	case "task_started", "task_progress":
 		return PriorityProgress
-	case "worker_metrics":
+	case "worker_metrics", "plugin_list":
 		return PriorityTelemetry
 	default:
 		return PriorityControl

@@ -24,6 +24,7 @@ func TestPriorityOf(t *testing.T) {
 	assert.Equal(t, PriorityProgress, priorityOf("task_started"))
 	assert.Equal(t, PriorityProgress, priorityOf("task_progress"))
 	assert.Equal(t, PriorityTelemetry, priorityOf("worker_metrics"))
+	assert.Equal(t, PriorityTelemetry, priorityOf("plugin_list"))
 }
 
 func TestSendQueueOrdersByPriority(t *testing.T) {
