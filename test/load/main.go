@@ -14,6 +14,9 @@
 //	            simulated workers complete them, and measure tasks/s
 //	host-rss    start one real `dtf worker` with its plugins and report the
 //	            resident memory of the host and its plugin processes
+//	dashboard   load the coordinator's dashboard in headless Chromium,
+//	            connect the workers (none with -workers 0) and report how
+//	            long a trivial evaluate on the page takes meanwhile
 //
 // Every run is bounded by -timeout and stops by itself. Aim it only at a
 // coordinator you started yourself.
@@ -48,17 +51,21 @@ type options struct {
 	batch          int
 	workerSettings workerSettings
 	bin            string
+	chromium       string
+	dashboardToken string
+	probeInterval  time.Duration
 }
 
 func parseOptions(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("dtf-load", flag.ContinueOnError)
-	fs.StringVar(&o.mode, "mode", "idle", "idle, storm, throughput or host-rss")
-	fs.IntVar(&o.workers, "workers", 100, "number of simulated workers")
+	fs.StringVar(&o.mode, "mode", "idle", "idle, storm, throughput, host-rss or dashboard")
+	fs.IntVar(&o.workers, "workers", 100, "number of simulated workers; dashboard accepts 0")
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:7070", "coordinator host:port")
 	fs.StringVar(&o.token, "token", "", "the coordinator's worker token")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second,
-		"idle and host-rss: time to hold before measuring; storm and throughput: bound on the measured phase")
+		"idle and host-rss: time to hold before measuring; storm and throughput: bound on the measured phase; "+
+			"dashboard: time to probe the page from the fleet's start")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "bound on the whole run, connecting included")
 	fs.IntVar(&o.connectRate, "connect-rate", 1000, "first connections per second while the fleet starts")
 	fs.IntVar(&o.coordinatorPID, "coordinator-pid", 0,
@@ -68,6 +75,11 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.tasks, "tasks", 10000, "throughput: number of no-op tasks to submit")
 	fs.IntVar(&o.batch, "batch", 500, "throughput: tasks per submit request")
 	fs.StringVar(&o.bin, "bin", "bin", "host-rss: folder of the dtf binaries")
+	fs.StringVar(&o.chromium, "chromium", "", "dashboard: Chromium binary; empty looks up chromium or chromium-browser in PATH")
+	fs.StringVar(&o.dashboardToken, "dashboard-token", "",
+		"dashboard: API token with the read role, typed into the page's token form when api.auth is token")
+	fs.DurationVar(&o.probeInterval, "probe-interval", 100*time.Millisecond,
+		"dashboard: pause between the end of one evaluate call and the start of the next")
 
 	s := &o.workerSettings
 	fs.StringVar(&s.taskType, "task-type", "command", "task type the workers declare and throughput submits")
@@ -85,15 +97,18 @@ func parseOptions(args []string) (*options, error) {
 	}
 
 	switch o.mode {
-	case "idle", "storm", "throughput", "host-rss":
+	case "idle", "storm", "throughput", "host-rss", "dashboard":
 	default:
-		return nil, fmt.Errorf("invalid -mode %q; use idle, storm, throughput or host-rss", o.mode)
+		return nil, fmt.Errorf("invalid -mode %q; use idle, storm, throughput, host-rss or dashboard", o.mode)
 	}
-	if o.workers < 1 || o.connectRate < 1 || o.tasks < 1 || o.batch < 1 || s.slots < 1 {
-		return nil, errors.New("-workers, -connect-rate, -tasks, -batch and -slots must be at least 1")
+	if o.workers < 0 || (o.workers == 0 && o.mode != "dashboard") {
+		return nil, fmt.Errorf("invalid -workers %d: must be at least 1 (0 only with -mode dashboard)", o.workers)
 	}
-	if o.duration <= 0 || o.timeout <= 0 {
-		return nil, errors.New("-duration and -timeout must be positive")
+	if o.connectRate < 1 || o.tasks < 1 || o.batch < 1 || s.slots < 1 {
+		return nil, errors.New("-connect-rate, -tasks, -batch and -slots must be at least 1")
+	}
+	if o.duration <= 0 || o.timeout <= 0 || o.probeInterval <= 0 {
+		return nil, errors.New("-duration, -timeout and -probe-interval must be positive")
 	}
 	if s.backoffBase <= 0 || s.backoffCap < s.backoffBase {
 		return nil, fmt.Errorf("invalid backoff: -backoff-base %s must be positive and at most -backoff-cap %s",
@@ -133,6 +148,8 @@ func main() {
 		err = runThroughput(ctx, o, r)
 	case "host-rss":
 		err = runHostRSS(ctx, o, r)
+	case "dashboard":
+		err = runDashboard(ctx, o, r)
 	}
 	r.print(os.Stdout, err)
 	if err != nil {
