@@ -42,6 +42,9 @@ FUZZTIME ?=
 # executor, measured with dtf-load -mode host-rss) from 55.1 to 46.9 MiB RSS.
 GOBUILD := CGO_ENABLED=0 $(GO) build -tags grpcnotrace
 
+# build puts the dtf command and the plugins in bin/, the default
+# plugin_dir of a worker, and the demo and load tools in bin/tools/, where
+# the plugin naming rule (dtf-NAME, dtf-exec-NAME) cannot pick them up.
 .PHONY: build
 build:
 	$(GOBUILD) -o $(BIN)/dtf ./cmd/dtf
@@ -51,15 +54,15 @@ build:
 	$(GOBUILD) -o $(BIN)/dtf-exec-checkpoint ./examples/checkpoint
 	$(GOBUILD) -o $(BIN)/dtf-exec-hello ./examples/hello
 	$(GOBUILD) -o $(BIN)/dtf-metrics ./plugins/metrics
-	$(GOBUILD) -o $(BIN)/dtf-demo ./test/demo
-	$(GOBUILD) -o $(BIN)/dtf-load ./test/load
+	$(GOBUILD) -o $(BIN)/tools/dtf-demo ./test/demo
+	$(GOBUILD) -o $(BIN)/tools/dtf-load ./test/load
 
 # run starts a coordinator, a fault proxy and two workers, runs this
 # repository's Go packages as gotest tasks, cuts the network mid-run and
 # prints the results.
 .PHONY: run
 run: build
-	$(BIN)/dtf-demo -bin $(BIN) -repo $(CURDIR)
+	$(BIN)/tools/dtf-demo -bin $(BIN) -repo $(CURDIR)
 
 .PHONY: test
 test: build proto-check

@@ -104,7 +104,12 @@ func (h *Host) UpgradeConnector(ctx context.Context, p config.Plugin) (UpgradeRe
 	next, err := h.launchChecked(ctx, p)
 	if err != nil {
 		err = fmt.Errorf("%w: %w", ErrUpgradeFailed, err)
-		logger.Error("connector plugin upgrade failed, keeping the current plugin", "reason", err)
+		// NOTE: the supervisor restarts a crashed connector from the
+		// block's path, so a rejected binary left there is what the next
+		// restart launches.
+		logger.Error("connector plugin upgrade failed, keeping the current plugin; put the previous "+
+			"binary back at its path, because a restart of the connector launches the file there",
+			"reason", err)
 		return UpgradeResult{}, err
 	}
 
