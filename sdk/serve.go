@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -200,7 +201,7 @@ func (s *ExecutorServer) Execute(req *pb.ExecuteRequest, stream grpc.ServerStrea
 func (s *ExecutorServer) run(ctx context.Context, task Task, reporter Reporter, logger hclog.Logger) (result Result) {
 	defer func() {
 		if p := recover(); p != nil {
-			logger.Error("executor panicked", "panic", fmt.Sprint(p))
+			logger.Error("executor panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			result = Result{Status: StatusFailed, Message: fmt.Sprintf("executor panicked: %v", p)}
 		}
 	}()
