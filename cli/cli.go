@@ -231,8 +231,10 @@ func (a *App) addrFlag(fs *flag.FlagSet) *string {
 	if def == "" {
 		def = api.DefaultAddr
 	}
-	a.token = fs.String("token", a.getenv(tokenEnv), "API token for a coordinator whose api.auth is token; $"+
-		tokenEnv+" sets the default")
+	// The default stays empty, and client reads the variable, so that -h
+	// never prints a token from the environment.
+	a.token = fs.String("token", "", "API token for a coordinator whose api.auth is token (default $"+
+		tokenEnv+")")
 	a.caFile = fs.String("ca-file", a.getenv(caFileEnv), "PEM file of the CA that signed the coordinator's "+
 		"certificate, in place of the system roots; $"+caFileEnv+" sets the default")
 	return fs.String("addr", def, "coordinator HTTP address, http:// or https://; $"+addrEnv+" sets the default")
@@ -258,7 +260,11 @@ func (a *App) client(addr string) (*api.Client, error) {
 		return nil, err
 	}
 	if a.token != nil {
-		client.Token = strings.TrimSpace(*a.token)
+		token := *a.token
+		if token == "" {
+			token = a.getenv(tokenEnv)
+		}
+		client.Token = strings.TrimSpace(token)
 	}
 	if a.caFile != nil && *a.caFile != "" {
 		pool, err := loadCAFile(*a.caFile)

@@ -133,3 +133,26 @@ func TestClientCAFileForHTTPS(t *testing.T) {
 	assert.Equal(t, ExitError, runApp(app, "tasks", "-ca-file", files.CertFile+".missing"))
 	assert.Contains(t, stderr.String(), "-ca-file")
 }
+
+// The help of a command that talks to the API must not print the token
+// that DTF_API_TOKEN holds, while the client still sends it.
+func TestHelpDoesNotPrintTokenFromEnvironment(t *testing.T) {
+	const secret = "dtfa_not-for-help-output"
+	for _, command := range []string{"tasks", "workers", "watch", "submit", "run", "cancel"} {
+		app, stdout, stderr := testApp("http://127.0.0.1:1", false)
+		app.Getenv = func(name string) string {
+			return map[string]string{tokenEnv: secret}[name]
+		}
+		runApp(app, command, "-h")
+		assert.NotContains(t, stdout.String()+stderr.String(), secret, "dtf %s -h", command)
+	}
+
+	app, _, _ := testApp("http://127.0.0.1:1", false)
+	app.Getenv = func(name string) string { return map[string]string{tokenEnv: secret}[name] }
+	fs := app.newFlagSet("tasks", "")
+	addr := app.addrFlag(fs)
+	require.NoError(t, fs.Parse(nil))
+	client, err := app.client(*addr)
+	require.NoError(t, err)
+	assert.Equal(t, secret, client.Token, "the client no longer sends the token from the environment")
+}

@@ -216,11 +216,16 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	seconds := int(streamRetryAfter / time.Second)
 	switch {
 	case errors.Is(err, errStreamsFull):
+		s.connLog.Warn(log, "stream rejected/full", "event stream rejected: every stream slot is taken",
+			"max_streams", maxStreams)
 		w.Header().Set("Retry-After", strconv.Itoa(seconds))
 		writeError(w, http.StatusServiceUnavailable, "", fmt.Sprintf("%d event streams are open, the "+
 			"maximum; close a dashboard tab or retry after %d s", maxStreams, seconds))
 		return
 	case errors.Is(err, errAddrFull):
+		s.connLog.Warn(log, "stream rejected/addr/"+clientIP(r.RemoteAddr),
+			"event stream rejected: the address has every stream slot it may hold",
+			"max_streams_per_addr", maxStreamsPerAddr)
 		w.Header().Set("Retry-After", strconv.Itoa(seconds))
 		writeError(w, http.StatusServiceUnavailable, "", fmt.Sprintf("%d event streams are open from %s, "+
 			"the maximum per address; close a dashboard tab or retry after %d s",

@@ -333,9 +333,14 @@
 
   // ---- workers -----------------------------------------------------------
 
+  // naturalCompare orders worker ids by their numbers: w2 before w10.
+  function naturalCompare(a, b) {
+    return a.localeCompare(b, undefined, { numeric: true });
+  }
+
   function renderWorkers() {
     const body = $('workers').tBodies[0];
-    const ids = [...state.workers.keys()].sort();
+    const ids = [...state.workers.keys()].sort(naturalCompare);
     $('workers-empty').hidden = ids.length > 0;
     const t = now();
     const rows = ids.map((id) => {
@@ -453,7 +458,7 @@
 
   function renderTimeline() {
     const box = $('timeline');
-    const ids = [...state.timelines.keys()].sort();
+    const ids = [...state.timelines.keys()].sort(naturalCompare);
     const width = Math.max(box.clientWidth, 400);
     const labelWidth = 150;
     const rowHeight = 24;
@@ -517,7 +522,7 @@
   // ---- charts ------------------------------------------------------------
 
   function renderCharts() {
-    const ids = [...state.timelines.keys()].sort();
+    const ids = [...state.timelines.keys()].sort(naturalCompare);
     const color = new Map(ids.map((id, i) => [id, COLORS[i % COLORS.length]]));
     // A round-trip time of 0 means that the worker has no measurement yet,
     // as right after it connects, so it is left out instead of drawn as 0 ms.
