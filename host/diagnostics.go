@@ -95,7 +95,11 @@ func (h *Host) locate(p config.Plugin, err error) error {
 	if diags == nil {
 		return err
 	}
-	return &locatedError{DiagnosticsError: h.cfg.Diagnostics(diags), cause: err}
+	rendered, ok := p.Diagnostics(diags)
+	if !ok {
+		rendered = h.cfg.Diagnostics(diags)
+	}
+	return &locatedError{DiagnosticsError: rendered, cause: err}
 }
 
 // locatedError shows a plugin's start failure as diagnostics and keeps the

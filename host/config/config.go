@@ -241,6 +241,10 @@ func Load(path string) (*Config, error) {
 	}
 	cfg.File = abs
 	cfg.files = parser.Files()
+	for i := range cfg.Plugins {
+		cfg.Plugins[i].location.file = abs
+		cfg.Plugins[i].location.files = cfg.files
+	}
 	return cfg, nil
 }
 

@@ -26,6 +26,11 @@ const (
 // the plugin, is reported at its line. A Plugin built without Load has
 // none, and its diagnostics have no location.
 type pluginLocation struct {
+	// file and files are the config file the block came from and its
+	// parsed source, for the source lines of diagnostics: a block read
+	// again on a reload carries the new file's lines.
+	file         string
+	files        map[string]*hcl.File
 	block        hcl.Range
 	path         hcl.Range
 	sha256       hcl.Range
@@ -163,6 +168,16 @@ func coordinatorValues(block coordinatorBlock) map[string]hcl.Range {
 // problems that it finds when it launches and configures the plugins.
 func (c *Config) Diagnostics(diags hcl.Diagnostics) *DiagnosticsError {
 	return &DiagnosticsError{Diagnostics: diags, text: formatDiagnostics(c.File, diags, c.files)}
+}
+
+// Diagnostics renders diags with the source lines of the file that p was
+// read from, or reports false for a block that Load did not make.
+func (p Plugin) Diagnostics(diags hcl.Diagnostics) (*DiagnosticsError, bool) {
+	if p.location.files == nil {
+		return nil, false
+	}
+	return &DiagnosticsError{Diagnostics: diags, text: formatDiagnostics(p.location.file, diags,
+		p.location.files)}, true
 }
 
 func located(rng hcl.Range, summary, detail string) *hcl.Diagnostic {
