@@ -11,7 +11,7 @@ import (
 const MaxWorkerIDBytes = 128
 
 // workerIDPunctuation lists the characters other than ASCII letters and
-// digits that a worker_id may hold: enough for host names, FQDNs and
+// digits that a worker_id may contain: enough for host names, FQDNs and
 // user@host forms, nothing that breaks a log line or a table.
 const workerIDPunctuation = ".-_:@"
 
@@ -31,12 +31,12 @@ func CheckWorkerID(id string) error {
 			strings.IndexByte(workerIDPunctuation, c) >= 0 {
 			continue
 		}
-		what := fmt.Sprintf("the character %q", rune(c))
+		character := fmt.Sprintf("the character %q", rune(c))
 		if c >= 0x80 {
-			what = "a non-ASCII character"
+			character = "a non-ASCII character"
 		}
 		return fmt.Errorf("worker_id %q has %s at byte %d; use only ASCII letters, digits and %q",
-			id, what, i, workerIDPunctuation)
+			id, character, i, workerIDPunctuation)
 	}
 	return nil
 }

@@ -24,8 +24,8 @@ var errSecretRotated = errors.New("secret_file holds a new credential; logging i
 // the one s logged in with. The connect loop then redials at once and
 // resumes the session with the new credential, so a rotation costs one
 // resume instead of a rejection when the old credential expires. A file
-// that cannot be read or holds no valid secret is skipped here, because
-// it may be in the middle of being replaced; the next handshake reports a
+// that cannot be read or contains no valid secret is skipped here, because
+// it may be in the middle of being replaced. The next handshake reports a
 // lasting problem.
 func (s *session) watchSecretFile(interval time.Duration) {
 	if s.handshake == nil || s.cfg.SecretFile == "" {
