@@ -35,7 +35,7 @@ func checkPluginEnv(
 	coord Coordinator,
 	lookup func(string) (string, bool),
 ) hcl.Diagnostics {
-	if block.Kind == dtfplugin.KindConnector || len(block.Env) == 0 {
+	if block.Kind == dtfplugin.KindConnector || (len(block.Env) == 0 && len(block.Args) == 0) {
 		return nil
 	}
 	secret := coord.Secret
@@ -71,6 +71,23 @@ func checkPluginEnv(
 			"Plugin %q of kind %q lists %s in env, and that variable %s, so the plugin would receive it. "+
 				"Remove %s from env: only the reconnection plugin needs the credential, and the worker "+
 				"passes it in that plugin's configuration.", block.Name, block.Kind, name, reason, name)))
+	}
+	// Arguments are visible to every local user in the process list, so a
+	// credential there leaks even further than in the environment.
+	for i, arg := range block.Args {
+		var reason string
+		switch {
+		case secret != "" && strings.Contains(arg, secret):
+			reason = "contains the worker's secret"
+		case token != "" && strings.Contains(arg, token):
+			reason = "contains the worker's token"
+		default:
+			continue
+		}
+		diags = append(diags, errorAt(block.ArgsRange, "Worker credential in plugin args", fmt.Sprintf(
+			"Argument %d of plugin %q of kind %q %s, so the plugin, and any local user who lists "+
+				"processes, would see it. Remove it: only the reconnection plugin needs the credential, "+
+				"and the worker passes it in that plugin's configuration.", i+1, block.Name, block.Kind, reason)))
 	}
 	return diags
 }

@@ -120,3 +120,20 @@ func TestPluginEnvAllowsOtherVariables(t *testing.T) {
 	_, err = Load(writeWorkerConfig(t, text))
 	require.NoError(t, err)
 }
+
+func TestPluginArgsRejectWorkerCredential(t *testing.T) {
+	secret, _, err := protocol.NewCredential()
+	require.NoError(t, err)
+	t.Setenv("DTF_TEST_WORKER_SECRET", secret)
+	config := withEnv(`secret = env("DTF_TEST_WORKER_SECRET")`, "", "", "")
+	config = strings.Replace(config, `  path = "../bin/dtf-exec-command"`,
+		`  path = "../bin/dtf-exec-command"`+"\n"+`  args = ["-v", "--key=${env("DTF_TEST_WORKER_SECRET")}"]`, 1)
+	path := writeWorkerConfig(t, config)
+
+	_, err = Load(path)
+	require.Error(t, err)
+	message := err.Error()
+	assert.Contains(t, message, "Worker credential in plugin args")
+	assert.Contains(t, message, `Argument 2 of plugin "command" of kind "executor" contains the worker's secret`)
+	assert.NotContains(t, message, secret[len(secret)-8:], "the diagnostic shows the secret")
+}

@@ -51,6 +51,7 @@ type pluginBlock struct {
 	Path              *string       `hcl:"path,optional"`
 	PathRange         hcl.Range     `hcl:"path,attr_value_range"`
 	Args              []string      `hcl:"args,optional"`
+	ArgsRange         hcl.Range     `hcl:"args,attr_value_range"`
 	Env               []string      `hcl:"env,optional"`
 	EnvRange          hcl.Range     `hcl:"env,attr_value_range"`
 	SHA256            *string       `hcl:"sha256,optional"`
