@@ -79,6 +79,8 @@ func (s *session) startHandshake(hello *pb.Hello) error {
 	if err != nil {
 		return err
 	}
+	secret = s.hooks.link.creds.choose(secret, s.log)
+	s.secret = secret
 	handshake, err := protocol.NewClientHandshake(s.cfg.WorkerID, secret)
 	if err != nil {
 		return err
@@ -134,6 +136,7 @@ func (s *session) openWelcome(message []byte) ([]byte, error) {
 	if err := s.handshake.Verify(welcome.GetScramServerFinal()); err != nil {
 		return nil, err
 	}
+	s.hooks.link.creds.welcomed(s.secret)
 	keys, err := s.handshake.SessionKeys(welcome.GetSessionId(), s.transcript.Sum())
 	if err != nil {
 		return nil, err

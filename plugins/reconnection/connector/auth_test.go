@@ -177,3 +177,72 @@ func TestScramRotatedSecretFileResumes(t *testing.T) {
 	case <-time.After(3 * time.Second):
 	}
 }
+
+// A secret_file that receives a secret the coordinator rejects, here
+// another worker's, does not cost the worker its session: it logs in again
+// with the secret that worked and resumes.
+func TestScramRejectedNewSecretFallsBack(t *testing.T) {
+	coord := startCredentialCoordinator(t)
+	secret, _ := coord.createCredential(t)
+	h, path := startSecretConnector(t, coord, secret)
+	first := h.nextState(StateConnected)
+
+	otherSecret, other, err := protocol.NewCredential()
+	require.NoError(t, err)
+	require.NoError(t, coord.store.CreateCredential(context.Background(), store.Credential{
+		WorkerID: "worker-2", CredentialID: other.CredentialID, Salt: other.Salt, Iterations: other.Iterations,
+		StoredKey: other.StoredKey, ServerKey: other.ServerKey, Created: time.Now(),
+	}))
+	require.NoError(t, os.WriteFile(path, []byte(otherSecret+"\n"), 0o600))
+
+	again := h.nextState(StateConnected)
+	assert.True(t, again.GetResumed(), "session not resumed with the previous secret")
+	assert.Equal(t, first.GetSessionId(), again.GetSessionId())
+
+	// The watcher does not switch to the rejected secret again.
+	select {
+	case change := <-h.stream.states:
+		if change.GetState() == StateClosed {
+			t.Fatalf("connector stopped: %s", change.GetReason())
+		}
+	case <-time.After(3 * secretCheckInterval):
+	}
+}
+
+// A rotation whose old credential ends at once (dtf credentials rotate
+// -grace 0s) is followed by a login with the new secret without the
+// half-cap wait of an authentication failure.
+func TestScramRotationWithoutGraceRetriesAtOnce(t *testing.T) {
+	coord := startCredentialCoordinator(t)
+	oldSecret, _ := coord.createCredential(t)
+	path := filepath.Join(t.TempDir(), "worker.secret")
+	require.NoError(t, os.WriteFile(path, []byte(oldSecret+"\n"), 0o600))
+	// A 20 s cap makes an authentication failure wait 10 s, longer than
+	// the test waits for the reconnect.
+	in := connectorConfig("ws://"+coord.addr(), `{
+		"heartbeat_interval": "100ms", "heartbeat_timeout": "1s", "backoff_base": "10ms",
+		"backoff_cap": "20s", "dial_timeout": "1s", "handshake_timeout": "1s"}`)
+	in.Token = ""
+	in.SecretFile = path
+	c := New(Options{Logger: testLogger(), Version: "test", Rand: rand.New(rand.NewPCG(1, 2))})
+	_, err := c.Configure(context.Background(), in)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &harness{
+		t: t, connector: c, cancel: cancel, done: make(chan error, 1),
+		stream: &eventStream{ctx: ctx, states: make(chan *pb.StateChange, 1024), frames: make(chan []byte, 1024),
+			stats: make(chan *pb.ConnectorStats, 1024)},
+	}
+	go func() { h.done <- c.Events(&pb.Empty{}, h.stream) }()
+	t.Cleanup(h.stop)
+	first := h.nextState(StateConnected)
+
+	newSecret, newVerifier := coord.createCredential(t)
+	require.NoError(t, os.WriteFile(path, []byte(newSecret+"\n"), 0o600))
+	_, err = coord.store.ExpireCredentials(context.Background(), "worker-1", newVerifier.CredentialID, time.Now())
+	require.NoError(t, err)
+
+	again := h.nextState(StateConnected)
+	assert.True(t, again.GetResumed())
+	assert.Equal(t, first.GetSessionId(), again.GetSessionId())
+}

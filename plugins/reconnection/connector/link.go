@@ -23,6 +23,10 @@ type link struct {
 	open bool
 	// exporting is set by Export (handover.go).
 	exporting bool
+
+	// creds remembers which secrets worked and which the coordinator
+	// rejected (rotation.go); it has its own lock.
+	creds credentialMemory
 }
 
 func newLink(cfg *Config) *link {

@@ -75,6 +75,12 @@ func (c *Connector) connectLoop(ctx context.Context, cfg *Config, loop *eventLoo
 
 		// Give up on credentials that keep failing the same way, or after
 		// max_attempts.
+		if _, authFailed := isAuthFailure(err); authFailed {
+			loop.link.creds.rejectAttempted()
+			r.freshSecret = loop.link.creds.fileHasUntried(cfg)
+		} else {
+			r.freshSecret = false
+		}
 		reason, fatal := r.auth.check(err, cfg)
 		if !fatal && cfg.MaxAttempts > 0 && r.failures >= cfg.MaxAttempts {
 			reason, fatal = fmt.Sprintf("fatal: gave up after %d attempts: %v", r.failures, err), true
@@ -105,6 +111,9 @@ type retryState struct {
 	auth    authFailures
 	// failures counts failed attempts since the last welcome.
 	failures int
+	// freshSecret is set after an authentication failure when secret_file
+	// already holds a credential not yet tried, so the retry need not wait.
+	freshSecret bool
 }
 
 func (r *retryState) succeeded() {
@@ -121,7 +130,7 @@ func (r *retryState) failed() {
 // nextWait returns the state change to report after a failed or ended
 // connection and the delay before the next attempt.
 func (c *Connector) nextWait(cfg *Config, r *retryState, err error, log hclog.Logger) (*pb.StateChange, time.Duration) {
-	delay := retryDelay(cfg, r.backoff, err)
+	delay := retryDelay(cfg, r.backoff, err, r.freshSecret)
 	if r.breaker.State() != BreakerOpen {
 		log.Warn("connection failed, backing off", "url", cfg.URL, "error", err,
 			"attempt", r.backoff.Failures(), "delay", delay)
@@ -244,12 +253,13 @@ func (c *Connector) runSession(
 
 // retryDelay records a failure and returns the delay before the next dial.
 // An authentication failure waits at least half the cap, because fast
-// retries with wrong credentials only load the coordinator; a Reject's
-// retry_after_ms is a minimum.
-func retryDelay(cfg *Config, backoff *Backoff, err error) time.Duration {
+// retries with wrong credentials only load the coordinator, unless
+// freshSecret says that secret_file already holds a credential not yet
+// tried. A Reject's retry_after_ms is a minimum.
+func retryDelay(cfg *Config, backoff *Backoff, err error, freshSecret bool) time.Duration {
 	delay := backoff.Next()
 	reject, authFailed := isAuthFailure(err)
-	if authFailed {
+	if authFailed && !freshSecret {
 		delay = max(delay, cfg.Backoff.Cap/2)
 	}
 	if reject != nil && reject.RetryAfter > delay {

@@ -2,7 +2,10 @@ package connector
 
 import (
 	"errors"
+	"sync"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/gorilla/websocket"
 
@@ -45,7 +48,7 @@ func (s *session) watchSecretFile(interval time.Duration) {
 			continue
 		}
 		id, err := protocol.CredentialIDOf(secret)
-		if err != nil || id == current {
+		if err != nil || id == current || s.hooks.link.creds.isRejected(id) {
 			continue
 		}
 		s.log.Info("secret_file holds a new credential; reconnecting to log in with it and resume the session",
@@ -72,4 +75,83 @@ func (s *session) closeFor(reason string, err error) {
 	case <-timer.C:
 	}
 	s.end(err)
+}
+
+// credentialMemory remembers, across the connections of one link, the
+// secret of the last welcomed session and the credentials that the
+// coordinator rejected. A worker whose secret_file receives a secret that
+// the coordinator rejects, such as another worker's, then logs in again
+// with the secret that worked instead of failing until it stops.
+type credentialMemory struct {
+	mu sync.Mutex
+	// good is the secret of the last session that the coordinator welcomed.
+	good string
+	// attempted is the credential id of the latest handshake.
+	attempted string
+	// rejected holds the credential ids that the coordinator rejected as
+	// unauthenticated; it is bounded by the secrets written to the file.
+	rejected map[string]bool
+}
+
+// choose returns the secret to log in with: the file's, unless the
+// coordinator rejected its credential and a secret that worked is known.
+func (m *credentialMemory) choose(fromFile string, log hclog.Logger) string {
+	id, err := protocol.CredentialIDOf(fromFile)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err == nil && m.rejected[id] && m.good != "" && m.good != fromFile {
+		goodID, _ := protocol.CredentialIDOf(m.good)
+		log.Warn("secret_file holds a credential that the coordinator rejected; logging in with the "+
+			"previous credential instead; put a valid secret in secret_file",
+			"rejected_credential_id", id, "credential_id", goodID)
+		fromFile = m.good
+		id = goodID
+	}
+	m.attempted = id
+	return fromFile
+}
+
+// welcomed records secret as the one that works.
+func (m *credentialMemory) welcomed(secret string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.good = secret
+	if id, err := protocol.CredentialIDOf(secret); err == nil {
+		delete(m.rejected, id)
+	}
+}
+
+// rejectAttempted records that the coordinator rejected the credential of
+// the latest handshake.
+func (m *credentialMemory) rejectAttempted() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.attempted == "" {
+		return
+	}
+	if m.rejected == nil {
+		m.rejected = map[string]bool{}
+	}
+	m.rejected[m.attempted] = true
+}
+
+// isRejected reports whether the coordinator rejected credential id.
+func (m *credentialMemory) isRejected(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.rejected[id]
+}
+
+// fileHasUntried reports whether cfg's secret_file now holds a credential
+// that the coordinator has not rejected, so that a retry need not wait.
+func (m *credentialMemory) fileHasUntried(cfg *Config) bool {
+	if cfg.SecretFile == "" {
+		return false
+	}
+	secret, err := cfg.readSecret()
+	if err != nil {
+		return false
+	}
+	id, err := protocol.CredentialIDOf(secret)
+	return err == nil && !m.isRejected(id)
 }

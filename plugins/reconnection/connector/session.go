@@ -98,7 +98,10 @@ type session struct {
 	// handshake is the SCRAM exchange of a worker with a secret, nil in the
 	// token mode. transcript hashes the handshake messages, and proofSent
 	// is set once the Proof is queued; the reader uses all three.
-	handshake  *protocol.ClientHandshake
+	handshake *protocol.ClientHandshake
+	// secret is the secret of this handshake, which the link remembers
+	// once the coordinator welcomes it.
+	secret     string
 	transcript protocol.Transcript
 	proofSent  bool
 	// inbound is the message being dispatched, for handlers that need its
