@@ -31,6 +31,9 @@ func schemeHint(client *api.Client, err error) string {
 	case errors.Is(err, http.ErrSchemeMismatch):
 		return "the coordinator serves plain http; use -addr " + withScheme(client.BaseURL, "http") +
 			", or give the coordinator a tls block"
+	case errors.As(err, &unknownAuthority) && hasOwnRoots(client):
+		return "the coordinator's certificate is not signed by the CA in -ca-file or $" + caFileEnv +
+			"; give the PEM file of the CA that signed it"
 	case errors.As(err, &unknownAuthority):
 		return "the coordinator's certificate is not signed by a CA that dtf trusts; set -ca-file or $" +
 			caFileEnv + " to the PEM file of the CA that signed it"
@@ -51,4 +54,14 @@ func withScheme(base, scheme string) string {
 	}
 	u.Scheme = scheme
 	return u.String()
+}
+
+// hasOwnRoots reports whether client verifies certificates against its own
+// CA pool, as it does with -ca-file, instead of the system roots.
+func hasOwnRoots(client *api.Client) bool {
+	if client.HTTP == nil {
+		return false
+	}
+	transport, ok := client.HTTP.Transport.(*http.Transport)
+	return ok && transport.TLSClientConfig != nil && transport.TLSClientConfig.RootCAs != nil
 }

@@ -24,6 +24,10 @@ func TestRequestErrorNamesTLSFix(t *testing.T) {
 	require.NoError(t, err)
 	_, localhostAddr := startCoordinator(t, tlsBlock(localhostOnly))
 	_, plainAddr := startCoordinator(t, "")
+	otherCA, err := testcert.NewCA("another CA")
+	require.NoError(t, err)
+	otherFiles, err := otherCA.WriteServerFiles(t.TempDir(), "127.0.0.1")
+	require.NoError(t, err)
 
 	for name, tc := range map[string]struct {
 		addr string
@@ -34,6 +38,8 @@ func TestRequestErrorNamesTLSFix(t *testing.T) {
 			"the coordinator serves https; use -addr https://" + tlsAddr},
 		"https without the CA": {"https://" + tlsAddr, nil,
 			"not signed by a CA that dtf trusts; set -ca-file or $DTF_CA_FILE"},
+		"https with the wrong CA": {"https://" + tlsAddr, []string{"-ca-file", otherFiles.CAFile},
+			"not signed by the CA in -ca-file or $DTF_CA_FILE"},
 		"https to a plain listener": {"https://" + plainAddr, nil,
 			"the coordinator serves plain http; use -addr http://" + plainAddr},
 		"certificate for another host": {"https://" + localhostAddr, []string{"-ca-file", localhostOnly.CAFile},

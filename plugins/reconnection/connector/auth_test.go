@@ -1,10 +1,13 @@
 package connector
 
 import (
+	"bytes"
 	"context"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -245,4 +248,57 @@ func TestScramRotationWithoutGraceRetriesAtOnce(t *testing.T) {
 	again := h.nextState(StateConnected)
 	assert.True(t, again.GetResumed())
 	assert.Equal(t, first.GetSessionId(), again.GetSessionId())
+}
+
+// lockedBuffer is a bytes.Buffer that the plugin's logger and the test
+// use from different goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// A secret_file that becomes unusable while the worker is connected is
+// logged once, before the next login would fail, and the session goes on.
+func TestScramUnusableSecretFileWarned(t *testing.T) {
+	coord := startCredentialCoordinator(t)
+	secret, _ := coord.createCredential(t)
+	path := filepath.Join(t.TempDir(), "worker.secret")
+	require.NoError(t, os.WriteFile(path, []byte(secret+"\n"), 0o600))
+	in := connectorConfig("ws://"+coord.addr(), authConfig)
+	in.Token = ""
+	in.SecretFile = path
+	logs := &lockedBuffer{}
+	logger := hclog.New(&hclog.LoggerOptions{Name: "reconnection", Level: hclog.Info, Output: logs})
+	c := New(Options{Logger: logger, Version: "test", Rand: rand.New(rand.NewPCG(1, 2))})
+	_, err := c.Configure(context.Background(), in)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &harness{
+		t: t, connector: c, cancel: cancel, done: make(chan error, 1),
+		stream: &eventStream{ctx: ctx, states: make(chan *pb.StateChange, 1024), frames: make(chan []byte, 1024),
+			stats: make(chan *pb.ConnectorStats, 1024)},
+	}
+	go func() { h.done <- c.Events(&pb.Empty{}, h.stream) }()
+	t.Cleanup(h.stop)
+	h.nextState(StateConnected)
+
+	require.NoError(t, os.WriteFile(path, []byte("not a secret\n"), 0o600))
+	require.Eventually(t, func() bool {
+		return strings.Contains(logs.String(), "secret_file cannot be used")
+	}, 4*secretCheckInterval, 50*time.Millisecond)
+	assert.Equal(t, 1, strings.Count(logs.String(), "secret_file cannot be used"))
+	assert.NotContains(t, logs.String(), "not a secret", "the log shows the file's content")
+	assert.True(t, c.connected(), "the session ended")
 }

@@ -37,6 +37,9 @@ func (s *session) watchSecretFile(interval time.Duration) {
 	current := s.handshake.CredentialID()
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
+	// lastProblem is the file's problem that was logged last, so that each
+	// one is logged once while the session lasts.
+	lastProblem := ""
 	for {
 		select {
 		case <-s.done:
@@ -45,8 +48,18 @@ func (s *session) watchSecretFile(interval time.Duration) {
 		}
 		secret, err := s.cfg.readSecret()
 		if err != nil {
+			// Two reads in a row with the same problem are not a file in
+			// the middle of being replaced.
+			if problem := err.Error(); problem != lastProblem {
+				lastProblem = problem
+			} else if problem != "" && !s.reportedSecretProblem {
+				s.reportedSecretProblem = true
+				s.log.Warn("secret_file cannot be used; the session goes on with the secret it logged in "+
+					"with, but the next login fails unless the file is fixed", "session_id", s.id, "error", err)
+			}
 			continue
 		}
+		lastProblem = ""
 		id, err := protocol.CredentialIDOf(secret)
 		if err != nil || id == current || s.hooks.link.creds.isRejected(id) {
 			continue

@@ -142,6 +142,9 @@ type session struct {
 	// rotated is set when the session ends because secret_file holds a
 	// new credential, so the loop redials at once instead of backing off.
 	rotated atomic.Bool
+	// reportedSecretProblem is set once watchSecretFile logged that the
+	// file cannot be used; only that goroutine reads and writes it.
+	reportedSecretProblem bool
 
 	out        chan outbound
 	done       chan struct{}
