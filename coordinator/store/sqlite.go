@@ -48,6 +48,37 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	if err := restrictMode(path); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	// SQLite reports SQLITE_BUSY without waiting for busy_timeout when
+	// another process holds the file while this one switches it to WAL,
+	// as when `dtf tokens create` migrates a new store while the
+	// coordinator starts. Such an open is tried again for a bounded time.
+	deadline := time.Now().Add(openBusyWait)
+	for {
+		st, err := openSQLite(ctx, path)
+		if err == nil || !isBusy(err) || time.Now().After(deadline) {
+			return st, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(openBusyRetry):
+		}
+	}
+}
+
+// openBusyWait bounds the retries of an open that found the store busy,
+// and openBusyRetry is the pause between two tries.
+const (
+	openBusyWait  = 2 * busyTimeout
+	openBusyRetry = 50 * time.Millisecond
+)
+
+// isBusy reports whether err is SQLite's "database is locked".
+func isBusy(err error) bool {
+	return strings.Contains(err.Error(), "SQLITE_BUSY")
+}
+
+func openSQLite(ctx context.Context, path string) (*SQLite, error) {
 	write, err := openDB(path, true)
 	if err != nil {
 		return nil, err
