@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -143,8 +144,10 @@ func TestWorkerDrainFinishesShortTask(t *testing.T) {
 	e := newEnv(t)
 	worker := e.startSupervisedWorker("worker-1", 2, map[string]string{"drain_timeout": `"30s"`})
 	e.waitConnected("worker-1")
-	batch := e.submitCommand(1, "sh", "-c", "sleep 3; echo done")
+	started := filepath.Join(t.TempDir(), "started")
+	batch := e.submitCommand(1, "sh", "-c", "touch "+started+"; sleep 3; echo done")
 	e.waitRunning(batch, 1)
+	e.waitFile(started)
 
 	stopped := make(chan error, 1)
 	go func() { stopped <- worker.Stop(45 * time.Second) }()
@@ -174,8 +177,13 @@ func TestWorkerDrainReleasesLongTask(t *testing.T) {
 	e.waitConnected("worker-1")
 	// With max_attempts 1, the task can only succeed if the released
 	// attempt does not count.
-	batch := e.submitCommand(1, "sh", "-c", "sleep 4; echo done")
+	// The marker file shows that the executor runs the task: a task that
+	// the coordinator lists as running may still be on its way to the
+	// executor, and the drain would then release it before the timeout.
+	started := filepath.Join(t.TempDir(), "started")
+	batch := e.submitCommand(1, "sh", "-c", "touch "+started+"; sleep 4; echo done")
 	e.waitRunning(batch, 1)
+	e.waitFile(started)
 
 	require.NoError(t, first.Stop(30*time.Second), "the worker exits 0 after its drain\n%s", e.logs())
 	assert.Equal(t, api.WorkerDrained, e.workerState("worker-1"), "a drained worker is not lost")
@@ -221,4 +229,16 @@ func TestWorkerSecondSigtermStopsAtOnce(t *testing.T) {
 	})
 	require.NoError(t, err, "the task was not released\n%s", e.logs())
 	assert.Equal(t, api.WorkerDrained, e.workerState("worker-1"), "a drained worker is not lost")
+}
+
+// waitFile waits until a task's command has created path, which shows
+// that the executor runs the task: the coordinator lists a task as
+// running from its assignment, before the executor has it.
+func (e *env) waitFile(path string) {
+	e.t.Helper()
+	err := cluster.Poll(context.Background(), 30*time.Second, 20*time.Millisecond, func() (bool, error) {
+		_, err := os.Stat(path)
+		return err == nil, nil
+	})
+	require.NoError(e.t, err, "the task did not start: %s does not exist\n%s", path, e.logs())
 }
