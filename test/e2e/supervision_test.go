@@ -103,8 +103,12 @@ func TestExecutorPluginKilledMidTask(t *testing.T) {
 	e := newEnv(t)
 	worker := e.startSupervisedWorker("worker-1", 1, nil)
 	e.waitConnected("worker-1")
-	batch := e.submitCommand(3, "sh", "-c", "sleep 3; echo done")
+	// The first attempt creates the marker before its sleep; the test
+	// kills the executor only once the task runs in it.
+	started := filepath.Join(t.TempDir(), "started")
+	batch := e.submitCommand(3, "sh", "-c", "touch "+started+"; sleep 3; echo done")
 	e.waitRunning(batch, 1)
+	e.waitFile(started)
 
 	executor := e.waitPlugin(worker, "dtf-exec-command", 0)
 	require.NoError(t, syscall.Kill(executor, syscall.SIGKILL))
