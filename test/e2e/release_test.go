@@ -63,6 +63,7 @@ func TestReleasedAttemptSavesLastCheckpoint(t *testing.T) {
 	require.NoError(t, err)
 	id := resp.Tasks[0].ID
 	e.waitRunning(resp.Batch, 1)
+	e.waitTaskStarted(id)
 
 	// The drain lets the attempt count for its 2 seconds and then releases it.
 	require.NoError(t, first.Stop(30*time.Second), "the worker exits 0 after its drain\n%s", e.logs())

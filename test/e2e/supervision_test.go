@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -245,4 +246,20 @@ func (e *env) waitFile(path string) {
 		return err == nil, nil
 	})
 	require.NoError(e.t, err, "the task did not start: %s does not exist\n%s", path, e.logs())
+}
+
+// waitTaskStarted waits until the coordinator logged the task_started
+// frame of task id, which the worker host sends as it hands the attempt to
+// its executor.
+func (e *env) waitTaskStarted(id string) {
+	e.t.Helper()
+	err := cluster.Poll(context.Background(), 30*time.Second, 20*time.Millisecond, func() (bool, error) {
+		for _, line := range strings.Split(e.coordinator.Log(), "\n") {
+			if strings.Contains(line, "task started") && strings.Contains(line, "task_id="+id) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	require.NoError(e.t, err, "the worker did not start task %s\n%s", id, e.logs())
 }
