@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"

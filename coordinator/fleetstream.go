@@ -63,7 +63,7 @@ type streamHub struct {
 	mu sync.Mutex
 	// lifetime is streamLifetime, and shorter in tests.
 	lifetime time.Duration
-	clients map[*streamClient]struct{}
+	clients  map[*streamClient]struct{}
 	// perAddr counts the open streams per client IP address.
 	perAddr map[string]int
 	closed  bool
