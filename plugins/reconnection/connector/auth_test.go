@@ -162,7 +162,7 @@ func TestScramRotatedSecretFileResumes(t *testing.T) {
 	// The worker notices the new secret and resumes its session with it,
 	// long before the old credential would be rejected.
 	left := h.nextState(StateBackingOff)
-	assert.Contains(t, left.GetReason(), "secret_file holds a new credential")
+	assert.Contains(t, left.GetReason(), "secret_file contains a new credential")
 	again := h.nextState(StateConnected)
 	assert.True(t, again.GetResumed(), "session not resumed after the rotation")
 	assert.Equal(t, first.GetSessionId(), again.GetSessionId())

@@ -254,7 +254,7 @@ func (c *Connector) runSession(
 // retryDelay records a failure and returns the delay before the next dial.
 // An authentication failure waits at least half the cap, because fast
 // retries with wrong credentials only load the coordinator, unless
-// freshSecret says that secret_file already holds a credential not yet
+// freshSecret reports that secret_file already contains a credential not yet
 // tried. A Reject's retry_after_ms is a minimum.
 func retryDelay(cfg *Config, backoff *Backoff, err error, freshSecret bool) time.Duration {
 	delay := backoff.Next()

@@ -21,7 +21,7 @@ const secretCheckInterval = 2 * time.Second
 
 // errSecretRotated ends a connection whose worker logs in again with the
 // new credential in its secret_file.
-var errSecretRotated = errors.New("secret_file holds a new credential; logging in again with it")
+var errSecretRotated = errors.New("secret_file contains a new credential; logging in again with it")
 
 // watchSecretFile ends s once cfg.SecretFile holds a credential other than
 // the one s logged in with. The connect loop then redials at once and
@@ -64,7 +64,7 @@ func (s *session) watchSecretFile(interval time.Duration) {
 		if err != nil || id == current || s.hooks.link.creds.isRejected(id) {
 			continue
 		}
-		s.log.Info("secret_file holds a new credential; reconnecting to log in with it and resume the session",
+		s.log.Info("secret_file contains a new credential; reconnecting to log in with it and resume the session",
 			"session_id", s.id, "old_credential_id", current, "credential_id", id)
 		s.rotated.Store(true)
 		s.closeFor("worker logs in with a new credential", errSecretRotated)
@@ -114,7 +114,7 @@ func (m *credentialMemory) choose(fromFile string, log hclog.Logger) string {
 	defer m.mu.Unlock()
 	if err == nil && m.rejected[id] && m.good != "" && m.good != fromFile {
 		goodID, _ := protocol.CredentialIDOf(m.good)
-		log.Warn("secret_file holds a credential that the coordinator rejected; logging in with the "+
+		log.Warn("secret_file contains a credential that the coordinator rejected; logging in with the "+
 			"previous credential instead; put a valid secret in secret_file",
 			"rejected_credential_id", id, "credential_id", goodID)
 		fromFile = m.good
