@@ -281,7 +281,7 @@ func resolveProgram(name string, payloadEnv map[string]string) (string, error) {
 
 // commandResult turns a finished run into the task's outcome.
 func commandResult(run procgroup.Result, timeout time.Duration, output *procgroup.Tail) sdk.Result {
-	res := sdk.Result{Output: output.Bytes(), ExitCode: procgroup.ExitCode(run.State)}
+	res := sdk.Result{Output: output.Bytes(), ExitCode: run.ExitCode()}
 
 	switch run.Stop {
 	case procgroup.TimedOut:
@@ -297,7 +297,7 @@ func commandResult(run procgroup.Result, timeout time.Duration, output *procgrou
 		} else {
 			res.Status = sdk.StatusFailed
 			res.Message = fmt.Sprintf("exit code %d", res.ExitCode)
-			if sig := procgroup.Signal(run.State); sig != 0 {
+			if sig := run.Signal(); sig != 0 {
 				res.Message = fmt.Sprintf("killed by signal %s (exit code %d)", sig, res.ExitCode)
 			}
 		}

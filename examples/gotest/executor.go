@@ -242,7 +242,7 @@ func buildResult(
 	if err != nil {
 		return sdk.Result{}, fmt.Errorf("encode gotest report: %w", err)
 	}
-	res := sdk.Result{Data: data, ExitCode: procgroup.ExitCode(run.State)}
+	res := sdk.Result{Data: data, ExitCode: run.ExitCode()}
 
 	switch {
 	case run.Stop == procgroup.TimedOut:

@@ -55,3 +55,43 @@ func TestExecutorKilledLeavesNoTaskProcesses(t *testing.T) {
 	assert.Equal(t, 2, task.Outcome.Attempt, "the outcome is the retried attempt's")
 	assert.Contains(t, worker.Log(), "killed orphaned task processes")
 }
+
+// Cancelling a task through the API reaches its executor and kills every
+// process the task started, one that left the task's process group with
+// setsid included, while the worker and its executor keep running.
+func TestCancelKillsWholeProcessTree(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.startWorker("worker-1", 1)
+	e.waitConnected("worker-1")
+
+	// Unique sleep arguments mark the task's own process and the one that
+	// escapes its group.
+	stamp := time.Now().UnixNano() % 1000000
+	inGroup := fmt.Sprintf("61.%06d", stamp)
+	escaped := fmt.Sprintf("62.%06d", stamp)
+	script := fmt.Sprintf("setsid sleep %s & sleep %s", escaped, inGroup)
+	batch := e.submitCommands([]string{"sh", "-c", script})
+	e.waitRunning(batch, 1)
+	err := cluster.Poll(context.Background(), 10*time.Second, 50*time.Millisecond, func() (bool, error) {
+		return len(processesWith(inGroup)) > 0 && len(processesWith(escaped)) > 0, nil
+	})
+	require.NoError(t, err, "task processes did not start\n%s", e.logs())
+
+	tasks, err := e.client.ListTasks(context.Background(), batch, "")
+	require.NoError(t, err)
+	require.Len(t, tasks, 1)
+	_, err = e.client.Cancel(context.Background(), tasks[0].ID)
+	require.NoError(t, err)
+
+	done := e.waitTerminal(batch, time.Minute)
+	require.Len(t, done, 1)
+	assert.Equal(t, api.StateCancelled, done[0].State)
+	err = cluster.Poll(context.Background(), 15*time.Second, 50*time.Millisecond, func() (bool, error) {
+		return len(processesWith(inGroup)) == 0 && len(processesWith(escaped)) == 0, nil
+	})
+	require.NoError(t, err, "processes %v and %v outlived the cancelled task\n%s",
+		processesWith(inGroup), processesWith(escaped), e.logs())
+	assert.NotContains(t, e.workers["worker-1"].Log(), "killed orphaned task processes",
+		"the executor, not the host, ends the task's processes")
+}

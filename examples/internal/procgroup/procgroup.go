@@ -58,17 +58,43 @@ type Spec struct {
 // Result is the end state of a run.
 type Result struct {
 	Stop Stop
-	// State is the child's exit state; it is set whenever the child started.
-	State *os.ProcessState
+	// Status is the wait status of the command's first process.
+	Status syscall.WaitStatus
+}
+
+// ExitCode returns the shell-style exit code: the exit status, or 128 plus
+// the signal number when a signal ended the process.
+func (r Result) ExitCode() int {
+	if r.Status.Signaled() {
+		return 128 + int(r.Status.Signal())
+	}
+	return r.Status.ExitStatus()
+}
+
+// Signal returns the signal that ended the process, or 0.
+func (r Result) Signal() syscall.Signal {
+	if r.Status.Signaled() {
+		return r.Status.Signal()
+	}
+	return 0
 }
 
 // Run starts spec.Cmd as the leader of a new process group and waits for it.
 // On timeout or when ctx ends, it sends SIGTERM to the whole group and SIGKILL
-// after the grace period. After the leader exits, for any reason, it sends
-// SIGKILL to the group so that no background process of the task outlives it.
+// after the grace period. After the leader exits, for any reason, every
+// process the task started is killed, so that none outlives it. On Linux
+// this includes a process that left the group with setsid (see
+// shim_linux.go); elsewhere only the group is killed.
 // Run returns an error only when the command could not be started.
 func Run(ctx context.Context, spec Spec) (Result, error) {
 	cmd := spec.Cmd
+	if cmd.Err != nil {
+		return Result{}, fmt.Errorf("start %s: %w", cmd.Path, cmd.Err)
+	}
+	grace := spec.KillGrace
+	if grace <= 0 {
+		grace = DefaultKillGrace
+	}
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
@@ -78,13 +104,20 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	shim, err := wrap(cmd, grace)
+	if err != nil {
+		pipes.closeAll()
+		return Result{}, err
+	}
 	if err := cmd.Start(); err != nil {
 		pipes.closeAll()
+		shim.abandon()
 		return Result{}, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
 	// The child holds its own copies of the write ends now.
 	pipes.closeWriters()
 	pipes.copyOutput()
+	shim.started()
 
 	// Wait in the background so the select below can react to ctx and the
 	// timeout. cmd.Wait returns right after the exit because the child's
@@ -107,10 +140,10 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 	case <-exited:
 	case <-timeout:
 		stop = TimedOut
-		terminate(cmd.Process.Pid, exited, spec.KillGrace)
+		terminate(cmd.Process.Pid, exited, shim.graceLimit(grace))
 	case <-ctx.Done():
 		stop = Cancelled
-		terminate(cmd.Process.Pid, exited, spec.KillGrace)
+		terminate(cmd.Process.Pid, exited, shim.graceLimit(grace))
 	}
 
 	// NOTE: the group id is the leader's pid, which the kernel does not hand
@@ -118,18 +151,19 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 	// this signal can in theory reach a new group with the same id.
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	pipes.drain(drainTimeout)
-	return Result{Stop: stop, State: cmd.ProcessState}, nil
+	status, err := shim.result(cmd.ProcessState)
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Stop: stop, Status: status}, nil
 }
 
 // terminate sends SIGTERM to the group led by pid, waits for the leader up to
-// grace and then sends SIGKILL to the group and waits for the leader.
-func terminate(pid int, exited <-chan struct{}, grace time.Duration) {
-	if grace <= 0 {
-		grace = DefaultKillGrace
-	}
+// limit and then sends SIGKILL to the group and waits for the leader.
+func terminate(pid int, exited <-chan struct{}, limit time.Duration) {
 	_ = syscall.Kill(-pid, syscall.SIGTERM)
 
-	timer := time.NewTimer(grace)
+	timer := time.NewTimer(limit)
 	defer timer.Stop()
 	select {
 	case <-exited:
@@ -138,6 +172,17 @@ func terminate(pid int, exited <-chan struct{}, grace time.Duration) {
 	}
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
 	<-exited
+}
+
+// waitStatus returns the wait status of a finished process.
+func waitStatus(state *os.ProcessState) syscall.WaitStatus {
+	if state == nil {
+		return 0
+	}
+	if ws, ok := state.Sys().(syscall.WaitStatus); ok {
+		return ws
+	}
+	return syscall.WaitStatus(state.ExitCode() << 8)
 }
 
 // outputPipes are the OS pipes between the child and the writers.
@@ -232,27 +277,4 @@ func (p *outputPipes) drain(limit time.Duration) {
 		_ = r.Close()
 	}
 	<-done
-}
-
-// ExitCode returns the shell-style exit code of a finished process: its
-// status, or 128 plus the signal number when a signal ended it.
-func ExitCode(state *os.ProcessState) int {
-	if state == nil {
-		return -1
-	}
-	if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return 128 + int(ws.Signal())
-	}
-	return state.ExitCode()
-}
-
-// Signal returns the signal that ended the process, or 0.
-func Signal(state *os.ProcessState) syscall.Signal {
-	if state == nil {
-		return 0
-	}
-	if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return ws.Signal()
-	}
-	return 0
 }
