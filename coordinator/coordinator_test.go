@@ -460,3 +460,35 @@ func TestHeartbeatTimeoutClosesSession(t *testing.T) {
 	require.Eventually(t, func() bool { return ts.Stats().Sessions == 0 }, waitFor, 10*time.Millisecond,
 		"a silent session is closed after heartbeat_timeout")
 }
+
+func TestStateSyncListsAppliedOutcomes(t *testing.T) {
+	ts := startServer(t, testConfig(t, "")) // reassign_after 30s
+	w, _ := connectSynced(t, ts, "w1", []string{"command"})
+	done := submit(t, ts, commandSpec()).Tasks[0]
+	doneRef := w.expect("assign").GetAssign().GetRef()
+	open := submit(t, ts, commandSpec()).Tasks[0]
+	openRef := w.expect("assign").GetAssign().GetRef()
+	w.send(outcomeFrame(doneRef, pb.Status_STATUS_SUCCEEDED))
+	require.True(t, w.expect("outcome_ack").GetOutcomeAck().GetApplied())
+	w.close()
+	require.Eventually(t, func() bool { return ts.Stats().Sessions == 0 }, waitFor, 10*time.Millisecond)
+
+	// The worker lost the acknowledgement of the first outcome in the cut,
+	// holds the outcome of the second, not sent yet, and one of a task the
+	// coordinator does not know.
+	w2, first := connectWorker(t, ts, &pb.Hello{WorkerId: "w1", TaskTypes: []string{"command"}, Slots: 2})
+	require.NotNil(t, first.GetWelcome(), "first frame: %v", first)
+	unknown := &pb.TaskRef{TaskId: "no-such-task", Attempt: 1}
+	w2.send(&pb.Frame{Body: &pb.Frame_StateSync{StateSync: &pb.StateSync{
+		HeldOutcomes: []*pb.TaskRef{doneRef, openRef, unknown},
+	}}})
+	result := w2.expect("state_sync_result").GetStateSyncResult()
+	require.Len(t, result.GetApplied(), 1, "only the applied outcome is listed")
+	assert.Equal(t, done.ID, result.GetApplied()[0].GetTaskId())
+	assert.Equal(t, uint32(1), result.GetApplied()[0].GetAttempt())
+
+	// The outcome the coordinator lacks is still accepted after the sync.
+	w2.send(outcomeFrame(openRef, pb.Status_STATUS_SUCCEEDED))
+	require.True(t, w2.expect("outcome_ack").GetOutcomeAck().GetApplied())
+	assert.Equal(t, api.StateSucceeded, getTask(t, ts, open.ID).State)
+}

@@ -167,13 +167,41 @@ func (s *Server) handleStateSync(ss *session, _ *connection, frame *pb.Frame) {
 		s.endForSync(ss, "state sync failed", err)
 		return
 	}
+	applied, err := s.appliedOutcomes(ctx, ss, sync.GetHeldOutcomes())
+	if err != nil {
+		s.endForSync(ss, "state sync failed", err)
+		return
+	}
+	result.Applied = applied
 	s.metrics.stateSyncs.Add(1)
 	s.connLog.Info(ss.log, "synced/"+ss.workerID, "worker state synced", "running", len(sync.GetRunning()),
-		"held_outcomes", len(sync.GetHeldOutcomes()), "keep", len(result.Keep), "cancel", len(result.Cancel))
+		"held_outcomes", len(sync.GetHeldOutcomes()), "keep", len(result.Keep), "cancel", len(result.Cancel),
+		"applied", len(result.Applied))
 	if ss.enqueue(&pb.Frame{Body: &pb.Frame_StateSyncResult{StateSyncResult: result}}) {
 		ss.synced.Store(true)
 		s.kickScheduler()
 	}
+}
+
+// appliedOutcomes returns the held outcomes of the worker that the store
+// applied before, so the worker deletes them instead of sending them again.
+func (s *Server) appliedOutcomes(ctx context.Context, ss *session, held []*pb.TaskRef) ([]*pb.TaskRef, error) {
+	if len(held) == 0 {
+		return nil, nil
+	}
+	refs := make([]store.AttemptRef, len(held))
+	for i, ref := range held {
+		refs[i] = store.AttemptRef{TaskID: ref.GetTaskId(), Attempt: int(ref.GetAttempt())}
+	}
+	applied, err := s.store.AppliedOutcomes(ctx, ss.workerID, refs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*pb.TaskRef, len(applied))
+	for i, ref := range applied {
+		out[i] = &pb.TaskRef{TaskId: ref.TaskID, Attempt: uint32(ref.Attempt)}
+	}
+	return out, nil
 }
 
 // endForSync ends a session after a store failure that left a frame of the

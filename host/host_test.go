@@ -340,6 +340,36 @@ func TestHostResendsHeldOutcomes(t *testing.T) {
 	require.Eventually(t, func() bool { return len(outboxFiles(t, cfg)) == 0 }, waitFor, 10*time.Millisecond)
 }
 
+// A held outcome that the state sync result lists as applied is deleted
+// without being sent again; the others are sent.
+func TestHostDropsOutcomesAppliedBeforeSync(t *testing.T) {
+	cfg := testConfig(t, "echo-runner")
+	outbox, err := OpenOutbox(filepath.Join(cfg.DataDir, "outbox"))
+	require.NoError(t, err)
+	applied := &wirepb.TaskRef{TaskId: "a-applied", Attempt: 2}
+	require.NoError(t, outbox.Put(&wirepb.TaskOutcome{Ref: applied, Status: wirepb.Status_STATUS_SUCCEEDED}))
+	require.NoError(t, outbox.Put(&wirepb.TaskOutcome{
+		Ref: &wirepb.TaskRef{TaskId: "b-held", Attempt: 1}, Status: wirepb.Status_STATUS_FAILED,
+	}))
+
+	hs := startHost(t, cfg, map[string]sdk.Executor{"echo-runner": &testExecutor{name: "e", types: []string{"echo"}}})
+	c := nextConnector(t, hs)
+	c.state("connected", "")
+	sync := expectFrame(t, c, "state_sync").GetStateSync()
+	require.Len(t, sync.GetHeldOutcomes(), 2)
+
+	c.frame(t, &wirepb.Frame{Body: &wirepb.Frame_StateSyncResult{StateSyncResult: &wirepb.StateSyncResult{
+		Applied: []*wirepb.TaskRef{applied},
+	}}})
+	sent := expectFrame(t, c, "task_outcome").GetTaskOutcome()
+	assert.Equal(t, "b-held", sent.GetRef().GetTaskId(), "the applied outcome is not sent again")
+	assert.Equal(t, []string{"b-held-1.json"}, outboxFiles(t, cfg))
+	assert.False(t, hs.host.isHeld(taskRef{"a-applied", 2}))
+
+	c.frame(t, ackFrame("b-held", 1))
+	require.Eventually(t, func() bool { return len(outboxFiles(t, cfg)) == 0 }, waitFor, 10*time.Millisecond)
+}
+
 func TestHostRestartsConnector(t *testing.T) {
 	cfg := testConfig(t, "echo-runner")
 	hs := startHost(t, cfg, map[string]sdk.Executor{"echo-runner": &testExecutor{name: "e", types: []string{"echo"}}})

@@ -101,12 +101,16 @@ func (h *Host) sendStateSync(ctx context.Context) error {
 }
 
 // handleStateSyncResult cancels the attempts the coordinator no longer
-// wants, sends the pending checkpoints of the others again and then queues
-// every held outcome that the connector has not accepted in this session.
+// wants, deletes the held outcomes it applied before, sends the pending
+// checkpoints of the others again and then queues every held outcome that
+// the connector has not accepted in this session.
 func (h *Host) handleStateSyncResult(frame *wirepb.Frame) {
 	result := frame.GetStateSyncResult()
 	for _, ref := range result.GetCancel() {
 		h.cancelTask(refOf(ref), "cancelled by coordinator after state sync")
+	}
+	for _, ref := range result.GetApplied() {
+		h.settleHeld(refOf(ref), true, "applied before the reconnect")
 	}
 	h.resendPendingCheckpoints()
 	h.queueAfterSync()
@@ -116,7 +120,12 @@ func (h *Host) handleStateSyncResult(frame *wirepb.Frame) {
 // memory and from the outbox.
 func (h *Host) handleOutcomeAck(frame *wirepb.Frame) {
 	ack := frame.GetOutcomeAck()
-	ref := refOf(ack.GetRef())
+	h.settleHeld(refOf(ack.GetRef()), ack.GetApplied(), ack.GetReason())
+}
+
+// settleHeld deletes a held outcome that the coordinator needs no more
+// from memory and from the outbox.
+func (h *Host) settleHeld(ref taskRef, applied bool, reason string) {
 	h.mu.Lock()
 	_, held := h.held[ref]
 	delete(h.held, ref)
@@ -131,11 +140,13 @@ func (h *Host) handleOutcomeAck(frame *wirepb.Frame) {
 	}
 	switch {
 	case !held:
-		logger.Debug("acknowledgement for an outcome not held", "applied", ack.GetApplied())
-	case ack.GetApplied():
+		logger.Debug("acknowledgement for an outcome not held", "applied", applied)
+	case applied && reason != "":
+		logger.Info("outcome acknowledged", "reason", reason)
+	case applied:
 		logger.Info("outcome acknowledged")
 	default:
-		logger.Info("outcome acknowledged but not applied", "reason", ack.GetReason())
+		logger.Info("outcome acknowledged but not applied", "reason", reason)
 	}
 }
 

@@ -495,7 +495,7 @@ func fence(ctx context.Context, tx *txn, task *api.Task, o Outcome) (reason stri
 // endedByOutcome reports whether o's worker ended o's attempt with an
 // outcome before. Attempts ended before the by_outcome column existed are
 // recognised through the task's terminal outcome.
-func endedByOutcome(ctx context.Context, tx *txn, taskID string, o Outcome) (bool, error) {
+func endedByOutcome(ctx context.Context, tx queryer, taskID string, o Outcome) (bool, error) {
 	var byOutcome bool
 	var workerID string
 	err := tx.QueryRowContext(ctx, `SELECT by_outcome, worker_id FROM attempts WHERE task_id = ? AND attempt = ?`,
@@ -513,6 +513,22 @@ func endedByOutcome(ctx context.Context, tx *txn, taskID string, o Outcome) (boo
 		return false, err
 	}
 	return existing != nil && existing.Attempt == o.Attempt && existing.WorkerID == o.WorkerID, nil
+}
+
+// AppliedOutcomes implements Store.
+func (s *SQLite) AppliedOutcomes(ctx context.Context, workerID string, refs []AttemptRef) ([]AttemptRef, error) {
+	var applied []AttemptRef
+	for _, ref := range refs {
+		ended, err := endedByOutcome(ctx, s.reader, ref.TaskID,
+			Outcome{TaskID: ref.TaskID, Attempt: ref.Attempt, WorkerID: workerID})
+		if err != nil {
+			return nil, err
+		}
+		if ended {
+			applied = append(applied, ref)
+		}
+	}
+	return applied, nil
 }
 
 // CancelTask cancels a queued or running task; a running attempt ends as

@@ -74,6 +74,12 @@ type RunningAttempt struct {
 	TimeoutMS int64
 }
 
+// AttemptRef names one attempt of one task.
+type AttemptRef struct {
+	TaskID  string
+	Attempt int
+}
+
 // QueuedQuery selects the queued tasks that one worker may run.
 type QueuedQuery struct {
 	// Types are the task types the worker serves; none selects no task.
@@ -238,6 +244,11 @@ type Store interface {
 	// RunningAttempts returns the running attempts of workerID, or of all
 	// workers when workerID is empty.
 	RunningAttempts(ctx context.Context, workerID string) ([]RunningAttempt, error)
+	// AppliedOutcomes returns, in the order of refs, the attempts whose
+	// outcome from workerID already ended them. A worker that reports such
+	// an outcome as held after a reconnect can delete it without sending
+	// it again.
+	AppliedOutcomes(ctx context.Context, workerID string, refs []AttemptRef) ([]AttemptRef, error)
 	// RunningCounts returns the number of running attempts of each worker
 	// that has any.
 	RunningCounts(ctx context.Context) (map[string]int, error)

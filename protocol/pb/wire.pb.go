@@ -1250,9 +1250,14 @@ func (x *StateSync) GetHeldOutcomes() []*TaskRef {
 // to cancel; the coordinator assigns nothing to a worker before it has sent
 // this answer.
 type StateSyncResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Keep          []*TaskRef             `protobuf:"bytes,1,rep,name=keep,proto3" json:"keep,omitempty"`
-	Cancel        []*TaskRef             `protobuf:"bytes,2,rep,name=cancel,proto3" json:"cancel,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Keep   []*TaskRef             `protobuf:"bytes,1,rep,name=keep,proto3" json:"keep,omitempty"`
+	Cancel []*TaskRef             `protobuf:"bytes,2,rep,name=cancel,proto3" json:"cancel,omitempty"`
+	// applied lists the held outcomes that the coordinator applied before:
+	// the worker deletes them without sending them again. A coordinator
+	// without this field leaves it empty, and the worker sends every held
+	// outcome, which then gets an outcome_ack with applied false.
+	Applied       []*TaskRef `protobuf:"bytes,3,rep,name=applied,proto3" json:"applied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1297,6 +1302,13 @@ func (x *StateSyncResult) GetKeep() []*TaskRef {
 func (x *StateSyncResult) GetCancel() []*TaskRef {
 	if x != nil {
 		return x.Cancel
+	}
+	return nil
+}
+
+func (x *StateSyncResult) GetApplied() []*TaskRef {
+	if x != nil {
+		return x.Applied
 	}
 	return nil
 }
@@ -2229,10 +2241,11 @@ const file_protocol_pb_wire_proto_rawDesc = "" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\"v\n" +
 	"\tStateSync\x12.\n" +
 	"\arunning\x18\x01 \x03(\v2\x14.dtf.wire.v1.TaskRefR\arunning\x129\n" +
-	"\rheld_outcomes\x18\x02 \x03(\v2\x14.dtf.wire.v1.TaskRefR\fheldOutcomes\"i\n" +
+	"\rheld_outcomes\x18\x02 \x03(\v2\x14.dtf.wire.v1.TaskRefR\fheldOutcomes\"\x99\x01\n" +
 	"\x0fStateSyncResult\x12(\n" +
 	"\x04keep\x18\x01 \x03(\v2\x14.dtf.wire.v1.TaskRefR\x04keep\x12,\n" +
-	"\x06cancel\x18\x02 \x03(\v2\x14.dtf.wire.v1.TaskRefR\x06cancel\"\xca\x01\n" +
+	"\x06cancel\x18\x02 \x03(\v2\x14.dtf.wire.v1.TaskRefR\x06cancel\x12.\n" +
+	"\aapplied\x18\x03 \x03(\v2\x14.dtf.wire.v1.TaskRefR\aapplied\"\xca\x01\n" +
 	"\x06Assign\x12&\n" +
 	"\x03ref\x18\x01 \x01(\v2\x14.dtf.wire.v1.TaskRefR\x03ref\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x12\n" +
@@ -2385,22 +2398,23 @@ var file_protocol_pb_wire_proto_depIdxs = []int32{
 	11, // 24: dtf.wire.v1.StateSync.held_outcomes:type_name -> dtf.wire.v1.TaskRef
 	11, // 25: dtf.wire.v1.StateSyncResult.keep:type_name -> dtf.wire.v1.TaskRef
 	11, // 26: dtf.wire.v1.StateSyncResult.cancel:type_name -> dtf.wire.v1.TaskRef
-	11, // 27: dtf.wire.v1.Assign.ref:type_name -> dtf.wire.v1.TaskRef
-	20, // 28: dtf.wire.v1.Assign.checkpoint:type_name -> dtf.wire.v1.Checkpoint
-	11, // 29: dtf.wire.v1.TaskStarted.ref:type_name -> dtf.wire.v1.TaskRef
-	11, // 30: dtf.wire.v1.TaskProgress.ref:type_name -> dtf.wire.v1.TaskRef
-	11, // 31: dtf.wire.v1.TaskOutcome.ref:type_name -> dtf.wire.v1.TaskRef
-	0,  // 32: dtf.wire.v1.TaskOutcome.status:type_name -> dtf.wire.v1.Status
-	20, // 33: dtf.wire.v1.TaskOutcome.checkpoint:type_name -> dtf.wire.v1.Checkpoint
-	11, // 34: dtf.wire.v1.OutcomeAck.ref:type_name -> dtf.wire.v1.TaskRef
-	11, // 35: dtf.wire.v1.CancelTask.ref:type_name -> dtf.wire.v1.TaskRef
-	11, // 36: dtf.wire.v1.Checkpoint.ref:type_name -> dtf.wire.v1.TaskRef
-	11, // 37: dtf.wire.v1.CheckpointAck.ref:type_name -> dtf.wire.v1.TaskRef
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	11, // 27: dtf.wire.v1.StateSyncResult.applied:type_name -> dtf.wire.v1.TaskRef
+	11, // 28: dtf.wire.v1.Assign.ref:type_name -> dtf.wire.v1.TaskRef
+	20, // 29: dtf.wire.v1.Assign.checkpoint:type_name -> dtf.wire.v1.Checkpoint
+	11, // 30: dtf.wire.v1.TaskStarted.ref:type_name -> dtf.wire.v1.TaskRef
+	11, // 31: dtf.wire.v1.TaskProgress.ref:type_name -> dtf.wire.v1.TaskRef
+	11, // 32: dtf.wire.v1.TaskOutcome.ref:type_name -> dtf.wire.v1.TaskRef
+	0,  // 33: dtf.wire.v1.TaskOutcome.status:type_name -> dtf.wire.v1.Status
+	20, // 34: dtf.wire.v1.TaskOutcome.checkpoint:type_name -> dtf.wire.v1.Checkpoint
+	11, // 35: dtf.wire.v1.OutcomeAck.ref:type_name -> dtf.wire.v1.TaskRef
+	11, // 36: dtf.wire.v1.CancelTask.ref:type_name -> dtf.wire.v1.TaskRef
+	11, // 37: dtf.wire.v1.Checkpoint.ref:type_name -> dtf.wire.v1.TaskRef
+	11, // 38: dtf.wire.v1.CheckpointAck.ref:type_name -> dtf.wire.v1.TaskRef
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_protocol_pb_wire_proto_init() }
