@@ -52,6 +52,13 @@ const (
 	// 2-core Linux VM with go1.26.8, the host peaked at 42 to 57 MiB, and
 	// a build that kept held outcomes in memory peaked at 96 to 103 MiB.
 	longcutMaxRSS = 72 << 20
+	// longcutMaxPluginRSS bounds the reconnection plugin's peak resident
+	// memory. Its replay buffer and send queue hold at most about 6 MiB of
+	// outcomes here, however long the cut. Measured on the same VM, the
+	// plugin peaked at 47.6 to 48.4 MiB, while the 32 MiB of outcomes
+	// held by a plugin without these bounds would add their size and the
+	// copies made while encoding them.
+	longcutMaxPluginRSS = 72 << 20
 )
 
 // A worker cut off while every running task finishes ends up holding every
@@ -120,6 +127,7 @@ func longcutRun(t *testing.T, expire bool) {
 		// worker then resumes it. Only the reconnect after the cut must
 		// have started a new session.
 		assert.GreaterOrEqual(t, syncs, 2, "the first session and the one after the expiry each sync")
+		assert.LessOrEqual(t, syncs, 3, "no loop of new sessions after the cut")
 		secondSync := nthIndex(log, "state sync sent", 2)
 		if resumed := strings.Index(log, "resumed session with coordinator"); resumed >= 0 {
 			assert.Greater(t, resumed, secondSync, "the worker resumed the expired session")
@@ -136,6 +144,12 @@ func longcutRun(t *testing.T, expire bool) {
 	t.Logf("worker host peak RSS %.1f MiB before the cut, %.1f MiB at the end; %d outcomes of %d KiB held",
 		float64(before)/(1<<20), float64(peak)/(1<<20), longcutTasks, longcutFillBytes>>10)
 	assert.Less(t, peak, int64(longcutMaxRSS), "worker host peak RSS")
+
+	plugin := cluster.ChildNamed(worker.Pid(), "dtf-reconnection")
+	require.NotZero(t, plugin, "no dtf-reconnection child of the worker host")
+	pluginPeak := longcutPeakRSS(t, plugin)
+	t.Logf("reconnection plugin peak RSS %.1f MiB", float64(pluginPeak)/(1<<20))
+	assert.Less(t, pluginPeak, int64(longcutMaxPluginRSS), "reconnection plugin peak RSS")
 }
 
 // longcutSubmit submits longcutTasks tasks that wait for the gate file,
