@@ -42,9 +42,18 @@ var binaryPackages = map[string]string{
 	"dtf-exec-checkpoint": "./examples/checkpoint",
 }
 
-// Build compiles every dtf binary from the module at repo into dir.
-func Build(ctx context.Context, repo, dir string) (Binaries, error) {
-	for name, pkg := range binaryPackages {
+// Build compiles the named dtf binaries, or every one when names is empty,
+// from the module at repo into dir.
+func Build(ctx context.Context, repo, dir string, names ...string) (Binaries, error) {
+	if len(names) == 0 {
+		names = slices.Sorted(maps.Keys(binaryPackages))
+	}
+	for _, name := range names {
+		pkg, ok := binaryPackages[name]
+		if !ok {
+			return Binaries{}, fmt.Errorf("build %s: unknown binary name, expected one of %s", name,
+				strings.Join(slices.Sorted(maps.Keys(binaryPackages)), ", "))
+		}
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, name), pkg)
 		cmd.Dir = repo
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -55,10 +64,11 @@ func Build(ctx context.Context, repo, dir string) (Binaries, error) {
 	return Binaries{Dir: abs}, err
 }
 
-// BuildTemp builds every dtf binary of the module that contains the working
-// directory into a new temporary folder whose name starts with prefix,
-// within timeout. The returned function removes the folder.
-func BuildTemp(prefix string, timeout time.Duration) (Binaries, func(), error) {
+// BuildTemp builds the named dtf binaries, or every one when names is
+// empty, into a new temporary folder whose name starts with prefix. It
+// builds from the module that contains the working directory, within
+// timeout. The returned function removes the folder.
+func BuildTemp(prefix string, timeout time.Duration, names ...string) (Binaries, func(), error) {
 	repo, err := RepoRoot()
 	if err != nil {
 		return Binaries{}, nil, err
@@ -70,7 +80,7 @@ func BuildTemp(prefix string, timeout time.Duration) (Binaries, func(), error) {
 	remove := func() { _ = os.RemoveAll(dir) }
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	bin, err := Build(ctx, repo, dir)
+	bin, err := Build(ctx, repo, dir, names...)
 	if err != nil {
 		remove()
 		return Binaries{}, nil, err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -122,52 +123,115 @@ func runIdle(ctx context.Context, o *options, r *report) error {
 }
 
 // runStorm connects the fleet, waits for the coordinator to go away and
-// come back, and measures how the workers return.
+// come back, and measures how the workers return. With -restart-cmd the
+// command restarts the coordinator, and without it the user does.
 func runStorm(ctx context.Context, o *options, r *report) error {
+	restart := func(context.Context) error {
+		fmt.Fprintf(os.Stderr, "dtf-load: %d workers connected; restart the coordinator within %s\n",
+			o.workers, o.duration)
+		return nil
+	}
+	if o.restartCmd != "" {
+		restart = func(ctx context.Context) error { return runRestart(ctx, o.restartCmd, r) }
+	}
+	_, err := measureStorm(ctx, o, r, restart)
+	return err
+}
+
+// stormResult is what the fleet observed from the first disconnect of a
+// storm until every worker was back.
+type stormResult struct {
+	// start is the first disconnect after the whole fleet was synced.
+	start time.Time
+	// returned and resumed count the workers with a welcome after start,
+	// and those whose first such welcome resumed their session.
+	returned int
+	resumed  int
+	// lastBack is the time from start to the last of those welcomes.
+	lastBack time.Duration
+	// attempts counts the dials from start on, and buckets counts them per
+	// stormWindow, keyed by the window's index from start.
+	attempts int
+	buckets  map[int]int
+}
+
+// maxWindow returns the largest count of dials in one window.
+func (s stormResult) maxWindow() int {
+	largest := 0
+	for _, n := range s.buckets {
+		largest = max(largest, n)
+	}
+	return largest
+}
+
+// maxWindowShare returns the share of the dials, from 0 to 1, that fell
+// into the busiest window, or 0 when there were none.
+func (s stormResult) maxWindowShare() float64 {
+	if s.attempts == 0 {
+		return 0
+	}
+	return float64(s.maxWindow()) / float64(s.attempts)
+}
+
+// measureStorm connects the fleet, calls restart in its own goroutine and
+// waits until every worker has a new welcome and is synced again. Each wait
+// is bounded by o.duration. restart is expected to make the coordinator drop
+// every worker and to return once it serves again. measureStorm adds the
+// measured values to r and returns them, also when the wait for the
+// workers' return timed out.
+func measureStorm(ctx context.Context, o *options, r *report,
+	restart func(context.Context) error) (stormResult, error) {
 	f, stop, err := connectAll(ctx, o, r)
 	defer stop()
 	if err != nil {
-		return err
+		return stormResult{}, err
 	}
 	r.add("backoff", fmt.Sprintf("base %s, multiplier 2, cap %s, full jitter", o.workerSettings.backoffBase,
 		o.workerSettings.backoffCap))
 	_, disconnects, _ := f.snapshot()
 	mark := len(disconnects)
 
+	// A failed restart ends the waits below at once instead of after
+	// o.duration.
+	waitCtx, cancelWait := context.WithCancelCause(ctx)
+	defer cancelWait(nil)
 	restartDone := make(chan error, 1)
-	if o.restartCmd != "" {
-		go func() { restartDone <- runRestart(ctx, o.restartCmd, r) }()
-	} else {
-		fmt.Fprintf(os.Stderr, "dtf-load: %d workers connected; restart the coordinator within %s\n",
-			o.workers, o.duration)
-	}
-
-	// The storm starts at the first disconnect after the fleet was up.
-	err = waitUntil(ctx, f, o.duration, "the coordinator to drop the workers", func() bool {
-		_, d, _ := f.snapshot()
-		return len(d) > mark
-	})
-	if err != nil {
-		return err
-	}
-	_, disconnects, _ = f.snapshot()
-	stormStart := disconnects[mark]
-
-	err = waitUntil(ctx, f, o.duration, "all workers back", func() bool {
-		return len(returned(f, stormStart)) == o.workers && f.synced.Load() == int64(o.workers)
-	})
-	if o.restartCmd != "" {
+	go func() {
+		err := restart(ctx)
+		if err != nil {
+			cancelWait(err)
+		}
+		restartDone <- err
+	}()
+	restartResult := func() error {
 		select {
-		case restartErr := <-restartDone:
-			if restartErr != nil {
-				return restartErr
-			}
+		case err := <-restartDone:
+			return err
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
-	reportStorm(f, stormStart, r)
-	return err
+
+	// The storm starts at the first disconnect after the fleet was up.
+	err = waitUntil(waitCtx, f, o.duration, "the coordinator to drop the workers", func() bool {
+		_, d, _ := f.snapshot()
+		return len(d) > mark
+	})
+	if err != nil {
+		return stormResult{}, errors.Join(restartResult(), err)
+	}
+	_, disconnects, _ = f.snapshot()
+	stormStart := disconnects[mark]
+
+	err = waitUntil(waitCtx, f, o.duration, "all workers back", func() bool {
+		return len(returned(f, stormStart)) == o.workers && f.synced.Load() == int64(o.workers)
+	})
+	if restartErr := restartResult(); restartErr != nil {
+		return stormResult{}, restartErr
+	}
+	result := collectStorm(f, stormStart)
+	reportStorm(result, f, r)
+	return result, err
 }
 
 // returned maps each worker with a welcome after start to its first one.
@@ -185,46 +249,45 @@ func returned(f *fleet, start time.Time) map[int]welcomeEvent {
 	return first
 }
 
-func reportStorm(f *fleet, start time.Time, r *report) {
-	back := returned(f, start)
-	var last time.Duration
-	resumed := 0
-	for _, w := range back {
-		last = max(last, w.at.Sub(start))
+// collectStorm counts the returns and the dials of the fleet from start.
+func collectStorm(f *fleet, start time.Time) stormResult {
+	s := stormResult{start: start, buckets: map[int]int{}}
+	for _, w := range returned(f, start) {
+		s.returned++
+		s.lastBack = max(s.lastBack, w.at.Sub(start))
 		if w.resumed {
-			resumed++
+			s.resumed++
 		}
 	}
-	r.add("returned", fmt.Sprintf("%d of %d", len(back), f.size))
-	r.add("all_back_after", fmt.Sprintf("%s after the first disconnect", last.Round(time.Millisecond)))
-	r.add("resumed", fmt.Sprintf("%d resumed, %d new sessions", resumed, len(back)-resumed))
-	r.add("rejects", f.rejects.Load())
-
 	attempts, _, _ := f.snapshot()
-	buckets := map[int]int{}
-	total := 0
 	for _, at := range attempts {
 		if at.Before(start) {
 			continue
 		}
-		buckets[int(at.Sub(start)/stormWindow)]++
-		total++
+		s.buckets[int(at.Sub(start)/stormWindow)]++
+		s.attempts++
 	}
-	keys := make([]int, 0, len(buckets))
-	maxCount := 0
-	for k, n := range buckets {
+	return s
+}
+
+func reportStorm(s stormResult, f *fleet, r *report) {
+	r.add("returned", fmt.Sprintf("%d of %d", s.returned, f.size))
+	r.add("all_back_after", fmt.Sprintf("%s after the first disconnect", s.lastBack.Round(time.Millisecond)))
+	r.add("resumed", fmt.Sprintf("%d resumed, %d new sessions", s.resumed, s.returned-s.resumed))
+	r.add("rejects", f.rejects.Load())
+	r.add("reconnect_attempts", s.attempts)
+	if s.attempts > 0 {
+		r.add("max_window_share", fmt.Sprintf("%.1f %% (%d of %d attempts in one %s window)",
+			100*s.maxWindowShare(), s.maxWindow(), s.attempts, stormWindow))
+	}
+	keys := make([]int, 0, len(s.buckets))
+	for k := range s.buckets {
 		keys = append(keys, k)
-		maxCount = max(maxCount, n)
 	}
 	sort.Ints(keys)
-	r.add("reconnect_attempts", total)
-	if total > 0 {
-		r.add("max_window_share", fmt.Sprintf("%.1f %% (%d of %d attempts in one %s window)",
-			100*float64(maxCount)/float64(total), maxCount, total, stormWindow))
-	}
 	var hist strings.Builder
 	for _, k := range keys {
-		fmt.Fprintf(&hist, " %d:%d", k*int(stormWindow/time.Millisecond), buckets[k])
+		fmt.Fprintf(&hist, " %d:%d", k*int(stormWindow/time.Millisecond), s.buckets[k])
 	}
 	r.add("attempts_per_100ms", "ms:count"+hist.String())
 }
