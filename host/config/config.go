@@ -53,7 +53,9 @@ type Config struct {
 	Slots int
 	// LogLevel is one of trace, debug, info, warn, error.
 	LogLevel string
-	// Labels describe the worker to the coordinator, for example os=linux.
+	// Labels describe the worker to the coordinator, for example gpu=a100.
+	// They always contain os and arch, with the config's values where it
+	// sets them and runtime.GOOS and runtime.GOARCH otherwise.
 	Labels map[string]string
 	// ShutdownTimeout bounds the host's shutdown after its context ends,
 	// and each of the two waits at the end of a drain: for released tasks
@@ -265,7 +267,7 @@ func decode(body hcl.Body, dir string) (*Config, hcl.Diagnostics) {
 		DataDir:  resolvePath(dir, raw.DataDir),
 		Slots:    DefaultSlots,
 		LogLevel: DefaultLogLevel,
-		Labels:   raw.Labels,
+		Labels:   platformLabels(raw.Labels),
 		Coordinator: Coordinator{
 			URL:      raw.Coordinator.URL,
 			WorkerID: raw.Coordinator.WorkerID,
@@ -347,10 +349,7 @@ func checkTop(raw *fileSchema, cfg *Config) hcl.Diagnostics {
 		diags = append(diags, errorAt(raw.Coordinator.WorkerIDRange, "Invalid worker_id",
 			err.Error()+"."))
 	}
-	if err := protocol.CheckLabels(raw.Labels); err != nil {
-		diags = append(diags, errorAt(raw.LabelsRange, "Invalid labels",
-			err.Error()+"; the coordinator turns away a worker with such labels."))
-	}
+	diags = append(diags, checkLabels(raw.Labels, cfg.Labels, raw.LabelsRange)...)
 	return diags
 }
 

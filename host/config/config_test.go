@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -67,7 +68,7 @@ func TestLoadValid(t *testing.T) {
 	assert.Equal(t, path, cfg.File)
 	assert.Equal(t, filepath.Join(root, "data", "worker-1"), cfg.DataDir)
 	assert.Equal(t, 2, cfg.Slots)
-	assert.Equal(t, map[string]string{"os": "linux"}, cfg.Labels)
+	assert.Equal(t, map[string]string{"os": "linux", "arch": runtime.GOARCH}, cfg.Labels)
 	assert.Equal(t, DefaultShutdownTimeout, cfg.ShutdownTimeout)
 	assert.Equal(t, DefaultDrainTimeout, cfg.DrainTimeout)
 	assert.Equal(t, DefaultRestartBackoffBase, cfg.RestartBackoffBase)
