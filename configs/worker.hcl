@@ -15,8 +15,9 @@ slots     = 2
 # same level.
 log_level = "info"
 
-# Free-form labels sent to the coordinator with the worker's hello.
-labels    = { os = "linux" }
+# Free-form labels sent to the coordinator with the worker's hello. The
+# worker adds os and arch from its own build unless they are set here.
+labels    = { pool = "default" }
 
 # How long the host waits on shutdown for running tasks to stop, and at the
 # end of a drain for released tasks and then for the coordinator's
