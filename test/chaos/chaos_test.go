@@ -72,11 +72,12 @@ func TestChaos(t *testing.T) {
 	// every fault finds tasks running.
 	tasks := taskMix(seed, *tasksFlag)
 	batch := fmt.Sprintf("chaos-%d", seed)
+	hits := make([]bool, len(schedule))
 	for i, f := range schedule {
 		c.submit(batch, tasks[i*len(tasks)/len(schedule):(i+1)*len(tasks)/len(schedule)])
 		c.waitUntil(f.At)
-		t.Logf("fault %s", f)
-		c.apply(f)
+		hits[i] = c.apply(f)
+		t.Logf("fault %s: hit %t", f, hits[i])
 	}
 	c.healAll()
 	t.Logf("faults done after %s; waiting for the tasks", time.Since(c.started).Round(time.Millisecond))
@@ -84,22 +85,35 @@ func TestChaos(t *testing.T) {
 	c.waitTerminal(batch, 3*time.Minute)
 	c.stopAll()
 	report := c.check(batch)
-	t.Logf("checked %d tasks %v, %d attempts, %d resumed from a checkpoint, %d checkpoints stored",
-		report.Tasks, report.TasksByState, report.Attempts, report.Resumed, report.Checkpoints)
+	t.Logf("checked %d tasks %v, %d attempts, %d resumed from a checkpoint, %d checkpoints stored, "+
+		"%d executor reports of the resume point",
+		report.Tasks, report.TasksByState, report.Attempts, report.Resumed, report.Checkpoints, report.ExecutorReports)
 	assert.Equal(t, *tasksFlag, report.TasksByState["succeeded"],
 		"every task has attempts to spare, so every task must succeed")
+	assert.Empty(t, MissedKinds(schedule, hits), "fault kinds of the schedule that never hit a target")
+	assert.Positive(t, report.Resumed, "no attempt resumed from a checkpoint, so the run did not test resuming")
+	checkpointTasks := 0
+	for _, spec := range tasks {
+		if spec.Type == checkpointTaskType {
+			checkpointTasks++
+		}
+	}
+	assert.Equal(t, checkpointTasks, report.ExecutorReports,
+		"every checkpoint task's executor report must be compared with the store")
 }
 
-// taskMix returns n tasks: shell commands of different lengths and
-// executors that save a checkpoint at every step. Each task may be handed
-// out many times, so that the faults never exhaust its attempts.
+// taskMix returns n tasks: shell commands of different lengths and, for
+// three in five, executors that save a checkpoint at every step for 3 to
+// 12 seconds. The checkpoint tasks run long enough that host and plugin
+// kills find them mid-run, so that some attempts resume. Each task may be
+// handed out many times, so that the faults never exhaust its attempts.
 func taskMix(seed int64, n int) []api.TaskSpec {
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x7461736b))
 	tasks := make([]api.TaskSpec, 0, n)
 	for i := range n {
 		var spec api.TaskSpec
-		if rng.IntN(5) < 2 {
-			steps := 20 + rng.IntN(60)
+		if rng.IntN(5) < 3 {
+			steps := 30 + rng.IntN(90)
 			payload, _ := json.Marshal(map[string]any{"steps": steps, "interval_ms": 100})
 			spec = api.TaskSpec{Name: fmt.Sprintf("checkpoint-%d-steps-%d", i, steps), Type: "checkpoint", Payload: payload}
 		} else {
@@ -239,32 +253,75 @@ func (c *chaosCluster) waitUntil(at time.Duration) {
 }
 
 // apply injects one fault and, for faults with a duration, heals it
-// after that time.
-func (c *chaosCluster) apply(f Fault) {
+// after that time. It reports whether the fault hit its target:
+//
+//   - a cut, blackhole or latency: the worker had a connection open
+//     through its proxy;
+//   - a coordinator kill: the coordinator ran and had running attempts;
+//   - a host kill: the host ran and the coordinator had running attempts
+//     on it;
+//   - a plugin kill: the host had a child process of the plugin binary,
+//     and SIGKILL reached it.
+func (c *chaosCluster) apply(f Fault) bool {
 	c.t.Helper()
 	w := c.workers[f.Worker]
+	hit := false
 	switch f.Kind {
 	case Cut:
+		hit = w.proxy.Connections() > 0
 		w.proxy.Down(f.For)
 	case Blackhole:
+		hit = w.proxy.Connections() > 0
 		w.proxy.Blackhole(true)
 		c.hold(f.For)
 		w.proxy.Blackhole(false)
 	case Latency:
+		hit = w.proxy.Connections() > 0
 		w.proxy.Delay(200 * time.Millisecond)
 		c.hold(f.For)
 		w.proxy.Delay(0)
 	case CoordinatorKill:
+		hit = running(c.coordinator) && c.runningAttempts("") > 0
 		c.coordinator.Kill()
 		c.hold(f.For)
 		c.startCoordinator()
 	case HostKill:
+		hit = running(w.process) && c.runningAttempts(w.id) > 0
 		w.process.Kill()
 		c.hold(f.For)
 		c.startWorker(w)
 	case PluginKill:
-		c.killPlugin(w, f.Plugin)
+		hit = c.killPlugin(w, f.Plugin)
 	}
+	return hit
+}
+
+// running reports whether the process has not exited.
+func running(p *cluster.Process) bool {
+	select {
+	case <-p.Done():
+		return false
+	default:
+		return true
+	}
+}
+
+// runningAttempts returns how many attempts the coordinator has running on
+// the worker, or on all workers when workerID is empty. It returns 0 when
+// the request to the coordinator fails.
+func (c *chaosCluster) runningAttempts(workerID string) int {
+	tasks, err := c.client.ListTasks(context.Background(), "", api.StateRunning)
+	if err != nil {
+		c.t.Logf("list running tasks: %v", err)
+		return 0
+	}
+	n := 0
+	for _, task := range tasks {
+		if workerID == "" || task.WorkerID == workerID {
+			n++
+		}
+	}
+	return n
 }
 
 // hold lets a fault last d.
@@ -274,18 +331,21 @@ func (c *chaosCluster) hold(d time.Duration) {
 	<-timer.C
 }
 
-// killPlugin sends SIGKILL to the worker's plugin process of that binary.
-// A host that is just restarting may not run it yet; the fault then does
-// nothing, which the log shows.
-func (c *chaosCluster) killPlugin(w *chaosWorker, binary string) {
+// killPlugin sends SIGKILL to the worker's plugin process of that binary
+// and reports whether it found and killed one. A host that is just
+// restarting may not run it yet; the fault then does nothing, which the
+// log shows.
+func (c *chaosCluster) killPlugin(w *chaosWorker, binary string) bool {
 	pid := cluster.ChildNamed(w.process.Pid(), binary)
 	if pid == 0 {
 		c.t.Logf("%s of %s not running; nothing to kill", binary, w.id)
-		return
+		return false
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		c.t.Logf("kill %s of %s (pid %d): %v", binary, w.id, pid, err)
+		return false
 	}
+	return true
 }
 
 // healAll ends every fault and makes sure every process runs.

@@ -93,7 +93,7 @@ func runSingleFault(t *testing.T, f Fault) {
 		require.NotZero(t, cluster.ChildNamed(w.process.Pid(), f.Plugin), "%s of %s is not running", f.Plugin, w.id)
 	}
 	t.Logf("fault %s on worker %d for %s hits %d running attempts", faultName(f), f.Worker, f.For, len(hit))
-	c.apply(f)
+	require.True(t, c.apply(f), "the %s fault found no target", faultName(f))
 	if f.Kind == Cut {
 		// apply returns at once for a cut, and healAll would end the cut
 		// early, so the test holds it here.

@@ -120,3 +120,24 @@ func between(rng *rand.Rand, low, high time.Duration) time.Duration {
 	}
 	return low + time.Duration(rng.Int64N(span))*time.Millisecond
 }
+
+// MissedKinds returns the fault kinds of the schedule of which no fault
+// hit its target, in the order of Kinds; hit[i] tells whether faults[i]
+// did.
+func MissedKinds(faults []Fault, hit []bool) []Kind {
+	scheduled := map[Kind]bool{}
+	struck := map[Kind]bool{}
+	for i, f := range faults {
+		scheduled[f.Kind] = true
+		if i < len(hit) && hit[i] {
+			struck[f.Kind] = true
+		}
+	}
+	var missed []Kind
+	for _, kind := range Kinds {
+		if scheduled[kind] && !struck[kind] {
+			missed = append(missed, kind)
+		}
+	}
+	return missed
+}

@@ -48,3 +48,19 @@ func TestScheduleFaultsDoNotOverlap(t *testing.T) {
 		}
 	}
 }
+
+func TestMissedKinds(t *testing.T) {
+	faults := []Fault{
+		{Kind: HostKill, Worker: 0},
+		{Kind: Cut, Worker: 1},
+		{Kind: HostKill, Worker: 2},
+		{Kind: PluginKill, Plugin: "dtf-exec-command"},
+	}
+
+	assert.Empty(t, MissedKinds(faults, []bool{true, true, true, true}))
+	assert.Empty(t, MissedKinds(faults, []bool{false, true, true, true}),
+		"one host kill that hit is enough for its kind")
+	assert.Equal(t, []Kind{HostKill, PluginKill}, MissedKinds(faults, []bool{false, true, false, false}))
+	assert.Equal(t, []Kind{Cut, HostKill, PluginKill}, MissedKinds(faults, nil),
+		"a fault without a result did not hit")
+}
