@@ -452,14 +452,32 @@ func TestConnectorForwardsTaskFrames(t *testing.T) {
 func TestConnectorStopClosesNormally(t *testing.T) {
 	fake := startFake(t, nil)
 	h := startConnector(t, fake.url(), fastConfig)
-	h.nextState(StateConnected)
+	connecting := h.nextChange()
+	connected := h.nextChange()
 	conn := fake.latest()
 
 	_, err := h.connector.Stop(context.Background(), &pb.Empty{})
 	require.NoError(t, err)
-	closed := h.nextState(StateClosed)
-	assert.Equal(t, "stopped", closed.GetReason())
+	draining := h.nextChange()
+	closed := h.nextChange()
 	assert.NoError(t, h.waitEventsReturn())
+
+	// The whole history, with the reason of each change.
+	got := [][2]string{}
+	for _, change := range []*pb.StateChange{connecting, connected, draining, closed} {
+		got = append(got, [2]string{change.GetState(), change.GetReason()})
+	}
+	assert.Equal(t, [][2]string{
+		{StateConnecting, reasonFirstDial},
+		{StateConnected, reasonWelcomed},
+		{StateDraining, "stopping"},
+		{StateClosed, "stopped"},
+	}, got)
+	select {
+	case change := <-h.stream.states:
+		t.Errorf("state change after closed: %s", change.GetState())
+	default:
+	}
 
 	select {
 	case code := <-conn.closeCode:

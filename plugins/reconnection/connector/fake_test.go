@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/hashicorp/go-hclog"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 
@@ -423,6 +424,10 @@ type harness struct {
 	stream    *eventStream
 	cancel    context.CancelFunc
 	done      chan error
+	// log contains the connector's log entries at error level, or at
+	// every level when DTF_TEST_LOG is set. It is nil when the test gave
+	// the connector a logger of its own.
+	log *logRecorder
 }
 
 // fastConfig makes every timer of the connector short, so that tests run
@@ -443,6 +448,24 @@ func testLogger() hclog.Logger {
 		return hclog.NewNullLogger()
 	}
 	return hclog.New(&hclog.LoggerOptions{Name: "reconnection", Level: hclog.Trace, Output: os.Stderr})
+}
+
+// recordedLogger returns a JSON logger and the recorder that keeps its
+// entries. It logs errors only, or every level echoed to stderr when
+// DTF_TEST_LOG is set.
+func recordedLogger() (hclog.Logger, *logRecorder) {
+	recorder := &logRecorder{echo: os.Getenv("DTF_TEST_LOG") != ""}
+	level := hclog.Error
+	if recorder.echo {
+		level = hclog.Trace
+	}
+	logger := hclog.New(&hclog.LoggerOptions{
+		Name:       "reconnection",
+		Level:      level,
+		JSONFormat: true,
+		Output:     recorder,
+	})
+	return logger, recorder
 }
 
 func connectorConfig(url, configJSON string) *pb.ConnectorConfig {
@@ -469,7 +492,8 @@ func startConnector(t *testing.T, url, configJSON string) *harness {
 // and random source are the test's.
 func startConnectorWith(t *testing.T, url, configJSON string, opts Options) *harness {
 	t.Helper()
-	opts.Logger, opts.Version, opts.Rand = testLogger(), "test", rand.New(rand.NewPCG(1, 2))
+	logger, logs := recordedLogger()
+	opts.Logger, opts.Version, opts.Rand = logger, "test", rand.New(rand.NewPCG(1, 2))
 	c := New(opts)
 	_, err := c.Configure(context.Background(), connectorConfig(url, configJSON))
 	require.NoError(t, err)
@@ -486,6 +510,7 @@ func startConnectorWith(t *testing.T, url, configJSON string, opts Options) *har
 		},
 		cancel: cancel,
 		done:   make(chan error, 1),
+		log:    logs,
 	}
 	go func() { h.done <- c.Events(&pb.Empty{}, h.stream) }()
 	t.Cleanup(h.stop)
@@ -503,6 +528,13 @@ func (h *harness) stop() {
 	case <-time.After(waitFor):
 		h.t.Fatal("Events did not return after Stop")
 	}
+	// The state machine drops a transition that its table does not allow
+	// and logs it, so the log is where a wrong transition in the loop shows.
+	// Harnesses built with a logger of their own have no log to check.
+	if h.log != nil {
+		invalid, _ := h.log.withMessage("connection state machine")
+		assert.Empty(h.t, invalid, "transitions the state table does not allow")
+	}
 }
 
 // nextState returns the next state change in state, skipping others.
@@ -519,6 +551,18 @@ func (h *harness) nextState(state string) *pb.StateChange {
 			h.t.Fatalf("no %s state change within %s", state, waitFor)
 			return nil
 		}
+	}
+}
+
+// nextChange returns the next state change, whatever its state.
+func (h *harness) nextChange() *pb.StateChange {
+	h.t.Helper()
+	select {
+	case change := <-h.stream.states:
+		return change
+	case <-time.After(waitFor):
+		h.t.Fatalf("no state change within %s", waitFor)
+		return nil
 	}
 }
 

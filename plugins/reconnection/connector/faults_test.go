@@ -1,10 +1,7 @@
 package connector
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -13,12 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/dtf-io/dtf/coordinator/api"
-	"github.com/dtf-io/dtf/coordinator/config"
 	"github.com/dtf-io/dtf/plugin/pb"
-	"github.com/dtf-io/dtf/protocol"
-	wirepb "github.com/dtf-io/dtf/protocol/pb"
-	"github.com/dtf-io/dtf/test/faultproxy"
 )
 
 // recordedState is a state change and the time the test received it.
@@ -37,7 +29,8 @@ type stateRecorder struct {
 
 // recordStates reads the harness's state changes until the test ends.
 // onChange, when not nil, runs in the reading goroutine after each change
-// is recorded, as the worker host would react to it.
+// is recorded, as the worker host would react to it. Every change must
+// follow the previous one by the state table and carry a reason.
 func recordStates(t *testing.T, h *harness, onChange func(*pb.StateChange)) *stateRecorder {
 	t.Helper()
 	r := &stateRecorder{}
@@ -45,9 +38,12 @@ func recordStates(t *testing.T, h *harness, onChange func(*pb.StateChange)) *sta
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		previous := ""
 		for {
 			select {
 			case change := <-h.stream.states:
+				checkChange(t, previous, change)
+				previous = change.GetState()
 				r.mu.Lock()
 				r.states = append(r.states, recordedState{change: change, at: time.Now()})
 				r.mu.Unlock()
@@ -66,6 +62,15 @@ func recordStates(t *testing.T, h *harness, onChange func(*pb.StateChange)) *sta
 		<-done
 	})
 	return r
+}
+
+// checkChange checks that the state table allows previous -> change and
+// that change carries a reason. It runs outside the test goroutine, so it
+// reports with assert.
+func checkChange(t *testing.T, previous string, change *pb.StateChange) {
+	assert.True(t, canTransition(previous, change.GetState()),
+		"reported transition %q -> %q is not in the state table", previous, change.GetState())
+	assert.NotEmpty(t, change.GetReason(), "%s change after %q has no reason", change.GetState(), previous)
 }
 
 func (r *stateRecorder) snapshot() []recordedState {
@@ -410,6 +415,12 @@ func TestCloseAfterUpgradeOpensBreaker(t *testing.T) {
 	trials := reopened[first+1 : second]
 	require.Len(t, trials, 1, "one dial between two circuit_open changes; states:\n%s", describeStates(reopened))
 	require.True(t, isDial(trials[0]))
+	assert.Equal(t, reasonHalfOpenTrial, trials[0].change.GetReason())
+	for _, dial := range opened {
+		if isDial(dial) {
+			assert.NotEqual(t, reasonHalfOpenTrial, dial.change.GetReason(), "dial before the breaker opened")
+		}
+	}
 	assert.GreaterOrEqual(t, trials[0].at.UnixMilli(), open.change.GetNextRetryUnixMs(),
 		"the trial dialed before the cooldown ended")
 	assert.Equal(t, acceptedAtOpen+1, proxy.Accepted(), "the half-open breaker allows one trial dial")
@@ -432,342 +443,4 @@ func TestCloseAfterUpgradeOpensBreaker(t *testing.T) {
 	})
 	assert.Zero(t, countState(recorder.snapshot()[len(connected):], StateCircuitOpen),
 		"a welcomed connection must close the breaker")
-}
-
-// stressHost plays the worker host in the stress test. It runs each
-// assigned task by sending task_started, progress frames and an outcome
-// through the connector, syncs its state after every new session, and
-// records every frame the connector forwards.
-type stressHost struct {
-	t         *testing.T
-	connector *Connector
-	frames    <-chan []byte
-	// progressPerTask is the number of progress frames each task sends.
-	progressPerTask int
-
-	mu          sync.Mutex
-	seqs        []uint64
-	assigned    []*wirepb.TaskRef
-	acks        []*wirepb.OutcomeAck
-	syncResults int
-	unexpected  []string
-	running     map[string]*wirepb.TaskRef
-	// tasks counts the goroutines that run assigned tasks.
-	tasks sync.WaitGroup
-}
-
-// send encodes frame and passes it to the connector's Send. It runs on
-// goroutines other than the test's, so it reports failures with assert.
-func (host *stressHost) send(frame *wirepb.Frame) {
-	data, err := protocol.Encode(frame)
-	if !assert.NoError(host.t, err) {
-		return
-	}
-	_, err = host.connector.Send(context.Background(), &pb.SendRequest{Frame: data})
-	assert.NoError(host.t, err, "send %s", protocol.TypeOf(frame))
-}
-
-// onState sends the state sync that a new session needs before the
-// coordinator assigns anything. A resumed session needs none.
-func (host *stressHost) onState(change *pb.StateChange) {
-	if change.GetState() != StateConnected || change.GetResumed() {
-		return
-	}
-	host.mu.Lock()
-	report := &wirepb.StateSync{}
-	for _, ref := range host.running {
-		report.Running = append(report.Running, ref)
-	}
-	host.mu.Unlock()
-	host.send(&wirepb.Frame{Body: &wirepb.Frame_StateSync{StateSync: report}})
-}
-
-// run handles forwarded frames until stop is closed.
-func (host *stressHost) run(stop <-chan struct{}) {
-	for {
-		select {
-		case data := <-host.frames:
-			host.handle(data)
-		case <-stop:
-			return
-		}
-	}
-}
-
-func (host *stressHost) handle(data []byte) {
-	frame, err := protocol.Decode(data, protocol.DefaultMaxFrameBytes)
-	if !assert.NoError(host.t, err, "forwarded frame") {
-		return
-	}
-	host.mu.Lock()
-	defer host.mu.Unlock()
-	host.seqs = append(host.seqs, frame.GetSeq())
-	switch body := frame.GetBody().(type) {
-	case *wirepb.Frame_Assign:
-		ref := body.Assign.GetRef()
-		host.assigned = append(host.assigned, ref)
-		host.running[ref.GetTaskId()] = ref
-		host.tasks.Add(1)
-		go func() {
-			defer host.tasks.Done()
-			host.runTask(ref)
-		}()
-	case *wirepb.Frame_OutcomeAck:
-		host.acks = append(host.acks, body.OutcomeAck)
-		delete(host.running, body.OutcomeAck.GetRef().GetTaskId())
-	case *wirepb.Frame_StateSyncResult:
-		host.syncResults++
-	default:
-		host.unexpected = append(host.unexpected, protocol.TypeOf(frame))
-	}
-}
-
-func (host *stressHost) runTask(ref *wirepb.TaskRef) {
-	host.send(&wirepb.Frame{Body: &wirepb.Frame_TaskStarted{TaskStarted: &wirepb.TaskStarted{Ref: ref}}})
-	for step := range host.progressPerTask {
-		host.send(&wirepb.Frame{Body: &wirepb.Frame_TaskProgress{TaskProgress: &wirepb.TaskProgress{
-			Ref:     ref,
-			Message: fmt.Sprintf("step %d", step),
-		}}})
-	}
-	host.send(&wirepb.Frame{Body: &wirepb.Frame_TaskOutcome{TaskOutcome: &wirepb.TaskOutcome{
-		Ref:    ref,
-		Status: wirepb.Status_STATUS_SUCCEEDED,
-		Output: []byte("ok\n"),
-	}}})
-}
-
-func (host *stressHost) counts() (acks, syncResults int) {
-	host.mu.Lock()
-	defer host.mu.Unlock()
-	return len(host.acks), host.syncResults
-}
-
-// injectFaults cuts or resets every proxied connection at random intervals
-// of 20 to 120 ms, at most maxFaults times and for at most within, until
-// stop is closed. It returns the number of faults injected on done.
-func injectFaults(proxy *faultproxy.Proxy, maxFaults int, within time.Duration, stop <-chan struct{}) <-chan int {
-	done := make(chan int, 1)
-	go func() {
-		rng := rand.New(rand.NewPCG(3, 4))
-		deadline := time.NewTimer(within)
-		defer deadline.Stop()
-		injected := 0
-		defer func() { done <- injected }()
-		for injected < maxFaults {
-			pause := time.NewTimer(20*time.Millisecond + time.Duration(rng.Int64N(int64(100*time.Millisecond))))
-			select {
-			case <-pause.C:
-			case <-deadline.C:
-				pause.Stop()
-				return
-			case <-stop:
-				pause.Stop()
-				return
-			}
-			if rng.IntN(2) == 0 {
-				proxy.Cut()
-			} else {
-				proxy.Reset()
-			}
-			injected++
-		}
-	}()
-	return done
-}
-
-func TestStressReconnectsExactlyOnce(t *testing.T) {
-	const (
-		senders         = 4
-		perSender       = 150
-		sendEvery       = 10 * time.Millisecond
-		tasks           = 40
-		progressPerTask = 3
-		faultsFor       = 3 * time.Second
-		maxFaults       = 60
-	)
-	// The coordinator logs each frame it handles at trace level. That log is
-	// the only record of progress frames, which it neither stores nor counts.
-	coord := startRealCoordinator(t, hclog.Trace, func(cfg *config.Config) {
-		cfg.Workers.HeartbeatInterval = 100 * time.Millisecond
-	})
-	proxy := startProxy(t, coord.addr())
-	// A small send queue makes Send block while the link is down. A high
-	// failure_threshold keeps the breaker from pausing the test for a
-	// cooldown when handshakes are cut in flight.
-	config := `{"heartbeat_interval": "50ms", "heartbeat_timeout": "1s", "backoff_base": "5ms",
-		"backoff_cap": "40ms", "send_queue_frames": 32, "failure_threshold": 1000}`
-	h := startConnector(t, "ws://"+proxy.Addr(), config)
-	host := &stressHost{
-		t:               t,
-		connector:       h.connector,
-		frames:          h.stream.frames,
-		progressPerTask: progressPerTask,
-		running:         make(map[string]*wirepb.TaskRef),
-	}
-	recorder := recordStates(t, h, host.onState)
-	stopHost := make(chan struct{})
-	hostDone := make(chan struct{})
-	go func() {
-		defer close(hostDone)
-		host.run(stopHost)
-	}()
-	t.Cleanup(func() {
-		close(stopHost)
-		<-hostDone
-	})
-
-	// The first session syncs before anything else is sent.
-	require.Eventually(t, func() bool {
-		_, syncs := host.counts()
-		return syncs == 1
-	}, waitFor, 5*time.Millisecond, "no state_sync_result")
-
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	specs := make([]api.TaskSpec, tasks)
-	for i := range specs {
-		specs[i] = api.TaskSpec{Type: "command", Payload: json.RawMessage(`{"argv":["true"]}`)}
-	}
-	submitted, err := coord.client.Submit(ctx, api.SubmitRequest{Tasks: specs})
-	require.NoError(t, err)
-
-	// Faults, senders and the tasks of the coordinator run together.
-	stopFaults := make(chan struct{})
-	faultsDone := injectFaults(proxy, maxFaults, faultsFor, stopFaults)
-	var wg sync.WaitGroup
-	for i := range senders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ticker := time.NewTicker(sendEvery)
-			defer ticker.Stop()
-			for n := range perSender {
-				<-ticker.C
-				host.send(&wirepb.Frame{Body: &wirepb.Frame_TaskProgress{TaskProgress: &wirepb.TaskProgress{
-					Ref:     &wirepb.TaskRef{TaskId: fmt.Sprintf("sender-%d", i)},
-					Message: fmt.Sprintf("step %d", n),
-				}}})
-			}
-		}()
-	}
-	wg.Wait()
-	require.Eventually(t, func() bool {
-		acks, _ := host.counts()
-		return acks >= tasks
-	}, faultsFor+2*waitFor, 10*time.Millisecond, "not every task's outcome was acknowledged")
-	close(stopFaults)
-	faults := <-faultsDone
-	host.tasks.Wait()
-
-	// Every task frame the worker sent reaches the coordinator.
-	want := 1 + senders*perSender + tasks*(2+progressPerTask)
-	var received []logEntry
-	require.Eventually(t, func() bool {
-		received = taskFramesReceived(t, coord)
-		return len(received) >= want
-	}, waitFor, 10*time.Millisecond, "the coordinator received fewer task frames than the worker sent")
-
-	states := recorder.snapshot()
-	stats := h.connector.Stats()
-	t.Logf("%d faults, %d connections, %d resumes; worker: %d frames replayed, %d duplicates dropped; "+
-		"coordinator: %d duplicates dropped", faults, stats.Connections, stats.Resumes, stats.ReplayedFrames,
-		stats.DuplicateFrames, coord.server.Stats().DuplicateFrames)
-	require.GreaterOrEqual(t, countState(states, StateConnected), 3, "the faults must force reconnects")
-
-	// Every reconnect resumed the first session, so nothing was dropped
-	// and nothing had to be synced again.
-	for i, s := range states {
-		if s.change.GetState() == StateConnected && countState(states[:i], StateConnected) > 0 {
-			require.True(t, s.change.GetResumed(), "reconnect did not resume:\n%s", describeStates(states))
-		}
-	}
-
-	// Worker to coordinator: each task frame was handled once, in sequence
-	// order, and each sender's frames in the order it sent them.
-	require.Equal(t, want, len(received), "task frames the coordinator handled; more means one was handled twice")
-	for i, entry := range received {
-		require.Equal(t, int64(i+1), entry.number("seq"), "frame %d handled out of order", i)
-	}
-	checkProgressOrder(t, coord, senders, perSender, submitted.Tasks, progressPerTask)
-
-	// Coordinator to worker: the connector forwarded each sequenced frame
-	// once and in order, and the tasks in the order they were submitted.
-	host.mu.Lock()
-	defer host.mu.Unlock()
-	assert.Empty(t, host.unexpected, "unexpected frames forwarded")
-	assert.Equal(t, 1, host.syncResults, "one state_sync_result, for the only new session")
-	require.Equal(t, 1+2*tasks, len(host.seqs), "state_sync_result, one assign and one outcome_ack per task")
-	for i, seq := range host.seqs {
-		require.Equal(t, uint64(i+1), seq, "forwarded frame %d out of sequence", i)
-	}
-	require.Len(t, host.assigned, tasks)
-	for i, ref := range host.assigned {
-		assert.Equal(t, submitted.Tasks[i].ID, ref.GetTaskId(), "assign %d", i)
-		assert.Equal(t, uint32(1), ref.GetAttempt(), "assign %d", i)
-	}
-	acked := make(map[string]int)
-	for _, ack := range host.acks {
-		acked[ack.GetRef().GetTaskId()]++
-		assert.True(t, ack.GetApplied(), "outcome of %s not applied: %s", ack.GetRef().GetTaskId(), ack.GetReason())
-	}
-	for _, task := range submitted.Tasks {
-		assert.Equal(t, 1, acked[task.ID], "outcome_ack count of %s", task.ID)
-	}
-
-	// The store has one applied outcome per task.
-	final, err := coord.client.ListTasks(ctx, submitted.Batch, "")
-	require.NoError(t, err)
-	require.Len(t, final, tasks)
-	for _, task := range final {
-		assert.Equal(t, api.StateSucceeded, task.State, "task %s", task.ID)
-		assert.Equal(t, 1, task.Attempt, "task %s", task.ID)
-	}
-}
-
-// taskFramesReceived returns the coordinator's trace entries for the
-// sequenced frames it handled, in the order it handled them. The
-// coordinator logs a frame only after dropping duplicates.
-func taskFramesReceived(t *testing.T, coord *realCoordinator) []logEntry {
-	t.Helper()
-	entries, invalid := coord.log.withMessage("frame received")
-	require.Zero(t, invalid, "coordinator log lines that are not JSON")
-	var sequenced []logEntry
-	for _, entry := range entries {
-		if entry.text("type") != "heartbeat" {
-			sequenced = append(sequenced, entry)
-		}
-	}
-	return sequenced
-}
-
-// checkProgressOrder checks that the coordinator handled each sender's and
-// each task's progress frames exactly once and in the order they were sent.
-func checkProgressOrder(
-	t *testing.T,
-	coord *realCoordinator,
-	senders, perSender int,
-	tasks []api.Task,
-	perTask int,
-) {
-	t.Helper()
-	entries, _ := coord.log.withMessage("task progress")
-	byTask := make(map[string][]string)
-	for _, entry := range entries {
-		id := entry.text("task_id")
-		byTask[id] = append(byTask[id], entry.text("message"))
-	}
-	expect := func(id string, n int) {
-		want := make([]string, n)
-		for i := range want {
-			want[i] = fmt.Sprintf("step %d", i)
-		}
-		assert.Equal(t, want, byTask[id], "progress frames of %s as the coordinator handled them", id)
-	}
-	for i := range senders {
-		expect(fmt.Sprintf("sender-%d", i), perSender)
-	}
-	for _, task := range tasks {
-		expect(task.ID, perTask)
-	}
 }

@@ -28,6 +28,9 @@ func (c *Connector) connectLoop(ctx context.Context, cfg *Config, loop *eventLoo
 	}
 	var connections uint64
 	var last *session
+	// dialReason is the reason the next connecting or resuming change
+	// reports, set by whatever ended the previous iteration.
+	dialReason := reasonFirstDial
 
 	for {
 		attempt := uint32(r.backoff.Failures() + 1)
@@ -37,6 +40,9 @@ func (c *Connector) connectLoop(ctx context.Context, cfg *Config, loop *eventLoo
 			c.emitStopped(ctx, loop, log, attempt)
 			return
 		}
+		if r.breaker.State() == BreakerHalfOpen {
+			dialReason = reasonHalfOpenTrial
+		}
 
 		_, resumeID := loop.link.resumePoint()
 		dialState := StateConnecting
@@ -44,7 +50,8 @@ func (c *Connector) connectLoop(ctx context.Context, cfg *Config, loop *eventLoo
 			dialState = StateResuming
 		}
 		c.transition(loop, log, describe(&pb.StateChange{
-			State: dialState, Attempt: attempt, SessionId: resumeID, Reconnects: c.reconnects(connections),
+			State: dialState, Reason: dialReason, Attempt: attempt, SessionId: resumeID,
+			Reconnects: c.reconnects(connections),
 		}, cfg, last))
 
 		// Dial, then run the connection until it ends.
@@ -70,6 +77,7 @@ func (c *Connector) connectLoop(ctx context.Context, cfg *Config, loop *eventLoo
 				State: StateBackingOff, Reason: errSecretRotated.Error(), Attempt: attempt,
 				NextRetryUnixMs: time.Now().UnixMilli(), Reconnects: c.reconnects(connections),
 			}, cfg, last))
+			dialReason = reasonRotatedSecret
 			continue
 		}
 
@@ -101,6 +109,33 @@ func (c *Connector) connectLoop(ctx context.Context, cfg *Config, loop *eventLoo
 			c.emitStopped(ctx, loop, log, change.GetAttempt())
 			return
 		}
+		// After circuit_open, the next Allow turns the breaker half open
+		// and the dial reports the trial instead.
+		dialReason = reasonBackoffElapsed
+	}
+}
+
+// Reasons reported with the dial and connected state changes.
+const (
+	reasonFirstDial      = "connection loop started"
+	reasonBackoffElapsed = "backoff delay elapsed"
+	reasonHalfOpenTrial  = "half-open trial after the circuit breaker cooldown"
+	reasonRotatedSecret  = "logging in again with the rotated credential"
+	reasonWelcomed       = "session welcomed"
+	reasonResumed        = "session resumed"
+	reasonNotResumed     = "new session welcomed, because the coordinator did not resume the previous one"
+)
+
+// connectedReason returns the reason of the connected change for the
+// welcomed session s.
+func connectedReason(s *session) string {
+	switch {
+	case s.resumed:
+		return reasonResumed
+	case s.resumeID != "":
+		return reasonNotResumed
+	default:
+		return reasonWelcomed
 	}
 }
 
@@ -225,6 +260,7 @@ func (c *Connector) runSession(
 	c.setActive(s)
 	c.transition(loop, log, describe(&pb.StateChange{
 		State:      StateConnected,
+		Reason:     connectedReason(s),
 		Attempt:    info.attempt,
 		SessionId:  s.id,
 		Reconnects: info.reconnects,

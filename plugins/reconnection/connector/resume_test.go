@@ -79,19 +79,23 @@ func TestResumeForgottenSessionStartsNew(t *testing.T) {
 	h := startConnector(t, "ws://"+proxy.Addr(), fastConfig)
 	first := h.nextState(StateConnected)
 	assert.False(t, first.GetResumed())
+	assert.Equal(t, reasonWelcomed, first.GetReason())
 
 	proxy.Cut()
 	resuming := h.nextState(StateResuming)
 	assert.Equal(t, first.GetSessionId(), resuming.GetSessionId())
+	assert.Equal(t, reasonBackoffElapsed, resuming.GetReason())
 	second := h.nextState(StateConnected)
 	assert.True(t, second.GetResumed())
 	assert.Equal(t, first.GetSessionId(), second.GetSessionId())
+	assert.Equal(t, reasonResumed, second.GetReason())
 
 	fake.forget()
 	proxy.Cut()
 	third := h.nextState(StateConnected)
 	assert.False(t, third.GetResumed())
 	assert.NotEqual(t, first.GetSessionId(), third.GetSessionId())
+	assert.Equal(t, reasonNotResumed, third.GetReason())
 }
 
 func TestSendBlocksThenResourceExhausted(t *testing.T) {
@@ -216,8 +220,11 @@ func TestCircuitBreakerOpensAndGivesUp(t *testing.T) {
 	assert.Contains(t, open.GetReason(), "3 failed attempts in a row")
 	accepted := proxy.Stats().Accepted
 	assert.Greater(t, open.GetNextRetryUnixMs(), time.Now().Add(100*time.Millisecond).UnixMilli())
-	time.Sleep(100 * time.Millisecond)
-	assert.Equal(t, accepted, proxy.Stats().Accepted, "no dial while the circuit is open")
+	// The proxy counts every TCP connection, so an early dial shows up as
+	// a new accept before the announced retry time.
+	openFor := time.Until(time.UnixMilli(open.GetNextRetryUnixMs()))
+	assert.Never(t, func() bool { return proxy.Stats().Accepted != accepted }, openFor, 5*time.Millisecond,
+		"no dial while the circuit is open")
 
 	// The half-open trial fails and reopens; max_attempts ends the loop.
 	h.nextState(StateCircuitOpen)
@@ -225,6 +232,43 @@ func TestCircuitBreakerOpensAndGivesUp(t *testing.T) {
 	assert.Contains(t, closed.GetReason(), "fatal: gave up after 6 attempts")
 	_, err := h.connector.Send(context.Background(), &pb.SendRequest{Frame: progressFrame(t, "t-1", 1)})
 	assert.Equal(t, codes.Unavailable, status.Code(err))
+}
+
+func TestCircuitBreakerNeverGivesUpByDefault(t *testing.T) {
+	// max_attempts keeps its default, so the worker must keep dialing
+	// through open and half-open breaker cycles until the coordinator
+	// comes back.
+	const cycles = 3
+	fake := startFake(t, nil)
+	proxy := startProxy(t, fake.addr())
+	proxy.Refuse(true)
+	config := `{"heartbeat_interval": "50ms", "heartbeat_timeout": "400ms", "backoff_base": "5ms",
+		"backoff_cap": "10ms", "failure_threshold": 3, "circuit_cooldown": "50ms"}`
+	h := startConnector(t, "ws://"+proxy.Addr(), config)
+	recorder := recordStates(t, h, nil)
+
+	// Each cycle after the first is a half-open trial that fails and opens
+	// the breaker again. A closed change ends the wait early and fails.
+	states := recorder.waitUntil(t, waitFor, fmt.Sprintf("%d circuit_open changes", cycles+1),
+		func(states []recordedState) bool {
+			return countState(states, StateCircuitOpen) > cycles || countState(states, StateClosed) > 0
+		})
+	require.Zero(t, countState(states, StateClosed), "the worker gave up; states:\n%s", describeStates(states))
+	trials := 0
+	for _, s := range states {
+		if s.change.GetReason() == reasonHalfOpenTrial {
+			trials++
+		}
+	}
+	assert.GreaterOrEqual(t, trials, cycles, "half-open trials; states:\n%s", describeStates(states))
+	dials := countState(states, StateConnecting) + countState(states, StateResuming)
+	assert.GreaterOrEqual(t, proxy.Stats().Accepted, uint64(dials), "one TCP connection per dial")
+
+	proxy.Refuse(false)
+	recorder.waitUntil(t, waitFor, "a session once the coordinator is reachable",
+		func(states []recordedState) bool {
+			return countState(states, StateConnected) > 0
+		})
 }
 
 func TestResumeWithImpossibleAckStartsNewSession(t *testing.T) {
