@@ -44,6 +44,28 @@ func goCommand(ctx context.Context, t *testing.T, dir string, args ...string) {
 	require.NoError(t, err, "go %s in %s:\n%s", strings.Join(args, " "), dir, out)
 }
 
+// requireRepoModules stands in for the tutorial's go mod tidy: it gives the
+// module in dir the requirements and checksums of the dtf module. Offline,
+// tidy fails on a fresh machine, because it also resolves the modules that
+// the tests of every dependency import, and a build fetches none of those.
+func requireRepoModules(ctx context.Context, t *testing.T, dir, repo string) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, "go", "mod", "edit", "-json")
+	cmd.Dir = repo
+	out, err := cmd.Output()
+	require.NoError(t, err, "go mod edit -json in %s", repo)
+	var mod struct{ Require []struct{ Path, Version string } }
+	require.NoError(t, json.Unmarshal(out, &mod))
+	args := []string{"mod", "edit", "-require=github.com/dtf-io/dtf@v0.0.0-00010101000000-000000000000"}
+	for _, r := range mod.Require {
+		args = append(args, "-require="+r.Path+"@"+r.Version)
+	}
+	goCommand(ctx, t, dir, args...)
+	sums, err := os.ReadFile(filepath.Join(repo, "go.sum"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.sum"), sums, 0o644))
+}
+
 // TestTutorialExecutorRunsTask follows docs/plugins.md from an empty folder:
 // it builds the tutorial's executor in a new module, writes the tutorial's
 // coordinator and worker configs, runs a hello task with `dtf run` and
@@ -55,8 +77,8 @@ func TestTutorialExecutorRunsTask(t *testing.T) {
 	require.NoError(t, err)
 	docs := string(data)
 
-	// Step 2 and 3: a new module with the tutorial's main.go, built with
-	// the commands of the tutorial.
+	// Step 2 and 3: a new module with the tutorial's main.go, built as the
+	// tutorial builds it, with requireRepoModules in place of go mod tidy.
 	dir := filepath.Join(t.TempDir(), "hello")
 	require.NoError(t, os.MkdirAll(dir, 0o755))
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -65,7 +87,7 @@ func TestTutorialExecutorRunsTask(t *testing.T) {
 	goCommand(ctx, t, dir, "mod", "edit", "-replace", "github.com/dtf-io/dtf="+repo)
 	code := tutorialBlock(t, docs, "examples/hello/main.go")
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "main.go"), []byte(code), 0o644))
-	goCommand(ctx, t, dir, "mod", "tidy")
+	requireRepoModules(ctx, t, dir, repo)
 	goCommand(ctx, t, dir, "build", "-o", "dtf-exec-hello", ".")
 
 	out, err := exec.Command(filepath.Join(dir, "dtf-exec-hello"), "-version").CombinedOutput()
