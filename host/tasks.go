@@ -9,6 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/dtf-io/dtf/host/config"
 	dtfplugin "github.com/dtf-io/dtf/plugin"
 	"github.com/dtf-io/dtf/plugin/pb"
@@ -225,7 +228,11 @@ func (h *Host) execute(
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(timeout)*time.Millisecond+h.timeoutGrace)
 		defer cancel()
 		defer func() {
-			if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// gRPC sends the deadline to the plugin, whose own timer can
+			// end the call a moment before ctx's timer fires here.
+			pastDeadline := errors.Is(ctx.Err(), context.DeadlineExceeded) ||
+				status.Code(err) == codes.DeadlineExceeded
+			if err != nil && pastDeadline {
 				err = fmt.Errorf("%w: %w", errPastTimeout, err)
 			}
 		}()
