@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/dtf-io/dtf/protocol/pb"
@@ -47,6 +48,11 @@ func ConnectURL(base string) (string, error) {
 	}
 	if u.Host == "" {
 		return "", fmt.Errorf("invalid coordinator url %q: missing host, for example ws://127.0.0.1:7070", base)
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "", fmt.Errorf("invalid coordinator url %q: port %s is out of range 1-65535", base, port)
+		}
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return "", fmt.Errorf("invalid coordinator url %q: remove credentials, query and fragment; "+

@@ -32,7 +32,7 @@ func TestConnectURL(t *testing.T) {
 func TestConnectURLRejectsBadBases(t *testing.T) {
 	for _, base := range []string{
 		"", "127.0.0.1:7070", "ftp://h", "ws://", "ws://h/workers/{id}",
-		"ws://h/workers/:id", "ws://h?worker=1", "ws://user:pw@h",
+		"ws://h/workers/:id", "ws://h?worker=1", "ws://user:pw@h", "ws://127.0.0.1:99999", "ws://h:0",
 	} {
 		t.Run(base, func(t *testing.T) {
 			_, err := ConnectURL(base)
