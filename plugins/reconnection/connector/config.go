@@ -17,6 +17,10 @@ import (
 	wirepb "github.com/dtf-io/dtf/protocol/pb"
 )
 
+// maxBackoffMultiplier bounds backoff_multiplier. With a larger factor the
+// delay jumps from backoff_base to backoff_cap within a few failures.
+const maxBackoffMultiplier = 10
+
 // Defaults of the plugin's config block. The heartbeat timeout spans three
 // intervals, so one late heartbeat reply does not end a session. The backoff
 // cap bounds how long a worker waits to notice that the coordinator is back.
@@ -504,9 +508,9 @@ func (c *Config) validate() error {
 			"use about three intervals, for example %s", c.HeartbeatTimeout, c.HeartbeatInterval,
 			3*c.HeartbeatInterval)
 	}
-	if c.Backoff.Multiplier < 1 || math.IsInf(c.Backoff.Multiplier, 0) || math.IsNaN(c.Backoff.Multiplier) {
-		return fmt.Errorf("backoff_multiplier: invalid value %g; use 1 or more, for example 2",
-			c.Backoff.Multiplier)
+	if c.Backoff.Multiplier < 1 || c.Backoff.Multiplier > maxBackoffMultiplier || math.IsNaN(c.Backoff.Multiplier) {
+		return fmt.Errorf("backoff_multiplier: invalid value %g; use 1 to %d, for example 2",
+			c.Backoff.Multiplier, maxBackoffMultiplier)
 	}
 	if c.Backoff.Cap < c.Backoff.Base {
 		return fmt.Errorf("backoff_cap: %s is less than backoff_base %s; raise backoff_cap or lower backoff_base",

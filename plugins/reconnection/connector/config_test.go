@@ -100,6 +100,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"timeout not above interval", "", "", `{"heartbeat_interval": "5s", "heartbeat_timeout": "5s"}`,
 			[]string{"heartbeat_timeout", "5s", "15s"}},
 		{"multiplier below one", "", "", `{"backoff_multiplier": 0.5}`, []string{"backoff_multiplier", "0.5"}},
+		{"multiplier too large", "", "", `{"backoff_multiplier": 1e300}`, []string{"backoff_multiplier", "1e+300", "1 to 10"}},
 		{"multiplier as string", "", "", `{"backoff_multiplier": "2"}`, []string{"backoff_multiplier", `"2"`}},
 		{"cap below base", "", "", `{"backoff_base": "2s", "backoff_cap": "1s"}`,
 			[]string{"backoff_cap", "1s", "2s"}},
