@@ -492,3 +492,63 @@ func TestStateSyncListsAppliedOutcomes(t *testing.T) {
 	require.True(t, w2.expect("outcome_ack").GetOutcomeAck().GetApplied())
 	assert.Equal(t, api.StateSucceeded, getTask(t, ts, open.ID).State)
 }
+
+func TestLateOutcomeOfLostAttemptApplied(t *testing.T) {
+	cfg := testConfig(t, "")
+	cfg.Workers.ReassignAfter = 300 * time.Millisecond
+	ts := startServer(t, cfg)
+
+	w1, _ := connectSynced(t, ts, "w1", []string{"command"})
+	task := submit(t, ts, commandSpec()).Tasks[0]
+	ref := w1.expect("assign").GetAssign().GetRef()
+	w1.close()
+	require.Eventually(t, func() bool {
+		return getTask(t, ts, task.ID).State == api.StateQueued
+	}, waitFor, 20*time.Millisecond, "the task is requeued after reassign_after")
+
+	// The task finished on w1 during the cut, and no other worker took it.
+	w1b, first := connectWorker(t, ts, &pb.Hello{WorkerId: "w1", TaskTypes: []string{"other"}, Slots: 1})
+	require.NotNil(t, first.GetWelcome(), "first frame: %v", first)
+	w1b.send(&pb.Frame{Body: &pb.Frame_StateSync{StateSync: &pb.StateSync{HeldOutcomes: []*pb.TaskRef{ref}}}})
+	w1b.expect("state_sync_result")
+	w1b.send(outcomeFrame(ref, pb.Status_STATUS_SUCCEEDED))
+	ack := w1b.expect("outcome_ack").GetOutcomeAck()
+	assert.True(t, ack.GetApplied(), "reason: %s", ack.GetReason())
+
+	done := getTask(t, ts, task.ID)
+	assert.Equal(t, api.StateSucceeded, done.State)
+	require.NotNil(t, done.Outcome)
+	assert.Equal(t, 1, done.Outcome.Attempt)
+	require.Len(t, done.Attempts, 1, "no second attempt")
+	assert.Equal(t, api.StateSucceeded, done.Attempts[0].State)
+}
+
+func TestLateRetryableOutcomeOfLostAttemptRejected(t *testing.T) {
+	cfg := testConfig(t, "")
+	cfg.Workers.ReassignAfter = 300 * time.Millisecond
+	ts := startServer(t, cfg)
+
+	w1, _ := connectSynced(t, ts, "w1", []string{"command"})
+	spec := commandSpec()
+	spec.MaxAttempts = 3
+	task := submit(t, ts, spec).Tasks[0]
+	ref := w1.expect("assign").GetAssign().GetRef()
+	w1.close()
+	require.Eventually(t, func() bool {
+		return getTask(t, ts, task.ID).State == api.StateQueued
+	}, waitFor, 20*time.Millisecond, "the task is requeued after reassign_after")
+
+	// A retryable failure would only queue the task again, as the lost
+	// attempt already did.
+	w1b, first := connectWorker(t, ts, &pb.Hello{WorkerId: "w1", TaskTypes: []string{"other"}, Slots: 1})
+	require.NotNil(t, first.GetWelcome(), "first frame: %v", first)
+	w1b.send(&pb.Frame{Body: &pb.Frame_StateSync{StateSync: &pb.StateSync{HeldOutcomes: []*pb.TaskRef{ref}}}})
+	w1b.expect("state_sync_result")
+	failed := outcomeFrame(ref, pb.Status_STATUS_FAILED)
+	failed.GetTaskOutcome().Retryable = true
+	w1b.send(failed)
+	ack := w1b.expect("outcome_ack").GetOutcomeAck()
+	assert.False(t, ack.GetApplied())
+	assert.Contains(t, ack.GetReason(), "attempt 1 already ended, and the task is queued for its next attempt")
+	assert.Equal(t, api.StateQueued, getTask(t, ts, task.ID).State)
+}

@@ -292,6 +292,10 @@ func (s *Server) logOutcome(log hclog.Logger, o store.Outcome, res store.Outcome
 		log.Info("attempt ended; task requeued", "status", o.Status, "retryable", o.Retryable,
 			"released", o.Released, "message", o.Message)
 		s.kickScheduler()
+	case res.Applied && res.Late:
+		log.Info("task finished by the late outcome of a lost attempt; no newer attempt had started",
+			"status", o.Status, "exit_code", o.ExitCode)
+		s.kickScheduler()
 	case res.Applied:
 		log.Info("task finished", "status", o.Status, "exit_code", o.ExitCode)
 		s.kickScheduler()

@@ -407,7 +407,8 @@ func (s *SQLite) ApplyOutcome(ctx context.Context, o Outcome, now time.Time) (Ou
 			return err
 		}
 		task, err := getTask(ctx, tx, o.TaskID, false)
-		result = OutcomeResult{Applied: true, Requeued: requeued, Task: task}
+		result = OutcomeResult{Applied: true, Requeued: requeued, Task: task,
+			Late: current.State == api.StateQueued}
 		return err
 	})
 	if err != nil {
@@ -475,6 +476,13 @@ func fence(ctx context.Context, tx *txn, task *api.Task, o Outcome) (reason stri
 			false, nil
 	case o.Attempt == task.Attempt && task.State == api.StateRunning:
 		return "", false, nil
+	case o.Attempt == task.Attempt && task.State == api.StateQueued && endsTask(o):
+		// The coordinator ended the attempt as lost, and no newer attempt
+		// has started, so the worker's late result is still the newest.
+		lost, err := lostOnWorker(ctx, tx, task.ID, o)
+		if err != nil || lost {
+			return "", false, err
+		}
 	}
 
 	// The attempt ended: by this outcome, sent again after a replay, or by
@@ -488,8 +496,32 @@ func fence(ctx context.Context, tx *txn, task *api.Task, o Outcome) (reason stri
 		return fmt.Sprintf("duplicate: outcome of attempt %d already applied", o.Attempt), true, nil
 	case o.Attempt < task.Attempt:
 		return fmt.Sprintf("stale attempt %d, current attempt is %d", o.Attempt, task.Attempt), false, nil
+	case task.State == api.StateQueued:
+		return fmt.Sprintf("attempt %d already ended, and the task is queued for its next attempt", o.Attempt),
+			false, nil
 	}
 	return fmt.Sprintf("task is %s", task.State), false, nil
+}
+
+// endsTask reports whether o would be the task's terminal outcome: neither
+// a release nor a retryable failure, which would only queue the task again.
+func endsTask(o Outcome) bool {
+	return !o.Released && (!o.Retryable || o.Status == api.StateSucceeded)
+}
+
+// lostOnWorker reports whether o's attempt ended as lost and ran on o's
+// worker.
+func lostOnWorker(ctx context.Context, tx queryer, taskID string, o Outcome) (bool, error) {
+	var state, workerID string
+	err := tx.QueryRowContext(ctx, `SELECT state, worker_id FROM attempts WHERE task_id = ? AND attempt = ?`,
+		taskID, o.Attempt).Scan(&state, &workerID)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("read attempt %d of task %s: %w", o.Attempt, taskID, err)
+	}
+	return state == AttemptLost && workerID == o.WorkerID, nil
 }
 
 // endedByOutcome reports whether o's worker ended o's attempt with an

@@ -167,6 +167,10 @@ type OutcomeResult struct {
 	// Requeued is set when the applied outcome queued the task again: a
 	// released attempt, or a retryable failure with attempts left.
 	Requeued bool
+	// Late is set when the applied outcome is from an attempt that the
+	// coordinator had ended as lost, while the task waited for its next
+	// attempt.
+	Late bool
 	// Task is the task after the decision; nil when the task is unknown.
 	Task *api.Task
 	// Checkpoint is the decision on the outcome's checkpoint; nil when the
