@@ -219,7 +219,9 @@ func (s *Server) register(ss *session, c *connection) {
 	delete(s.graceDeadlines, ss.workerID)
 	s.countConnect(ss.workerID)
 	s.workers[ss.workerID].drained = false
-	reconnect := s.workers[ss.workerID].connects > 1
+	// A hello that names a session the coordinator no longer has, as after
+	// a coordinator crash, is a reconnect as well.
+	reconnect := s.workers[ss.workerID].connects > 1 || ss.hello.GetSessionId() != ""
 	s.recordConnect(ss, newSessionReason(old), false)
 	s.mu.Unlock()
 	s.metrics.connects.Add(1)
