@@ -293,7 +293,13 @@ func (s *BatchSender) drop(err error) {
 	if !s.lastDropLog.IsZero() && now.Sub(s.lastDropLog) < dropLogInterval {
 		return
 	}
-	s.logger.Warn("dropped best-effort frames, such as task progress, that the connector plugin did not queue",
+	// While the worker is disconnected the drops are expected, so they are
+	// logged below warn level.
+	log := s.logger.Warn
+	if status.Code(err) == codes.Unavailable {
+		log = s.logger.Info
+	}
+	log("dropped best-effort frames (task progress and telemetry) that the connector plugin did not queue",
 		"frames", s.unlogged, "total", total, "error", err)
 	s.lastDropLog = now
 	s.unlogged = 0
