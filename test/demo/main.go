@@ -65,12 +65,20 @@ type demo struct {
 	workers     []*cluster.Process
 	proxy       *faultproxy.Proxy
 	client      *api.Client
+	// before lists the processes from the bin folder that ran before the
+	// demo started, such as a worker of the user's, so that the check at
+	// shutdown names only the demo's own.
+	before map[int]bool
 }
 
 func (d *demo) run(ctx context.Context, binDir, repo string) error {
 	var err error
 	if d.bin.Dir, err = filepath.Abs(binDir); err != nil {
 		return err
+	}
+	d.before = make(map[int]bool)
+	for _, pid := range cluster.ProcessesIn(d.bin.Dir) {
+		d.before[pid] = true
 	}
 	if repo, err = filepath.Abs(repo); err != nil {
 		return err
@@ -391,7 +399,13 @@ func (d *demo) shutdown() {
 			fmt.Fprintf(os.Stderr, "stop coordinator: %v\n", err)
 		}
 	}
-	if left := cluster.ProcessesIn(d.bin.Dir); len(left) > 0 {
+	var left []int
+	for _, pid := range cluster.ProcessesIn(d.bin.Dir) {
+		if !d.before[pid] {
+			left = append(left, pid)
+		}
+	}
+	if len(left) > 0 {
 		fmt.Fprintf(os.Stderr, "processes left running from %s: %v\n", d.bin.Dir, left)
 	}
 	if d.dir != "" && !d.keep {
