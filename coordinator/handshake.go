@@ -130,7 +130,7 @@ func (s *Server) handshake(ws *websocket.Conn, remote string) (*session, *connec
 	if ok, retryAfter := s.admitSession(hello, remote); !ok {
 		// admitSession counts and logs the rejection.
 		rejectConn(ws, rejectFrame(rejectOverloaded,
-			"coordinator sheds a reconnection storm; retry after retry_after_ms", retryAfter))
+			"coordinator sheds a reconnection storm", retryAfter))
 		return nil, nil, nil
 	}
 

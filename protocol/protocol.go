@@ -36,7 +36,7 @@ var ErrFrameTooLarge = errors.New("frame too large")
 func ConnectURL(base string) (string, error) {
 	u, err := url.Parse(strings.TrimSpace(base))
 	if err != nil {
-		return "", fmt.Errorf("invalid coordinator url %q: %w", base, err)
+		return "", fmt.Errorf("invalid coordinator url %q: %w; give a url such as ws://127.0.0.1:7070", base, err)
 	}
 	switch u.Scheme {
 	case "http", "ws":
