@@ -23,13 +23,15 @@ const maxBackoffMultiplier = 10
 
 // Defaults of the plugin's config block. The heartbeat timeout spans three
 // intervals, so one late heartbeat reply does not end a session. The backoff
-// cap bounds how long a worker waits to notice that the coordinator is back.
+// cap and the circuit cooldown bound how long a worker waits to notice that
+// the coordinator is back. Both stay well below the coordinator's default
+// reassign_after of 30s, so a worker returns before its attempts are lost.
 const (
 	DefaultHeartbeatInterval = 2 * time.Second
 	DefaultHeartbeatTimeout  = 6 * time.Second
 	DefaultBackoffBase       = 200 * time.Millisecond
 	DefaultBackoffMultiplier = 2.0
-	DefaultBackoffCap        = 30 * time.Second
+	DefaultBackoffCap        = 10 * time.Second
 	DefaultHealthyAfter      = 10 * time.Second
 	DefaultDialTimeout       = 10 * time.Second
 	DefaultHandshakeTimeout  = 10 * time.Second
@@ -37,7 +39,7 @@ const (
 	DefaultSendTimeout       = 30 * time.Second
 	DefaultSendQueueFrames   = 256
 	DefaultFailureThreshold  = 10
-	DefaultCircuitCooldown   = 30 * time.Second
+	DefaultCircuitCooldown   = 10 * time.Second
 )
 
 // maxHeartbeatFactor sets the default bounds of adapted heartbeats: four
