@@ -8,8 +8,10 @@ package procgroup
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"sync"
@@ -104,6 +106,7 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	program := cmd.Path
 	shim, err := wrap(cmd, grace)
 	if err != nil {
 		pipes.closeAll()
@@ -112,7 +115,13 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 	if err := cmd.Start(); err != nil {
 		pipes.closeAll()
 		shim.abandon()
-		return Result{}, fmt.Errorf("start %s: %w", cmd.Path, err)
+		// The error names the shim's path; the program is what the caller
+		// knows.
+		var pathErr *fs.PathError
+		if errors.As(err, &pathErr) {
+			err = pathErr.Err
+		}
+		return Result{}, fmt.Errorf("start %s: %w", program, err)
 	}
 	// The child holds its own copies of the write ends now.
 	pipes.closeWriters()

@@ -151,3 +151,12 @@ func TestRunReportsAStartFailure(t *testing.T) {
 	assert.Contains(t, err.Error(), "start "+missing)
 	assert.True(t, strings.Contains(err.Error(), "no such file") || errors.Is(err, os.ErrNotExist), err.Error())
 }
+
+func TestRunNamesTheProgramWhenArgumentsTooLong(t *testing.T) {
+	// One argument over the kernel's limit of 128 KiB per string.
+	cmd := exec.Command("/bin/echo", strings.Repeat("x", 256<<10))
+	_, err := Run(context.Background(), Spec{Cmd: cmd})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "start /bin/echo")
+	assert.NotContains(t, err.Error(), "/proc/self/exe")
+}
