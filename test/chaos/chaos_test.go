@@ -59,11 +59,23 @@ func TestChaos(t *testing.T) {
 		t.Skip("the chaos run takes minutes")
 	}
 	seed, length := *seedFlag, *durationFlag
+	switch {
+	case *workersFlag < 1 || *workersFlag > 20:
+		t.Fatalf("-chaos.workers=%d is out of range; use 1 to 20", *workersFlag)
+	case *tasksFlag < 1 || *tasksFlag > 5000:
+		t.Fatalf("-chaos.tasks=%d is out of range; use 1 to 5000", *tasksFlag)
+	case length < time.Second || length > time.Hour:
+		t.Fatalf("-chaos.duration=%s is out of range; use 1s to 1h", length)
+	}
 	schedule := NewSchedule(seed, length, *workersFlag)
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("repeat this run: go test ./test/chaos/ -run 'TestChaos$' -chaos.seed=%d -chaos.duration=%s -chaos.workers=%d -chaos.tasks=%d",
-				seed, length, *workersFlag, *tasksFlag)
+			// The run takes the fault time plus up to 3 minutes for the
+			// tasks and the time to start and check the cluster.
+			timeout := (length + 5*time.Minute).Round(time.Minute)
+			t.Logf("repeat this run: go test ./test/chaos/ -run 'TestChaos$' -timeout %s -chaos.seed=%d "+
+				"-chaos.duration=%s -chaos.workers=%d -chaos.tasks=%d",
+				timeout, seed, length, *workersFlag, *tasksFlag)
 		}
 	})
 
