@@ -184,8 +184,8 @@ func decodeTaskBlock(block *hcl.Block, ctx *hcl.EvalContext) (api.TaskSpec, hcl.
 			err := gocty.FromCtyValue(value, &spec.MaxAttempts)
 			if err != nil || spec.MaxAttempts < 0 {
 				diags = append(diags, attrError(attr, "Invalid max_attempts",
-					"max_attempts must be a whole number of 1 or more; leave it out "+
-						"for the coordinator's default."))
+					"max_attempts must be a whole number of 1 or more; 0 or leaving it out "+
+						"takes the coordinator's default."))
 			}
 		}
 	}
@@ -360,7 +360,8 @@ func checkSpec(spec api.TaskSpec) error {
 		}
 	}
 	if spec.MaxAttempts < 0 {
-		return fmt.Errorf("max_attempts: %d is negative; use 1 or more, or leave it out", spec.MaxAttempts)
+		return fmt.Errorf("max_attempts: %d is negative; use 1 or more, or 0 for the coordinator's default",
+			spec.MaxAttempts)
 	}
 	if err := checkLabelNames(spec.Labels); err != nil {
 		return fmt.Errorf("labels: %w", err)
