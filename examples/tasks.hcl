@@ -7,6 +7,16 @@ task "hello" {
   timeout = "1m"
 }
 
+task "resume-demo" {
+  type    = "checkpoint"
+  # Counts to 100, one step per 100 ms, and saves a checkpoint every 10
+  # steps. Kill the worker while it runs: the next attempt starts after the
+  # newest stored checkpoint.
+  payload = { steps = 100, interval_ms = 100, checkpoint_every = 10 }
+  timeout      = "5m"
+  max_attempts = 3
+}
+
 task "protocol-tests" {
   type    = "gotest"
   # dir is resolved on the worker, so give an absolute path or one relative
