@@ -22,9 +22,10 @@ import (
 	"github.com/dtf-io/dtf/internal/hclutil"
 )
 
-// maxTaskFileBytes matches the coordinator's 4 MiB request body limit; a
-// larger task file could not be submitted anyway.
-const maxTaskFileBytes = 4 << 20
+// maxTaskFileBytes is the largest max_body_bytes a coordinator accepts
+// (64 MiB); a larger task file could not be submitted to any coordinator.
+// A smaller limit of the coordinator gets its own HTTP 413 answer.
+const maxTaskFileBytes = 64 << 20
 
 // TaskFileError is an invalid task file. Its message lists each problem with
 // file:line:col and, for HCL files, the source line.
@@ -54,7 +55,8 @@ func ReadTaskFile(path string, stdin io.Reader) (api.SubmitRequest, error) {
 	}
 	if len(data) > maxTaskFileBytes {
 		return api.SubmitRequest{}, fmt.Errorf("task file %s is larger than %d bytes, "+
-			"the coordinator's request limit; split it into several files", path, maxTaskFileBytes)
+			"the largest request a coordinator accepts; split its tasks over several files, "+
+			"or make large payloads smaller", path, maxTaskFileBytes)
 	}
 	return ParseTaskFile(path, data)
 }
