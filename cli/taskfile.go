@@ -24,7 +24,7 @@ import (
 
 // maxTaskFileBytes is the largest max_body_bytes a coordinator accepts
 // (64 MiB); a larger task file could not be submitted to any coordinator.
-// A smaller limit of the coordinator gets its own HTTP 413 answer.
+// A coordinator with a smaller limit responds with HTTP 413.
 const maxTaskFileBytes = 64 << 20
 
 // TaskFileError is an invalid task file. Its message lists each problem with

@@ -10,9 +10,9 @@ import (
 )
 
 // With the default settings, a worker whose coordinator comes back dials
-// again before the coordinator requeues the worker's running attempts: its
-// longest wait, the backoff cap or the breaker's cooldown with its jitter of
-// up to a fifth, stays below reassign_after with room for a dial.
+// again before the coordinator requeues the worker's running attempts. Its
+// longest wait is the backoff cap, or the breaker's cooldown plus up to a
+// fifth of jitter. Both stay below reassign_after with room for a dial.
 func TestDefaultWorkerWaitBelowReassignAfter(t *testing.T) {
 	const dialRoom = 5 // seconds left for the dial and the handshake
 	reassign := coordconfig.DefaultReassignAfter.Seconds()

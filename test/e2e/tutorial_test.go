@@ -44,7 +44,7 @@ func goCommand(ctx context.Context, t *testing.T, dir string, args ...string) {
 	require.NoError(t, err, "go %s in %s:\n%s", strings.Join(args, " "), dir, out)
 }
 
-// requireRepoModules stands in for the tutorial's go mod tidy: it gives the
+// requireRepoModules replaces the tutorial's go mod tidy: it gives the
 // module in dir the requirements and checksums of the dtf module. Offline,
 // tidy fails on a fresh machine, because it also resolves the modules that
 // the tests of every dependency import, and a build fetches none of those.
@@ -54,7 +54,9 @@ func requireRepoModules(ctx context.Context, t *testing.T, dir, repo string) {
 	cmd.Dir = repo
 	out, err := cmd.Output()
 	require.NoError(t, err, "go mod edit -json in %s", repo)
-	var mod struct{ Require []struct{ Path, Version string } }
+	var mod struct {
+		Require []struct{ Path, Version string }
+	}
 	require.NoError(t, json.Unmarshal(out, &mod))
 	args := []string{"mod", "edit", "-require=github.com/dtf-io/dtf@v0.0.0-00010101000000-000000000000"}
 	for _, r := range mod.Require {
