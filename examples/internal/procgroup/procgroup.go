@@ -115,8 +115,8 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 	if err := cmd.Start(); err != nil {
 		pipes.closeAll()
 		shim.abandon()
-		// The error names the shim's path; the program is what the caller
-		// knows.
+		// The error names the shim's path, so name the caller's program
+		// instead.
 		var pathErr *fs.PathError
 		if errors.As(err, &pathErr) {
 			err = pathErr.Err
