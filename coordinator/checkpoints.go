@@ -40,13 +40,15 @@ func (s *Server) handleCheckpoint(ss *session, _ *connection, frame *pb.Frame) {
 		log.Error("store checkpoint failed; the worker keeps it for the attempt's outcome", "error", err)
 		return
 	}
+	// Counted before the acknowledgement goes out, so that whoever reads
+	// the counters after the acknowledgement sees this checkpoint in them.
+	s.logCheckpoint(log, len(cp.GetData()), res)
 	ss.enqueue(&pb.Frame{Body: &pb.Frame_CheckpointAck{CheckpointAck: &pb.CheckpointAck{
 		Ref:      ref,
 		Sequence: cp.GetSequence(),
 		Applied:  res.Applied,
 		Reason:   res.Reason,
 	}}})
-	s.logCheckpoint(log, len(cp.GetData()), res)
 }
 
 // logCheckpoint logs the decision on a checkpoint and counts the ones not

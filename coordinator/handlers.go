@@ -271,16 +271,22 @@ func (s *Server) handleTaskOutcome(ss *session, _ *connection, frame *pb.Frame) 
 		s.endForSync(ss, "apply outcome failed", err)
 		return
 	}
-	ss.enqueue(&pb.Frame{Body: &pb.Frame_OutcomeAck{OutcomeAck: &pb.OutcomeAck{
-		Ref:     ref,
-		Applied: res.Applied,
-		Reason:  res.Reason,
-	}}})
+	// Counted before the acknowledgement goes out, as checkpoints are, and
+	// the scheduler is woken after it, so that the freed slot's next Assign
+	// follows the acknowledgement.
 	if res.Checkpoint != nil {
 		s.logCheckpoint(log.With("sequence", o.GetCheckpoint().GetSequence()), len(o.GetCheckpoint().GetData()),
 			*res.Checkpoint)
 	}
 	s.logOutcome(log, outcome, res)
+	ss.enqueue(&pb.Frame{Body: &pb.Frame_OutcomeAck{OutcomeAck: &pb.OutcomeAck{
+		Ref:     ref,
+		Applied: res.Applied,
+		Reason:  res.Reason,
+	}}})
+	if res.Applied {
+		s.kickScheduler()
+	}
 }
 
 // logOutcome logs the decision on an outcome and counts the rejected ones.
@@ -291,14 +297,11 @@ func (s *Server) logOutcome(log hclog.Logger, o store.Outcome, res store.Outcome
 	case res.Applied && res.Requeued:
 		log.Info("attempt ended; task requeued", "status", o.Status, "retryable", o.Retryable,
 			"released", o.Released, "message", o.Message)
-		s.kickScheduler()
 	case res.Applied && res.Late:
 		log.Info("task finished by the late outcome of a lost attempt; no newer attempt had started",
 			"status", o.Status, "exit_code", o.ExitCode)
-		s.kickScheduler()
 	case res.Applied:
 		log.Info("task finished", "status", o.Status, "exit_code", o.ExitCode)
-		s.kickScheduler()
 	case res.Duplicate:
 		s.duplicateOutcomes.Add(1)
 		log.Debug("duplicate outcome ignored", "reason", res.Reason)
