@@ -43,15 +43,24 @@ func (s *SQLite) SaveCheckpoint(ctx context.Context, cp Checkpoint, now time.Tim
 // the checkpoint that an outcome carries, before it applies the outcome.
 func saveCheckpointTx(ctx context.Context, tx *txn, task *api.Task, cp Checkpoint,
 	now time.Time) (CheckpointResult, error) {
-	if result, ok := admitCheckpoint(task, cp); !ok {
-		return result, nil
-	}
 	var stored struct {
 		attempt  int
 		sequence uint64
 	}
 	err := tx.QueryRowContext(ctx, `SELECT attempt, sequence FROM checkpoints WHERE task_id = ?`,
 		cp.TaskID).Scan(&stored.attempt, &stored.sequence)
+	if result, ok := admitCheckpoint(task, cp); !ok {
+		// An outcome can overtake the checkpoints sent just before it and
+		// carries the newest of them, so a later one of the same attempt
+		// that is not newer than the stored one is only a late copy.
+		late := result.Stale && cp.Attempt == task.Attempt && err == nil &&
+			stored.attempt == cp.Attempt && stored.sequence >= cp.Sequence
+		if late {
+			return CheckpointResult{Duplicate: true, Reason: fmt.Sprintf(
+				"late: attempt %d ended, and its stored checkpoint %d is as new", cp.Attempt, stored.sequence)}, nil
+		}
+		return result, nil
+	}
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:

@@ -191,12 +191,21 @@ func TestOutcomeCheckpointAppliedFirst(t *testing.T) {
 	require.NoError(t, err)
 	assert.EqualValues(t, 37, stored.Sequence)
 
-	// A checkpoint frame of 37 that arrives after the outcome is stale.
+	// A checkpoint frame of 37 that arrives after the outcome is a late
+	// copy of the stored one, so it is not counted as stale.
 	late, err := st.SaveCheckpoint(ctx, checkpointOf("t1", 1, "w1", 37), testNow)
 	require.NoError(t, err)
 	assert.False(t, late.Applied)
-	assert.True(t, late.Stale)
-	assert.Equal(t, "attempt 1 no longer runs: task is failed", late.Reason)
+	assert.True(t, late.Duplicate)
+	assert.False(t, late.Stale)
+	assert.Equal(t, "late: attempt 1 ended, and its stored checkpoint 37 is as new", late.Reason)
+
+	// One newer than the stored checkpoint cannot be a copy: it is stale.
+	newer, err := st.SaveCheckpoint(ctx, checkpointOf("t1", 1, "w1", 38), testNow)
+	require.NoError(t, err)
+	assert.False(t, newer.Applied)
+	assert.True(t, newer.Stale)
+	assert.Equal(t, "attempt 1 no longer runs: task is failed", newer.Reason)
 
 	task, err := st.GetTask(ctx, "t1")
 	require.NoError(t, err)
