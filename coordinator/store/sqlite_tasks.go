@@ -479,9 +479,12 @@ func fence(ctx context.Context, tx *txn, task *api.Task, o Outcome) (reason stri
 	case o.Attempt == task.Attempt && task.State == api.StateQueued && endsTask(o):
 		// The coordinator ended the attempt as lost, and no newer attempt
 		// has started, so the worker's late result is still the newest.
-		lost, err := lostOnWorker(ctx, tx, task.ID, o)
-		if err != nil || lost {
+		row, err := readAttempt(ctx, tx, task.ID, o.Attempt)
+		if err != nil {
 			return "", false, err
+		}
+		if row != nil && row.state == AttemptLost && row.workerID == o.WorkerID {
+			return "", false, nil
 		}
 	}
 
@@ -509,36 +512,37 @@ func endsTask(o Outcome) bool {
 	return !o.Released && (!o.Retryable || o.Status == api.StateSucceeded)
 }
 
-// lostOnWorker reports whether o's attempt ended as lost and ran on o's
-// worker.
-func lostOnWorker(ctx context.Context, tx queryer, taskID string, o Outcome) (bool, error) {
-	var state, workerID string
-	err := tx.QueryRowContext(ctx, `SELECT state, worker_id FROM attempts WHERE task_id = ? AND attempt = ?`,
-		taskID, o.Attempt).Scan(&state, &workerID)
+// attemptRow is the part of an attempt's row that the fence reads.
+type attemptRow struct {
+	state     string
+	workerID  string
+	byOutcome bool
+}
+
+// readAttempt returns the row of one attempt, or nil when there is none.
+func readAttempt(ctx context.Context, tx queryer, taskID string, attempt int) (*attemptRow, error) {
+	var row attemptRow
+	err := tx.QueryRowContext(ctx, `SELECT state, worker_id, by_outcome FROM attempts
+		WHERE task_id = ? AND attempt = ?`, taskID, attempt).Scan(&row.state, &row.workerID, &row.byOutcome)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return false, nil
+		return nil, nil
 	case err != nil:
-		return false, fmt.Errorf("read attempt %d of task %s: %w", o.Attempt, taskID, err)
+		return nil, fmt.Errorf("read attempt %d of task %s: %w", attempt, taskID, err)
 	}
-	return state == AttemptLost && workerID == o.WorkerID, nil
+	return &row, nil
 }
 
 // endedByOutcome reports whether o's worker ended o's attempt with an
 // outcome before. Attempts ended before the by_outcome column existed are
 // recognised through the task's terminal outcome.
 func endedByOutcome(ctx context.Context, tx queryer, taskID string, o Outcome) (bool, error) {
-	var byOutcome bool
-	var workerID string
-	err := tx.QueryRowContext(ctx, `SELECT by_outcome, worker_id FROM attempts WHERE task_id = ? AND attempt = ?`,
-		taskID, o.Attempt).Scan(&byOutcome, &workerID)
+	row, err := readAttempt(ctx, tx, taskID, o.Attempt)
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("read attempt %d of task %s: %w", o.Attempt, taskID, err)
-	case byOutcome:
-		return workerID == o.WorkerID, nil
+	case err != nil || row == nil:
+		return false, err
+	case row.byOutcome:
+		return row.workerID == o.WorkerID, nil
 	}
 	existing, err := getOutcome(ctx, tx, taskID)
 	if err != nil {
