@@ -205,14 +205,7 @@ func TestGracePeriodRequeueAndStaleOutcome(t *testing.T) {
 	cfg.Workers.ReassignAfter = 300 * time.Millisecond
 	ts := startServer(t, cfg)
 
-	w1, _ := connectSynced(t, ts, "w1", []string{"command"})
-	task := submit(t, ts, commandSpec()).Tasks[0]
-	stale := w1.expect("assign").GetAssign().GetRef()
-	w1.close()
-
-	require.Eventually(t, func() bool {
-		return getTask(t, ts, task.ID).State == api.StateQueued
-	}, waitFor, 20*time.Millisecond, "the task is requeued after reassign_after")
+	task, stale := loseAttempt(t, ts, commandSpec())
 	requeued := getTask(t, ts, task.ID)
 	require.Len(t, requeued.Attempts, 1)
 	assert.Equal(t, "lost", requeued.Attempts[0].State)
@@ -498,19 +491,10 @@ func TestLateOutcomeOfLostAttemptApplied(t *testing.T) {
 	cfg.Workers.ReassignAfter = 300 * time.Millisecond
 	ts := startServer(t, cfg)
 
-	w1, _ := connectSynced(t, ts, "w1", []string{"command"})
-	task := submit(t, ts, commandSpec()).Tasks[0]
-	ref := w1.expect("assign").GetAssign().GetRef()
-	w1.close()
-	require.Eventually(t, func() bool {
-		return getTask(t, ts, task.ID).State == api.StateQueued
-	}, waitFor, 20*time.Millisecond, "the task is requeued after reassign_after")
+	task, ref := loseAttempt(t, ts, commandSpec())
 
 	// The task finished on w1 during the cut, and no other worker took it.
-	w1b, first := connectWorker(t, ts, &pb.Hello{WorkerId: "w1", TaskTypes: []string{"other"}, Slots: 1})
-	require.NotNil(t, first.GetWelcome(), "first frame: %v", first)
-	w1b.send(&pb.Frame{Body: &pb.Frame_StateSync{StateSync: &pb.StateSync{HeldOutcomes: []*pb.TaskRef{ref}}}})
-	w1b.expect("state_sync_result")
+	w1b := reconnectHolding(t, ts, ref)
 	w1b.send(outcomeFrame(ref, pb.Status_STATUS_SUCCEEDED))
 	ack := w1b.expect("outcome_ack").GetOutcomeAck()
 	assert.True(t, ack.GetApplied(), "reason: %s", ack.GetReason())
@@ -528,22 +512,13 @@ func TestLateRetryableOutcomeOfLostAttemptRejected(t *testing.T) {
 	cfg.Workers.ReassignAfter = 300 * time.Millisecond
 	ts := startServer(t, cfg)
 
-	w1, _ := connectSynced(t, ts, "w1", []string{"command"})
 	spec := commandSpec()
 	spec.MaxAttempts = 3
-	task := submit(t, ts, spec).Tasks[0]
-	ref := w1.expect("assign").GetAssign().GetRef()
-	w1.close()
-	require.Eventually(t, func() bool {
-		return getTask(t, ts, task.ID).State == api.StateQueued
-	}, waitFor, 20*time.Millisecond, "the task is requeued after reassign_after")
+	task, ref := loseAttempt(t, ts, spec)
 
 	// A retryable failure would only queue the task again, as the lost
 	// attempt already did.
-	w1b, first := connectWorker(t, ts, &pb.Hello{WorkerId: "w1", TaskTypes: []string{"other"}, Slots: 1})
-	require.NotNil(t, first.GetWelcome(), "first frame: %v", first)
-	w1b.send(&pb.Frame{Body: &pb.Frame_StateSync{StateSync: &pb.StateSync{HeldOutcomes: []*pb.TaskRef{ref}}}})
-	w1b.expect("state_sync_result")
+	w1b := reconnectHolding(t, ts, ref)
 	failed := outcomeFrame(ref, pb.Status_STATUS_FAILED)
 	failed.GetTaskOutcome().Retryable = true
 	w1b.send(failed)
@@ -551,4 +526,31 @@ func TestLateRetryableOutcomeOfLostAttemptRejected(t *testing.T) {
 	assert.False(t, ack.GetApplied())
 	assert.Contains(t, ack.GetReason(), "attempt 1 already ended, and the task is queued for its next attempt")
 	assert.Equal(t, api.StateQueued, getTask(t, ts, task.ID).State)
+}
+
+// loseAttempt submits spec, hands its first attempt to worker w1 and
+// closes w1's connection until the coordinator ends the attempt as lost
+// and queues the task again. The server's reassign_after must be short.
+func loseAttempt(t *testing.T, ts *testServer, spec api.TaskSpec) (api.Task, *pb.TaskRef) {
+	t.Helper()
+	w1, _ := connectSynced(t, ts, "w1", []string{"command"})
+	task := submit(t, ts, spec).Tasks[0]
+	ref := w1.expect("assign").GetAssign().GetRef()
+	w1.close()
+	require.Eventually(t, func() bool {
+		return getTask(t, ts, task.ID).State == api.StateQueued
+	}, waitFor, 20*time.Millisecond, "the task is requeued after reassign_after")
+	return task, ref
+}
+
+// reconnectHolding connects w1 again with a new session that serves no
+// task type, so it gets no assignment, and syncs with the outcome of ref
+// held.
+func reconnectHolding(t *testing.T, ts *testServer, ref *pb.TaskRef) *fakeWorker {
+	t.Helper()
+	w, first := connectWorker(t, ts, &pb.Hello{WorkerId: "w1", TaskTypes: []string{"other"}, Slots: 1})
+	require.NotNil(t, first.GetWelcome(), "first frame: %v", first)
+	w.send(&pb.Frame{Body: &pb.Frame_StateSync{StateSync: &pb.StateSync{HeldOutcomes: []*pb.TaskRef{ref}}}})
+	w.expect("state_sync_result")
+	return w
 }
