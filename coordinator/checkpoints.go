@@ -40,8 +40,8 @@ func (s *Server) handleCheckpoint(ss *session, _ *connection, frame *pb.Frame) {
 		log.Error("store checkpoint failed; the worker keeps it for the attempt's outcome", "error", err)
 		return
 	}
-	// Counted before the acknowledgement goes out, so that whoever reads
-	// the counters after the acknowledgement sees this checkpoint in them.
+	// Counted before the acknowledgement goes out, so that a reader of the
+	// counters after the acknowledgement sees this checkpoint in them.
 	s.logCheckpoint(log, len(cp.GetData()), res)
 	ss.enqueue(&pb.Frame{Body: &pb.Frame_CheckpointAck{CheckpointAck: &pb.CheckpointAck{
 		Ref:      ref,

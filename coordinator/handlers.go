@@ -185,12 +185,12 @@ func (s *Server) handleStateSync(ss *session, _ *connection, frame *pb.Frame) {
 
 // appliedOutcomes returns the held outcomes of the worker that the store
 // applied before, so the worker deletes them instead of sending them again.
-func (s *Server) appliedOutcomes(ctx context.Context, ss *session, held []*pb.TaskRef) ([]*pb.TaskRef, error) {
-	if len(held) == 0 {
+func (s *Server) appliedOutcomes(ctx context.Context, ss *session, heldOutcomes []*pb.TaskRef) ([]*pb.TaskRef, error) {
+	if len(heldOutcomes) == 0 {
 		return nil, nil
 	}
-	refs := make([]store.AttemptRef, len(held))
-	for i, ref := range held {
+	refs := make([]store.AttemptRef, len(heldOutcomes))
+	for i, ref := range heldOutcomes {
 		refs[i] = store.AttemptRef{TaskID: ref.GetTaskId(), Attempt: int(ref.GetAttempt())}
 	}
 	applied, err := s.store.AppliedOutcomes(ctx, ss.workerID, refs)

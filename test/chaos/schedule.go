@@ -122,8 +122,8 @@ func between(rng *rand.Rand, low, high time.Duration) time.Duration {
 }
 
 // MissedKinds returns the fault kinds of the schedule of which no fault
-// hit its target, in the order of Kinds; hit[i] tells whether faults[i]
-// did.
+// hit its target, in the order of Kinds. hit[i] is true when faults[i] hit
+// its target.
 func MissedKinds(faults []Fault, hit []bool) []Kind {
 	scheduled := map[Kind]bool{}
 	struck := map[Kind]bool{}

@@ -52,7 +52,7 @@ func assertGone(t *testing.T, pid int) {
 	}
 }
 
-func TestRunKillsProcessThatLeftTheGroupWhenLeaderExits(t *testing.T) {
+func TestRunKillsEscapedProcessOnExit(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	cmd := shell(t, escape+"exit 0", pidFile)
 
@@ -63,7 +63,7 @@ func TestRunKillsProcessThatLeftTheGroupWhenLeaderExits(t *testing.T) {
 	assertGone(t, escapedPid(t, pidFile))
 }
 
-func TestRunKillsProcessThatLeftTheGroupOnCancel(t *testing.T) {
+func TestRunKillsEscapedProcessOnCancel(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	cmd := shell(t, escape+"exec sleep 300", pidFile)
 
@@ -92,7 +92,7 @@ func TestRunKillsProcessThatLeftTheGroupOnCancel(t *testing.T) {
 	assertGone(t, pid)
 }
 
-func TestRunKillsProcessThatLeftTheGroupOnTimeout(t *testing.T) {
+func TestRunKillsEscapedProcessOnTimeout(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	// The leader ignores SIGTERM too, so only the grace period ends it.
 	cmd := shell(t, `trap "" TERM; `+escape+"sleep 300", pidFile)
@@ -152,7 +152,7 @@ func TestRunReportsAStartFailure(t *testing.T) {
 	assert.True(t, strings.Contains(err.Error(), "no such file") || errors.Is(err, os.ErrNotExist), err.Error())
 }
 
-func TestRunNamesTheProgramWhenArgumentsTooLong(t *testing.T) {
+func TestRunStartErrorNamesProgram(t *testing.T) {
 	// One argument over the kernel's limit of 128 KiB per string.
 	cmd := exec.Command("/bin/echo", strings.Repeat("x", 256<<10))
 	_, err := Run(context.Background(), Spec{Cmd: cmd})
