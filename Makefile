@@ -48,6 +48,7 @@ GOBUILD := CGO_ENABLED=0 $(GO) build -tags grpcnotrace
 .PHONY: build
 build:
 	$(GOBUILD) -o $(BIN)/dtf ./cmd/dtf
+	$(GOBUILD) -o $(BIN)/dtf-worker ./cmd/dtf-worker
 	$(GOBUILD) -o $(BIN)/dtf-reconnection ./plugins/reconnection
 	$(GOBUILD) -o $(BIN)/dtf-exec-command ./examples/command
 	$(GOBUILD) -o $(BIN)/dtf-exec-gotest ./examples/gotest

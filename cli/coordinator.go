@@ -7,6 +7,7 @@ import (
 
 	"github.com/dtf-io/dtf/coordinator"
 	coordconfig "github.com/dtf-io/dtf/coordinator/config"
+	"github.com/dtf-io/dtf/internal/logs"
 )
 
 func (a *App) runCoordinator(ctx context.Context, args []string) int {
@@ -26,7 +27,7 @@ func (a *App) runCoordinator(ctx context.Context, args []string) int {
 	if err != nil {
 		return a.errorf("%v", err)
 	}
-	logger := a.logger("", cfg.LogLevel)
+	logger := logs.New("", cfg.LogLevel, a.Stderr)
 	if percent, set := coordinatorGCSetting(os.Getenv); set {
 		debug.SetGCPercent(percent)
 	}

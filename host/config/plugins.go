@@ -38,6 +38,10 @@ type RestartPolicy struct {
 // Never reports whether a crashed plugin stays down.
 func (r RestartPolicy) Never() bool { return r.Policy == RestartNever }
 
+// WorkerBinary is the file name of the lean worker host binary, which make
+// build puts beside the plugins. No plugin may take this name by default.
+const WorkerBinary = "dtf-worker"
+
 // BinaryName returns the file name that the host looks for in plugin_dir
 // when a plugin block leaves out path: dtf-exec-NAME for an executor and
 // dtf-NAME for the other kinds, as make build names the shipped binaries.
@@ -63,21 +67,22 @@ var executableDir = func() (string, error) {
 }
 
 // decodePluginDir returns the absolute plugin_dir: the setting resolved
-// against dir, or the folder of the running dtf binary when it is unset.
+// against dir, or the folder of the running dtf or dtf-worker binary when
+// it is unset.
 func decodePluginDir(raw *fileSchema, dir string) (string, hcl.Diagnostics) {
 	if raw.PluginDir != nil {
 		if *raw.PluginDir == "" {
 			return "", hcl.Diagnostics{errorAt(raw.PluginDirRange, "Invalid plugin_dir",
 				"plugin_dir must name the folder of the plugin binaries, such as \"../bin\"; "+
-					"leave it out to use the folder of the dtf binary.")}
+					"leave it out to use the folder of the running dtf or dtf-worker binary.")}
 		}
 		return resolvePath(dir, *raw.PluginDir), nil
 	}
 	exeDir, err := executableDir()
 	if err != nil {
 		return "", hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Unknown plugin_dir",
-			Detail: fmt.Sprintf("The folder of the dtf binary, the default plugin_dir, is unknown: %v; "+
-				"set plugin_dir or give each plugin block a path.", err)}}
+			Detail: fmt.Sprintf("The folder of the running dtf or dtf-worker binary, the default plugin_dir, "+
+				"is unknown: %v; set plugin_dir or give each plugin block a path.", err)}}
 	}
 	return exeDir, nil
 }
@@ -103,6 +108,11 @@ func checkPluginPath(block pluginBlock, p Plugin, pluginDir string) *hcl.Diagnos
 		return errorAt(block.PathRange, "Invalid plugin path",
 			"path must name the plugin binary; leave path out to use "+
 				BinaryName(block.Kind, block.Name)+" in plugin_dir.")
+	}
+	if block.Path == nil && BinaryName(block.Kind, block.Name) == WorkerBinary {
+		return errorAt(block.DefRange, "Reserved plugin name", fmt.Sprintf(
+			"A plugin %q of kind %q without path would run %s, the worker host binary, not a plugin; "+
+				"rename the plugin or set its path.", block.Name, block.Kind, WorkerBinary))
 	}
 	if p.Path == "" {
 		// decodePluginDir has reported why plugin_dir is unknown.

@@ -65,6 +65,23 @@ func TestBinaryName(t *testing.T) {
 	assert.Equal(t, "dtf-metrics", BinaryName("metrics", "metrics"))
 }
 
+// TestPluginNamedWorker checks that a connector named worker, which would
+// run the worker host binary itself as its plugin, is refused even though
+// the file exists.
+func TestPluginNamedWorker(t *testing.T) {
+	body := withPluginDir(`plugin_dir = "../bin"`)
+	body = strings.Replace(body, `plugin "reconnection"`, `plugin "worker"`, 1)
+	path := writeWorkerConfig(t, body)
+	bin := filepath.Join(filepath.Dir(filepath.Dir(path)), "bin", WorkerBinary)
+	require.NoError(t, os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755))
+
+	_, err := Load(path)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "worker.hcl:8:1: Reserved plugin name")
+	assert.Contains(t, err.Error(), `A plugin "worker" of kind "connector" without path would run dtf-worker`)
+	assert.Contains(t, err.Error(), "rename the plugin or set its path")
+}
+
 func TestPluginDirMissingBinary(t *testing.T) {
 	body := withPluginDir(`plugin_dir = "../bin"`)
 	body = strings.Replace(body, `plugin "command"`, `plugin "shell"`, 1)

@@ -35,6 +35,7 @@ func (b Binaries) Path(name string) string {
 // binaryPackages maps each binary to the package it is built from.
 var binaryPackages = map[string]string{
 	"dtf":                 "./cmd/dtf",
+	"dtf-worker":          "./cmd/dtf-worker",
 	"dtf-reconnection":    "./plugins/reconnection",
 	"dtf-metrics":         "./plugins/metrics",
 	"dtf-exec-command":    "./examples/command",

@@ -181,7 +181,7 @@ func (d *demo) startWorkers(ctx context.Context, count int) error {
 			return err
 		}
 		worker, err := cluster.Start(id, filepath.Join(d.dir, id+".log"),
-			d.bin.Path("dtf"), []string{"worker", "-config", config})
+			d.bin.Path("dtf-worker"), []string{"-config", config})
 		if err != nil {
 			return err
 		}

@@ -21,11 +21,18 @@ import (
 // output and exit code.
 func runDTF(t *testing.T, args ...string) (string, int) {
 	t.Helper()
+	return runBinary(t, "dtf", args...)
+}
+
+// runBinary runs the named binary of bin with args and returns its
+// combined output and exit code.
+func runBinary(t *testing.T, name string, args ...string) (string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin.Path("dtf"), args...)
+	cmd := exec.CommandContext(ctx, bin.Path(name), args...)
 	out, err := cmd.CombinedOutput()
-	require.NoError(t, ctx.Err(), "dtf %v did not finish:\n%s", args, out)
+	require.NoError(t, ctx.Err(), "%s %v did not finish:\n%s", name, args, out)
 	if exit, ok := err.(*exec.ExitError); ok {
 		return string(out), exit.ExitCode()
 	}

@@ -125,8 +125,10 @@ func (e *env) startWorkerWith(id string, slots int, reconnection map[string]stri
 		HealthyAfter:      3 * time.Second,
 		Reconnection:      reconnection,
 	}))
+	// Most tests run the lean dtf-worker binary, as a fleet would; the
+	// tests that start a worker themselves run dtf worker.
 	p, err := cluster.Start(id, filepath.Join(e.dir, id+".log"),
-		bin.Path("dtf"), []string{"worker", "-config", config})
+		bin.Path("dtf-worker"), []string{"-config", config})
 	require.NoError(e.t, err)
 	e.workers[id] = p
 	return p

@@ -45,8 +45,11 @@ func runHostRSS(ctx context.Context, o *options, r *report) error {
 	if err != nil {
 		return fmt.Errorf("write worker config: %w", err)
 	}
-	host, err := cluster.Start("worker", filepath.Join(dir, "worker.log"), filepath.Join(bin, "dtf"),
-		[]string{"worker", "-config", configPath})
+	args := []string{"-config", configPath}
+	if o.host == "dtf" {
+		args = append([]string{"worker"}, args...)
+	}
+	host, err := cluster.Start("worker", filepath.Join(dir, "worker.log"), filepath.Join(bin, o.host), args)
 	if err != nil {
 		return err
 	}
@@ -76,6 +79,7 @@ func runHostRSS(ctx context.Context, o *options, r *report) error {
 	if err != nil {
 		return fmt.Errorf("read VmRSS of worker host pid %d: %w", host.Pid(), err)
 	}
+	r.add("worker_host", strings.Join(append([]string{o.host}, args[:len(args)-1]...), " ")+" WORKER.hcl")
 	r.add("worker_config", "test/cluster WriteWorkerConfig: reconnection, command and gotest plugins")
 	r.add("held_for", o.duration)
 	r.add("host_rss", fmt.Sprintf("%d KiB (pid %d; %s)", hostRSS, host.Pid(), rssSplit(host.Pid())))

@@ -12,8 +12,8 @@
 //	            -restart-cmd or by the user) and measure the reconnection
 //	throughput  submit no-op command tasks through the HTTP API, let the
 //	            simulated workers complete them, and measure tasks/s
-//	host-rss    start one real `dtf worker` with its plugins and report the
-//	            resident memory of the host and its plugin processes
+//	host-rss    start one real worker host (dtf-worker, or dtf worker with -host dtf)
+//	            with its plugins and report the resident memory of each process
 //	dashboard   load the coordinator's dashboard in headless Chromium,
 //	            connect the workers (none with -workers 0) and report how
 //	            long a trivial evaluate on the page takes meanwhile
@@ -53,6 +53,7 @@ type options struct {
 	bin            string
 	chromium       string
 	dashboardToken string
+	host           string
 	probeInterval  time.Duration
 }
 
@@ -75,6 +76,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.tasks, "tasks", 10000, "throughput: number of no-op tasks to submit")
 	fs.IntVar(&o.batch, "batch", 500, "throughput: tasks per submit request")
 	fs.StringVar(&o.bin, "bin", "bin", "host-rss: folder of the dtf binaries")
+	fs.StringVar(&o.host, "host", "dtf-worker",
+		"host-rss: program of the worker host, dtf-worker (lean) or dtf (the whole command, run as dtf worker)")
 	fs.StringVar(&o.chromium, "chromium", "", "dashboard: Chromium binary; empty looks up chromium or chromium-browser in PATH")
 	fs.StringVar(&o.dashboardToken, "dashboard-token", "",
 		"dashboard: API token with the read role, typed into the page's token form when api.auth is token")
@@ -100,6 +103,9 @@ func parseOptions(args []string) (*options, error) {
 	case "idle", "storm", "throughput", "host-rss", "dashboard":
 	default:
 		return nil, fmt.Errorf("invalid -mode %q; use idle, storm, throughput, host-rss or dashboard", o.mode)
+	}
+	if o.host != "dtf-worker" && o.host != "dtf" {
+		return nil, fmt.Errorf("invalid -host %q; use dtf-worker or dtf", o.host)
 	}
 	if o.workers < 0 || (o.workers == 0 && o.mode != "dashboard") {
 		return nil, fmt.Errorf("invalid -workers %d: must be at least 1 (0 only with -mode dashboard)", o.workers)
