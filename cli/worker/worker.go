@@ -3,7 +3,7 @@
 // dtf command as "dtf worker", and the lean dtf-worker binary, which links
 // only this package and the host, not the coordinator. On a worker machine
 // that runs its host beside two plugin processes, the smaller binary keeps
-// several MiB of program text out of memory; docs/architecture.md says why.
+// about 5 MiB of program text out of memory (figures in docs/architecture.md).
 package worker
 
 import (
