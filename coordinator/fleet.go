@@ -298,9 +298,27 @@ func (s *Server) sampleFleet(ctx context.Context) {
 	if len(round) > 0 {
 		s.streams.publish(api.StreamSamples, api.StreamSamplesData{Time: now, Samples: round})
 	}
-	for _, id := range s.fleet.prune(now) {
-		s.log.Named("fleet").Debug("history of departed worker dropped", "worker_id", id,
-			"retention", fleetRetention)
+	s.forgetDeparted(now)
+}
+
+// forgetDeparted drops the history of each worker that left fleetRetention
+// before now, and its round-trip time, connect count and drained mark
+// unless it has a session again. A worker ID that never returns then holds
+// no memory; its row in the store stays, so the workers list still shows it.
+func (s *Server) forgetDeparted(now time.Time) {
+	dropped := s.fleet.prune(now)
+	if len(dropped) == 0 {
+		return
+	}
+	s.mu.Lock()
+	for _, id := range dropped {
+		if s.sessions[id] == nil {
+			delete(s.workers, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range dropped {
+		s.log.Named("fleet").Debug("departed worker forgotten", "worker_id", id, "retention", fleetRetention)
 	}
 }
 

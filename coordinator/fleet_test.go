@@ -127,6 +127,26 @@ func TestFleetHistoryPrune(t *testing.T) {
 	assert.True(t, ok, "a connected worker is never dropped")
 }
 
+// TestForgetDepartedWorkers checks that the coordinator's per-worker state
+// of a worker that left goes with its history, unless it has a session.
+func TestForgetDepartedWorkers(t *testing.T) {
+	s := &Server{
+		fleet:    newFleetHistory(nil),
+		workers:  map[string]*workerState{"gone": {connects: 3, drained: true}, "back": {connects: 1}},
+		sessions: map[string]*session{"back": {}},
+		log:      hclog.NewNullLogger(),
+	}
+	s.fleet.record("gone", fleetEvent(0, api.WorkerDrained), false)
+	s.fleet.record("back", fleetEvent(0, api.WorkerDisconnected), false)
+
+	s.forgetDeparted(fleetT0.Add(fleetRetention - time.Nanosecond))
+	assert.Len(t, s.workers, 2, "within retention")
+
+	s.forgetDeparted(fleetT0.Add(fleetRetention))
+	assert.NotContains(t, s.workers, "gone")
+	assert.Contains(t, s.workers, "back", "a worker with a session keeps its state")
+}
+
 func TestFleetSampleRTTWhileConnected(t *testing.T) {
 	f := newFleetHistory(nil)
 	f.record("up", fleetEvent(0, api.WorkerConnected), true)

@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -48,14 +49,20 @@ func (c Command) Run(ctx context.Context, args []string) int {
 		return c.runReload(args[1:])
 	}
 	fs := c.newFlagSet("", "-config FILE [-worker-id ID] [-data-dir DIR] [-url URL]\n"+
+		"       "+c.Prog+" -version\n"+
 		"       "+c.Prog+" reload -config FILE [-data-dir DIR]")
 	path := fs.String("config", "", "worker config file in HCL, such as configs/worker.hcl (required)")
 	var overrides hostconfig.Overrides
 	fs.StringVar(&overrides.WorkerID, "worker-id", "", "worker id; replaces coordinator.worker_id of the file")
 	fs.StringVar(&overrides.DataDir, "data-dir", "", "data folder for the outbox; replaces data_dir of the file")
 	fs.StringVar(&overrides.URL, "url", "", "coordinator URL such as ws://127.0.0.1:7070; replaces coordinator.url")
+	version := fs.Bool("version", false, "print the worker host's version and exit")
 	if code, ok := c.parse(fs, args); !ok {
 		return code
+	}
+	if *version {
+		fmt.Fprintf(c.Stdout, "%s %s (%s %s/%s)\n", c.Prog, host.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return ExitOK
 	}
 	if *path == "" {
 		return c.errorf("worker needs -config FILE, such as configs/worker.hcl")
@@ -202,6 +209,7 @@ func (c Command) runReload(args []string) int {
 	if *path == "" {
 		return c.errorf("worker reload needs -config FILE, the config file of the running worker")
 	}
+
 	cfg, err := hostconfig.Load(*path)
 	if err != nil {
 		return c.errorf("%v", err)
@@ -209,6 +217,7 @@ func (c Command) runReload(args []string) int {
 	if err := cfg.Apply(overrides); err != nil {
 		return c.errorf("%v", err)
 	}
+
 	pid, err := host.WorkerPID(cfg.DataDir)
 	if errors.Is(err, dirlock.ErrNotHeld) {
 		return c.errorf("no worker runs on data_dir %s; start one with %s -config %s, "+
@@ -217,6 +226,7 @@ func (c Command) runReload(args []string) int {
 	if err != nil {
 		return c.errorf("find the worker of data_dir %s: %v", cfg.DataDir, err)
 	}
+
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		return c.errorf("send SIGHUP to worker pid %d: %v", pid, err)
 	}

@@ -27,6 +27,10 @@ func TestWorkerBinary(t *testing.T) {
 	assert.Contains(t, out, "Usage: dtf-worker -config FILE")
 	assert.Contains(t, out, "dtf-worker reload -config FILE")
 
+	out, code = runBinary(t, "dtf-worker", "-version")
+	assert.Equal(t, 0, code, out)
+	assert.Regexp(t, `^dtf-worker \S+ \(go\S+ linux/\S+\)\n$`, out)
+
 	out, code = runBinary(t, "dtf-worker", "-config", "worker.hcl", "extra")
 	assert.Equal(t, 2, code, out)
 	assert.Contains(t, out, `dtf-worker takes no arguments, got "extra"`)
