@@ -89,6 +89,23 @@ func TestTasksCommand(t *testing.T) {
 	assert.Contains(t, stderr.String(), `invalid -output "yaml"`)
 }
 
+func TestWorkersForget(t *testing.T) {
+	fake := &fakeCoordinator{workers: []api.Worker{{ID: "gone"}, {ID: "here", Connected: true}}}
+	app, stdout, stderr := testApp(fake.start(t), false)
+	assert.Equal(t, ExitError, runApp(app, "workers", "forget", "gone", "here", "nobody"))
+	assert.Equal(t, "forgot worker gone\n", stdout.String())
+	assert.Contains(t, stderr.String(), "forget worker here:")
+	assert.Contains(t, stderr.String(), "worker is connected")
+	assert.Contains(t, stderr.String(), "forget worker nobody:")
+	assert.Contains(t, stderr.String(), "worker not found")
+	require.Len(t, fake.workers, 1)
+	assert.Equal(t, "here", fake.workers[0].ID)
+
+	app, _, stderr = testApp(fake.start(t), false)
+	assert.Equal(t, ExitError, runApp(app, "workers", "forget"))
+	assert.Contains(t, stderr.String(), "workers forget needs at least one worker id; list them with dtf workers")
+}
+
 func TestWorkersCommand(t *testing.T) {
 	fake := &fakeCoordinator{workers: []api.Worker{{ID: "worker-1", Connected: true, Slots: 2}}}
 	app, stdout, _ := testApp(fake.start(t), false)

@@ -79,6 +79,23 @@ func (f *fakeCoordinator) start(t *testing.T) string {
 	mux.HandleFunc("GET /v1/workers", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, map[string]any{"workers": f.workers})
 	})
+	mux.HandleFunc("DELETE /v1/workers/{id}", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for i, wk := range f.workers {
+			if wk.ID != r.PathValue("id") {
+				continue
+			}
+			if wk.Connected {
+				reply(w, http.StatusConflict, api.Error{Error: "worker is connected"})
+				return
+			}
+			f.workers = append(f.workers[:i], f.workers[i+1:]...)
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		reply(w, http.StatusNotFound, api.Error{Error: "worker not found"})
+	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv.URL

@@ -60,7 +60,10 @@ func (a *App) runTasks(ctx context.Context, args []string) int {
 }
 
 func (a *App) runWorkers(ctx context.Context, args []string) int {
-	fs := a.newFlagSet("workers", "[-output table|json]")
+	if len(args) > 0 && args[0] == "forget" {
+		return a.runWorkersForget(ctx, args[1:])
+	}
+	fs := a.newFlagSet("workers", "[-output table|json]\n       dtf workers forget ID...")
 	addr := a.addrFlag(fs)
 	output := outputFlag(fs)
 	if err := fs.Parse(args); err != nil {
@@ -95,6 +98,33 @@ func (a *App) runWorkers(ctx context.Context, args []string) int {
 		return a.errorf("write output: %v", err)
 	}
 	return ExitOK
+}
+
+// runWorkersForget removes each worker in turn from the coordinator's list;
+// one failure does not stop the others.
+func (a *App) runWorkersForget(ctx context.Context, args []string) int {
+	fs := a.newFlagSet("workers forget", "ID...")
+	addr := a.addrFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return helpOrUsageError(err)
+	}
+	if fs.NArg() == 0 {
+		return a.errorf("workers forget needs at least one worker id; list them with dtf workers")
+	}
+	client, err := a.client(*addr)
+	if err != nil {
+		return a.errorf("%v", err)
+	}
+
+	code := ExitOK
+	for _, id := range fs.Args() {
+		if err := client.ForgetWorker(ctx, id); err != nil {
+			code = a.errorf("forget worker %s: %s", id, requestError(client, err))
+			continue
+		}
+		fmt.Fprintf(a.Stdout, "forgot worker %s\n", id)
+	}
+	return code
 }
 
 // runCancel cancels each task in turn and reports each result; one failure

@@ -47,6 +47,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/tasks/{id}/cancel", s.requireRole(RoleSubmit, s.handleCancel))
 	mux.HandleFunc("GET /v1/workers", s.requireRole(RoleRead, s.handleListWorkers))
 	mux.HandleFunc("GET /v1/workers/{id}/timeline", s.requireRole(RoleRead, s.handleWorkerTimeline))
+	mux.HandleFunc("DELETE /v1/workers/{id}", s.requireRole(RoleSubmit, s.handleForgetWorker))
 	mux.HandleFunc("GET "+api.StreamPath, s.requireRole(RoleRead, s.handleStream))
 	mux.Handle("GET /ui/", ui.Handler("/ui/"))
 	mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
@@ -333,4 +334,70 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeError(w http.ResponseWriter, status int, field, message string) {
 	writeJSON(w, status, api.Error{Error: message, Field: field})
+}
+
+// handleForgetWorker serves DELETE /v1/workers/{id}. It removes a worker
+// that has left, with no running attempt, from the store and from the
+// coordinator's memory. The worker's tasks keep naming it. A worker that
+// left after a drain is forgotten at once; any other needs its session to
+// have expired.
+func (s *Server) handleForgetWorker(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	drained := s.sessionFor(id)
+	if drained != nil && (drained.attached() != nil || !drained.draining.Load()) {
+		state := "connected"
+		if drained.attached() == nil {
+			state = "away, but its session waits for a resume"
+		}
+		writeError(w, http.StatusConflict, "", fmt.Sprintf("worker %q is %s; stop the worker and wait "+
+			"workers.session_ttl (%s) after it left, or drain it, before you forget it",
+			id, state, s.cfg.Workers.SessionTTL))
+		return
+	}
+	running, err := s.store.RunningAttempts(r.Context(), id)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "", err.Error())
+		return
+	}
+	if len(running) > 0 {
+		writeError(w, http.StatusConflict, "", fmt.Sprintf("worker %q still has %d running attempts; the "+
+			"coordinator requeues them workers.reassign_after (%s) after the worker left, and then the "+
+			"worker can be forgotten", id, len(running), s.cfg.Workers.ReassignAfter))
+		return
+	}
+	if drained != nil && !s.endDetached(drained) {
+		writeError(w, http.StatusConflict, "", fmt.Sprintf("worker %q connected again while it was being "+
+			"forgotten; it stays recorded", id))
+		return
+	}
+	err = s.store.DeleteWorker(r.Context(), id)
+	if errors.Is(err, store.ErrWorkerNotFound) {
+		writeError(w, http.StatusNotFound, "", fmt.Sprintf("worker %q not found; GET /v1/workers lists "+
+			"the recorded workers", id))
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "", err.Error())
+		return
+	}
+
+	log := s.log.Named("api").With("worker_id", id)
+	s.mu.Lock()
+	ss := s.sessions[id]
+	if ss == nil {
+		delete(s.workers, id)
+	}
+	s.mu.Unlock()
+	if ss != nil {
+		// The worker said hello between the check and the delete, so its
+		// record is written again and it stays.
+		s.recordWorker(ss)
+		log.Warn("worker connected while it was being forgotten; it stays recorded")
+		writeError(w, http.StatusConflict, "", fmt.Sprintf("worker %q connected while it was being "+
+			"forgotten; it stays recorded", id))
+		return
+	}
+	s.fleet.forget(id)
+	log.Info("worker forgotten")
+	w.WriteHeader(http.StatusNoContent)
 }

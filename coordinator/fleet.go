@@ -185,6 +185,13 @@ func (f *fleetHistory) sample(now time.Time, rtt map[string]time.Duration, runni
 	return out
 }
 
+// forget drops the history of one worker.
+func (f *fleetHistory) forget(workerID string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.workers, workerID)
+}
+
 // prune drops the history of each worker that has been disconnected or
 // drained for fleetRetention, and returns their IDs.
 func (f *fleetHistory) prune(now time.Time) []string {

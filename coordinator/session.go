@@ -246,7 +246,12 @@ func (s *Server) register(ss *session, c *connection) {
 		"remote_addr", c.remote, "task_types", ss.taskTypes, "slots", ss.slots,
 		"host_version", ss.hello.GetHostVersion(), "plugin_version", ss.hello.GetPluginVersion(),
 		"compression", c.codec.Compression)
+	s.recordWorker(ss)
+}
 
+// recordWorker stores the declaration of the session's worker from its
+// hello.
+func (s *Server) recordWorker(ss *session) {
 	ctx, cancel := storeContext()
 	defer cancel()
 	err := s.store.UpsertWorker(ctx, store.WorkerRecord{
@@ -387,6 +392,23 @@ func (s *Server) expireSessions() {
 		ss.log.Info("session expired", "session_ttl", ttl, "unacknowledged_frames", frames,
 			"unacknowledged_bytes", bytes)
 	}
+}
+
+// endDetached ends ss and drops it from the sessions unless a connection
+// is attached to it. It reports whether ss is gone.
+func (s *Server) endDetached(ss *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.conn != nil {
+		return false
+	}
+	ss.ended = true
+	if s.sessions[ss.workerID] == ss {
+		delete(s.sessions, ss.workerID)
+	}
+	return true
 }
 
 // sessionFor returns the worker's session, attached or waiting for a

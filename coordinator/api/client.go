@@ -158,6 +158,14 @@ func (c *Client) ListWorkers(ctx context.Context) ([]Worker, error) {
 	return resp.Workers, nil
 }
 
+// ForgetWorker removes a worker that has left from the coordinator's list.
+// An unknown worker is an error that matches ErrNotFound, and a worker that
+// is connected, waits for a resume or still has running attempts one that
+// matches ErrConflict.
+func (c *Client) ForgetWorker(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/workers/"+url.PathEscape(id), nil, nil)
+}
+
 // WorkerTimeline returns the connection history that the coordinator keeps
 // for one worker. A worker without history is an error that matches
 // ErrNotFound.
@@ -238,6 +246,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 			respErr.Body = Error{Error: firstLine(data)}
 		}
 		return respErr
+	}
+	if out == nil {
+		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("%s %s: decode response: %w", method, path, err)

@@ -320,6 +320,25 @@ func TestUpsertWorkerUpdates(t *testing.T) {
 	assert.Equal(t, testNow.Add(time.Minute), workers[0].LastSeen)
 }
 
+func TestDeleteWorker(t *testing.T) {
+	ctx := context.Background()
+	st := openTestStore(t, filepath.Join(t.TempDir(), "dtf.db"))
+	require.NoError(t, st.UpsertWorker(ctx, WorkerRecord{ID: "w1", TaskTypes: []string{"a"}, Slots: 1,
+		LastSeen: testNow}))
+	require.NoError(t, st.UpsertWorker(ctx, WorkerRecord{ID: "w2", TaskTypes: []string{"a"}, Slots: 1,
+		LastSeen: testNow}))
+
+	require.NoError(t, st.DeleteWorker(ctx, "w1"))
+	workers, err := st.ListWorkers(ctx)
+	require.NoError(t, err)
+	require.Len(t, workers, 1)
+	assert.Equal(t, "w2", workers[0].ID)
+
+	err = st.DeleteWorker(ctx, "w1")
+	require.ErrorIs(t, err, ErrWorkerNotFound)
+	assert.EqualError(t, err, "delete worker w1: worker not found")
+}
+
 func TestSplitStatements(t *testing.T) {
 	got := splitStatements("-- comment\nCREATE TABLE a (x INT);\n\nCREATE INDEX b\n  ON a (x);\n")
 	assert.Equal(t, []string{"CREATE TABLE a (x INT);", "CREATE INDEX b\n  ON a (x);"}, got)

@@ -68,3 +68,28 @@ func (s *SQLite) ListWorkers(ctx context.Context) ([]WorkerRecord, error) {
 	}
 	return workers, rows.Err()
 }
+
+// DeleteWorker removes the worker's record, or returns ErrWorkerNotFound.
+// The worker's tasks and attempts stay, so the history of its tasks still
+// names it.
+func (s *SQLite) DeleteWorker(ctx context.Context, id string) error {
+	var deleted int64
+	err := s.inTx(ctx, func(ctx context.Context, tx *txn) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM workers WHERE id = ?`, id)
+		if err != nil {
+			return fmt.Errorf("delete worker %s: %w", id, err)
+		}
+		deleted, err = res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("delete worker %s: %w", id, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if deleted == 0 {
+		return fmt.Errorf("delete worker %s: %w", id, ErrWorkerNotFound)
+	}
+	return nil
+}

@@ -37,6 +37,8 @@ const (
 var (
 	// ErrNotFound is returned for a task ID the store does not have.
 	ErrNotFound = errors.New("task not found")
+	// ErrWorkerNotFound is returned when no recorded worker has the ID.
+	ErrWorkerNotFound = errors.New("worker not found")
 	// ErrTerminal is returned when cancelling a task that already ended.
 	ErrTerminal = errors.New("task already ended")
 	// ErrConflict is returned when a task is not in the state or attempt
@@ -260,6 +262,9 @@ type Store interface {
 	UpsertWorker(ctx context.Context, worker WorkerRecord) error
 	// ListWorkers returns every recorded worker ordered by ID.
 	ListWorkers(ctx context.Context) ([]WorkerRecord, error)
+	// DeleteWorker removes the worker's record, or returns
+	// ErrWorkerNotFound. Its tasks and attempts stay.
+	DeleteWorker(ctx context.Context, id string) error
 	// SaveSessions replaces every saved session with sessions in one
 	// transaction.
 	SaveSessions(ctx context.Context, sessions []SavedSession) error
