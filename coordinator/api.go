@@ -389,8 +389,8 @@ func (s *Server) handleForgetWorker(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	if ss != nil {
-		// The worker said hello between the check and the delete, so its
-		// record is written again and it stays.
+		// The worker's hello arrived between the check and the delete, so
+		// its record is written again and it stays.
 		s.recordWorker(ss)
 		log.Warn("worker connected while it was being forgotten; it stays recorded")
 		writeError(w, http.StatusConflict, "", fmt.Sprintf("worker %q connected while it was being "+
