@@ -220,6 +220,28 @@ func TestWorkerCommandErrors(t *testing.T) {
 	assert.Contains(t, stderr.String(), missing)
 }
 
+// TestWorkerCommandEmptyFlags checks that a flag set to an empty value, as
+// -worker-id "$ID" with ID unset gives, is an error and not a silent
+// fallback to the config file.
+func TestWorkerCommandEmptyFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"worker", "-config", "worker.hcl", "-worker-id="},
+		{"worker", "-config", "worker.hcl", "-data-dir", ""},
+		{"worker", "-config", "worker.hcl", "-url", " "},
+		{"worker", "-config="},
+		{"worker", "reload", "-config", "worker.hcl", "-data-dir="},
+	} {
+		app, _, stderr := testApp("", false)
+		assert.Equal(t, ExitError, runApp(app, args...), "%q", args)
+		assert.Contains(t, stderr.String(), ": the value is empty; give ", "%q", args)
+	}
+
+	app, _, stderr := testApp("", false)
+	assert.Equal(t, ExitError, runApp(app, "worker", "-config", "worker.hcl", "-worker-id="))
+	assert.Equal(t, "dtf: invalid -worker-id: the value is empty; give a worker id, or leave the flag out "+
+		"to use coordinator.worker_id of the file\n", stderr.String())
+}
+
 func TestCoordinatorGCSetting(t *testing.T) {
 	env := map[string]string{}
 	getenv := func(key string) string { return env[key] }

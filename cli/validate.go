@@ -5,30 +5,23 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
+	"github.com/dtf-io/dtf/cli/worker"
 	coordconfig "github.com/dtf-io/dtf/coordinator/config"
-	"github.com/dtf-io/dtf/host"
-	hostconfig "github.com/dtf-io/dtf/host/config"
 )
 
 // ExitInvalidConfig is the exit code of validate for a config with
 // problems, as terraform validate and similar checks use it.
-const ExitInvalidConfig = 1
+const ExitInvalidConfig = worker.ExitInvalidConfig
 
 // Kinds of config file that validate checks.
 const (
 	kindWorker      = "worker"
 	kindCoordinator = "coordinator"
 )
-
-// validateTimeout bounds the plugin checks of validate. Each plugin gets
-// its own start_timeout within it.
-const validateTimeout = 2 * time.Minute
 
 func (a *App) runValidate(ctx context.Context, args []string) int {
 	fs := a.newFlagSet("validate", "-config FILE [-kind worker|coordinator] [-offline] [-output table|json]")
@@ -62,7 +55,9 @@ func (a *App) runValidate(ctx context.Context, args []string) int {
 	var err error
 	switch *kind {
 	case kindWorker:
-		result.PluginsChecked, err = a.validateWorker(ctx, *path, *offline)
+		var v worker.Validation
+		v, err = worker.Validate(ctx, *path, *offline, a.Stderr)
+		result.PluginsChecked, result.PluginDir = v.PluginsChecked, v.PluginDir
 	case kindCoordinator:
 		_, err = coordconfig.Load(*path)
 	default:
@@ -86,6 +81,9 @@ type validateResult struct {
 	// PluginsChecked counts the plugins launched to check their config
 	// block, zero for a coordinator config or with Offline.
 	PluginsChecked int `json:"plugins_checked"`
+	// PluginDir is a worker config's plugin_dir as this binary resolves
+	// it.
+	PluginDir string `json:"plugin_dir,omitempty"`
 }
 
 // printValidateResult prints the result and returns the exit status. An
@@ -109,37 +107,12 @@ func (a *App) printValidateResult(result validateResult, output string) int {
 	case !result.Valid:
 	case result.Kind == kindCoordinator:
 		fmt.Fprintf(a.Stdout, "%s: valid coordinator config\n", result.Config)
-	case result.Offline:
-		fmt.Fprintf(a.Stdout, "%s: valid worker config (0 plugins checked: -offline)\n", result.Config)
 	default:
-		noun := "plugins"
-		if result.PluginsChecked == 1 {
-			noun = "plugin"
-		}
-		fmt.Fprintf(a.Stdout, "%s: valid worker config (%d %s checked)\n", result.Config, result.PluginsChecked,
-			noun)
+		v := worker.Validation{PluginDir: result.PluginDir, PluginsChecked: result.PluginsChecked,
+			Offline: result.Offline}
+		fmt.Fprintln(a.Stdout, v.Summary(result.Config))
 	}
 	return code
-}
-
-// validateWorker loads a worker config and, unless offline, launches each
-// plugin once to check its config block. It returns the number of plugins
-// checked.
-func (a *App) validateWorker(ctx context.Context, path string, offline bool) (int, error) {
-	cfg, err := hostconfig.Load(path)
-	if err != nil {
-		return 0, err
-	}
-	if offline {
-		return 0, nil
-	}
-
-	ctx, cancel := context.WithTimeout(ctx, validateTimeout)
-	defer cancel()
-	// Plugins log only warnings and errors, so a problem that a plugin
-	// logs instead of reporting still shows.
-	logger := hclog.New(&hclog.LoggerOptions{Name: "validate", Level: hclog.Warn, Output: a.Stderr})
-	return host.ValidatePlugins(ctx, cfg, logger)
 }
 
 // Top-level names that only one kind of config file has. Names that both

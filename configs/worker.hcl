@@ -1,4 +1,5 @@
-# Worker host configuration for `dtf worker -config configs/worker.hcl`.
+# Worker host configuration for `dtf-worker -config configs/worker.hcl`
+# (or `dtf worker -config configs/worker.hcl`).
 # Relative paths are resolved against this file's folder. Durations are
 # strings with a unit ("2s", "500ms"); a bare number is an error.
 # The flags -worker-id, -data-dir and -url override the matching settings,
@@ -41,10 +42,11 @@ labels    = { pool = "default" }
 
 # Folder of the plugin binaries of blocks without path: an executor NAME
 # runs dtf-exec-NAME, and other kinds run dtf-NAME. Default: the folder of
-# the dtf binary, which is bin/ after make build.
+# the running dtf-worker or dtf binary (symbolic links resolved), which is
+# bin/ after make build.
 # plugin_dir = "../bin"
 
-# `dtf validate -config configs/worker.hcl` checks this file, and each
+# `dtf-worker validate -config configs/worker.hcl` checks this file, and each
 # plugin's config block, without starting the worker.
 
 coordinator {

@@ -45,12 +45,23 @@ type Command struct {
 // word worker, and runs the worker host or the reload subcommand until ctx
 // ends or a stop signal arrives.
 func (c Command) Run(ctx context.Context, args []string) int {
-	if len(args) > 0 && args[0] == "reload" {
-		return c.runReload(args[1:])
+	if len(args) > 0 {
+		switch args[0] {
+		case "reload":
+			return c.runReload(args[1:])
+		case "validate":
+			return c.runValidate(ctx, args[1:])
+		case "worker":
+			if c.Prog == "dtf-worker" {
+				return c.errorf("dtf-worker runs the worker itself, so leave out the word worker: dtf-worker %s",
+					strings.Join(args[1:], " "))
+			}
+		}
 	}
 	fs := c.newFlagSet("", "-config FILE [-worker-id ID] [-data-dir DIR] [-url URL]\n"+
 		"       "+c.Prog+" -version\n"+
-		"       "+c.Prog+" reload -config FILE [-data-dir DIR]")
+		"       "+c.Prog+" reload -config FILE [-data-dir DIR]\n"+
+		"       "+c.Prog+" validate -config FILE [-offline]")
 	path := fs.String("config", "", "worker config file in HCL, such as configs/worker.hcl (required)")
 	var overrides hostconfig.Overrides
 	fs.StringVar(&overrides.WorkerID, "worker-id", "", "worker id; replaces coordinator.worker_id of the file")
@@ -58,6 +69,14 @@ func (c Command) Run(ctx context.Context, args []string) int {
 	fs.StringVar(&overrides.URL, "url", "", "coordinator URL such as ws://127.0.0.1:7070; replaces coordinator.url")
 	version := fs.Bool("version", false, "print the worker host's version and exit")
 	if code, ok := c.parse(fs, args); !ok {
+		return code
+	}
+	if code, ok := c.rejectEmpty(fs, map[string]string{
+		"config":    "a worker config file",
+		"worker-id": "a worker id, or leave the flag out to use coordinator.worker_id of the file",
+		"data-dir":  "a data folder, or leave the flag out to use data_dir of the file",
+		"url":       "a coordinator URL, or leave the flag out to use coordinator.url of the file",
+	}); !ok {
 		return code
 	}
 	if *version {
@@ -178,6 +197,21 @@ func (c Command) parse(fs *flag.FlagSet, args []string) (code int, ok bool) {
 	return ExitOK, true
 }
 
+// rejectEmpty reports an error for the first flag of fixes that is set to
+// an empty value, such as -worker-id "$ID" with ID unset, which would
+// otherwise fall back to the file's value without a word. fixes maps a
+// flag name to what the flag expects. When it returns false, the caller
+// exits with code.
+func (c Command) rejectEmpty(fs *flag.FlagSet, fixes map[string]string) (code int, ok bool) {
+	code, ok = ExitOK, true
+	fs.Visit(func(f *flag.Flag) {
+		if fix, checked := fixes[f.Name]; checked && ok && strings.TrimSpace(f.Value.String()) == "" {
+			code, ok = c.errorf("invalid -%s: the value is empty; give %s", f.Name, fix), false
+		}
+	})
+	return code, ok
+}
+
 func (c Command) errorf(format string, args ...any) int {
 	fmt.Fprintf(c.Stderr, "%s: "+format+"\n", append([]any{strings.Fields(c.Prog)[0]}, args...)...)
 	return ExitError
@@ -204,6 +238,12 @@ func (c Command) runReload(args []string) int {
 	var overrides hostconfig.Overrides
 	fs.StringVar(&overrides.DataDir, "data-dir", "", "data folder of the running worker; replaces data_dir of the file")
 	if code, ok := c.parse(fs, args); !ok {
+		return code
+	}
+	if code, ok := c.rejectEmpty(fs, map[string]string{
+		"config":   "the config file of the running worker",
+		"data-dir": "the data folder of the running worker, or leave the flag out to use data_dir of the file",
+	}); !ok {
 		return code
 	}
 	if *path == "" {

@@ -62,11 +62,15 @@ func TestValidateValidWorkerConfig(t *testing.T) {
 	path := writeConfig(t, validConfigBody)
 	out, code := runDTF(t, "validate", "-config", path)
 	require.Equal(t, 0, code, "output:\n%s", out)
-	assert.Equal(t, path+": valid worker config (2 plugins checked)\n", out)
+	assert.Equal(t, path+": valid worker config (2 plugins checked; plugin_dir "+bin.Dir+")\n", out)
 
 	out, code = runDTF(t, "validate", "-offline", "-config", path)
 	require.Equal(t, 0, code, "output:\n%s", out)
-	assert.Contains(t, out, "valid worker config (0 plugins checked: -offline)")
+	assert.Contains(t, out, "valid worker config (0 plugins checked: -offline; plugin_dir "+bin.Dir+")")
+
+	out, code = runBinary(t, "dtf-worker", "validate", "-config", path)
+	require.Equal(t, 0, code, "output:\n%s", out)
+	assert.Equal(t, path+": valid worker config (2 plugins checked; plugin_dir "+bin.Dir+")\n", out)
 }
 
 func TestValidateCoordinatorConfig(t *testing.T) {
@@ -88,8 +92,9 @@ func TestValidateCoordinatorConfig(t *testing.T) {
 	assert.Contains(t, out, "invalid worker config", "-kind forces the worker checks")
 }
 
-// TestValidateMatchesWorkerStart runs dtf worker and dtf validate on each
-// broken config and requires the same located diagnostics from both.
+// TestValidateMatchesWorkerStart runs dtf worker, dtf validate and
+// dtf-worker validate on each broken config and requires the same located
+// diagnostics from all three.
 func TestValidateMatchesWorkerStart(t *testing.T) {
 	notPlugin := filepath.Join(t.TempDir(), "not-a-plugin.sh")
 	require.NoError(t, os.WriteFile(notPlugin, []byte("#!/bin/sh\necho hello\n"), 0o755))
@@ -135,6 +140,10 @@ func TestValidateMatchesWorkerStart(t *testing.T) {
 			fromWorker := diagnosticsBlock(t, workerOut)
 			fromValidate := diagnosticsBlock(t, validateOut)
 			assert.Equal(t, fromWorker, fromValidate)
+
+			leanOut, leanCode := runBinary(t, "dtf-worker", "validate", "-config", path)
+			assert.Equal(t, 1, leanCode, "dtf-worker validate output:\n%s", leanOut)
+			assert.Equal(t, fromValidate, diagnosticsBlock(t, leanOut))
 			for _, want := range c.want {
 				assert.Contains(t, fromValidate, want)
 			}

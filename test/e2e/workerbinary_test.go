@@ -35,6 +35,10 @@ func TestWorkerBinary(t *testing.T) {
 	assert.Equal(t, 2, code, out)
 	assert.Contains(t, out, `dtf-worker takes no arguments, got "extra"`)
 
+	out, code = runBinary(t, "dtf-worker", "worker", "-config", "worker.hcl")
+	assert.Equal(t, 2, code, out)
+	assert.Contains(t, out, "leave out the word worker: dtf-worker -config worker.hcl")
+
 	out, code = runBinary(t, "dtf-worker", "reload")
 	assert.Equal(t, 2, code, out)
 	assert.Contains(t, out, "worker reload needs -config FILE")
