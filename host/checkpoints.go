@@ -84,6 +84,10 @@ func (h *Host) attachCheckpoint(task *runningTask, outcome *wirepb.TaskOutcome) 
 	}
 }
 
+// checkpointLogInterval is the shortest time between two warnings about
+// rejected checkpoints of one task.
+const checkpointLogInterval = 10 * time.Second
+
 // handleCheckpointAck clears the pending checkpoint of a running attempt
 // when the acknowledgement covers its sequence, applied or not, because the
 // coordinator has decided about it. An acknowledgement of an
@@ -92,16 +96,21 @@ func (h *Host) handleCheckpointAck(frame *wirepb.Frame) {
 	ack := frame.GetCheckpointAck()
 	ref := refOf(ack.GetRef())
 	logger := h.logger.With("task_id", ref.TaskID, "attempt", ref.Attempt, "sequence", ack.GetSequence())
-	if !ack.GetApplied() {
-		logger.Warn("checkpoint rejected by coordinator", "reason", ack.GetReason())
-	}
 
 	h.mu.Lock()
 	task := h.running[ref]
 	h.mu.Unlock()
 	if task == nil {
-		logger.Trace("checkpoint acknowledgement for an attempt that is not running")
+		// The attempt ended here, and its outcome carries its newest
+		// checkpoint, so the copies that trail it after a reconnect are
+		// expected to be rejected.
+		logger.Debug("checkpoint acknowledgement for an attempt that no longer runs here",
+			"applied", ack.GetApplied(), "reason", ack.GetReason())
 		return
+	}
+	if !ack.GetApplied() {
+		h.checkpointLogs.Warn(logger, ref.TaskID, "checkpoint of a running attempt rejected by coordinator",
+			"reason", ack.GetReason())
 	}
 	task.mu.Lock()
 	defer task.mu.Unlock()

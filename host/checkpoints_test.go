@@ -1,15 +1,19 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dtf-io/dtf/internal/ratelog"
 	"github.com/dtf-io/dtf/plugin/pb"
 	"github.com/dtf-io/dtf/protocol"
 	wirepb "github.com/dtf-io/dtf/protocol/pb"
@@ -202,4 +206,34 @@ func TestOversizedCheckpointDropped(t *testing.T) {
 	kept := task.takePendingCheckpoint()
 	require.NotNil(t, kept, "data at the limit is kept")
 	assert.EqualValues(t, 1, kept.GetSequence())
+}
+
+// TestRejectedCheckpointLogging checks that rejections trailing an attempt
+// that ended here are not warned about, and that those of a running
+// attempt give one warning per task and interval.
+func TestRejectedCheckpointLogging(t *testing.T) {
+	var logs bytes.Buffer
+	h := &Host{
+		logger:         hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info}),
+		running:        map[taskRef]*runningTask{},
+		checkpointLogs: ratelog.New(time.Hour),
+	}
+	reject := func(taskID string, sequence uint64) *wirepb.Frame {
+		return &wirepb.Frame{Body: &wirepb.Frame_CheckpointAck{CheckpointAck: &wirepb.CheckpointAck{
+			Ref: &wirepb.TaskRef{TaskId: taskID, Attempt: 1}, Sequence: sequence, Reason: "late: attempt 1 ended",
+		}}}
+	}
+
+	for sequence := range uint64(5) {
+		h.handleCheckpointAck(reject("ended", sequence+1))
+	}
+	assert.Empty(t, logs.String(), "rejections after the attempt ended here")
+
+	h.running[taskRef{TaskID: "live", Attempt: 1}] = &runningTask{}
+	for sequence := range uint64(5) {
+		h.handleCheckpointAck(reject("live", sequence+1))
+	}
+	assert.Equal(t, 1, strings.Count(logs.String(), "checkpoint of a running attempt rejected by coordinator"),
+		logs.String())
+	assert.Contains(t, logs.String(), "task_id=live")
 }

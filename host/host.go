@@ -19,6 +19,7 @@ import (
 
 	"github.com/dtf-io/dtf/host/config"
 	"github.com/dtf-io/dtf/internal/dirlock"
+	"github.com/dtf-io/dtf/internal/ratelog"
 	dtfplugin "github.com/dtf-io/dtf/plugin"
 	"github.com/dtf-io/dtf/plugin/pb"
 	wirepb "github.com/dtf-io/dtf/protocol/pb"
@@ -99,6 +100,9 @@ type Host struct {
 	drainReason    string
 	// acked wakes a drain that waits for outcome acknowledgements.
 	acked chan struct{}
+	// checkpointLogs limits the warnings about rejected checkpoints of
+	// running attempts to one line per task and checkpointLogInterval.
+	checkpointLogs *ratelog.Limiter
 
 	// sendTimeout bounds each Send of a state sync or an outcome, and
 	// resendBase and resendCap the resender's backoff; tests change them.
@@ -209,6 +213,7 @@ func New(cfg *config.Config, logger hclog.Logger) (*Host, error) {
 		unknownFrames:  make(map[string]uint64),
 		drainRequested: make(chan struct{}),
 		acked:          make(chan struct{}, 1),
+		checkpointLogs: ratelog.New(checkpointLogInterval),
 	}
 	h.metrics = newHostMetrics(h)
 	return h, nil

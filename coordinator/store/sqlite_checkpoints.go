@@ -299,3 +299,19 @@ func applyOutcomeCheckpoint(ctx context.Context, tx *txn, task *api.Task, o Outc
 	}
 	return &result, nil
 }
+
+// applyLateOutcomeCheckpoint stores the checkpoint carried by a late
+// outcome of a lost attempt, which the fence accepted because no newer
+// attempt started. first is the result of applyOutcomeCheckpoint, which
+// rejected it because the task was queued. The checkpoint is judged as if
+// its attempt still ran on its worker, so it is stored only when it is
+// newer than the stored one.
+func applyLateOutcomeCheckpoint(ctx context.Context, tx *txn, task *api.Task, o Outcome,
+	first *CheckpointResult, now time.Time) (*CheckpointResult, error) {
+	if o.Checkpoint == nil || (first != nil && first.Applied) {
+		return first, nil
+	}
+	running := *task
+	running.State, running.WorkerID = api.StateRunning, o.WorkerID
+	return applyOutcomeCheckpoint(ctx, tx, &running, o, now)
+}

@@ -237,6 +237,47 @@ func TestStaleOutcomeCheckpointRejected(t *testing.T) {
 	assert.Nil(t, stored)
 }
 
+// TestLateOutcomeCheckpointStored checks that the late outcome of a lost
+// attempt, applied because no newer attempt started, stores the checkpoint
+// it carries when that is newer than the stored one, and only then.
+func TestLateOutcomeCheckpointStored(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		carried uint64
+		stored  uint64
+	}{
+		{"newer carried checkpoint", 30, 30},
+		{"older carried checkpoint", 10, 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := openTestStore(t, filepath.Join(t.TempDir(), "dtf.db"))
+			startRunning(t, st, "t1", 1, "w1")
+			res, err := st.SaveCheckpoint(ctx, checkpointOf("t1", 1, "w1", 20), testNow)
+			require.NoError(t, err)
+			require.True(t, res.Applied)
+			_, err = st.EndAttempt(ctx, AttemptEnd{TaskID: "t1", Attempt: 1, State: AttemptLost,
+				Reason: "worker w1 did not come back"}, testNow)
+			require.NoError(t, err)
+
+			carried := checkpointOf("t1", 1, "w1", tc.carried)
+			applied, err := st.ApplyOutcome(ctx, Outcome{TaskID: "t1", Attempt: 1, WorkerID: "w1",
+				Status: api.StateSucceeded, Checkpoint: &carried}, testNow.Add(time.Second))
+			require.NoError(t, err)
+			require.True(t, applied.Applied, applied.Reason)
+			assert.True(t, applied.Late)
+			require.NotNil(t, applied.Checkpoint)
+			assert.Equal(t, tc.carried == tc.stored, applied.Checkpoint.Applied, applied.Checkpoint.Reason)
+
+			task, err := st.GetTask(ctx, "t1")
+			require.NoError(t, err)
+			assert.Equal(t, api.StateSucceeded, task.State)
+			require.NotNil(t, task.Checkpoint)
+			assert.EqualValues(t, tc.stored, task.Checkpoint.Sequence)
+		})
+	}
+}
+
 func TestAttemptRecordsResumePoint(t *testing.T) {
 	ctx := context.Background()
 	st := openTestStore(t, filepath.Join(t.TempDir(), "dtf.db"))
