@@ -482,6 +482,7 @@ func TestConnectorStopClosesNormally(t *testing.T) {
 	select {
 	case code := <-conn.closeCode:
 		assert.Equal(t, websocket.CloseNormalClosure, code)
+		assert.Equal(t, "worker stopping", <-conn.closeReason)
 	case <-time.After(waitFor):
 		t.Fatal("the coordinator received no close frame")
 	}
@@ -491,10 +492,18 @@ func TestConnectorStreamEndStopsLoop(t *testing.T) {
 	fake := startFake(t, nil)
 	h := startConnector(t, fake.url(), fastConfig)
 	h.nextState(StateConnected)
+	conn := fake.latest()
 
 	h.cancel()
 	assert.NoError(t, h.waitEventsReturn())
 	assert.False(t, h.connector.Stats().Connected)
+	select {
+	case reason := <-conn.closeReason:
+		assert.Equal(t, "worker host unreachable from its connector plugin", reason,
+			"the end of the host's stream is not a stop that the host asked for")
+	case <-time.After(waitFor):
+		t.Fatal("the coordinator received no close frame")
+	}
 }
 
 func TestConnectorEventsPreconditions(t *testing.T) {

@@ -68,6 +68,7 @@ type fakeConn struct {
 	writeMu     sync.Mutex
 	replies     chan *wirepb.Heartbeat
 	closeCode   chan int
+	closeReason chan string
 }
 
 func startFake(t *testing.T, hello func(n int, hello *wirepb.Hello) *wirepb.Frame) *fakeCoordinator {
@@ -157,9 +158,11 @@ func (f *fakeCoordinator) serve(w http.ResponseWriter, r *http.Request) {
 		subprotocol: ws.Subprotocol(),
 		replies:     make(chan *wirepb.Heartbeat, 1024),
 		closeCode:   make(chan int, 1),
+		closeReason: make(chan string, 1),
 	}
-	ws.SetCloseHandler(func(code int, _ string) error {
+	ws.SetCloseHandler(func(code int, reason string) error {
 		c.closeCode <- code
+		c.closeReason <- reason
 		c.writeMu.Lock()
 		defer c.writeMu.Unlock()
 		msg := websocket.FormatCloseMessage(code, "")

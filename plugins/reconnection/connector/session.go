@@ -305,7 +305,7 @@ func (s *session) run(ctx context.Context, draining func()) error {
 		}
 		draining()
 		s.drainSendQueue()
-		s.closeNormally()
+		s.closeNormally(context.Cause(ctx))
 	}
 	return s.finish()
 }
@@ -329,9 +329,15 @@ func (s *session) drainSendQueue() {
 }
 
 // closeNormally sends a close frame and waits up to closeWait for the
-// coordinator's close frame.
-func (s *session) closeNormally() {
-	s.closeFor("worker stopping", errStopped)
+// coordinator's close frame. The reason tells a stop that the host asked
+// for from the end of the host's events stream, as when the host process
+// died or is frozen.
+func (s *session) closeNormally(cause error) {
+	reason := "worker stopping"
+	if !errors.Is(cause, errStopped) {
+		reason = "worker host unreachable from its connector plugin"
+	}
+	s.closeFor(reason, errStopped)
 }
 
 // finish closes the socket once the connection has ended and waits for the
