@@ -260,7 +260,8 @@ func describeHandshakeLine(msg, name string) string {
 func checkBinary(path string) error {
 	info, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("%w: plugin binary %s not found; build it with make build or fix path in worker.hcl",
+		return fmt.Errorf("%w: plugin binary %s not found; build it with make build, put it back, or fix "+
+			"the plugin's path, or plugin_dir for a block without path, in the worker config",
 			ErrPluginNotFound, path)
 	}
 	if err != nil {
