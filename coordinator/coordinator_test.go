@@ -528,6 +528,34 @@ func TestLateRetryableOutcomeOfLostAttemptRejected(t *testing.T) {
 	assert.Equal(t, api.StateQueued, getTask(t, ts, task.ID).State)
 }
 
+// TestLateOutcomeHoldsTask checks that a queued task whose lost attempt's
+// outcome the returning worker holds is not started again before that
+// outcome arrives, even though the worker serves its type.
+func TestLateOutcomeHoldsTask(t *testing.T) {
+	cfg := testConfig(t, "")
+	cfg.Workers.ReassignAfter = 300 * time.Millisecond
+	ts := startServer(t, cfg)
+	held, ref := loseAttempt(t, ts, commandSpec())
+
+	w, first := connectWorker(t, ts, &pb.Hello{WorkerId: "w1", TaskTypes: []string{"command"}, Slots: 2})
+	require.NotNil(t, first.GetWelcome(), "first frame: %v", first)
+	w.send(&pb.Frame{Body: &pb.Frame_StateSync{StateSync: &pb.StateSync{HeldOutcomes: []*pb.TaskRef{ref}}}})
+	w.expect("state_sync_result")
+
+	// The held task is the oldest in the queue, so without the hold it
+	// would be the first one assigned.
+	other := submit(t, ts, commandSpec()).Tasks[0]
+	assign := w.expect("assign").GetAssign().GetRef()
+	assert.Equal(t, other.ID, assign.GetTaskId(), "the held task %s was assigned again", held.ID)
+
+	w.send(outcomeFrame(ref, pb.Status_STATUS_SUCCEEDED))
+	ack := w.expect("outcome_ack").GetOutcomeAck()
+	assert.True(t, ack.GetApplied(), "reason: %s", ack.GetReason())
+	task := getTask(t, ts, held.ID)
+	assert.Equal(t, api.StateSucceeded, task.State)
+	assert.Len(t, task.Attempts, 1, "the task ran once")
+}
+
 // loseAttempt submits spec, hands its first attempt to worker w1 and
 // closes w1's connection until the coordinator ends the attempt as lost
 // and queues the task again. The server's reassign_after must be short.

@@ -173,6 +173,10 @@ func (s *Server) handleStateSync(ss *session, _ *connection, frame *pb.Frame) {
 		return
 	}
 	result.Applied = applied
+	if err := s.holdForLateOutcomes(ctx, ss, sync.GetHeldOutcomes(), applied); err != nil {
+		s.endForSync(ss, "state sync failed", err)
+		return
+	}
 	s.metrics.stateSyncs.Add(1)
 	s.connLog.Info(ss.log, "synced/"+ss.workerID, "worker state synced", "running", len(sync.GetRunning()),
 		"held_outcomes", len(sync.GetHeldOutcomes()), "keep", len(result.Keep), "cancel", len(result.Cancel),
@@ -202,6 +206,38 @@ func (s *Server) appliedOutcomes(ctx context.Context, ss *session, heldOutcomes 
 		out[i] = &pb.TaskRef{TaskId: ref.TaskID, Attempt: uint32(ref.Attempt)}
 	}
 	return out, nil
+}
+
+// lateOutcomeHold is how long a queued task waits for the held outcome of
+// its lost attempt, which the worker listed in its state sync and sends
+// right after the result.
+const lateOutcomeHold = 10 * time.Second
+
+// holdForLateOutcomes keeps the tasks whose lost attempt's outcome the
+// worker holds, and the store has not applied, out of the scheduler for
+// lateOutcomeHold. Without the hold, the scheduler could start the task
+// again, even on this worker, in the moment before that outcome arrives,
+// and the outcome would then be rejected as stale.
+func (s *Server) holdForLateOutcomes(ctx context.Context, ss *session, held, applied []*pb.TaskRef) error {
+	done := map[refKey]bool{}
+	for _, ref := range applied {
+		done[refKey{ref.GetTaskId(), int(ref.GetAttempt())}] = true
+	}
+	var refs []store.AttemptRef
+	for _, ref := range held {
+		if !done[refKey{ref.GetTaskId(), int(ref.GetAttempt())}] {
+			refs = append(refs, store.AttemptRef{TaskID: ref.GetTaskId(), Attempt: int(ref.GetAttempt())})
+		}
+	}
+	n, err := s.store.HoldForLateOutcomes(ctx, ss.workerID, refs, time.Now().Add(lateOutcomeHold))
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		ss.log.Info("queued tasks held for the late outcomes of their lost attempts", "tasks", n,
+			"hold", lateOutcomeHold)
+	}
+	return nil
 }
 
 // endForSync ends a session after a store failure that left a frame of the

@@ -575,6 +575,39 @@ func (s *SQLite) AppliedOutcomes(ctx context.Context, workerID string, refs []At
 	return applied, nil
 }
 
+// HoldForLateOutcomes keeps each task of refs out of the scheduler until
+// until, when the task is queued and its current attempt is the ref's,
+// ended as lost on workerID. Such a worker reported the attempt's outcome
+// as held in its state sync, and that outcome, once it arrives, ends the
+// task without another run. The hold only raises not_before_ms, so the
+// task is scheduled as usual when the outcome does not come.
+func (s *SQLite) HoldForLateOutcomes(ctx context.Context, workerID string, refs []AttemptRef,
+	until time.Time) (int, error) {
+	if len(refs) == 0 {
+		return 0, nil
+	}
+	var held int64
+	err := s.inTx(ctx, func(ctx context.Context, tx *txn) error {
+		held = 0
+		for _, ref := range refs {
+			res, err := tx.ExecContext(ctx, `UPDATE tasks SET not_before_ms = MAX(not_before_ms, ?)
+				WHERE id = ? AND state = ? AND attempt = ? AND EXISTS (SELECT 1 FROM attempts a
+				WHERE a.task_id = tasks.id AND a.attempt = tasks.attempt AND a.state = ? AND a.worker_id = ?)`,
+				until.UnixMilli(), ref.TaskID, api.StateQueued, ref.Attempt, AttemptLost, workerID)
+			if err != nil {
+				return fmt.Errorf("hold task %s for the late outcome of attempt %d: %w", ref.TaskID, ref.Attempt, err)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("hold task %s for the late outcome of attempt %d: %w", ref.TaskID, ref.Attempt, err)
+			}
+			held += n
+		}
+		return nil
+	})
+	return int(held), err
+}
+
 // CancelTask cancels a queued or running task; a running attempt ends as
 // cancelled at once and its later outcome is rejected by the fence.
 func (s *SQLite) CancelTask(ctx context.Context, id, reason string, now time.Time) (*api.Task, error) {

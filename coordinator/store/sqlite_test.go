@@ -320,6 +320,33 @@ func TestUpsertWorkerUpdates(t *testing.T) {
 	assert.Equal(t, testNow.Add(time.Minute), workers[0].LastSeen)
 }
 
+// TestHoldForLateOutcomes checks that only a queued task whose current
+// attempt was lost on the given worker is held.
+func TestHoldForLateOutcomes(t *testing.T) {
+	ctx := context.Background()
+	st := openTestStore(t, filepath.Join(t.TempDir(), "dtf.db"))
+	require.NoError(t, st.CreateTasks(ctx, []NewTask{newTask("lost", 3), newTask("running", 3)}, testNow))
+	for _, id := range []string{"lost", "running"} {
+		_, err := st.StartAttempt(ctx, id, "w1", testNow)
+		require.NoError(t, err)
+	}
+	_, err := st.EndAttempt(ctx, AttemptEnd{TaskID: "lost", Attempt: 1, State: AttemptLost, Reason: "cut"}, testNow)
+	require.NoError(t, err)
+	until := testNow.Add(10 * time.Second)
+	refs := []AttemptRef{{TaskID: "lost", Attempt: 1}, {TaskID: "running", Attempt: 1}, {TaskID: "nope", Attempt: 1}}
+
+	held, err := st.HoldForLateOutcomes(ctx, "w2", refs, until)
+	require.NoError(t, err)
+	assert.Zero(t, held, "another worker's lost attempt")
+
+	held, err = st.HoldForLateOutcomes(ctx, "w1", refs, until)
+	require.NoError(t, err)
+	assert.Equal(t, 1, held)
+	task, err := st.GetTask(ctx, "lost")
+	require.NoError(t, err)
+	assert.Equal(t, until, task.NotBefore)
+}
+
 func TestDeleteWorker(t *testing.T) {
 	ctx := context.Background()
 	st := openTestStore(t, filepath.Join(t.TempDir(), "dtf.db"))

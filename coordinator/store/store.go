@@ -255,6 +255,10 @@ type Store interface {
 	// an outcome as held after a reconnect can delete it without sending
 	// it again.
 	AppliedOutcomes(ctx context.Context, workerID string, refs []AttemptRef) ([]AttemptRef, error)
+	// HoldForLateOutcomes keeps each task of refs out of the scheduler
+	// until until, when the task is queued and its current attempt is the
+	// ref's, ended as lost on workerID. It returns the number of tasks held.
+	HoldForLateOutcomes(ctx context.Context, workerID string, refs []AttemptRef, until time.Time) (int, error)
 	// RunningCounts returns the number of running attempts of each worker
 	// that has any.
 	RunningCounts(ctx context.Context) (map[string]int, error)

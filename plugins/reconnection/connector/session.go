@@ -329,9 +329,9 @@ func (s *session) drainSendQueue() {
 }
 
 // closeNormally sends a close frame and waits up to closeWait for the
-// coordinator's close frame. The reason tells a stop that the host asked
-// for from the end of the host's events stream, as when the host process
-// died or is frozen.
+// coordinator's close frame. The reason distinguishes a stop that the host
+// requested from the end of the host's events stream, as when the host
+// process died or is frozen.
 func (s *session) closeNormally(cause error) {
 	reason := "worker stopping"
 	if !errors.Is(cause, errStopped) {
