@@ -360,7 +360,7 @@ func (s *Server) handleForgetWorker(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(running) > 0 {
-		writeError(w, http.StatusConflict, "", fmt.Sprintf("worker %q still has %d running attempts; the "+
+		writeError(w, http.StatusConflict, "", fmt.Sprintf("worker %q still has running attempts (%d); the "+
 			"coordinator requeues them workers.reassign_after (%s) after the worker left, and then the "+
 			"worker can be forgotten", id, len(running), s.cfg.Workers.ReassignAfter))
 		return

@@ -65,7 +65,7 @@ func TestForgetWorker(t *testing.T) {
 	require.Eventually(t, func() bool { return ts.sessionFor("w1") == nil }, waitFor, 10*time.Millisecond,
 		"the session expires after session_ttl")
 	require.Equal(t, http.StatusConflict, doJSON(t, http.MethodDelete, url, nil, &apiErr))
-	assert.Contains(t, apiErr.Error, `worker "w1" still has 1 running attempts`)
+	assert.Contains(t, apiErr.Error, `worker "w1" still has running attempts (1)`)
 
 	require.Equal(t, http.StatusOK, doJSON(t, http.MethodPost, ts.url+"/v1/tasks/"+task.ID+"/cancel", nil, nil))
 	require.Equal(t, http.StatusNoContent, doJSON(t, http.MethodDelete, url, nil, nil))

@@ -27,7 +27,7 @@ import (
 
 // Version is the host version reported to the coordinator. The build may
 // set it with -ldflags "-X github.com/dtf-io/dtf/host.Version=...".
-var Version = "dev"
+var Version = "0.1.0-dev"
 
 // ErrConnectorFatal is wrapped by Run's error when the connector gives up
 // for good, for example after the coordinator rejected the credentials.
