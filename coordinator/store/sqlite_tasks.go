@@ -586,9 +586,9 @@ func (s *SQLite) HoldForLateOutcomes(ctx context.Context, workerID string, refs 
 	if len(refs) == 0 {
 		return 0, nil
 	}
-	var held int64
+	var heldTasks int64
 	err := s.inTx(ctx, func(ctx context.Context, tx *txn) error {
-		held = 0
+		heldTasks = 0
 		for _, ref := range refs {
 			res, err := tx.ExecContext(ctx, `UPDATE tasks SET not_before_ms = MAX(not_before_ms, ?)
 				WHERE id = ? AND state = ? AND attempt = ? AND EXISTS (SELECT 1 FROM attempts a
@@ -601,11 +601,11 @@ func (s *SQLite) HoldForLateOutcomes(ctx context.Context, workerID string, refs 
 			if err != nil {
 				return fmt.Errorf("hold task %s for the late outcome of attempt %d: %w", ref.TaskID, ref.Attempt, err)
 			}
-			held += n
+			heldTasks += n
 		}
 		return nil
 	})
-	return int(held), err
+	return int(heldTasks), err
 }
 
 // CancelTask cancels a queued or running task; a running attempt ends as

@@ -1,10 +1,15 @@
 package e2e
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/dtf-io/dtf/test/cluster"
 )
 
 func TestCoordinatorKilledMidRun(t *testing.T) {
@@ -34,12 +39,26 @@ func TestNetworkCutMidRun(t *testing.T) {
 	e.startWorker("worker-1", 2)
 	e.waitConnected("worker-1")
 
+	// Each task marks its start in a file, because the coordinator lists
+	// a task as running when it sends the assignment, before the worker
+	// has received it, and the cut must not take an assignment with it.
+	started := func(name string) string { return filepath.Join(e.dir, "started-"+name) }
 	batch := e.submitCommands(
-		[]string{"sh", "-c", "sleep 2; echo one"},
-		[]string{"sh", "-c", "sleep 2; echo two"},
-		[]string{"sh", "-c", "sleep 2; echo three"},
+		[]string{"sh", "-c", "touch " + started("one") + "; sleep 2; echo one"},
+		[]string{"sh", "-c", "touch " + started("two") + "; sleep 2; echo two"},
+		[]string{"sh", "-c", "touch " + started("three") + "; sleep 2; echo three"},
 	)
 	e.waitRunning(batch, 2)
+	err := cluster.Poll(context.Background(), 30*time.Second, 20*time.Millisecond, func() (bool, error) {
+		count := 0
+		for _, name := range []string{"one", "two", "three"} {
+			if _, err := os.Stat(started(name)); err == nil {
+				count++
+			}
+		}
+		return count >= 2, nil
+	})
+	require.NoError(t, err, "two tasks did not start on the worker\n%s", e.logs())
 
 	// The tasks finish while the link is down; their outcomes wait in the
 	// outbox until the worker reconnects.
