@@ -528,6 +528,25 @@ func TestLateRetryableOutcomeOfLostAttemptRejected(t *testing.T) {
 	assert.Equal(t, api.StateQueued, getTask(t, ts, task.ID).State)
 }
 
+// TestLateCancelledOutcomeIgnored checks that the cancelled outcome of a
+// lost attempt, which a returning worker sends after the coordinator's
+// cancel of that attempt, leaves the task queued.
+func TestLateCancelledOutcomeIgnored(t *testing.T) {
+	cfg := testConfig(t, "")
+	cfg.Workers.ReassignAfter = 300 * time.Millisecond
+	ts := startServer(t, cfg)
+	task, ref := loseAttempt(t, ts, commandSpec())
+
+	w := reconnectHolding(t, ts, ref)
+	cancelled := outcomeFrame(ref, pb.Status_STATUS_CANCELLED)
+	cancelled.GetTaskOutcome().Message = "worker w1 did not reconnect within reassign_after"
+	w.send(cancelled)
+	ack := w.expect("outcome_ack").GetOutcomeAck()
+	assert.False(t, ack.GetApplied())
+	assert.Contains(t, ack.GetReason(), "attempt 1 already ended, and the task is queued for its next attempt")
+	assert.Equal(t, api.StateQueued, getTask(t, ts, task.ID).State)
+}
+
 // TestLateOutcomeHoldsTask checks that a queued task whose lost attempt's
 // outcome the returning worker holds is not started again before that
 // outcome arrives, even though the worker serves its type.
@@ -554,6 +573,34 @@ func TestLateOutcomeHoldsTask(t *testing.T) {
 	task := getTask(t, ts, held.ID)
 	assert.Equal(t, api.StateSucceeded, task.State)
 	assert.Len(t, task.Attempts, 1, "the task ran once")
+}
+
+// TestLateOutcomeHoldsTaskOnResume is TestLateOutcomeHoldsTask for a
+// worker that resumes its session and replays the outcome.
+func TestLateOutcomeHoldsTaskOnResume(t *testing.T) {
+	cfg := testConfig(t, "")
+	cfg.Workers.ReassignAfter = 300 * time.Millisecond
+	ts := startServer(t, cfg)
+	w := newSeqWorker(t, ts, "w1")
+	require.NotNil(t, w.connect().GetWelcome())
+	w.sync()
+	held := submit(t, ts, commandSpec()).Tasks[0]
+	ref := w.expect("assign").GetAssign().GetRef()
+	w.cut()
+	require.Eventually(t, func() bool {
+		return getTask(t, ts, held.ID).State == api.StateQueued
+	}, waitFor, 20*time.Millisecond, "the task is requeued after reassign_after")
+
+	require.True(t, w.connect().GetWelcome().GetResumed())
+	w.expect("cancel_task")
+	other := submit(t, ts, commandSpec()).Tasks[0]
+	assign := w.expect("assign").GetAssign().GetRef()
+	assert.Equal(t, other.ID, assign.GetTaskId(), "the held task %s was assigned again", held.ID)
+
+	w.send(outcomeFrame(ref, pb.Status_STATUS_SUCCEEDED))
+	ack := w.expect("outcome_ack").GetOutcomeAck()
+	assert.True(t, ack.GetApplied(), "reason: %s", ack.GetReason())
+	assert.Len(t, getTask(t, ts, held.ID).Attempts, 1, "the task ran once")
 }
 
 // loseAttempt submits spec, hands its first attempt to worker w1 and

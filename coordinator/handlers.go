@@ -229,6 +229,12 @@ func (s *Server) holdForLateOutcomes(ctx context.Context, ss *session, held, app
 			refs = append(refs, store.AttemptRef{TaskID: ref.GetTaskId(), Attempt: int(ref.GetAttempt())})
 		}
 	}
+	return s.holdAttempts(ctx, ss, refs)
+}
+
+// holdAttempts holds the queued tasks whose current attempt is one of
+// refs, lost on the session's worker, for lateOutcomeHold.
+func (s *Server) holdAttempts(ctx context.Context, ss *session, refs []store.AttemptRef) error {
 	n, err := s.store.HoldForLateOutcomes(ctx, ss.workerID, refs, time.Now().Add(lateOutcomeHold))
 	if err != nil {
 		return err

@@ -322,4 +322,20 @@ func (s *Server) resumeSession(ss *session, prev *connection, ack uint64) {
 	frames, bytes := ss.window.Pending()
 	s.connLog.Info(ss.log, "resumed/"+ss.workerID, "worker resumed its session", "ack", ack,
 		"replay_frames", frames, "replay_bytes", bytes, "received", ss.window.Received())
+
+	// The worker replays the outcomes of attempts that ended while it was
+	// away right after the Welcome. Those lost meanwhile wait for them, as
+	// after a state sync.
+	ss.mu.Lock()
+	lost := ss.lostAway
+	ss.lostAway = nil
+	ss.mu.Unlock()
+	if len(lost) > 0 {
+		ctx, cancel := storeContext()
+		defer cancel()
+		if err := s.holdAttempts(ctx, ss, lost); err != nil {
+			ss.log.Error("holding queued tasks for the late outcomes of their lost attempts failed; "+
+				"they may run again", "error", err)
+		}
+	}
 }

@@ -108,6 +108,9 @@ func (s *Server) expireGracePeriods() {
 			s.loseAttempt(ctx, r, reason)
 			if ss != nil {
 				ss.enqueue(cancelFrame(r.TaskID, r.Attempt, reason))
+				ss.mu.Lock()
+				ss.lostAway = append(ss.lostAway, store.AttemptRef{TaskID: r.TaskID, Attempt: r.Attempt})
+				ss.mu.Unlock()
 			}
 		}
 		cancel()

@@ -52,7 +52,7 @@ type session struct {
 	peerAcked atomic.Uint64
 	rtt       protocol.RTTEstimator
 
-	// mu guards conn, detachedAt and ended. Lock order: Server.mu before
+	// mu guards conn, detachedAt, ended and lostAway. Lock order: Server.mu before
 	// session.mu.
 	mu sync.Mutex
 	// conn is the attached connection; nil while the worker is away.
@@ -60,6 +60,9 @@ type session struct {
 	detachedAt time.Time
 	// ended is set when the session can no longer be resumed.
 	ended bool
+	// lostAway lists the attempts that the coordinator ended as lost while
+	// the worker was away, until the worker resumes the session.
+	lostAway []store.AttemptRef
 
 	// assigned contains the attempts assigned through this session. A state
 	// sync never requeues them, because their Assign may still be in flight.

@@ -484,7 +484,11 @@ func fence(ctx context.Context, tx *txn, task *api.Task, o Outcome) (reason stri
 			false, nil
 	case o.Attempt == task.Attempt && task.State == api.StateRunning:
 		return "", false, nil
-	case o.Attempt == task.Attempt && task.State == api.StateQueued && endsTask(o):
+	case o.Attempt == task.Attempt && task.State == api.StateQueued && endsTask(o) &&
+		o.Status != api.StateCancelled:
+		// A cancelled attempt is excluded: a worker that comes back after
+		// reassign_after gets a cancel for each lost attempt it still runs,
+		// and the outcome of that cancel must not end the queued task.
 		// The coordinator ended the attempt as lost, and no newer attempt
 		// has started, so the worker's late result is still the newest.
 		row, err := readAttempt(ctx, tx, task.ID, o.Attempt)
