@@ -266,6 +266,12 @@ func TestGracePeriodCancelsOnLateResume(t *testing.T) {
 	assert.Equal(t, ref.GetTaskId(), cancel.GetRef().GetTaskId())
 	assert.Equal(t, ref.GetAttempt(), cancel.GetRef().GetAttempt())
 	assert.Contains(t, cancel.GetReason(), "reassign_after")
-	// The requeued task goes to the resumed session as its second attempt.
+	// The worker reports the cancel, which does not end the task and ends
+	// the hold that waited for this attempt's outcome. The requeued task
+	// then goes to the resumed session as its second attempt.
+	cancelled := outcomeFrame(ref, pb.Status_STATUS_CANCELLED)
+	cancelled.GetTaskOutcome().Message = cancel.GetReason()
+	w.send(cancelled)
+	assert.False(t, w.expect("outcome_ack").GetOutcomeAck().GetApplied())
 	assert.Equal(t, uint32(2), w.expect("assign").GetAssign().GetRef().GetAttempt())
 }

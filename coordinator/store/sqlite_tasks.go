@@ -399,7 +399,7 @@ func (s *SQLite) ApplyOutcome(ctx context.Context, o Outcome, now time.Time) (Ou
 		}
 		if reason != "" {
 			result = OutcomeResult{Reason: reason, Duplicate: duplicate, Task: current}
-			return nil
+			return releaseLateHold(ctx, tx, current, o, now)
 		}
 		if current.State == api.StateQueued {
 			// A late outcome of a lost attempt: its checkpoint was judged
@@ -610,6 +610,23 @@ func (s *SQLite) HoldForLateOutcomes(ctx context.Context, workerID string, refs 
 		return nil
 	})
 	return int(heldTasks), err
+}
+
+// releaseLateHold ends the hold of HoldForLateOutcomes when the outcome it
+// waited for arrived and was not applied, such as the cancelled outcome of
+// a lost attempt that the worker still ran, so the task runs again at once.
+func releaseLateHold(ctx context.Context, tx *txn, task *api.Task, o Outcome, now time.Time) error {
+	if task.State != api.StateQueued || o.Attempt != task.Attempt {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE tasks SET not_before_ms = MIN(not_before_ms, ?)
+		WHERE id = ? AND state = ? AND attempt = ? AND EXISTS (SELECT 1 FROM attempts a
+		WHERE a.task_id = tasks.id AND a.attempt = tasks.attempt AND a.state = ? AND a.worker_id = ?)`,
+		now.UnixMilli(), o.TaskID, api.StateQueued, o.Attempt, AttemptLost, o.WorkerID)
+	if err != nil {
+		return fmt.Errorf("release the hold of task %s: %w", o.TaskID, err)
+	}
+	return nil
 }
 
 // CancelTask cancels a queued or running task; a running attempt ends as

@@ -345,6 +345,18 @@ func TestHoldForLateOutcomes(t *testing.T) {
 	task, err := st.GetTask(ctx, "lost")
 	require.NoError(t, err)
 	assert.Equal(t, until, task.NotBefore)
+
+	// The awaited outcome arrives as a cancel, which is not applied and
+	// ends the hold.
+	arrived := testNow.Add(time.Second)
+	res, err := st.ApplyOutcome(ctx, Outcome{TaskID: "lost", Attempt: 1, WorkerID: "w1",
+		Status: api.StateCancelled}, arrived)
+	require.NoError(t, err)
+	assert.False(t, res.Applied)
+	task, err = st.GetTask(ctx, "lost")
+	require.NoError(t, err)
+	assert.Equal(t, api.StateQueued, task.State)
+	assert.False(t, task.NotBefore.After(arrived), "the hold ends when its outcome is rejected")
 }
 
 func TestDeleteWorker(t *testing.T) {
