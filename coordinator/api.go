@@ -343,6 +343,7 @@ func writeError(w http.ResponseWriter, status int, field, message string) {
 // have expired.
 func (s *Server) handleForgetWorker(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	log := s.log.Named("api").With("worker_id", id)
 	drained := s.sessionFor(id)
 	if drained != nil && (drained.attached() != nil || !drained.draining.Load()) {
 		state := "connected"
@@ -356,6 +357,7 @@ func (s *Server) handleForgetWorker(w http.ResponseWriter, r *http.Request) {
 	}
 	running, err := s.store.RunningAttempts(r.Context(), id)
 	if err != nil {
+		log.Error("forgetting worker failed: listing its running attempts failed", "error", err)
 		writeError(w, http.StatusInternalServerError, "", err.Error())
 		return
 	}
@@ -377,21 +379,17 @@ func (s *Server) handleForgetWorker(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
+		log.Error("forgetting worker failed: deleting its record failed", "error", err)
 		writeError(w, http.StatusInternalServerError, "", err.Error())
 		return
 	}
 
-	log := s.log.Named("api").With("worker_id", id)
-	s.mu.Lock()
-	ss := s.sessions[id]
-	if ss == nil {
-		delete(s.workers, id)
-	}
-	s.mu.Unlock()
-	if ss != nil {
+	if len(s.dropWorkerState(id)) > 0 {
 		// The worker's hello arrived between the check and the delete, so
 		// its record is written again and it stays.
-		s.recordWorker(ss)
+		if ss := s.sessionFor(id); ss != nil {
+			s.recordWorker(ss)
+		}
 		log.Warn("worker connected while it was being forgotten; it stays recorded")
 		writeError(w, http.StatusConflict, "", fmt.Sprintf("worker %q connected while it was being "+
 			"forgotten; it stays recorded", id))

@@ -507,44 +507,40 @@ func TestLateOutcomeOfLostAttemptApplied(t *testing.T) {
 	assert.Equal(t, api.StateSucceeded, done.Attempts[0].State)
 }
 
-func TestLateRetryableOutcomeOfLostAttemptRejected(t *testing.T) {
-	cfg := testConfig(t, "")
-	cfg.Workers.ReassignAfter = 300 * time.Millisecond
-	ts := startServer(t, cfg)
+// TestLateOutcomeOfLostAttemptRejected checks that a late outcome of a lost
+// attempt leaves the task queued when it would not end the task. A
+// retryable failure would only queue the task again, as the loss did. A
+// cancel report follows the coordinator's own cancel of the lost attempt.
+func TestLateOutcomeOfLostAttemptRejected(t *testing.T) {
+	cases := []struct {
+		name    string
+		status  pb.Status
+		retry   bool
+		message string
+	}{
+		{"retryable failure", pb.Status_STATUS_FAILED, true, ""},
+		{"cancel report", pb.Status_STATUS_CANCELLED, false, "worker w1 did not reconnect within reassign_after"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t, "")
+			cfg.Workers.ReassignAfter = 300 * time.Millisecond
+			ts := startServer(t, cfg)
+			spec := commandSpec()
+			spec.MaxAttempts = 3
+			task, ref := loseAttempt(t, ts, spec)
 
-	spec := commandSpec()
-	spec.MaxAttempts = 3
-	task, ref := loseAttempt(t, ts, spec)
-
-	// A retryable failure would only queue the task again, as the lost
-	// attempt already did.
-	w1b := reconnectHolding(t, ts, ref)
-	failed := outcomeFrame(ref, pb.Status_STATUS_FAILED)
-	failed.GetTaskOutcome().Retryable = true
-	w1b.send(failed)
-	ack := w1b.expect("outcome_ack").GetOutcomeAck()
-	assert.False(t, ack.GetApplied())
-	assert.Contains(t, ack.GetReason(), "attempt 1 already ended, and the task is queued for its next attempt")
-	assert.Equal(t, api.StateQueued, getTask(t, ts, task.ID).State)
-}
-
-// TestLateCancelledOutcomeIgnored checks that the cancelled outcome of a
-// lost attempt, which a returning worker sends after the coordinator's
-// cancel of that attempt, leaves the task queued.
-func TestLateCancelledOutcomeIgnored(t *testing.T) {
-	cfg := testConfig(t, "")
-	cfg.Workers.ReassignAfter = 300 * time.Millisecond
-	ts := startServer(t, cfg)
-	task, ref := loseAttempt(t, ts, commandSpec())
-
-	w := reconnectHolding(t, ts, ref)
-	cancelled := outcomeFrame(ref, pb.Status_STATUS_CANCELLED)
-	cancelled.GetTaskOutcome().Message = "worker w1 did not reconnect within reassign_after"
-	w.send(cancelled)
-	ack := w.expect("outcome_ack").GetOutcomeAck()
-	assert.False(t, ack.GetApplied())
-	assert.Contains(t, ack.GetReason(), "attempt 1 already ended, and the task is queued for its next attempt")
-	assert.Equal(t, api.StateQueued, getTask(t, ts, task.ID).State)
+			w := reconnectHolding(t, ts, ref)
+			late := outcomeFrame(ref, tc.status)
+			late.GetTaskOutcome().Retryable = tc.retry
+			late.GetTaskOutcome().Message = tc.message
+			w.send(late)
+			ack := w.expect("outcome_ack").GetOutcomeAck()
+			assert.False(t, ack.GetApplied())
+			assert.Contains(t, ack.GetReason(), "attempt 1 already ended, and the task is queued for its next attempt")
+			assert.Equal(t, api.StateQueued, getTask(t, ts, task.ID).State)
+		})
+	}
 }
 
 // TestLateOutcomeHoldsTask checks that a queued task whose lost attempt's
@@ -554,23 +550,23 @@ func TestLateOutcomeHoldsTask(t *testing.T) {
 	cfg := testConfig(t, "")
 	cfg.Workers.ReassignAfter = 300 * time.Millisecond
 	ts := startServer(t, cfg)
-	held, ref := loseAttempt(t, ts, commandSpec())
+	heldTask, ref := loseAttempt(t, ts, commandSpec())
 
 	w, first := connectWorker(t, ts, &pb.Hello{WorkerId: "w1", TaskTypes: []string{"command"}, Slots: 2})
 	require.NotNil(t, first.GetWelcome(), "first frame: %v", first)
 	w.send(&pb.Frame{Body: &pb.Frame_StateSync{StateSync: &pb.StateSync{HeldOutcomes: []*pb.TaskRef{ref}}}})
 	w.expect("state_sync_result")
 
-	// The held task is the oldest in the queue, so without the hold it
+	// The heldTask task is the oldest in the queue, so without the hold it
 	// would be the first one assigned.
 	other := submit(t, ts, commandSpec()).Tasks[0]
 	assign := w.expect("assign").GetAssign().GetRef()
-	assert.Equal(t, other.ID, assign.GetTaskId(), "the held task %s was assigned again", held.ID)
+	assert.Equal(t, other.ID, assign.GetTaskId(), "the heldTask task %s was assigned again", heldTask.ID)
 
 	w.send(outcomeFrame(ref, pb.Status_STATUS_SUCCEEDED))
 	ack := w.expect("outcome_ack").GetOutcomeAck()
 	assert.True(t, ack.GetApplied(), "reason: %s", ack.GetReason())
-	task := getTask(t, ts, held.ID)
+	task := getTask(t, ts, heldTask.ID)
 	assert.Equal(t, api.StateSucceeded, task.State)
 	assert.Len(t, task.Attempts, 1, "the task ran once")
 }
@@ -584,23 +580,23 @@ func TestLateOutcomeHoldsTaskOnResume(t *testing.T) {
 	w := newSeqWorker(t, ts, "w1")
 	require.NotNil(t, w.connect().GetWelcome())
 	w.sync()
-	held := submit(t, ts, commandSpec()).Tasks[0]
+	heldTask := submit(t, ts, commandSpec()).Tasks[0]
 	ref := w.expect("assign").GetAssign().GetRef()
 	w.cut()
 	require.Eventually(t, func() bool {
-		return getTask(t, ts, held.ID).State == api.StateQueued
+		return getTask(t, ts, heldTask.ID).State == api.StateQueued
 	}, waitFor, 20*time.Millisecond, "the task is requeued after reassign_after")
 
 	require.True(t, w.connect().GetWelcome().GetResumed())
 	w.expect("cancel_task")
 	other := submit(t, ts, commandSpec()).Tasks[0]
 	assign := w.expect("assign").GetAssign().GetRef()
-	assert.Equal(t, other.ID, assign.GetTaskId(), "the held task %s was assigned again", held.ID)
+	assert.Equal(t, other.ID, assign.GetTaskId(), "the heldTask task %s was assigned again", heldTask.ID)
 
 	w.send(outcomeFrame(ref, pb.Status_STATUS_SUCCEEDED))
 	ack := w.expect("outcome_ack").GetOutcomeAck()
 	assert.True(t, ack.GetApplied(), "reason: %s", ack.GetReason())
-	assert.Len(t, getTask(t, ts, held.ID).Attempts, 1, "the task ran once")
+	assert.Len(t, getTask(t, ts, heldTask.ID).Attempts, 1, "the task ran once")
 }
 
 // loseAttempt submits spec, hands its first attempt to worker w1 and

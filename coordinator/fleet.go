@@ -308,22 +308,29 @@ func (s *Server) sampleFleet(ctx context.Context) {
 	s.forgetDeparted(now)
 }
 
+// dropWorkerState deletes the round-trip time, connect count and drained
+// mark of each worker of ids that has no session, and returns the ids of
+// those that have one.
+func (s *Server) dropWorkerState(ids ...string) (withSession []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		if s.sessions[id] != nil {
+			withSession = append(withSession, id)
+			continue
+		}
+		delete(s.workers, id)
+	}
+	return withSession
+}
+
 // forgetDeparted drops the history of each worker that left fleetRetention
 // before now, and its round-trip time, connect count and drained mark
 // unless it has a session again. A worker ID that never returns then holds
 // no memory; its row in the store stays, so the workers list still shows it.
 func (s *Server) forgetDeparted(now time.Time) {
 	dropped := s.fleet.prune(now)
-	if len(dropped) == 0 {
-		return
-	}
-	s.mu.Lock()
-	for _, id := range dropped {
-		if s.sessions[id] == nil {
-			delete(s.workers, id)
-		}
-	}
-	s.mu.Unlock()
+	s.dropWorkerState(dropped...)
 	for _, id := range dropped {
 		s.log.Named("fleet").Debug("departed worker forgotten", "worker_id", id, "retention", fleetRetention)
 	}

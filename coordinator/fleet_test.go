@@ -264,14 +264,22 @@ func TestWorkerTimelineAfterCutAndResume(t *testing.T) {
 	assert.Contains(t, apiErr.Error, `no history for worker "nobody"`)
 }
 
-func TestWorkerTimelineDrained(t *testing.T) {
-	ts := startServer(t, testConfig(t, ""))
-	w, _ := connectSynced(t, ts, "w1", []string{"command"})
+// connectDraining connects a synced worker that then sends Draining with
+// the reason SIGTERM, and waits until its timeline shows it draining.
+func connectDraining(t *testing.T, ts *testServer, id string) *fakeWorker {
+	t.Helper()
+	w, _ := connectSynced(t, ts, id, []string{"command"})
 	w.send(&pb.Frame{Body: &pb.Frame_Draining{Draining: &pb.Draining{Reason: "SIGTERM"}}})
 	require.Eventually(t, func() bool {
-		timeline, ok := ts.fleet.timeline("w1", time.Now())
+		timeline, ok := ts.fleet.timeline(id, time.Now())
 		return ok && timeline.State == api.WorkerDraining
 	}, waitFor, 10*time.Millisecond)
+	return w
+}
+
+func TestWorkerTimelineDrained(t *testing.T) {
+	ts := startServer(t, testConfig(t, ""))
+	w := connectDraining(t, ts, "w1")
 	w.close()
 	require.Eventually(t, func() bool {
 		timeline, ok := ts.fleet.timeline("w1", time.Now())

@@ -9,7 +9,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dtf-io/dtf/coordinator/api"
-	"github.com/dtf-io/dtf/protocol/pb"
 )
 
 // TestForgetWorkerWithSession checks that a worker with a session, attached
@@ -34,12 +33,7 @@ func TestForgetWorkerWithSession(t *testing.T) {
 // forgotten at once, with its waiting session.
 func TestForgetDrainedWorker(t *testing.T) {
 	ts := startServer(t, testConfig(t, ""))
-	w, _ := connectSynced(t, ts, "w1", []string{"command"})
-	w.send(&pb.Frame{Body: &pb.Frame_Draining{Draining: &pb.Draining{Reason: "SIGTERM"}}})
-	require.Eventually(t, func() bool {
-		timeline, ok := ts.fleet.timeline("w1", time.Now())
-		return ok && timeline.State == api.WorkerDraining
-	}, waitFor, 10*time.Millisecond)
+	w := connectDraining(t, ts, "w1")
 	w.close()
 	require.Eventually(t, func() bool { return ts.Stats().DetachedSessions == 1 }, waitFor, 10*time.Millisecond)
 

@@ -167,13 +167,15 @@ func (s *Server) handleStateSync(ss *session, _ *connection, frame *pb.Frame) {
 		s.endForSync(ss, "state sync failed", err)
 		return
 	}
-	applied, err := s.appliedOutcomes(ctx, ss, sync.GetHeldOutcomes())
+	heldOutcomes := attemptRefs(sync.GetHeldOutcomes())
+	applied, err := s.appliedOutcomes(ctx, ss, heldOutcomes)
 	if err != nil {
 		s.endForSync(ss, "state sync failed", err)
 		return
 	}
 	result.Applied = applied
-	if err := s.holdForLateOutcomes(ctx, ss, sync.GetHeldOutcomes(), applied); err != nil {
+	// An applied outcome ended its attempt, so only the others can hold.
+	if err := s.holdAttempts(ctx, ss, heldOutcomes); err != nil {
 		s.endForSync(ss, "state sync failed", err)
 		return
 	}
@@ -187,15 +189,20 @@ func (s *Server) handleStateSync(ss *session, _ *connection, frame *pb.Frame) {
 	}
 }
 
+// attemptRefs converts wire task references to the store's.
+func attemptRefs(refs []*pb.TaskRef) []store.AttemptRef {
+	out := make([]store.AttemptRef, len(refs))
+	for i, ref := range refs {
+		out[i] = store.AttemptRef{TaskID: ref.GetTaskId(), Attempt: int(ref.GetAttempt())}
+	}
+	return out
+}
+
 // appliedOutcomes returns the held outcomes of the worker that the store
 // applied before, so the worker deletes them instead of sending them again.
-func (s *Server) appliedOutcomes(ctx context.Context, ss *session, heldOutcomes []*pb.TaskRef) ([]*pb.TaskRef, error) {
-	if len(heldOutcomes) == 0 {
+func (s *Server) appliedOutcomes(ctx context.Context, ss *session, refs []store.AttemptRef) ([]*pb.TaskRef, error) {
+	if len(refs) == 0 {
 		return nil, nil
-	}
-	refs := make([]store.AttemptRef, len(heldOutcomes))
-	for i, ref := range heldOutcomes {
-		refs[i] = store.AttemptRef{TaskID: ref.GetTaskId(), Attempt: int(ref.GetAttempt())}
 	}
 	applied, err := s.store.AppliedOutcomes(ctx, ss.workerID, refs)
 	if err != nil {
@@ -208,32 +215,16 @@ func (s *Server) appliedOutcomes(ctx context.Context, ss *session, heldOutcomes 
 	return out, nil
 }
 
-// lateOutcomeHold is how long a queued task waits for the held outcome of
-// its lost attempt, which the worker listed in its state sync and sends
-// right after the result.
+// lateOutcomeHold is how long a queued task waits for the outcome of its
+// lost attempt, which the worker listed in its state sync and sends right
+// after the result, or replays right after the Welcome of a resume.
 const lateOutcomeHold = 10 * time.Second
 
-// holdForLateOutcomes keeps the tasks whose lost attempt's outcome the
-// worker holds, and the store has not applied, out of the scheduler for
-// lateOutcomeHold. Without the hold, the scheduler could start the task
-// again, even on this worker, in the moment before that outcome arrives,
-// and the outcome would then be rejected as stale.
-func (s *Server) holdForLateOutcomes(ctx context.Context, ss *session, held, applied []*pb.TaskRef) error {
-	done := map[refKey]bool{}
-	for _, ref := range applied {
-		done[refKey{ref.GetTaskId(), int(ref.GetAttempt())}] = true
-	}
-	var refs []store.AttemptRef
-	for _, ref := range held {
-		if !done[refKey{ref.GetTaskId(), int(ref.GetAttempt())}] {
-			refs = append(refs, store.AttemptRef{TaskID: ref.GetTaskId(), Attempt: int(ref.GetAttempt())})
-		}
-	}
-	return s.holdAttempts(ctx, ss, refs)
-}
-
-// holdAttempts holds the queued tasks whose current attempt is one of
-// refs, lost on the session's worker, for lateOutcomeHold.
+// holdAttempts keeps the queued tasks whose current attempt is one of refs,
+// lost on the session's worker, out of the scheduler for lateOutcomeHold.
+// Without the hold, the scheduler could start such a task again, even on
+// this worker, just before the attempt's outcome arrives, and the outcome
+// would then be rejected as stale.
 func (s *Server) holdAttempts(ctx context.Context, ss *session, refs []store.AttemptRef) error {
 	n, err := s.store.HoldForLateOutcomes(ctx, ss.workerID, refs, time.Now().Add(lateOutcomeHold))
 	if err != nil {

@@ -52,8 +52,8 @@ type session struct {
 	peerAcked atomic.Uint64
 	rtt       protocol.RTTEstimator
 
-	// mu guards conn, detachedAt, ended and lostAway. Lock order: Server.mu before
-	// session.mu.
+	// mu guards conn, detachedAt, ended and lostAway. Lock order:
+	// Server.mu before session.mu.
 	mu sync.Mutex
 	// conn is the attached connection; nil while the worker is away.
 	conn       *connection

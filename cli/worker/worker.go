@@ -42,8 +42,8 @@ type Command struct {
 }
 
 // Run parses args, which exclude the program name and for dtf also the
-// word worker, and runs the worker host or the reload subcommand until ctx
-// ends or a stop signal arrives.
+// word worker. It runs the reload or validate subcommand, or the worker
+// host until ctx ends or a stop signal arrives.
 func (c Command) Run(ctx context.Context, args []string) int {
 	if len(args) > 0 {
 		switch args[0] {
@@ -80,7 +80,8 @@ func (c Command) Run(ctx context.Context, args []string) int {
 		return code
 	}
 	if *version {
-		fmt.Fprintf(c.Stdout, "%s %s (%s %s/%s)\n", c.Prog, host.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		fmt.Fprintf(c.Stdout, "%s %s (%s %s/%s)\n", c.Prog, host.Version, runtime.Version(),
+			runtime.GOOS, runtime.GOARCH)
 		return ExitOK
 	}
 	if *path == "" {

@@ -579,6 +579,13 @@ func (s *SQLite) AppliedOutcomes(ctx context.Context, workerID string, refs []At
 	return applied, nil
 }
 
+// whereQueuedAfterLoss matches the task with the given id, state and
+// attempt when that attempt ended as lost on the given worker. Its
+// arguments are the task id, the queued state, the attempt, AttemptLost and
+// the worker id.
+const whereQueuedAfterLoss = ` WHERE id = ? AND state = ? AND attempt = ? AND EXISTS (SELECT 1 FROM attempts a
+	WHERE a.task_id = tasks.id AND a.attempt = tasks.attempt AND a.state = ? AND a.worker_id = ?)`
+
 // HoldForLateOutcomes keeps each task of refs out of the scheduler until
 // until, when the task is queued and its current attempt is the ref's,
 // ended as lost on workerID. Such a worker reported the attempt's outcome
@@ -594,10 +601,8 @@ func (s *SQLite) HoldForLateOutcomes(ctx context.Context, workerID string, refs 
 	err := s.inTx(ctx, func(ctx context.Context, tx *txn) error {
 		heldTasks = 0
 		for _, ref := range refs {
-			res, err := tx.ExecContext(ctx, `UPDATE tasks SET not_before_ms = MAX(not_before_ms, ?)
-				WHERE id = ? AND state = ? AND attempt = ? AND EXISTS (SELECT 1 FROM attempts a
-				WHERE a.task_id = tasks.id AND a.attempt = tasks.attempt AND a.state = ? AND a.worker_id = ?)`,
-				until.UnixMilli(), ref.TaskID, api.StateQueued, ref.Attempt, AttemptLost, workerID)
+			res, err := tx.ExecContext(ctx, `UPDATE tasks SET not_before_ms = MAX(not_before_ms, ?)`+
+				whereQueuedAfterLoss, until.UnixMilli(), ref.TaskID, api.StateQueued, ref.Attempt, AttemptLost, workerID)
 			if err != nil {
 				return fmt.Errorf("hold task %s for the late outcome of attempt %d: %w", ref.TaskID, ref.Attempt, err)
 			}
@@ -619,9 +624,7 @@ func releaseLateHold(ctx context.Context, tx *txn, task *api.Task, o Outcome, no
 	if task.State != api.StateQueued || o.Attempt != task.Attempt {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, `UPDATE tasks SET not_before_ms = MIN(not_before_ms, ?)
-		WHERE id = ? AND state = ? AND attempt = ? AND EXISTS (SELECT 1 FROM attempts a
-		WHERE a.task_id = tasks.id AND a.attempt = tasks.attempt AND a.state = ? AND a.worker_id = ?)`,
+	_, err := tx.ExecContext(ctx, `UPDATE tasks SET not_before_ms = MIN(not_before_ms, ?)`+whereQueuedAfterLoss,
 		now.UnixMilli(), o.TaskID, api.StateQueued, o.Attempt, AttemptLost, o.WorkerID)
 	if err != nil {
 		return fmt.Errorf("release the hold of task %s: %w", o.TaskID, err)

@@ -335,13 +335,13 @@ func TestHoldForLateOutcomes(t *testing.T) {
 	until := testNow.Add(10 * time.Second)
 	refs := []AttemptRef{{TaskID: "lost", Attempt: 1}, {TaskID: "running", Attempt: 1}, {TaskID: "nope", Attempt: 1}}
 
-	held, err := st.HoldForLateOutcomes(ctx, "w2", refs, until)
+	count, err := st.HoldForLateOutcomes(ctx, "w2", refs, until)
 	require.NoError(t, err)
-	assert.Zero(t, held, "another worker's lost attempt")
+	assert.Zero(t, count, "another worker's lost attempt")
 
-	held, err = st.HoldForLateOutcomes(ctx, "w1", refs, until)
+	count, err = st.HoldForLateOutcomes(ctx, "w1", refs, until)
 	require.NoError(t, err)
-	assert.Equal(t, 1, held)
+	assert.Equal(t, 1, count)
 	task, err := st.GetTask(ctx, "lost")
 	require.NoError(t, err)
 	assert.Equal(t, until, task.NotBefore)
