@@ -103,22 +103,26 @@ func (h *Host) drain(ctx, connCtx context.Context) {
 	h.release(false, "not started before the worker began draining")
 
 	h.awaitIdle(ctx, connCtx, deadline)
-	switch {
-	case ctx.Err() != nil:
-		h.logger.Warn("drain ended early by a stop request; releasing running tasks")
-		h.stopNow(connCtx, "the worker's drain was ended early")
-		return
-	case connCtx.Err() != nil:
-		return
-	case h.runningCount() > 0:
+	if ctx.Err() == nil && connCtx.Err() == nil && h.runningCount() > 0 {
 		h.logger.Info("drain timeout passed; releasing running tasks", "running", h.runningCount())
 		h.release(true, fmt.Sprintf("the attempt was still running when the worker's "+
 			"drain_timeout of %s passed", h.cfg.DrainTimeout))
 		h.awaitIdle(ctx, connCtx, time.Now().Add(h.cfg.ShutdownTimeout))
 	}
-
 	h.awaitAcks(ctx, connCtx, time.Now().Add(h.cfg.ShutdownTimeout))
 	h.awaitLateAssignments(ctx, connCtx, start)
+
+	// A stop request may come at any of the waits above, each of which
+	// then returns at once. The immediate stop hands every outcome to the
+	// connector before the session closes.
+	switch {
+	case connCtx.Err() != nil:
+		return
+	case ctx.Err() != nil:
+		h.logger.Warn("drain ended early by a stop request; releasing running tasks")
+		h.stopNow(connCtx, "the worker's drain was ended early")
+		return
+	}
 	h.mu.Lock()
 	unacknowledged := len(h.held)
 	h.mu.Unlock()

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -185,4 +186,39 @@ func TestDrainWaitsForLateAssignment(t *testing.T) {
 	c.frame(t, ackFrame("late", 1))
 	require.NoError(t, awaitRun(t, hs))
 	assert.Empty(t, outboxFiles(t, cfg))
+}
+
+// A stop request that comes while a late assignment's released outcome is
+// still being written to the outbox must not close the session before the
+// connector has that outcome; the coordinator would otherwise count the
+// attempt as lost and run the task again only after its grace period.
+func TestStopDuringDrainHandsOverLateRelease(t *testing.T) {
+	cfg := testConfig(t, "runner")
+	cfg.DrainTimeout = time.Minute
+	hs, c := startRunner(t, cfg, &testExecutor{name: "r", types: []string{"block"}})
+
+	hs.host.Drain("test drain")
+	expectFrame(t, c, "draining")
+	// Taking every outbox write slot holds the released outcome before
+	// its outbox write.
+	for range cap(hs.host.outboxWrites) {
+		hs.host.outboxWrites <- struct{}{}
+	}
+	c.frame(t, assignFrame("late", 1, "block"))
+	require.Eventually(t, func() bool {
+		return strings.Contains(hs.logs.String(), "releasing task: the worker is stopping")
+	}, waitFor, 5*time.Millisecond)
+	hs.cancel()
+	require.Eventually(t, func() bool {
+		logs := hs.logs.String()
+		return strings.Contains(logs, "drain ended early") || strings.Contains(logs, "drain finished")
+	}, waitFor, 5*time.Millisecond)
+	for range cap(hs.host.outboxWrites) {
+		<-hs.host.outboxWrites
+	}
+
+	outcome := expectFrame(t, c, "task_outcome").GetTaskOutcome()
+	assert.Equal(t, "late", outcome.GetRef().GetTaskId())
+	assert.True(t, outcome.GetReleased())
+	require.NoError(t, awaitRun(t, hs))
 }

@@ -121,14 +121,19 @@ func (h *Host) handleAssign(frame *wirepb.Frame) {
 	h.mu.Lock()
 	h.lastAssign = time.Now()
 	stopping := h.stopping
-	if !stopping {
-		h.running[ref] = task
+	if stopping {
+		// The attempt counts as running until complete holds its released
+		// outcome, so that a drain or stop waits for that outcome instead
+		// of closing the session while the outbox write is under way. The
+		// release reason keeps release from stopping it a second time.
+		task.releaseReason = releasedWhileStopping
 	}
+	h.running[ref] = task
 	h.mu.Unlock()
 	if stopping {
 		cancel()
 		logger.Info("releasing task: the worker is stopping")
-		h.complete(ref, rejectedOutcome(ref, "not started before the worker began stopping", true))
+		h.complete(ref, rejectedOutcome(ref, releasedWhileStopping, true))
 		return
 	}
 	h.tasks.Add(1)
@@ -208,6 +213,10 @@ func (h *Host) runTask(ctx context.Context, task *runningTask, ex *executorPlugi
 	h.attachCheckpoint(task, outcome)
 	h.complete(task.ref, outcome)
 }
+
+// releasedWhileStopping is the message of the released outcome of an
+// attempt assigned after the host began to drain or stop.
+const releasedWhileStopping = "not started before the worker began stopping"
 
 // errPastTimeout marks an Execute call that the host ended because the
 // executor ran past the task timeout plus timeoutGrace.

@@ -209,8 +209,10 @@ func TestWorkerSecondSigtermStopsAtOnce(t *testing.T) {
 	e := newEnv(t)
 	worker := e.startSupervisedWorker("worker-1", 1, map[string]string{"drain_timeout": `"10m"`})
 	e.waitConnected("worker-1")
-	batch := e.submitCommand(1, "sh", "-c", "sleep 600")
+	started := filepath.Join(t.TempDir(), "started")
+	batch := e.submitCommand(1, "sh", "-c", "touch "+started+"; sleep 600")
 	e.waitRunning(batch, 1)
+	e.waitFile(started)
 
 	require.NoError(t, worker.Signal(syscall.SIGTERM))
 	err := cluster.Poll(context.Background(), 10*time.Second, 20*time.Millisecond, func() (bool, error) {
