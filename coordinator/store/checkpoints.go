@@ -48,7 +48,8 @@ type CheckpointRecord struct {
 
 // CheckpointStore keeps the newest checkpoint of each task. A checkpoint is
 // stored only while its attempt is the task's running attempt on the
-// worker that sent it, only when its data is within
+// worker that sent it, or that attempt was lost on that worker and the
+// task waits in the queue for its next attempt, only when its data is within
 // protocol.MaxCheckpointBytes, and only when it is newer than the stored
 // one: a higher attempt, or the same attempt and a higher sequence. So
 // the stored checkpoint of a task never moves backwards.

@@ -47,9 +47,13 @@ func saveCheckpointTx(ctx context.Context, tx *txn, task *api.Task, cp Checkpoin
 		attempt  int
 		sequence uint64
 	}
-	err := tx.QueryRowContext(ctx, `SELECT attempt, sequence FROM checkpoints WHERE task_id = ?`,
+	judged, err := asRunningIfLost(ctx, tx, task, cp)
+	if err != nil {
+		return CheckpointResult{}, err
+	}
+	err = tx.QueryRowContext(ctx, `SELECT attempt, sequence FROM checkpoints WHERE task_id = ?`,
 		cp.TaskID).Scan(&stored.attempt, &stored.sequence)
-	if result, ok := admitCheckpoint(task, cp); !ok {
+	if result, ok := admitCheckpoint(judged, cp); !ok {
 		// An outcome can overtake the checkpoints sent just before it and
 		// carries the newest of them, so a later one of the same attempt
 		// that is not newer than the stored one is only a late copy.
@@ -300,18 +304,23 @@ func applyOutcomeCheckpoint(ctx context.Context, tx *txn, task *api.Task, o Outc
 	return &result, nil
 }
 
-// applyLateOutcomeCheckpoint stores the checkpoint carried by a late
-// outcome of a lost attempt, which the fence accepted because no newer
-// attempt started. first is the result of applyOutcomeCheckpoint, which
-// rejected it because the task was queued. The checkpoint is judged as if
-// its attempt still ran on its worker, so it is stored only when it is
-// newer than the stored one.
-func applyLateOutcomeCheckpoint(ctx context.Context, tx *txn, task *api.Task, o Outcome,
-	first *CheckpointResult, now time.Time) (*CheckpointResult, error) {
-	if o.Checkpoint == nil || (first != nil && first.Applied) {
-		return first, nil
+// asRunningIfLost returns task as it is judged for cp. A checkpoint of an
+// attempt that the coordinator ended as lost, from the worker that ran
+// it, while the task waits in the queue and no newer attempt has started,
+// is judged as if that attempt still ran on its worker: the work it
+// records is the newest the task has, and the next attempt can resume
+// from it. This covers checkpoint frames that a worker sends when it
+// comes back after reassign_after, and the checkpoint that a late outcome
+// of that attempt carries.
+func asRunningIfLost(ctx context.Context, tx *txn, task *api.Task, cp Checkpoint) (*api.Task, error) {
+	if task.State != api.StateQueued || cp.Attempt != task.Attempt {
+		return task, nil
+	}
+	row, err := readAttempt(ctx, tx, task.ID, cp.Attempt)
+	if err != nil || row == nil || row.state != AttemptLost || row.workerID != cp.WorkerID {
+		return task, err
 	}
 	running := *task
-	running.State, running.WorkerID = api.StateRunning, o.WorkerID
-	return applyOutcomeCheckpoint(ctx, tx, &running, o, now)
+	running.State, running.WorkerID = api.StateRunning, cp.WorkerID
+	return &running, nil
 }

@@ -278,6 +278,45 @@ func TestLateOutcomeCheckpointStored(t *testing.T) {
 	}
 }
 
+// TestLostAttemptCheckpointStored checks that a checkpoint frame of a
+// lost attempt, from the worker that ran it, is stored while the task
+// waits in the queue with no newer attempt, and that it is stale from
+// any other worker, or once the next attempt has started.
+func TestLostAttemptCheckpointStored(t *testing.T) {
+	ctx := context.Background()
+	st := openTestStore(t, filepath.Join(t.TempDir(), "dtf.db"))
+	startRunning(t, st, "t1", 1, "w1")
+	res, err := st.SaveCheckpoint(ctx, checkpointOf("t1", 1, "w1", 5), testNow)
+	require.NoError(t, err)
+	require.True(t, res.Applied)
+	_, err = st.EndAttempt(ctx, AttemptEnd{TaskID: "t1", Attempt: 1, State: AttemptLost,
+		Reason: "worker w1 did not come back"}, testNow)
+	require.NoError(t, err)
+
+	res, err = st.SaveCheckpoint(ctx, checkpointOf("t1", 1, "w2", 6), testNow)
+	require.NoError(t, err)
+	assert.False(t, res.Applied, "a checkpoint from a worker that did not run the attempt")
+	assert.True(t, res.Stale)
+
+	res, err = st.SaveCheckpoint(ctx, checkpointOf("t1", 1, "w1", 7), testNow)
+	require.NoError(t, err)
+	assert.True(t, res.Applied, res.Reason)
+	res, err = st.SaveCheckpoint(ctx, checkpointOf("t1", 1, "w1", 6), testNow)
+	require.NoError(t, err)
+	assert.False(t, res.Applied, "an older checkpoint of the lost attempt")
+
+	_, err = st.StartAttempt(ctx, "t1", "w2", testNow)
+	require.NoError(t, err)
+	task, err := st.GetTask(ctx, "t1")
+	require.NoError(t, err)
+	require.NotNil(t, task.Checkpoint, "the next attempt resumes from the lost attempt's newest checkpoint")
+	assert.EqualValues(t, 7, task.Checkpoint.Sequence)
+	res, err = st.SaveCheckpoint(ctx, checkpointOf("t1", 1, "w1", 8), testNow)
+	require.NoError(t, err)
+	assert.False(t, res.Applied)
+	assert.Equal(t, "stale attempt 1, current attempt is 2", res.Reason)
+}
+
 func TestAttemptRecordsResumePoint(t *testing.T) {
 	ctx := context.Background()
 	st := openTestStore(t, filepath.Join(t.TempDir(), "dtf.db"))

@@ -401,15 +401,6 @@ func (s *SQLite) ApplyOutcome(ctx context.Context, o Outcome, now time.Time) (Ou
 			result = OutcomeResult{Reason: reason, Duplicate: duplicate, Task: current}
 			return releaseLateHold(ctx, tx, current, o, now)
 		}
-		if current.State == api.StateQueued {
-			// A late outcome of a lost attempt: its checkpoint was judged
-			// against a queued task above and rejected, so store it now as
-			// the checkpoint of the attempt that the fence let through.
-			if checkpoint, err = applyLateOutcomeCheckpoint(ctx, tx, current, o, checkpoint, now); err != nil {
-				return err
-			}
-		}
-
 		requeued, err := applyFencedOutcome(ctx, tx, current, o, now)
 		if err != nil {
 			return err
