@@ -41,12 +41,15 @@ func TestWriteWorkerTable(t *testing.T) {
 		{ID: "worker-2", Slots: 1, LastSeen: now.Add(-90 * time.Minute)},
 		{ID: "worker-3", State: api.WorkerDisconnected, StateSince: now.Add(-5 * time.Minute),
 			DowntimeMs: 312_400, Slots: 1, LastSeen: now.Add(-5 * time.Minute)},
+		{ID: "worker-4", State: api.WorkerDisconnected, StateSince: now.Add(-time.Minute),
+			ResumableUntil: now.Add(4 * time.Minute), DowntimeMs: 60_000, Slots: 1, LastSeen: now.Add(-time.Minute)},
 	}, now))
 	want := "" +
-		"ID        STATE         SINCE   RTT    RECONNECTS  DOWNTIME  SLOTS  RUNNING  TASK_TYPES      LABELS               LAST_SEEN  VERSION                   PLUGINS\n" +
-		"worker-1  connected     3m ago  1.4ms  2           2.5s      2      1        command,gotest  arch=amd64,os=linux  4s ago     host 0.1.0, plugin 0.2.0  reconnection 0.2.0/api1\n" +
-		"worker-2  disconnected  -       -      0           0s        1      0        -               -                    1h30m ago  -                         -\n" +
-		"worker-3  disconnected  5m ago  -      0           5m12s     1      0        -               -                    5m ago     -                         -\n"
+		"ID        STATE         SINCE   RESUMABLE  RTT    RECONNECTS  DOWNTIME  SLOTS  RUNNING  TASK_TYPES      LABELS               LAST_SEEN  VERSION                   PLUGINS\n" +
+		"worker-1  connected     3m ago  -          1.4ms  2           2.5s      2      1        command,gotest  arch=amd64,os=linux  4s ago     host 0.1.0, plugin 0.2.0  reconnection 0.2.0/api1\n" +
+		"worker-2  disconnected  -       -          -      0           0s        1      0        -               -                    1h30m ago  -                         -\n" +
+		"worker-3  disconnected  5m ago  -          -      0           5m12s     1      0        -               -                    5m ago     -                         -\n" +
+		"worker-4  disconnected  1m ago  for 4m0s   -      0           1m0s      1      0        -               -                    1m ago     -                         -\n"
 	assert.Equal(t, want, buf.String())
 }
 

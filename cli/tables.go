@@ -66,8 +66,8 @@ func formatCheckpoint(cp *api.Checkpoint) string {
 // ages in SINCE and LAST_SEEN.
 func writeWorkerTable(w io.Writer, workers []api.Worker, now time.Time) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ID\tSTATE\tSINCE\tRTT\tRECONNECTS\tDOWNTIME\tSLOTS\tRUNNING\tTASK_TYPES\tLABELS\t"+
-		"LAST_SEEN\tVERSION\tPLUGINS")
+	fmt.Fprintln(tw, "ID\tSTATE\tSINCE\tRESUMABLE\tRTT\tRECONNECTS\tDOWNTIME\tSLOTS\tRUNNING\tTASK_TYPES\t"+
+		"LABELS\tLAST_SEEN\tVERSION\tPLUGINS")
 	for _, wk := range workers {
 		state := wk.State
 		switch {
@@ -82,12 +82,21 @@ func writeWorkerTable(w io.Writer, workers []api.Worker, now time.Time) error {
 		if !wk.StateSince.IsZero() {
 			since = formatAge(wk.StateSince, now)
 		}
-		row(tw, wk.ID, state, since, formatRTT(wk.RTTMs), strconv.Itoa(wk.Reconnects),
+		row(tw, wk.ID, state, since, formatResumable(wk.ResumableUntil, now), formatRTT(wk.RTTMs), strconv.Itoa(wk.Reconnects),
 			formatDowntime(wk.DowntimeMs), strconv.Itoa(wk.Slots), strconv.Itoa(wk.Running),
 			strings.Join(wk.TaskTypes, ","), formatLabels(wk.Labels), formatAge(wk.LastSeen, now),
 			formatVersions(wk.HostVersion, wk.PluginVersion), formatPlugins(wk.Plugins))
 	}
 	return tw.Flush()
+}
+
+// formatResumable shows how long a disconnected worker can still resume
+// its session, such as "for 4m12s"; "" when it cannot.
+func formatResumable(until, now time.Time) string {
+	if until.IsZero() || !until.After(now) {
+		return ""
+	}
+	return "for " + until.Sub(now).Round(time.Second).String()
 }
 
 // formatRTT shows a round-trip time in milliseconds, such as "1.4ms"; ""

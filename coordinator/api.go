@@ -298,6 +298,9 @@ func (s *Server) listWorkers(ctx context.Context) ([]api.Worker, error) {
 				wk.PluginVersion = version
 			}
 			wk.LastSeen = time.Unix(0, ss.lastFrame.Load()).UTC()
+			if !wk.Connected {
+				wk.ResumableUntil = ss.resumableUntil(s.cfg.Workers.SessionTTL)
+			}
 			switch {
 			case wk.Connected && ss.draining.Load():
 				wk.State = api.WorkerDraining

@@ -157,17 +157,29 @@ func TestUnreadableSavedSessionStartsNewSession(t *testing.T) {
 
 func TestSessionExpiresAfterTTL(t *testing.T) {
 	cfg := testConfig(t, "")
-	cfg.Workers.SessionTTL = 200 * time.Millisecond
+	cfg.Workers.SessionTTL = time.Second
 	ts := startServer(t, cfg)
 	w := newSeqWorker(t, ts, "w1")
 	first := w.connect().GetWelcome()
 	w.sync()
+	resumableUntil := func() time.Time {
+		workers, err := ts.listWorkers(context.Background())
+		require.NoError(t, err)
+		require.Len(t, workers, 1)
+		return workers[0].ResumableUntil
+	}
+	assert.Zero(t, resumableUntil(), "a connected worker has no resume deadline")
+	cut := time.Now()
 	w.cut()
 
 	require.Eventually(t, func() bool { return ts.Stats().DetachedSessions == 1 }, waitFor, 10*time.Millisecond)
+	until := resumableUntil()
+	assert.WithinRange(t, until, cut, time.Now().Add(cfg.Workers.SessionTTL),
+		"a detached session can be resumed until session_ttl after the cut")
 	require.Eventually(t, func() bool { return ts.Stats().DetachedSessions == 0 }, waitFor, 10*time.Millisecond,
 		"the session is dropped after session_ttl")
 	assert.Nil(t, ts.sessionFor("w1"), "the expired session is released")
+	assert.Zero(t, resumableUntil(), "an expired session cannot be resumed")
 
 	welcome := w.connect().GetWelcome()
 	require.NotNil(t, welcome)

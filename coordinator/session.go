@@ -188,6 +188,17 @@ func (ss *session) isEnded() bool {
 	return ss.ended
 }
 
+// resumableUntil returns when a detached session expires, given the
+// session time-to-live, or the zero time when ss is attached or ended.
+func (ss *session) resumableUntil(ttl time.Duration) time.Time {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.conn != nil || ss.ended || ss.detachedAt.IsZero() {
+		return time.Time{}
+	}
+	return ss.detachedAt.Add(ttl).UTC()
+}
+
 // attached returns the connection of the session, or nil while the worker
 // is away.
 func (ss *session) attached() *connection {

@@ -182,6 +182,11 @@ type Worker struct {
 	// Reconnects counts the sessions the worker opened or resumed after its
 	// first one, within the coordinator's history of the worker.
 	Reconnects int `json:"reconnects"`
+	// ResumableUntil is when the coordinator drops the session of a
+	// disconnected worker, which can resume it until then
+	// (workers.session_ttl after the connection ended). It is zero while
+	// the worker is connected, and once no session is left to resume.
+	ResumableUntil time.Time `json:"resumable_until,omitzero"`
 	// DowntimeMs is the time the worker spent disconnected, the current
 	// disconnection included, within the same history, in milliseconds.
 	// Time spent drained is not downtime.
