@@ -513,13 +513,14 @@ func TestLateOutcomeOfLostAttemptApplied(t *testing.T) {
 // cancel report follows the coordinator's own cancel of the lost attempt.
 func TestLateOutcomeOfLostAttemptRejected(t *testing.T) {
 	cases := []struct {
-		name    string
-		status  pb.Status
-		retry   bool
-		message string
+		name       string
+		status     pb.Status
+		retry      bool
+		message    string
+		lostCancel bool
 	}{
-		{"retryable failure", pb.Status_STATUS_FAILED, true, ""},
-		{"cancel report", pb.Status_STATUS_CANCELLED, false, "worker w1 did not reconnect within reassign_after"},
+		{"retryable failure", pb.Status_STATUS_FAILED, true, "", false},
+		{"cancel report", pb.Status_STATUS_CANCELLED, false, "worker w1 did not reconnect within reassign_after", true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -539,6 +540,16 @@ func TestLateOutcomeOfLostAttemptRejected(t *testing.T) {
 			assert.False(t, ack.GetApplied())
 			assert.Contains(t, ack.GetReason(), "attempt 1 already ended, and the task is queued for its next attempt")
 			assert.Equal(t, api.StateQueued, getTask(t, ts, task.ID).State)
+			// The report of the coordinator's own cancel is expected, so
+			// it does not count toward the stale-outcome alert.
+			stale := uint64(1)
+			if tc.lostCancel {
+				stale = 0
+			}
+			assert.Equal(t, stale, ts.Stats().StaleOutcomes)
+			families := scrapeMetrics(t, ts, "")
+			assert.EqualValues(t, 1-stale, metricValue(t, families, "dtf_coordinator_outcomes_rejected_total",
+				"reason", "lost_cancel"))
 		})
 	}
 }

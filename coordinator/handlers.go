@@ -338,6 +338,10 @@ func (s *Server) logOutcome(log hclog.Logger, o store.Outcome, res store.Outcome
 	case res.Duplicate:
 		s.duplicateOutcomes.Add(1)
 		log.Debug("duplicate outcome ignored", "reason", res.Reason)
+	case res.LostCancel:
+		s.lostCancelOutcomes.Add(1)
+		log.Info("worker confirmed the cancel of an attempt the coordinator had ended as lost",
+			"reason", res.Reason)
 	default:
 		s.staleOutcomes.Add(1)
 		current, state := 0, ""

@@ -307,7 +307,8 @@ var (
 	duplicateFramesDesc = metricDesc("duplicate_frames_total",
 		"Received task frames ignored because their sequence number was already received, as after a replay.")
 	outcomesRejectedDesc = metricDesc("outcomes_rejected_total",
-		"Task outcomes not applied, by reason: stale (a superseded attempt) or duplicate (already applied).",
+		"Task outcomes not applied, by reason: stale (a superseded attempt), duplicate (already applied) "+
+			"or lost_cancel (the report of the cancel the coordinator sent for an attempt it had ended as lost).",
 		"reason")
 	checkpointsRejectedDesc = metricDesc("checkpoints_rejected_total",
 		"Checkpoints not stored, by reason: stale (an attempt that no longer runs, or older than the "+
@@ -376,6 +377,7 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 
 	counter(outcomesRejectedDesc, s.staleOutcomes.Load(), "stale")
 	counter(outcomesRejectedDesc, s.duplicateOutcomes.Load(), "duplicate")
+	counter(outcomesRejectedDesc, s.lostCancelOutcomes.Load(), "lost_cancel")
 	counter(checkpointsRejectedDesc, s.checkpoints.stale.Load(), "stale")
 	counter(checkpointsRejectedDesc, s.checkpoints.rejected.Load(), "invalid")
 	counter(workersLostDesc, s.lostWorkers.Load())

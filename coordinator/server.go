@@ -141,9 +141,12 @@ type Server struct {
 	bytesSent         atomic.Uint64
 	staleOutcomes     atomic.Uint64
 	duplicateOutcomes atomic.Uint64
-	lostWorkers       atomic.Uint64
-	drainedWorkers    atomic.Uint64
-	checkpoints       checkpointStats
+	// lostCancelOutcomes counts the outcomes that report the cancel of an
+	// attempt the coordinator had ended as lost.
+	lostCancelOutcomes atomic.Uint64
+	lostWorkers        atomic.Uint64
+	drainedWorkers     atomic.Uint64
+	checkpoints        checkpointStats
 	// authFailures counts handshakes rejected as unauthenticated, and
 	// rejected counts messages of open connections that failed their tag.
 	authFailures atomic.Uint64

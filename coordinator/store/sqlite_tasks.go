@@ -399,6 +399,11 @@ func (s *SQLite) ApplyOutcome(ctx context.Context, o Outcome, now time.Time) (Ou
 		}
 		if reason != "" {
 			result = OutcomeResult{Reason: reason, Duplicate: duplicate, Task: current}
+			if !duplicate && o.Status == api.StateCancelled {
+				if result.LostCancel, err = lostOn(ctx, tx, o); err != nil {
+					return err
+				}
+			}
 			return releaseLateHold(ctx, tx, current, o, now)
 		}
 		requeued, err := applyFencedOutcome(ctx, tx, current, o, now)
@@ -534,6 +539,16 @@ func readAttempt(ctx context.Context, tx queryer, taskID string, attempt int) (*
 		return nil, fmt.Errorf("read attempt %d of task %s: %w", attempt, taskID, err)
 	}
 	return &row, nil
+}
+
+// lostOn reports whether the coordinator ended o's attempt as lost while
+// o's worker ran it.
+func lostOn(ctx context.Context, tx queryer, o Outcome) (bool, error) {
+	row, err := readAttempt(ctx, tx, o.TaskID, o.Attempt)
+	if err != nil || row == nil {
+		return false, err
+	}
+	return row.state == AttemptLost && row.workerID == o.WorkerID, nil
 }
 
 // endedByOutcome reports whether o's worker ended o's attempt with an

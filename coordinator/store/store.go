@@ -166,6 +166,11 @@ type OutcomeResult struct {
 	// Duplicate is set when the same attempt's outcome was applied before,
 	// as after a replay; the rejection is then harmless.
 	Duplicate bool
+	// LostCancel is set when the rejected outcome reports the cancel that
+	// the coordinator sent for an attempt it had ended as lost, from the
+	// worker that ran it. The coordinator asked for that cancel, so the
+	// rejection is expected.
+	LostCancel bool
 	// Requeued is set when the applied outcome queued the task again: a
 	// released attempt, or a retryable failure with attempts left.
 	Requeued bool
