@@ -77,9 +77,14 @@ func TestFrozenWorkerOutcomeRejectedAsStale(t *testing.T) {
 	e.waitConnected("worker-1")
 
 	// The late outcomes of attempt 1 reach the coordinator, which rejects
-	// them as stale, and the worker logs that they were not applied.
+	// them, and the worker logs that they were not applied. The short
+	// task's result is stale. The long task's outcome reports the cancel
+	// that the coordinator sent for the lost attempt, which is expected
+	// and not counted as stale.
+	e.waitLog(e.coordinator, "outcome rejected", "task_id="+shortID+" ", "attempt=1 ", "stale attempt 1")
+	e.waitLog(e.coordinator, "worker confirmed the cancel of an attempt the coordinator had ended as lost",
+		"task_id="+longID+" ", "attempt=1 ", "stale attempt 1")
 	for _, id := range []string{shortID, longID} {
-		e.waitLog(e.coordinator, "outcome rejected", "task_id="+id+" ", "attempt=1 ", "stale attempt 1")
 		e.waitLog(frozen, "outcome acknowledged but not applied", "task_id="+id+" ", "attempt=1 ")
 	}
 
