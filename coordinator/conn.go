@@ -74,6 +74,10 @@ type connection struct {
 	// mu once writerDone is closed.
 	reason string
 
+	// peerClosed is set when the worker ended the connection with a normal
+	// WebSocket close, as its connector does when the worker host stops.
+	peerClosed atomic.Bool
+
 	// heartbeat fires one heartbeat interval after the coordinator's last
 	// heartbeat on this connection, and a writer sends the next one.
 	heartbeat *time.Timer
@@ -294,6 +298,14 @@ func (s *Server) readLoop(ss *session, c *connection) string {
 				s.connLog.Warn(ss.log, "malformed/"+ss.workerID, "malformed frame; closing the connection",
 					"remote_addr", c.remote, "error", err)
 				c.close(rejectFrame(rejectProtocolError, err.Error(), 0), "malformed frame")
+			}
+			// A close that answers the coordinator's own close is not the
+			// worker's decision.
+			c.mu.Lock()
+			closing := c.closing
+			c.mu.Unlock()
+			if !closing && websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+				c.peerClosed.Store(true)
 			}
 			return "read: " + err.Error()
 		}

@@ -613,6 +613,40 @@ func TestLateOutcomeHoldsTaskOnResume(t *testing.T) {
 // loseAttempt submits spec, hands its first attempt to worker w1 and
 // closes w1's connection until the coordinator ends the attempt as lost
 // and queues the task again. The server's reassign_after must be short.
+// TestLostRunningAttemptHeldForCancelReport checks that a worker that
+// comes back in a new session still running a lost attempt gets that
+// attempt cancelled, and that its task waits for the report of the
+// cancel, whose checkpoint the next attempt then resumes from.
+func TestLostRunningAttemptHeldForCancelReport(t *testing.T) {
+	cfg := testConfig(t, "")
+	cfg.Workers.ReassignAfter = 300 * time.Millisecond
+	ts := startServer(t, cfg)
+	lost, ref := loseAttempt(t, ts, commandSpec())
+
+	w, first := connectWorker(t, ts, &pb.Hello{WorkerId: "w1", TaskTypes: []string{"command"}, Slots: 2})
+	require.NotNil(t, first.GetWelcome(), "first frame: %v", first)
+	w.send(&pb.Frame{Body: &pb.Frame_StateSync{StateSync: &pb.StateSync{Running: []*pb.TaskRef{ref}}}})
+	result := w.expect("state_sync_result").GetStateSyncResult()
+	require.Len(t, result.GetCancel(), 1, "the lost attempt is cancelled")
+
+	// The lost task is the oldest in the queue, so without the hold it
+	// would be the first one assigned.
+	other := submit(t, ts, commandSpec()).Tasks[0]
+	assert.Equal(t, other.ID, w.expect("assign").GetAssign().GetRef().GetTaskId(),
+		"the task %s was assigned again before the report of its cancel", lost.ID)
+
+	report := outcomeFrame(ref, pb.Status_STATUS_CANCELLED)
+	report.GetTaskOutcome().Checkpoint = checkpointFrame(ref, 9, []byte("step 9")).GetCheckpoint()
+	w.send(report)
+	assert.False(t, w.expect("outcome_ack").GetOutcomeAck().GetApplied())
+
+	again := w.expect("assign").GetAssign()
+	assert.Equal(t, lost.ID, again.GetRef().GetTaskId())
+	assert.EqualValues(t, 2, again.GetRef().GetAttempt())
+	require.NotNil(t, again.GetCheckpoint(), "the next attempt resumes from the carried checkpoint")
+	assert.EqualValues(t, 9, again.GetCheckpoint().GetSequence())
+}
+
 func loseAttempt(t *testing.T, ts *testServer, spec api.TaskSpec) (api.Task, *pb.TaskRef) {
 	t.Helper()
 	w1, _ := connectSynced(t, ts, "w1", []string{"command"})

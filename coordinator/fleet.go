@@ -408,21 +408,21 @@ func resumeReason(prev *connection) string {
 }
 
 // recordDetach records that the connection of the worker's registered
-// session ended: drained when the worker had announced draining,
+// session ended: drained when the worker left after its drain,
 // disconnected otherwise. The caller holds s.mu.
-func (s *Server) recordDetach(ss *session, reason string, draining bool) {
+func (s *Server) recordDetach(ss *session, reason string, left bool) {
 	state := api.WorkerDisconnected
-	if draining {
+	if left {
 		state = api.WorkerDrained
 	}
 	s.recordState(ss, state, reason)
 }
 
 // recordExpiry records that a detached session can no longer be resumed.
-// The worker stays disconnected, or drained after draining, so only a
+// A worker that left after its drain stays drained, so only a
 // disconnected worker gets an entry. The caller holds s.mu and ss.mu.
 func (s *Server) recordExpiry(ss *session) {
-	if ss.draining.Load() {
+	if ss.left {
 		return
 	}
 	reason := fmt.Sprintf("session expired after workers.session_ttl %s; the worker has to start a new "+

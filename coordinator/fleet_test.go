@@ -291,6 +291,33 @@ func TestWorkerTimelineDrained(t *testing.T) {
 	assert.Zero(t, timeline.DowntimeMs)
 }
 
+// TestDrainingWorkerCutIsNotDrained checks that a draining worker whose
+// connection breaks, rather than closing normally, is disconnected and may
+// resume its session, and that its drain counts once, when it leaves.
+func TestDrainingWorkerCutIsNotDrained(t *testing.T) {
+	ts := startServer(t, testConfig(t, ""))
+	w := newSeqWorker(t, ts, "w1")
+	w.connect()
+	w.sync()
+	w.send(&pb.Frame{Body: &pb.Frame_Draining{Draining: &pb.Draining{Reason: "SIGTERM"}}})
+	require.Eventually(t, func() bool { return workerViewState(t, ts, "w1") == api.WorkerDraining },
+		waitFor, 10*time.Millisecond)
+
+	w.cut()
+	require.Eventually(t, func() bool { return ts.Stats().DetachedSessions == 1 }, waitFor, 10*time.Millisecond)
+	assert.Equal(t, api.WorkerDisconnected, workerViewState(t, ts, "w1"))
+	assert.Zero(t, ts.Stats().DrainedWorkers, "a cut is not the end of the drain")
+
+	require.True(t, w.connect().GetWelcome().GetResumed(), "the draining session can be resumed")
+	assert.Equal(t, api.WorkerDraining, workerViewState(t, ts, "w1"))
+
+	w.close()
+	require.Eventually(t, func() bool { return workerViewState(t, ts, "w1") == api.WorkerDrained },
+		waitFor, 10*time.Millisecond)
+	assert.EqualValues(t, 1, ts.Stats().DrainedWorkers)
+	assert.Nil(t, ts.sessionFor("w1"), "the session of a worker that left after its drain ends at once")
+}
+
 func TestStreamSendsWorkerEvents(t *testing.T) {
 	ts := startServer(t, testConfig(t, ""))
 	stream := openStream(t, ts.url, "")

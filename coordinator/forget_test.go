@@ -29,17 +29,19 @@ func TestForgetWorkerWithSession(t *testing.T) {
 	assert.Contains(t, apiErr.Error, `worker "w1" is away, but its session waits for a resume`)
 }
 
-// TestForgetDrainedWorker checks that a worker that left after a drain is
-// forgotten at once, with its waiting session.
+// TestForgetDrainedWorker checks that a worker that left after a drain,
+// closing its connection normally, keeps no session and is forgotten at
+// once.
 func TestForgetDrainedWorker(t *testing.T) {
 	ts := startServer(t, testConfig(t, ""))
 	w := connectDraining(t, ts, "w1")
 	w.close()
-	require.Eventually(t, func() bool { return ts.Stats().DetachedSessions == 1 }, waitFor, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return workerViewState(t, ts, "w1") == api.WorkerDrained },
+		waitFor, 10*time.Millisecond)
+	assert.Nil(t, ts.sessionFor("w1"), "the session of a worker that left after its drain ends at once")
+	assert.Zero(t, ts.Stats().DetachedSessions)
 
 	require.Equal(t, http.StatusNoContent, doJSON(t, http.MethodDelete, ts.url+"/v1/workers/w1", nil, nil))
-	assert.Nil(t, ts.sessionFor("w1"), "the drained session is ended")
-	assert.Zero(t, ts.Stats().DetachedSessions)
 }
 
 // TestForgetWorker checks that a worker whose session expired is forgotten

@@ -175,7 +175,11 @@ func (s *Server) handleStateSync(ss *session, _ *connection, frame *pb.Frame) {
 	}
 	result.Applied = applied
 	// An applied outcome ended its attempt, so only the others can hold.
-	if err := s.holdAttempts(ctx, ss, heldOutcomes); err != nil {
+	// A running attempt that the result cancels is held too: when the
+	// coordinator ended it as lost, the worker's report of the cancel
+	// carries the attempt's newest checkpoint, which the next attempt
+	// should resume from.
+	if err := s.holdAttempts(ctx, ss, append(heldOutcomes, attemptRefs(result.Cancel)...)); err != nil {
 		s.endForSync(ss, "state sync failed", err)
 		return
 	}
@@ -217,7 +221,9 @@ func (s *Server) appliedOutcomes(ctx context.Context, ss *session, refs []store.
 
 // lateOutcomeHold is how long a queued task waits for the outcome of its
 // lost attempt, which the worker listed in its state sync and sends right
-// after the result, or replays right after the Welcome of a resume.
+// after the result, or replays right after the Welcome of a resume. It
+// also covers the report of a cancel, which the executor sends once its
+// task stopped, within the host's stop grace of 5 seconds.
 const lateOutcomeHold = 10 * time.Second
 
 // holdAttempts keeps the queued tasks whose current attempt is one of refs,

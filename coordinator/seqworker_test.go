@@ -190,6 +190,23 @@ func (w *seqWorker) cut() {
 	<-done
 }
 
+// close ends the connection with a normal WebSocket close, as a worker
+// host that stops does.
+func (w *seqWorker) close() {
+	w.mu.Lock()
+	conn, done := w.conn, w.done
+	if conn != nil {
+		_ = conn.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseNormalClosure, "worker stopping"), time.Now().Add(time.Second))
+	}
+	w.mu.Unlock()
+	if conn == nil {
+		return
+	}
+	_ = conn.Close()
+	<-done
+}
+
 // expect returns the next fresh frame, which must be of type typ.
 func (w *seqWorker) expect(typ string) *pb.Frame {
 	w.t.Helper()

@@ -52,7 +52,7 @@ type session struct {
 	peerAcked atomic.Uint64
 	rtt       protocol.RTTEstimator
 
-	// mu guards conn, detachedAt, ended and lostAway. Lock order:
+	// mu guards conn, detachedAt, ended, left and lostAway. Lock order:
 	// Server.mu before session.mu.
 	mu sync.Mutex
 	// conn is the attached connection; nil while the worker is away.
@@ -60,6 +60,9 @@ type session struct {
 	detachedAt time.Time
 	// ended is set when the session can no longer be resumed.
 	ended bool
+	// left is set when the worker closed the connection normally after
+	// its Draining frame: it stopped, and comes back with a new session.
+	left bool
 	// lostAway lists the attempts that the coordinator ended as lost while
 	// the worker was away, until the worker resumes the session.
 	lostAway []store.AttemptRef
@@ -332,11 +335,19 @@ func (s *Server) resume(hello *pb.Hello, ack uint64, c *connection) (*session, *
 // workers.session_ttl so that the worker can resume it, unless it ended or
 // resume is disabled, and the worker's grace period starts either way.
 func (s *Server) detach(ss *session, c *connection) {
+	// A worker that closes the connection normally after its drain has
+	// stopped: its host starts a new session when it runs again, so the
+	// session ends at once. A draining worker whose connection broke may
+	// still resume, so its session waits like any other.
+	left := ss.draining.Load() && c.peerClosed.Load()
 	ss.mu.Lock()
 	current := ss.conn == c
 	if current {
 		ss.conn = nil
 		ss.detachedAt = time.Now()
+		if left {
+			ss.left, ss.ended = true, true
+		}
 	}
 	ended := ss.ended
 	ss.mu.Unlock()
@@ -350,16 +361,15 @@ func (s *Server) detach(ss *session, c *connection) {
 	keep := !ended && ttl > 0
 	s.mu.Lock()
 	registered := s.sessions[ss.workerID] == ss
-	draining := ss.draining.Load()
 	if registered {
 		if !keep {
 			delete(s.sessions, ss.workerID)
 		}
 		s.graceDeadlines[ss.workerID] = time.Now().Add(s.cfg.Workers.ReassignAfter)
-		if state := s.workers[ss.workerID]; state != nil && draining {
+		if state := s.workers[ss.workerID]; state != nil && left {
 			state.drained = true
 		}
-		s.recordDetach(ss, c.reason, draining)
+		s.recordDetach(ss, c.reason, left)
 	}
 	s.mu.Unlock()
 	s.metrics.disconnects.Add(1)
@@ -367,12 +377,15 @@ func (s *Server) detach(ss *session, c *connection) {
 	switch {
 	case !registered:
 		s.connLog.Info(ss.log, key, "replaced session closed", "reason", c.reason)
-	case draining:
+	case left:
 		// Its tasks were released or finished; any still running get the
 		// grace period like those of any disconnected worker.
 		s.drainedWorkers.Add(1)
 		s.connLog.Info(ss.log, key, "worker left after draining", "reason", c.reason,
 			"reassign_after", s.cfg.Workers.ReassignAfter)
+	case keep && ss.draining.Load():
+		s.connLog.Info(ss.log, key, "draining worker disconnected; session kept for resume", "reason", c.reason,
+			"session_ttl", ttl, "reassign_after", s.cfg.Workers.ReassignAfter)
 	case keep:
 		s.connLog.Info(ss.log, key, "worker disconnected; session kept for resume", "reason", c.reason,
 			"session_ttl", ttl, "reassign_after", s.cfg.Workers.ReassignAfter)

@@ -272,6 +272,7 @@ func TestLateOutcomeCheckpointStored(t *testing.T) {
 			task, err := st.GetTask(ctx, "t1")
 			require.NoError(t, err)
 			assert.Equal(t, api.StateSucceeded, task.State)
+			assert.Equal(t, "w1", task.WorkerID, "the task names the worker whose late outcome finished it")
 			require.NotNil(t, task.Checkpoint)
 			assert.EqualValues(t, tc.stored, task.Checkpoint.Sequence)
 		})

@@ -463,7 +463,13 @@ func applyFencedOutcome(ctx context.Context, tx *txn, task *api.Task, o Outcome,
 	if err := endAttempt(ctx, tx, o.TaskID, o.Attempt, o.Status, reason, true, ms); err != nil {
 		return false, err
 	}
-	return false, setTaskState(ctx, tx, o.TaskID, o.Status, ms)
+	// The worker is set again for a late outcome of a lost attempt, whose
+	// task waited in the queue without one.
+	if _, err := tx.ExecContext(ctx, `UPDATE tasks SET state = ?, worker_id = ?, updated_ms = ? WHERE id = ?`,
+		o.Status, o.WorkerID, ms, o.TaskID); err != nil {
+		return false, fmt.Errorf("set task %s to %s: %w", o.TaskID, o.Status, err)
+	}
+	return false, nil
 }
 
 // fence returns why an outcome may not change the task, or "" when the
