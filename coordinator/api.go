@@ -285,6 +285,9 @@ func (s *Server) listWorkers(ctx context.Context) ([]api.Worker, error) {
 		if state := s.workers[rec.ID]; state != nil {
 			wk.Connects = state.connects
 			wk.RTTMs = float64(state.rtt.Microseconds()) / 1000
+			if state.lastSeen.After(wk.LastSeen) {
+				wk.LastSeen = state.lastSeen
+			}
 		}
 		wk.State = api.WorkerDisconnected
 		if state := s.workers[rec.ID]; state != nil && state.drained {

@@ -74,9 +74,9 @@ type connection struct {
 	// mu once writerDone is closed.
 	reason string
 
-	// peerClosed is set when the worker ended the connection with a normal
-	// WebSocket close, as its connector does when the worker host stops.
-	peerClosed atomic.Bool
+	// peerStopped is set when the worker ended the connection with a
+	// normal WebSocket close that says its host stops.
+	peerStopped atomic.Bool
 
 	// heartbeat fires one heartbeat interval after the coordinator's last
 	// heartbeat on this connection, and a writer sends the next one.
@@ -304,8 +304,10 @@ func (s *Server) readLoop(ss *session, c *connection) string {
 			c.mu.Lock()
 			closing := c.closing
 			c.mu.Unlock()
-			if !closing && websocket.IsCloseError(err, websocket.CloseNormalClosure) {
-				c.peerClosed.Store(true)
+			var closeErr *websocket.CloseError
+			if !closing && errors.As(err, &closeErr) && closeErr.Code == websocket.CloseNormalClosure &&
+				closeErr.Text == protocol.CloseWorkerStopping {
+				c.peerStopped.Store(true)
 			}
 			return "read: " + err.Error()
 		}

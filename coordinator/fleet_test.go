@@ -18,6 +18,7 @@ import (
 
 	"github.com/dtf-io/dtf/coordinator/api"
 	"github.com/dtf-io/dtf/coordinator/config"
+	"github.com/dtf-io/dtf/protocol"
 	"github.com/dtf-io/dtf/protocol/pb"
 )
 
@@ -292,30 +293,45 @@ func TestWorkerTimelineDrained(t *testing.T) {
 }
 
 // TestDrainingWorkerCutIsNotDrained checks that a draining worker whose
-// connection breaks, rather than closing normally, is disconnected and may
-// resume its session, and that its drain counts once, when it leaves.
+// connection breaks, or whose connector closes it because it lost its
+// host, is disconnected and may resume its session, and that its drain
+// counts once, when the worker leaves saying that its host stops.
 func TestDrainingWorkerCutIsNotDrained(t *testing.T) {
-	ts := startServer(t, testConfig(t, ""))
-	w := newSeqWorker(t, ts, "w1")
-	w.connect()
-	w.sync()
-	w.send(&pb.Frame{Body: &pb.Frame_Draining{Draining: &pb.Draining{Reason: "SIGTERM"}}})
-	require.Eventually(t, func() bool { return workerViewState(t, ts, "w1") == api.WorkerDraining },
-		waitFor, 10*time.Millisecond)
+	ends := map[string]func(w *seqWorker){
+		"cut":                   func(w *seqWorker) { w.cut() },
+		"connector lost a host": func(w *seqWorker) { w.close("worker host unreachable from its connector plugin") },
+	}
+	for name, end := range ends {
+		t.Run(name, func(t *testing.T) {
+			ts := startServer(t, testConfig(t, ""))
+			w := newSeqWorker(t, ts, "w1")
+			w.connect()
+			w.sync()
+			w.send(&pb.Frame{Body: &pb.Frame_Draining{Draining: &pb.Draining{Reason: "SIGTERM"}}})
+			require.Eventually(t, func() bool { return workerViewState(t, ts, "w1") == api.WorkerDraining },
+				waitFor, 10*time.Millisecond)
 
-	w.cut()
-	require.Eventually(t, func() bool { return ts.Stats().DetachedSessions == 1 }, waitFor, 10*time.Millisecond)
-	assert.Equal(t, api.WorkerDisconnected, workerViewState(t, ts, "w1"))
-	assert.Zero(t, ts.Stats().DrainedWorkers, "a cut is not the end of the drain")
+			end(w)
+			require.Eventually(t, func() bool { return ts.Stats().DetachedSessions == 1 }, waitFor, 10*time.Millisecond)
+			assert.Equal(t, api.WorkerDisconnected, workerViewState(t, ts, "w1"))
+			assert.Zero(t, ts.Stats().DrainedWorkers, "the drain has not ended")
 
-	require.True(t, w.connect().GetWelcome().GetResumed(), "the draining session can be resumed")
-	assert.Equal(t, api.WorkerDraining, workerViewState(t, ts, "w1"))
+			resumed := time.Now()
+			require.True(t, w.connect().GetWelcome().GetResumed(), "the draining session can be resumed")
+			assert.Equal(t, api.WorkerDraining, workerViewState(t, ts, "w1"))
 
-	w.close()
-	require.Eventually(t, func() bool { return workerViewState(t, ts, "w1") == api.WorkerDrained },
-		waitFor, 10*time.Millisecond)
-	assert.EqualValues(t, 1, ts.Stats().DrainedWorkers)
-	assert.Nil(t, ts.sessionFor("w1"), "the session of a worker that left after its drain ends at once")
+			w.close(protocol.CloseWorkerStopping)
+			require.Eventually(t, func() bool { return workerViewState(t, ts, "w1") == api.WorkerDrained },
+				waitFor, 10*time.Millisecond)
+			assert.EqualValues(t, 1, ts.Stats().DrainedWorkers)
+			assert.Nil(t, ts.sessionFor("w1"), "the session of a worker that left after its drain ends at once")
+			workers, err := ts.listWorkers(context.Background())
+			require.NoError(t, err)
+			require.Len(t, workers, 1)
+			assert.False(t, workers[0].LastSeen.Before(resumed.Truncate(time.Millisecond)),
+				"last seen %s is the start of the session, not its last frame", workers[0].LastSeen)
+		})
+	}
 }
 
 func TestStreamSendsWorkerEvents(t *testing.T) {

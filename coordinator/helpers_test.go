@@ -268,7 +268,7 @@ func (w *fakeWorker) waitClosed() {
 func (w *fakeWorker) close() {
 	w.writeMu.Lock()
 	_ = w.conn.WriteControl(websocket.CloseMessage,
-		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+		websocket.FormatCloseMessage(websocket.CloseNormalClosure, protocol.CloseWorkerStopping), time.Now().Add(time.Second))
 	w.writeMu.Unlock()
 	_ = w.conn.Close()
 	<-w.done

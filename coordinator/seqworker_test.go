@@ -190,14 +190,15 @@ func (w *seqWorker) cut() {
 	<-done
 }
 
-// close ends the connection with a normal WebSocket close, as a worker
-// host that stops does.
-func (w *seqWorker) close() {
+// close ends the connection with a normal WebSocket close with reason,
+// as a connector does with protocol.CloseWorkerStopping when its host
+// stops.
+func (w *seqWorker) close(reason string) {
 	w.mu.Lock()
 	conn, done := w.conn, w.done
 	if conn != nil {
 		_ = conn.WriteControl(websocket.CloseMessage,
-			websocket.FormatCloseMessage(websocket.CloseNormalClosure, "worker stopping"), time.Now().Add(time.Second))
+			websocket.FormatCloseMessage(websocket.CloseNormalClosure, reason), time.Now().Add(time.Second))
 	}
 	w.mu.Unlock()
 	if conn == nil {

@@ -169,6 +169,10 @@ type workerState struct {
 	// drained is set when the worker's session ended after it announced
 	// draining, until the worker starts a new session.
 	drained bool
+	// lastSeen is when the coordinator last received a frame of the
+	// worker's session that ended last. The store keeps only the start of
+	// each session.
+	lastSeen time.Time
 }
 
 // Stats are counters for metrics and tests.

@@ -60,8 +60,9 @@ type session struct {
 	detachedAt time.Time
 	// ended is set when the session can no longer be resumed.
 	ended bool
-	// left is set when the worker closed the connection normally after
-	// its Draining frame: it stopped, and comes back with a new session.
+	// left is set when the worker closed the connection after its
+	// Draining frame saying that its host stops; it comes back with a new
+	// session.
 	left bool
 	// lostAway lists the attempts that the coordinator ended as lost while
 	// the worker was away, until the worker resumes the session.
@@ -325,6 +326,8 @@ func (s *Server) resume(hello *pb.Hello, ack uint64, c *connection) (*session, *
 	prev := ss.conn
 	ss.conn = c
 	ss.detachedAt = time.Time{}
+	// The hello of the resume is the session's newest frame.
+	ss.lastFrame.Store(time.Now().UnixNano())
 	delete(s.graceDeadlines, ss.workerID)
 	s.countConnect(ss.workerID)
 	s.recordConnect(ss, resumeReason(prev), true)
@@ -335,11 +338,12 @@ func (s *Server) resume(hello *pb.Hello, ack uint64, c *connection) (*session, *
 // workers.session_ttl so that the worker can resume it, unless it ended or
 // resume is disabled, and the worker's grace period starts either way.
 func (s *Server) detach(ss *session, c *connection) {
-	// A worker that closes the connection normally after its drain has
-	// stopped: its host starts a new session when it runs again, so the
-	// session ends at once. A draining worker whose connection broke may
-	// still resume, so its session waits like any other.
-	left := ss.draining.Load() && c.peerClosed.Load()
+	// A worker that closes the connection after its drain saying that its
+	// host stops has left: the host starts a new session when it runs
+	// again, so the session ends at once. A draining worker whose
+	// connection broke, or whose connector lost its host, may still
+	// resume, so its session waits like any other.
+	left := ss.draining.Load() && c.peerStopped.Load()
 	ss.mu.Lock()
 	current := ss.conn == c
 	if current {
@@ -366,8 +370,9 @@ func (s *Server) detach(ss *session, c *connection) {
 			delete(s.sessions, ss.workerID)
 		}
 		s.graceDeadlines[ss.workerID] = time.Now().Add(s.cfg.Workers.ReassignAfter)
-		if state := s.workers[ss.workerID]; state != nil && left {
-			state.drained = true
+		if state := s.workers[ss.workerID]; state != nil {
+			state.drained = state.drained || left
+			state.lastSeen = time.Unix(0, ss.lastFrame.Load()).UTC()
 		}
 		s.recordDetach(ss, c.reason, left)
 	}

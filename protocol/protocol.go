@@ -26,6 +26,13 @@ const ConnectPath = "/v1/connect"
 // outputs, messages and result data so that an outcome stays well below it.
 const DefaultMaxFrameBytes = 4 << 20
 
+// CloseWorkerStopping is the reason of the normal WebSocket close with
+// which a worker's connector ends its session because the worker host
+// stops. A coordinator that reads it after the worker's Draining frame
+// knows that the worker left and will not resume the session; any other
+// close may be followed by a resume.
+const CloseWorkerStopping = "worker stopping"
+
 // ErrFrameTooLarge is returned by Decode for a frame over its size limit.
 var ErrFrameTooLarge = errors.New("frame too large")
 

@@ -333,7 +333,7 @@ func (s *session) drainSendQueue() {
 // requested from the end of the host's events stream, as when the host
 // process died or is frozen.
 func (s *session) closeNormally(cause error) {
-	reason := "worker stopping"
+	reason := protocol.CloseWorkerStopping
 	if !errors.Is(cause, errStopped) {
 		reason = "worker host unreachable from its connector plugin"
 	}
