@@ -330,6 +330,12 @@ func TestDrainingWorkerCutIsNotDrained(t *testing.T) {
 			require.Len(t, workers, 1)
 			assert.False(t, workers[0].LastSeen.Before(resumed.Truncate(time.Millisecond)),
 				"last seen %s is the start of the session, not its last frame", workers[0].LastSeen)
+			// The store keeps the last frame's time too, for the list after
+			// a coordinator restart.
+			assert.Eventually(t, func() bool {
+				records, err := ts.store.ListWorkers(context.Background())
+				return err == nil && len(records) == 1 && !records[0].LastSeen.Before(resumed.Truncate(time.Millisecond))
+			}, waitFor, 10*time.Millisecond, "the store keeps the start of the session as the last-seen time")
 		})
 	}
 }

@@ -286,6 +286,18 @@ func (s *Server) recordWorker(ss *session) {
 	}
 }
 
+// touchWorker stores the time of the session's last frame as its worker's
+// last-seen time once the session is gone, so that the worker list shows
+// it after a coordinator restart too. The store otherwise keeps the start
+// of each session.
+func (s *Server) touchWorker(ss *session) {
+	ctx, cancel := storeContext()
+	defer cancel()
+	if err := s.store.TouchWorker(ctx, ss.workerID, time.Unix(0, ss.lastFrame.Load())); err != nil {
+		ss.log.Error("record last-seen time failed", "error", err)
+	}
+}
+
 // countConnect counts a new or resumed session of a worker. The caller
 // holds s.mu.
 func (s *Server) countConnect(workerID string) {
@@ -386,6 +398,7 @@ func (s *Server) detach(ss *session, c *connection) {
 		// Its tasks were released or finished; any still running get the
 		// grace period like those of any disconnected worker.
 		s.drainedWorkers.Add(1)
+		s.touchWorker(ss)
 		s.connLog.Info(ss.log, key, "worker left after draining", "reason", c.reason,
 			"reassign_after", s.cfg.Workers.ReassignAfter)
 	case keep && ss.draining.Load():
@@ -420,6 +433,7 @@ func (s *Server) expireSessions() {
 	}
 	s.mu.Unlock()
 	for _, ss := range expired {
+		s.touchWorker(ss)
 		frames, bytes := ss.window.Pending()
 		ss.log.Info("session expired", "session_ttl", ttl, "unacknowledged_frames", frames,
 			"unacknowledged_bytes", bytes)

@@ -318,6 +318,15 @@ func TestUpsertWorkerUpdates(t *testing.T) {
 	assert.Equal(t, []string{"a", "b"}, workers[0].TaskTypes)
 	assert.Equal(t, 4, workers[0].Slots)
 	assert.Equal(t, testNow.Add(time.Minute), workers[0].LastSeen)
+
+	// TouchWorker only moves the time forward, and ignores unknown workers.
+	require.NoError(t, st.TouchWorker(ctx, "w1", testNow.Add(2*time.Minute)))
+	require.NoError(t, st.TouchWorker(ctx, "w1", testNow))
+	require.NoError(t, st.TouchWorker(ctx, "absent", testNow))
+	workers, err = st.ListWorkers(ctx)
+	require.NoError(t, err)
+	require.Len(t, workers, 1)
+	assert.Equal(t, testNow.Add(2*time.Minute), workers[0].LastSeen)
 }
 
 // TestHoldForLateOutcomes checks that only a queued task whose current

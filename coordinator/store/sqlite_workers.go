@@ -4,7 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 )
+
+// TouchWorker moves the worker's last-seen time forward.
+func (s *SQLite) TouchWorker(ctx context.Context, id string, lastSeen time.Time) error {
+	return s.inTx(ctx, func(ctx context.Context, tx *txn) error {
+		_, err := tx.ExecContext(ctx, `UPDATE workers SET last_seen_ms = MAX(last_seen_ms, ?) WHERE id = ?`,
+			toMillis(lastSeen), id)
+		if err != nil {
+			return fmt.Errorf("record last-seen time of worker %s: %w", id, err)
+		}
+		return nil
+	})
+}
 
 // UpsertWorker records a worker's declaration from its latest Hello.
 func (s *SQLite) UpsertWorker(ctx context.Context, w WorkerRecord) error {

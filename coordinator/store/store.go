@@ -269,6 +269,9 @@ type Store interface {
 	RunningCounts(ctx context.Context) (map[string]int, error)
 	// UpsertWorker records a worker's declaration from its latest Hello.
 	UpsertWorker(ctx context.Context, worker WorkerRecord) error
+	// TouchWorker moves the worker's last-seen time forward to lastSeen,
+	// when the worker is recorded and lastSeen is later.
+	TouchWorker(ctx context.Context, id string, lastSeen time.Time) error
 	// ListWorkers returns every recorded worker ordered by ID.
 	ListWorkers(ctx context.Context) ([]WorkerRecord, error)
 	// DeleteWorker removes the worker's record, or returns
