@@ -75,7 +75,7 @@ type connection struct {
 	reason string
 
 	// peerStopped is set when the worker ended the connection with a
-	// normal WebSocket close that says its host stops.
+	// normal WebSocket close whose reason is protocol.CloseWorkerStopping.
 	peerStopped atomic.Bool
 
 	// heartbeat fires one heartbeat interval after the coordinator's last
@@ -299,7 +299,7 @@ func (s *Server) readLoop(ss *session, c *connection) string {
 					"remote_addr", c.remote, "error", err)
 				c.close(rejectFrame(rejectProtocolError, err.Error(), 0), "malformed frame")
 			}
-			// A close that answers the coordinator's own close is not the
+			// A close that echoes the coordinator's own close is not the
 			// worker's decision.
 			c.mu.Lock()
 			closing := c.closing

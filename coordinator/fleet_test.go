@@ -292,10 +292,11 @@ func TestWorkerTimelineDrained(t *testing.T) {
 	assert.Zero(t, timeline.DowntimeMs)
 }
 
-// TestDrainingWorkerCutIsNotDrained checks that a draining worker whose
-// connection breaks, or whose connector closes it because it lost its
-// host, is disconnected and may resume its session, and that its drain
-// counts once, when the worker leaves saying that its host stops.
+// TestDrainingWorkerCutIsNotDrained checks two ends of a draining
+// worker's connection: a cut, and the close of a connector that lost its
+// host. After each, the worker is disconnected and may resume its
+// session. Its drain counts once, when the worker leaves with the
+// worker-stopping close.
 func TestDrainingWorkerCutIsNotDrained(t *testing.T) {
 	ends := map[string]func(w *seqWorker){
 		"cut":                   func(w *seqWorker) { w.cut() },

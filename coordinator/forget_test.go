@@ -30,7 +30,7 @@ func TestForgetWorkerWithSession(t *testing.T) {
 }
 
 // TestForgetDrainedWorker checks that a worker that left after a drain,
-// closing its connection normally, keeps no session and is forgotten at
+// with the worker-stopping close, keeps no session and is forgotten at
 // once.
 func TestForgetDrainedWorker(t *testing.T) {
 	ts := startServer(t, testConfig(t, ""))
