@@ -562,11 +562,7 @@ func TestLateOutcomeHoldsTask(t *testing.T) {
 	cfg.Workers.ReassignAfter = 300 * time.Millisecond
 	ts := startServer(t, cfg)
 	heldTask, ref := loseAttempt(t, ts, commandSpec())
-
-	w, first := connectWorker(t, ts, &pb.Hello{WorkerId: "w1", TaskTypes: []string{"command"}, Slots: 2})
-	require.NotNil(t, first.GetWelcome(), "first frame: %v", first)
-	w.send(&pb.Frame{Body: &pb.Frame_StateSync{StateSync: &pb.StateSync{HeldOutcomes: []*pb.TaskRef{ref}}}})
-	w.expect("state_sync_result")
+	w, _ := reconnectSyncing(t, ts, &pb.StateSync{HeldOutcomes: []*pb.TaskRef{ref}})
 
 	// The heldTask task is the oldest in the queue, so without the hold it
 	// would be the first one assigned.
@@ -622,11 +618,7 @@ func TestLostRunningAttemptHeldForCancelReport(t *testing.T) {
 	cfg.Workers.ReassignAfter = 300 * time.Millisecond
 	ts := startServer(t, cfg)
 	lost, ref := loseAttempt(t, ts, commandSpec())
-
-	w, first := connectWorker(t, ts, &pb.Hello{WorkerId: "w1", TaskTypes: []string{"command"}, Slots: 2})
-	require.NotNil(t, first.GetWelcome(), "first frame: %v", first)
-	w.send(&pb.Frame{Body: &pb.Frame_StateSync{StateSync: &pb.StateSync{Running: []*pb.TaskRef{ref}}}})
-	result := w.expect("state_sync_result").GetStateSyncResult()
+	w, result := reconnectSyncing(t, ts, &pb.StateSync{Running: []*pb.TaskRef{ref}})
 	require.Len(t, result.GetCancel(), 1, "the lost attempt is cancelled")
 
 	// The lost task is the oldest in the queue, so without the hold it
@@ -657,6 +649,16 @@ func loseAttempt(t *testing.T, ts *testServer, spec api.TaskSpec) (api.Task, *pb
 		return getTask(t, ts, task.ID).State == api.StateQueued
 	}, waitFor, 20*time.Millisecond, "the task is requeued after reassign_after")
 	return task, ref
+}
+
+// reconnectSyncing connects w1 again with a new session that serves the
+// command type, sends sync and returns the worker and the sync result.
+func reconnectSyncing(t *testing.T, ts *testServer, sync *pb.StateSync) (*fakeWorker, *pb.StateSyncResult) {
+	t.Helper()
+	w, first := connectWorker(t, ts, &pb.Hello{WorkerId: "w1", TaskTypes: []string{"command"}, Slots: 2})
+	require.NotNil(t, first.GetWelcome(), "first frame: %v", first)
+	w.send(&pb.Frame{Body: &pb.Frame_StateSync{StateSync: sync}})
+	return w, w.expect("state_sync_result").GetStateSyncResult()
 }
 
 // reconnectHolding connects w1 again with a new session that serves no

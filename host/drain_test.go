@@ -188,10 +188,10 @@ func TestDrainWaitsForLateAssignment(t *testing.T) {
 	assert.Empty(t, outboxFiles(t, cfg))
 }
 
-// A stop request that comes while a late assignment's released outcome is
-// still being written to the outbox must not close the session before the
-// connector has that outcome; the coordinator would otherwise count the
-// attempt as lost and run the task again only after its grace period.
+// A stop request may come while the released outcome of a late assignment
+// is still being written to the outbox. The session must stay open until
+// the connector has that outcome, or the coordinator counts the attempt as
+// lost and runs the task again only after its grace period.
 func TestStopDuringDrainHandsOverLateRelease(t *testing.T) {
 	cfg := testConfig(t, "runner")
 	cfg.DrainTimeout = time.Minute

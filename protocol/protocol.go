@@ -26,11 +26,10 @@ const ConnectPath = "/v1/connect"
 // outputs, messages and result data so that an outcome stays well below it.
 const DefaultMaxFrameBytes = 4 << 20
 
-// CloseWorkerStopping is the reason of the normal WebSocket close with
-// which a worker's connector ends its session because the worker host
-// stops. A coordinator that reads it after the worker's Draining frame
-// knows that the worker left and will not resume the session; any other
-// close may be followed by a resume.
+// CloseWorkerStopping is the reason of the normal WebSocket close that a
+// worker's connector sends when the worker host stops. After the worker's
+// Draining frame, the coordinator treats this close as the worker leaving
+// and ends the session. Any other close may be followed by a resume.
 const CloseWorkerStopping = "worker stopping"
 
 // ErrFrameTooLarge is returned by Decode for a frame over its size limit.

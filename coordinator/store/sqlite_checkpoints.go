@@ -304,20 +304,18 @@ func applyOutcomeCheckpoint(ctx context.Context, tx *txn, task *api.Task, o Outc
 	return &result, nil
 }
 
-// asRunningIfLost returns task as it is judged for cp. A checkpoint of an
-// attempt that the coordinator ended as lost, from the worker that ran
-// it, while the task waits in the queue and no newer attempt has started,
-// is judged as if that attempt still ran on its worker: the work it
-// records is the newest the task has, and the next attempt can resume
-// from it. This covers checkpoint frames that a worker sends when it
-// comes back after reassign_after, and the checkpoint that a late outcome
-// of that attempt carries.
+// asRunningIfLost returns the task as the checkpoint rules see it for cp.
+// While the task waits in the queue and no newer attempt has started, a
+// checkpoint of its lost attempt from the worker that ran it counts as if
+// that attempt still ran there, because it records the task's newest work.
+// This covers checkpoint frames of a worker back after reassign_after,
+// and the checkpoint that a late outcome of that attempt carries.
 func asRunningIfLost(ctx context.Context, tx *txn, task *api.Task, cp Checkpoint) (*api.Task, error) {
 	if task.State != api.StateQueued || cp.Attempt != task.Attempt {
 		return task, nil
 	}
-	row, err := readAttempt(ctx, tx, task.ID, cp.Attempt)
-	if err != nil || row == nil || row.state != AttemptLost || row.workerID != cp.WorkerID {
+	lost, err := lostOn(ctx, tx, task.ID, cp.Attempt, cp.WorkerID)
+	if err != nil || !lost {
 		return task, err
 	}
 	running := *task

@@ -279,10 +279,10 @@ func TestLateOutcomeCheckpointStored(t *testing.T) {
 	}
 }
 
-// TestLostAttemptCheckpointStored checks that a checkpoint frame of a
-// lost attempt, from the worker that ran it, is stored while the task
-// waits in the queue with no newer attempt, and that it is stale from
-// any other worker, or once the next attempt has started.
+// TestLostAttemptCheckpointStored checks that a checkpoint frame of a lost
+// attempt from the worker that ran it is stored while the task waits for
+// its next attempt. The same frame is stale from any other worker, and
+// once the next attempt has started.
 func TestLostAttemptCheckpointStored(t *testing.T) {
 	ctx := context.Background()
 	st := openTestStore(t, filepath.Join(t.TempDir(), "dtf.db"))

@@ -400,7 +400,7 @@ func (s *SQLite) ApplyOutcome(ctx context.Context, o Outcome, now time.Time) (Ou
 		if reason != "" {
 			result = OutcomeResult{Reason: reason, Duplicate: duplicate, Task: current}
 			if !duplicate && o.Status == api.StateCancelled {
-				if result.LostCancel, err = lostOn(ctx, tx, o); err != nil {
+				if result.LostCancel, err = lostOn(ctx, tx, o.TaskID, o.Attempt, o.WorkerID); err != nil {
 					return err
 				}
 			}
@@ -493,11 +493,11 @@ func fence(ctx context.Context, tx *txn, task *api.Task, o Outcome) (reason stri
 		// and the outcome of that cancel must not end the queued task.
 		// The coordinator ended the attempt as lost, and no newer attempt
 		// has started, so the worker's late result is still the newest.
-		row, err := readAttempt(ctx, tx, task.ID, o.Attempt)
+		lost, err := lostOn(ctx, tx, task.ID, o.Attempt, o.WorkerID)
 		if err != nil {
 			return "", false, err
 		}
-		if row != nil && row.state == AttemptLost && row.workerID == o.WorkerID {
+		if lost {
 			return "", false, nil
 		}
 	}
@@ -547,14 +547,14 @@ func readAttempt(ctx context.Context, tx queryer, taskID string, attempt int) (*
 	return &row, nil
 }
 
-// lostOn reports whether the coordinator ended o's attempt as lost while
-// o's worker ran it.
-func lostOn(ctx context.Context, tx queryer, o Outcome) (bool, error) {
-	row, err := readAttempt(ctx, tx, o.TaskID, o.Attempt)
+// lostOn reports whether the coordinator ended the task's attempt as lost
+// while workerID ran it.
+func lostOn(ctx context.Context, tx queryer, taskID string, attempt int, workerID string) (bool, error) {
+	row, err := readAttempt(ctx, tx, taskID, attempt)
 	if err != nil || row == nil {
 		return false, err
 	}
-	return row.state == AttemptLost && row.workerID == o.WorkerID, nil
+	return row.state == AttemptLost && row.workerID == workerID, nil
 }
 
 // endedByOutcome reports whether o's worker ended o's attempt with an
