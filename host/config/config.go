@@ -406,6 +406,11 @@ func checkPluginSet(blocks []pluginBlock) hcl.Diagnostics {
 	seen := map[string]pluginBlock{}
 	var connectors, executors []pluginBlock
 	for _, block := range blocks {
+		if block.Name == "" {
+			diags = append(diags, errorAt(block.NameRange, "Invalid plugin name",
+				`The plugin name is empty; name each plugin block, such as plugin "reconnection" { ... }.`))
+			continue
+		}
 		if first, ok := seen[block.Name]; ok {
 			diags = append(diags, errorAt(block.NameRange, "Duplicate plugin name",
 				fmt.Sprintf("Plugin %q is already defined at %s; give each plugin block its own name.",

@@ -174,6 +174,8 @@ func TestLoadErrors(t *testing.T) {
 			[]string{"worker.hcl:24:10", "bin/nope not found", "make build"}},
 		{"duplicate plugin names", replace(`plugin "command"`, `plugin "reconnection"`),
 			[]string{"worker.hcl:22:8: Duplicate plugin name", "already defined at", "worker.hcl:11,1-22"}},
+		{"empty plugin name", replace(`plugin "command"`, `plugin ""`),
+			[]string{"worker.hcl:22:8: Invalid plugin name", "name each plugin block"}},
 		{"bad kind", replace(`kind = "executor"`, `kind = "runner"`),
 			[]string{"worker.hcl:23:10", `kind "runner"`}},
 		{"no executor", replace(`kind = "executor"`, `kind = "connector"`),
