@@ -54,11 +54,14 @@ func (s *SQLite) StartAttempts(ctx context.Context, starts []AttemptStart, now t
 // task runs from here on, so no newer checkpoint can be stored before the
 // Assign that carries this one reaches the worker.
 func startAttemptTx(ctx context.Context, tx *txn, taskID, workerID string, ms int64) (*api.Task, *Checkpoint, error) {
+	// not_before_ms is checked here too, because a hold for a late outcome
+	// can commit after the scheduler read the task as ready.
 	task, err := scanTask(tx.QueryRowContext(ctx, `UPDATE tasks SET state = ?, attempt = attempt + 1,
-		worker_id = ?, updated_ms = ? WHERE id = ? AND state = ? RETURNING `+taskColumns,
-		api.StateRunning, workerID, ms, taskID, api.StateQueued))
+		worker_id = ?, updated_ms = ? WHERE id = ? AND state = ? AND not_before_ms <= ? RETURNING `+taskColumns,
+		api.StateRunning, workerID, ms, taskID, api.StateQueued, ms))
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil, fmt.Errorf("start attempt of task %s: %w: not queued", taskID, ErrConflict)
+		return nil, nil, fmt.Errorf("start attempt of task %s: %w: not queued, or waiting for its retry time",
+			taskID, ErrConflict)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("start attempt of task %s: %w", taskID, err)

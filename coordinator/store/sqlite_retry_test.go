@@ -79,6 +79,8 @@ func TestEndAttemptBackoffAndTimeout(t *testing.T) {
 	assert.Equal(t, []string{"t1"}, queuedIDs(t, st, query), "the task returns when its backoff ends")
 
 	_, err = st.StartAttempt(ctx, "t1", "w1", testNow)
+	require.ErrorIs(t, err, ErrConflict, "a task in backoff does not start")
+	_, err = st.StartAttempt(ctx, "t1", "w1", testNow.Add(time.Minute))
 	require.NoError(t, err)
 	task, err = st.EndAttempt(ctx, AttemptEnd{TaskID: "t1", Attempt: 2, State: AttemptTimedOut,
 		Reason: "ran past its timeout"}, testNow)
@@ -128,7 +130,7 @@ func TestReleasedAndRetryableOutcomes(t *testing.T) {
 	assert.False(t, again.Applied)
 	assert.True(t, again.Duplicate)
 
-	_, err = st.StartAttempt(ctx, "t1", "w2", testNow)
+	_, err = st.StartAttempt(ctx, "t1", "w2", testNow.Add(time.Second))
 	require.NoError(t, err)
 	res, err = st.ApplyOutcome(ctx, Outcome{TaskID: "t1", Attempt: 4, WorkerID: "w2",
 		Status: api.StateFailed, Retryable: true, Message: "executor crashed"}, testNow)
